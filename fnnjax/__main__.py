@@ -1,0 +1,7 @@
+"""``python -m fnnjax`` is the ``fnnjax`` command."""
+
+import sys
+
+from fnnjax.cli import main
+
+sys.exit(main())

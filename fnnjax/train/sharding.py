@@ -1,0 +1,61 @@
+"""Data parallelism with ``jax.jit`` + ``NamedSharding`` (DESIGN principle 6), not the legacy pmap.
+
+One mesh axis, ``"data"``, spans the devices. Parameters, optimizer state and the (small) dataset are
+*replicated*; each batch is *sharded* along its leading axis. The jitted train step is written
+for one global batch; XLA's SPMD partitioner splits the work and inserts the gradient all-reduce, so
+a run on 8 devices computes the same numbers as on 1 (up to the order of float additions).
+
+Multi-host (several machines, e.g. a TPU pod slice or a GPU cluster): call
+``jax.distributed.initialize()`` at the very start of every process (on TPU and SLURM it discovers
+the coordinator itself; elsewhere pass ``coordinator_address``, ``num_processes`` and
+``process_id``), then build the mesh over ``jax.devices()`` (all hosts' devices) — which is what
+:func:`make_mesh` does — and give each process the same global batch indices. ``fnnjax train
+--distributed`` does the initialize call for you.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import jax
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from fnnjax.errors import ConfigError
+
+__all__ = ["DATA_AXIS", "batch_sharding", "make_mesh", "replicate", "replicated_sharding"]
+
+DATA_AXIS = "data"
+
+
+def make_mesh(num_devices: int | None = None, devices: Sequence[jax.Device] | None = None) -> Mesh:
+    """A 1-D ``("data",)`` mesh over the first ``num_devices`` devices (default: all of them).
+
+    Raises:
+        ConfigError: ``num_devices`` is not in ``[1, len(jax.devices())]``.
+    """
+    devices = list(devices if devices is not None else jax.devices())
+    if num_devices is None:
+        num_devices = len(devices)
+    if not 1 <= num_devices <= len(devices):
+        raise ConfigError(
+            f"devices must be between 1 and {len(devices)} (the devices JAX sees: "
+            f"{devices[0].platform} x{len(devices)}), got {num_devices}"
+        )
+    return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
+
+
+def replicated_sharding(mesh: Mesh) -> NamedSharding:
+    """Every device holds the whole array."""
+    return NamedSharding(mesh, PartitionSpec())
+
+
+def batch_sharding(mesh: Mesh) -> NamedSharding:
+    """The leading (batch) axis is split across the ``"data"`` axis."""
+    return NamedSharding(mesh, PartitionSpec(DATA_AXIS))
+
+
+def replicate(tree: Any, mesh: Mesh) -> Any:
+    """Places every array of ``tree`` on all devices of ``mesh``."""
+    return jax.device_put(tree, replicated_sharding(mesh))

@@ -1,0 +1,240 @@
+"""The training engine: determinism, exact resume, corrupted checkpoints, 8 devices, bad input."""
+
+import json
+import warnings
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fnnjax.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from fnnjax.models import DenseBaseline
+from fnnjax.train import Checkpoints, TrainConfig, fit, load_dataset, loop, make_mesh, replicate
+
+SMALL = DenseBaseline(num_classes=4, hidden=(32, 16), input_dropout=0.1)
+
+
+@pytest.fixture(scope="module")
+def synthetic():
+    return load_dataset("synthetic")
+
+
+def _config(**overrides):
+    base = dict(epochs=3, batch_size=64, schedule="cosine", seed=7, progress=False, num_devices=1)
+    return TrainConfig(**{**base, **overrides})
+
+
+def _leaves(state):
+    return [np.asarray(x) for x in jax.tree_util.tree_leaves(jax.device_get(state))]
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_same_seed_gives_identical_runs(synthetic):
+    a = fit(SMALL, synthetic, _config(epochs=2))
+    b = fit(SMALL, synthetic, _config(epochs=2))
+    for x, y in zip(_leaves(a.state), _leaves(b.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    c = fit(SMALL, synthetic, _config(epochs=2, seed=8))
+    assert not np.array_equal(_leaves(a.state.params)[0], _leaves(c.state.params)[0])
+
+
+def test_interrupted_run_resumes_bitwise(synthetic, tmp_path):
+    """Kill after epoch 1 of 3 (before epoch 2 is saved), restart: same final params, bit for bit."""
+    whole = fit(SMALL, synthetic, _config())
+
+    def die_in_epoch_2(record, state):
+        if record["epoch"] == 2:
+            raise _Stop
+
+    with pytest.raises(_Stop):
+        fit(SMALL, synthetic, _config(), out_dir=tmp_path, on_epoch_end=die_in_epoch_2)
+    assert Checkpoints(tmp_path / "checkpoints").steps() == [8]  # 512 // 64 = 8 steps per epoch
+    resumed = fit(SMALL, synthetic, _config(), out_dir=tmp_path)
+    for x, y in zip(_leaves(whole.state), _leaves(resumed.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    log = [json.loads(line) for line in (tmp_path / "metrics.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in log] == [1, 2, 3]  # the lost epoch 2 is logged once
+    assert [r["train_loss"] for r in log] == [r["train_loss"] for r in whole.history]
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["epochs_done"] == 3 and summary["final_test_accuracy"] > 0.6  # chance: 0.25
+
+
+def _corrupt_largest_file(step_dir):
+    files = [p for p in step_dir.rglob("*") if p.is_file() and "state" in p.parts]
+    target = max(files, key=lambda p: p.stat().st_size)
+    raw = bytearray(target.read_bytes())
+    for i in range(len(raw) // 3, len(raw) // 3 + 64):
+        raw[i] ^= 0xFF
+    target.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage", ["flip_bytes", "delete_state"])
+def test_corrupted_latest_checkpoint_falls_back_with_a_warning(synthetic, tmp_path, damage):
+    first = fit(SMALL, synthetic, _config(epochs=1), out_dir=tmp_path)
+    fit(SMALL, synthetic, _config(epochs=2), out_dir=tmp_path)
+    latest = tmp_path / "checkpoints" / "16"
+    if damage == "flip_bytes":
+        _corrupt_largest_file(latest)
+    else:
+        import shutil
+
+        shutil.rmtree(latest / "state")
+    template = jax.device_get(first.state)
+    with pytest.warns(UserWarning, match="checkpoints/16 is (corrupted|unreadable)"):
+        state, meta = Checkpoints(tmp_path / "checkpoints").restore_latest(template)
+    assert meta["epoch"] == 1
+    for x, y in zip(_leaves(first.state), _leaves(state), strict=True):
+        np.testing.assert_array_equal(x, y)
+
+
+def test_no_readable_checkpoint_is_an_error_not_a_fresh_start(synthetic, tmp_path):
+    first = fit(SMALL, synthetic, _config(epochs=1), out_dir=tmp_path)
+    _corrupt_largest_file(tmp_path / "checkpoints" / "8")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        with pytest.raises(CheckpointError, match="none of the checkpoints"):
+            Checkpoints(tmp_path / "checkpoints").restore_latest(jax.device_get(first.state))
+
+
+def test_resuming_a_different_run_is_refused(synthetic, tmp_path):
+    fit(SMALL, synthetic, _config(epochs=1), out_dir=tmp_path)
+    with pytest.raises(CheckpointError, match="config.learning_rate"):
+        fit(SMALL, synthetic, _config(epochs=2, learning_rate=0.1), out_dir=tmp_path)
+    fresh = fit(SMALL, synthetic, _config(epochs=1, learning_rate=0.1), out_dir=tmp_path, resume=False)
+    assert fresh.summary["steps"] == 8
+    (archive,) = tmp_path.glob("previous-*")  # the first run is kept, not overwritten
+    assert Checkpoints(archive / "checkpoints").steps() == [8]
+    assert (archive / "summary.json").exists()
+
+
+def test_eight_devices_match_one_device(synthetic):
+    assert jax.device_count() == 8, "tests/conftest.py asks for 8 simulated CPU devices"
+    config = _config(epochs=2, num_devices=None)
+    one = fit(SMALL, synthetic, config, mesh=make_mesh(1))
+    eight = fit(SMALL, synthetic, config, mesh=make_mesh(8))
+    assert len(eight.summary["devices"]) == 8
+    for a, b in zip(one.history, eight.history, strict=True):
+        np.testing.assert_allclose(a["train_loss"], b["train_loss"], rtol=1e-5)
+        np.testing.assert_allclose(a["test_loss"], b["test_loss"], rtol=1e-5)
+    for x, y in zip(_leaves(one.state.params), _leaves(eight.state.params), strict=True):
+        np.testing.assert_allclose(x, y, rtol=1e-4, atol=1e-6)
+    with pytest.raises(ConfigError, match="multiple of the number of devices"):
+        fit(SMALL, synthetic, _config(batch_size=60), mesh=make_mesh(8))
+
+
+def test_batch_norm_models_train_and_keep_running_stats(synthetic):
+    class WithBN(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            x = nn.Dense(16)(x.reshape(len(x), -1))
+            x = nn.BatchNorm(use_running_average=not train)(x)
+            return nn.Dense(4)(nn.relu(x))
+
+    result = fit(WithBN(), synthetic, _config(epochs=2, optimizer="sgd", learning_rate=0.05,
+                                               nesterov=True, weight_decay=5e-4, grad_clip=1.0))
+    stats = result.state.batch_stats["BatchNorm_0"]
+    assert float(jnp.abs(stats["mean"]).sum()) > 0 and result.summary["final_test_accuracy"] > 0.5
+
+
+def test_augmented_training_runs_and_differs(synthetic):
+    plain = fit(SMALL, synthetic, _config(epochs=1))
+    augmented = fit(SMALL, synthetic, _config(epochs=1, augment=True))
+    assert np.isfinite(augmented.history[0]["train_loss"])
+    assert augmented.history[0]["train_loss"] != plain.history[0]["train_loss"]
+
+
+def test_train_step_compiles_once(synthetic):
+    mesh = make_mesh(1)
+    tx = loop.make_optimizer(_config(), 8)
+    state = replicate(loop.init_state(jax.random.PRNGKey(0), SMALL, synthetic.input_shape, tx), mesh)
+    step = loop.make_train_step(SMALL, tx, mesh)
+    x, y = jnp.asarray(synthetic.train.x), jnp.asarray(synthetic.train.y)
+    order = jnp.arange(512).reshape(8, 64)
+    for i in range(3):
+        state, _ = step(state, x, y, order, i)
+    assert step._cache_size() == 1
+
+
+def test_schedules():
+    config = _config(epochs=10, schedule="step", step_epochs=(5, 8), step_factor=0.1, warmup_epochs=1)
+    sched = loop.make_schedule(config, steps_per_epoch=10)
+    np.testing.assert_allclose([sched(0), sched(5), sched(10), sched(49), sched(50), sched(80)],
+                               [0, 5e-4, 1e-3, 1e-3, 1e-4, 1e-5], rtol=1e-5)
+    cosine = loop.make_schedule(_config(epochs=2, schedule="cosine"), steps_per_epoch=10)
+    np.testing.assert_allclose([cosine(0), cosine(10), cosine(20)], [1e-3, 5e-4, 0], atol=1e-9)
+
+
+def test_sgd_weight_decay_is_l2_on_the_gradient():
+    tx = loop.make_optimizer(_config(optimizer="sgd", momentum=0.0, weight_decay=0.5,
+                                     schedule="constant", learning_rate=0.1), 1)
+    params = {"w": jnp.array([2.0])}
+    updates, _ = tx.update({"w": jnp.array([1.0])}, tx.init(params), params)
+    np.testing.assert_allclose(updates["w"], -0.1 * (1.0 + 0.5 * 2.0))
+
+
+def test_nan_in_data_is_detected_before_training(synthetic):
+    x = synthetic.train.x.copy()
+    x[5, 0, 0, 0] = np.nan
+    bad = type(synthetic)(**{**synthetic.__dict__, "train": type(synthetic.train)(x, synthetic.train.y)})
+    with pytest.raises(DataError, match="train split.*index 5"):
+        fit(SMALL, bad, _config())
+
+
+def test_divergence_stops_without_saving_the_broken_state(synthetic, tmp_path):
+    class Explodes(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return nn.Dense(4)(x.reshape(len(x), -1)) * jnp.inf
+
+    with pytest.raises(TrainingDivergedError, match="epoch 1"):
+        fit(Explodes(), synthetic, _config(), out_dir=tmp_path)
+    assert Checkpoints(tmp_path / "checkpoints").steps() == []
+
+
+def test_model_that_cannot_take_the_input_shape(synthetic):
+    class Needs784(nn.Module):
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            return nn.Dense(4)(x.reshape(-1, 784))
+
+    with pytest.raises(ConfigError, match=r"cannot take inputs of shape \(8, 8, 1\)"):
+        fit(Needs784(), synthetic, _config())
+    result = fit(SMALL, synthetic, _config(epochs=1))
+    step = loop.make_eval_step(SMALL, make_mesh(1))
+    wrong = type(synthetic.test)(np.zeros((4, 28, 28, 1), np.float32), np.zeros(4, np.int32))
+    with pytest.raises(DataError, match=r"shape \(28, 28, 1\).*\(8, 8, 1\)"):
+        loop.evaluate(step, result.state, wrong, batch_size=4, mesh=make_mesh(1), input_shape=(8, 8, 1))
+
+
+def test_unwritable_output_folder(synthetic, tmp_path):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("x")
+    with pytest.raises(ConfigError, match="not writable"):
+        fit(SMALL, synthetic, _config(), out_dir=blocker / "run")
+
+
+@pytest.mark.parametrize(
+    ("field", "value"), [("optimizer", "rmsprop"), ("schedule", "linear"), ("epochs", 0),
+                         ("learning_rate", float("nan")), ("schedule", "step")],
+)
+def test_bad_config_values_name_the_field(field, value):
+    with pytest.raises(ConfigError, match=field if value != "step" else "step_epochs"):
+        TrainConfig(**{field: value})
+
+
+def test_dense_baseline_parameter_counts_match_the_paper():
+    for inputs, expected in ((784, 6_578_010), (3072, 11_154_010)):
+        shapes = jax.eval_shape(DenseBaseline().init, jax.random.PRNGKey(0), jnp.zeros((1, inputs)))
+        assert sum(int(np.prod(s.shape)) for s in jax.tree_util.tree_leaves(shapes)) == expected
+
+
+def test_optax_state_is_part_of_the_checkpointed_state(synthetic):
+    result = fit(SMALL, synthetic, _config(epochs=1))
+    assert isinstance(result.state.opt_state[0][0], optax.ScaleByAdamState)
+    assert int(result.state.opt_state[0][0].count) == 8
