@@ -102,7 +102,12 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="EPOCHS")
     run.add_argument("--devices", type=_positive_int, help="number of local devices (default all)")
     run.add_argument("--distributed", action="store_true",
-                     help="call jax.distributed.initialize() first (multi-host runs)")
+                     help="call jax.distributed.initialize() first (multi-host runs; on TPU pods "
+                     "and SLURM it finds the cluster itself)")
+    run.add_argument("--coordinator", metavar="HOST:PORT",
+                     help="with --distributed: the coordinator (process 0) address")
+    run.add_argument("--num-processes", type=_positive_int, help="with --distributed")
+    run.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -117,7 +122,10 @@ def _train(args: argparse.Namespace) -> int:
     from fnnjax import models, train  # noqa: PLC0415
 
     if args.distributed:
-        jax.distributed.initialize()
+        jax.distributed.initialize(
+            coordinator_address=args.coordinator, num_processes=args.num_processes,
+            process_id=args.process_id,
+        )
     options = dict(args.option)
     if args.template is not None:
         options["template"] = args.template
