@@ -67,6 +67,11 @@ _REGISTRY: dict[str, Callable[..., nn.Module] | str] = {
     "fnn-1024": "fnnjax.floating.layer:fnn_1024",
     "fnn-5000": "fnnjax.floating.layer:fnn_5000",
     "fnn": "fnnjax.floating.layer:fnn_custom",
+    "vgg16": "fnnjax.arch.zoo:vgg16",
+    "vgg19": "fnnjax.arch.zoo:vgg19",
+    "resnet50": "fnnjax.arch.zoo:resnet50",
+    "inception": "fnnjax.arch.zoo:inception",
+    "mobilenet": "fnnjax.arch.zoo:mobilenet",
 }
 
 

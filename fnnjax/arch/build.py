@@ -1,0 +1,374 @@
+"""Spec -> Flax Linen model.
+
+:func:`build_model` turns a :class:`~fnnjax.arch.spec.Spec` into a :class:`SpecNet` that follows
+the fnnjax model convention (``model.apply(variables, x, train=..., rngs={"dropout": k},
+mutable=[...])``, BatchNorm statistics in ``"batch_stats"``).
+
+Module names mirror the spec (they are the ``path`` of :func:`fnnjax.arch.spec.infer_layers`):
+stem block ``j`` is ``stem{j}``, block ``j`` of stage ``i`` is ``s{i}b{j}``, op ``m`` of branch
+``k`` of a cell is ``br{k}_{m}``, op ``m`` of a residual body is ``body{m}``, a projection shortcut
+is ``shortcut``, a separable conv has ``dw`` and ``pw`` units, and the head is ``head`` (``fc{n}``,
+``bn{n}``, ``out``). Every conv unit holds ``conv`` (``kernel [k, k, cin/groups, cout]``, optional
+``bias``) and ``bn`` (``scale``, ``bias``; running ``mean``/``var`` in ``"batch_stats"``).
+
+Hooks, both off by default so that ordinary training traces exactly the plain network:
+
+* ``collect_stats=True``: every conv unit sows, into ``"intermediates"`` and only when that
+  collection is mutable, per-filter featuremap statistics of its output (after BN, activation and
+  mask), each ``[cout]`` float32: ``featuremap_msq`` = mean over batch and space of ``y**2`` (the
+  EnvelopeNets squared l2-norm normalized by featuremap size, averaged over the batch) and
+  ``featuremap_var`` = variance over batch and space. Flax ``sow`` appends, so each is a tuple with
+  one array per call.
+* ``use_masks=True``: every conv unit multiplies its output by a ``[cout]`` array
+  ``masks/<path>/filter_mask`` (ones at init). Masks are ordinary array leaves: pass edited ones at
+  apply time (``{"params": ..., "batch_stats": ..., "masks": ...}``) and ``jax.vmap`` over a
+  population of them with shared params.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnjax.arch.spec import (
+    Block,
+    Cell,
+    Conv,
+    Dropout,
+    Head,
+    Identity,
+    Pad,
+    Pool,
+    Residual,
+    SepConv,
+    Spec,
+    block_name,
+    body_op_name,
+    branch_op_name,
+    residual_projects,
+    residual_stride,
+    stem_name,
+)
+
+__all__ = ["SpecNet", "build_model", "featuremap_stats", "host_init", "init_variables"]
+
+BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
+BN_EPSILON = 1e-5
+_KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
+
+
+def _activate(act: str | None, x: jax.Array) -> jax.Array:
+    if act is None:
+        return x
+    if act == "relu":
+        return nn.relu(x)
+    if act == "relu6":
+        return nn.relu6(x)
+    raise ValueError(f"unknown activation {act!r}")
+
+
+def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
+    """Per-channel statistics of a featuremap ``y: [batch, h, w, c]`` -> each ``[c]`` float32.
+
+    ``featuremap_msq``: mean of ``y**2`` over batch and space; ``featuremap_var``: variance over
+    batch and space.
+    """
+    yf = y.astype(jnp.float32)
+    axes = tuple(range(yf.ndim - 1))
+    return {
+        "featuremap_msq": jnp.mean(yf * yf, axis=axes),
+        "featuremap_var": jnp.var(yf, axis=axes),
+    }
+
+
+class ConvUnit(nn.Module):
+    """conv -> BN -> act (or conv -> act -> BN), optional filter mask and statistics hooks."""
+
+    filters: int
+    kernel: int = 3
+    stride: int = 1
+    groups: int = 1
+    depthwise: bool = False
+    bias: bool = False
+    norm: bool = True
+    act: str | None = "relu"
+    act_first: bool = False
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        cin = x.shape[-1]
+        features = cin if self.depthwise else self.filters
+        groups = cin if self.depthwise else self.groups
+        p = (self.kernel - 1) // 2
+        x = nn.Conv(
+            features,
+            (self.kernel, self.kernel),
+            strides=(self.stride, self.stride),
+            padding=((p, p), (p, p)),
+            feature_group_count=groups,
+            use_bias=self.bias,
+            kernel_init=_KERNEL_INIT,
+            name="conv",
+        )(x)
+        bn = (
+            nn.BatchNorm(
+                use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn"
+            )
+            if self.norm
+            else (lambda y: y)
+        )
+        if self.act_first:
+            x = bn(_activate(self.act, x))
+        else:
+            x = _activate(self.act, bn(x))
+        if self.use_masks:
+            mask = self.variable("masks", "filter_mask", lambda: jnp.ones((features,), x.dtype))
+            x = x * mask.value.astype(x.dtype)
+        if self.collect_stats and self.is_mutable_collection("intermediates"):
+            for key, value in featuremap_stats(x).items():
+                self.sow("intermediates", key, value)
+        return x
+
+
+def _unit_kwargs(op: Conv, hooks: dict[str, bool]) -> dict[str, Any]:
+    return dict(
+        filters=op.filters,
+        kernel=op.kernel,
+        stride=op.stride,
+        groups=op.groups,
+        bias=op.bias,
+        norm=op.norm,
+        act=op.act,
+        act_first=op.act_first,
+        **hooks,
+    )
+
+
+class SepConvUnit(nn.Module):
+    """Depthwise conv unit ``dw`` followed by pointwise conv unit ``pw``."""
+
+    op: SepConv
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        op = self.op
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        x = ConvUnit(
+            filters=x.shape[-1],
+            kernel=op.kernel,
+            stride=op.stride,
+            depthwise=True,
+            bias=op.bias,
+            norm=op.norm and op.mid_norm_act,
+            act=op.act if op.mid_norm_act else None,
+            name="dw",
+            **hooks,
+        )(x, train)
+        return ConvUnit(
+            filters=op.filters,
+            kernel=1,
+            bias=op.bias,
+            norm=op.norm,
+            act=op.act,
+            name="pw",
+            **hooks,
+        )(x, train)
+
+
+def _apply_leaf(op: Block, x: jax.Array, name: str, train: bool, hooks: dict[str, bool]):
+    """Applies a leaf op inside the caller's ``nn.compact`` scope (parameter modules get ``name``)."""
+    if isinstance(op, Conv):
+        return ConvUnit(name=name, **_unit_kwargs(op, hooks))(x, train)
+    if isinstance(op, SepConv):
+        return SepConvUnit(op, name=name, **hooks)(x, train)
+    if isinstance(op, Pool):
+        pad = ((op.padding, op.padding), (op.padding, op.padding))
+        win, strides = (op.window, op.window), (op.stride, op.stride)
+        if op.op == "max":
+            return nn.max_pool(x, win, strides=strides, padding=pad)
+        return nn.avg_pool(x, win, strides=strides, padding=pad, count_include_pad=True)
+    if isinstance(op, Pad):
+        a = op.amount
+        return jnp.pad(x, ((0, 0), (a, a), (a, a), (0, 0)))
+    if isinstance(op, Dropout):
+        return nn.Dropout(op.rate, deterministic=not train)(x)
+    if isinstance(op, Identity):
+        return x
+    raise TypeError(f"not a leaf op: {type(op).__name__}")
+
+
+class CellUnit(nn.Module):
+    """Parallel branches, merged by channel concat or sum, then ``act``."""
+
+    cell: Cell
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        outs = []
+        for k, branch in enumerate(self.cell.branches):
+            y = x
+            for m, op in enumerate(branch):
+                y = _apply_leaf(op, y, branch_op_name(k, m), train, hooks)
+            outs.append(y)
+        y = jnp.concatenate(outs, axis=-1) if self.cell.merge == "concat" else sum(outs)
+        return _activate(self.cell.act, y)
+
+
+class ResidualUnit(nn.Module):
+    """``act(body(x) + shortcut(x))`` with the ResNet projection rule (see ``Residual``)."""
+
+    block: Residual
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        y = x
+        for m, op in enumerate(self.block.body):
+            y = _apply_leaf(op, y, body_op_name(m), train, hooks)
+        if residual_projects(self.block, x.shape[1:], y.shape[1:]):
+            s = residual_stride(self.block)
+            x = ConvUnit(
+                filters=y.shape[-1], kernel=1, stride=s, act=None, name="shortcut", **hooks
+            )(x, train)
+        return _activate(self.block.act, y + x)
+
+
+def _apply_block(b: Block, x: jax.Array, name: str, train: bool, hooks: dict[str, bool]):
+    if isinstance(b, Cell):
+        return CellUnit(b, name=name, **hooks)(x, train)
+    if isinstance(b, Residual):
+        return ResidualUnit(b, name=name, **hooks)(x, train)
+    return _apply_leaf(b, x, name, train, hooks)
+
+
+class HeadUnit(nn.Module):
+    """The classifier of :class:`~fnnjax.arch.spec.Head`."""
+
+    head: Head
+    num_classes: int
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        h = self.head
+        x = jnp.mean(x, axis=(1, 2)) if h.pool == "avg" else x.reshape((x.shape[0], -1))
+        if h.kind == "fnn":
+            try:
+                from fnnjax.floating.layer import fnn_custom
+            except ImportError as e:  # pragma: no cover - depends on the FNN module being present
+                raise ImportError(f"head kind 'fnn' needs fnnjax.floating.layer: {e}") from e
+            fnn = fnn_custom(self.num_classes, input_shape=(x.shape[-1],), **dict(h.options))
+            return fnn(x, train=train)
+        if h.kind == "dense":
+            for n, width in enumerate(h.hidden):
+                x = nn.Dropout(h.dropout, deterministic=not train)(x)
+                x = nn.Dense(width, name=f"fc{n}")(x)
+                x = nn.BatchNorm(
+                    use_running_average=not train,
+                    momentum=BN_MOMENTUM,
+                    epsilon=BN_EPSILON,
+                    name=f"bn{n}",
+                )(x)
+                x = nn.relu(x)
+            x = nn.Dropout(h.dropout, deterministic=not train)(x)
+        return nn.Dense(self.num_classes, name="out")(x)
+
+
+class SpecNet(nn.Module):
+    """The Flax model of a spec.
+
+    Attributes:
+        spec: the architecture.
+        collect_stats: sow per-filter featuremap statistics into ``"intermediates"``.
+        use_masks: multiply every conv unit's output by a ``"masks"`` collection array.
+    """
+
+    spec: Spec
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
+        """x: [batch, height, width, channels] (or [batch, h*w*c]) -> logits [batch, classes]."""
+        spec = self.spec
+        if x.ndim == 2:
+            x = x.reshape((x.shape[0], *spec.input_shape))
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        for j, b in enumerate(spec.stem):
+            x = _apply_block(b, x, stem_name(j), train, hooks)
+        for i, st in enumerate(spec.stages):
+            stage_in, outs = x, []
+            for j, b in enumerate(st.blocks):
+                srcs = [stage_in if s == -1 else outs[s] for s in b.skips]
+                if srcs and b.skip_merge == "concat":
+                    x = jnp.concatenate([x, *srcs], axis=-1)
+                x = _apply_block(b, x, block_name(i, j), train, hooks)
+                if srcs and b.skip_merge == "add":
+                    x = x + sum(srcs)
+                outs.append(x)
+        return HeadUnit(spec.head, spec.num_classes, name="head")(x, train)
+
+
+def build_model(spec: Spec, *, collect_stats: bool = False, use_masks: bool = False) -> SpecNet:
+    """Returns the Flax module of ``spec`` (see :class:`SpecNet` for the hooks)."""
+    return SpecNet(spec, collect_stats=collect_stats, use_masks=use_masks)
+
+
+def init_variables(
+    model: nn.Module,
+    key: jax.Array,
+    input_shape: Sequence[int],
+    *,
+    batch: int = 2,
+    abstract: bool = False,
+) -> dict[str, Any]:
+    """``model.init`` on zeros ``[batch, *input_shape]`` (``abstract``: shapes only, no compute)."""
+    x = jnp.zeros((batch, *input_shape), jnp.float32)
+
+    def init(k):
+        return model.init({"params": k, "dropout": k}, x, train=False)
+
+    return jax.eval_shape(init, key) if abstract else jax.jit(init)(key)
+
+
+def host_init(
+    model: nn.Module, input_shape: Sequence[int], *, seed: int = 0, batch: int = 1
+) -> dict[str, Any]:
+    """Variables with the structure of ``model.init`` whose values are drawn by numpy on the host.
+
+    Nothing is compiled (``jax.eval_shape`` gives the structure), which matters on CPU where a
+    many-layer threefry ``init`` takes seconds to compile. Values: ``kernel`` He-normal over its
+    fan-in, BN ``scale``/``var`` 1, masks 1, everything else 0. Meant for benchmarks and profiling,
+    where only shapes and realistic magnitudes matter; train with :func:`init_variables`.
+    """
+    x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
+    abstract = jax.eval_shape(
+        lambda k, x: model.init({"params": k, "dropout": k}, x, train=False), jax.random.key(0), x
+    )
+    rng = np.random.default_rng(seed)
+
+    def fill(path, leaf):
+        name = str(getattr(path[-1], "key", path[-1]))
+        if name == "kernel" and len(leaf.shape) >= 2:
+            fan_in = int(np.prod(leaf.shape[:-1]))
+            value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
+        elif name in ("scale", "var", "filter_mask"):
+            value = np.ones(leaf.shape, np.float32)
+        else:
+            value = np.zeros(leaf.shape, np.float32)
+        return jnp.asarray(value, leaf.dtype)
+
+    return jax.tree_util.tree_map_with_path(fill, abstract)
