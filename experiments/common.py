@@ -1,0 +1,88 @@
+"""Shared harness for the paper-table experiments: a grid of (model, seed) runs, mean ± std, plots.
+
+Each run trains with :func:`fnnjax.train.fit` into its own folder under the experiment's output
+folder, so an interrupted experiment resumes where it stopped when started again, and finished
+runs are not retrained.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import statistics
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+from fnnjax.train import Dataset, TrainConfig, fit  # noqa: E402
+
+
+@dataclasses.dataclass(frozen=True)
+class Entry:
+    """One row of a table: a name and how to build its model."""
+
+    name: str
+    build: Callable[[], nn.Module]
+    description: dict[str, Any]
+
+
+def run_grid(
+    entries: Sequence[Entry],
+    seeds: Sequence[int],
+    data: Dataset,
+    config: TrainConfig,
+    out: Path,
+) -> dict[str, list[dict[str, Any]]]:
+    """Trains every entry with every seed; returns ``{name: [{"summary", "history"}, ...]}``."""
+    results: dict[str, list[dict[str, Any]]] = {}
+    for entry in entries:
+        for seed in seeds:
+            run_dir = out / "runs" / f"{entry.name}-seed{seed}"
+            print(f"== {entry.name}, seed {seed} -> {run_dir}", flush=True)
+            result = fit(entry.build(), data, dataclasses.replace(config, seed=seed),
+                         out_dir=run_dir, description=entry.description)  # fmt: skip
+            results.setdefault(entry.name, []).append(
+                {"seed": seed, "summary": result.summary, "history": result.history}
+            )
+    return results
+
+
+def mean_std(values: Sequence[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for a single value)."""
+    values = list(values)
+    return statistics.fmean(values), statistics.stdev(values) if len(values) > 1 else 0.0
+
+
+def fmt_pct(values: Sequence[float]) -> str:
+    mean, std = mean_std(values)
+    return f"{100 * mean:.2f} ± {100 * std:.2f}" if len(values) > 1 else f"{100 * mean:.2f}"
+
+
+def plot_curves(results: dict[str, list[dict[str, Any]]], path: Path, title: str,
+                metric: str = "test_accuracy") -> None:  # fmt: skip
+    """Mean (line) and min-max band over seeds of ``metric`` per epoch, one line per entry."""
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for name, runs in results.items():
+        length = min(len(r["history"]) for r in runs)
+        epochs = list(range(1, length + 1))
+        per_epoch = [[r["history"][e][metric] for r in runs] for e in range(length)]
+        ax.plot(epochs, [statistics.fmean(v) for v in per_epoch], label=name)
+        if len(runs) > 1:
+            ax.fill_between(epochs, [min(v) for v in per_epoch], [max(v) for v in per_epoch], alpha=0.2)
+    ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title)
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def write_results(out: Path, payload: dict[str, Any]) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results.json").write_text(json.dumps(payload, indent=2))

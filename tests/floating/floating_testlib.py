@@ -1,0 +1,123 @@
+"""Test helpers: an independent, slow float64 NumPy reference of the FNN paper's equations, and a
+jaxpr inspector.
+
+The reference builds every weight literally, one target neuron and one source neuron at a time
+(eq. 1-2), and shares no code with ``fnnjax.floating``.
+"""
+
+from __future__ import annotations
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+
+# ------------------------------------------------------- random parameters (NumPy: no compiles)
+def _neurons(rng, n, d, embeddings, dtype):
+    out = {name: rng.normal(size=(n, d)) / np.sqrt(d) for name in embeddings}
+    out["a"] = 1.0 + 0.3 * rng.normal(size=n)
+    out["b"] = 0.3 * rng.normal(size=n)  # b != 0 so F's bias is exercised
+    return {k: jnp.asarray(v, dtype) for k, v in out.items()}
+
+
+def random_fnn_params(seed, num_inputs, num_hidden, num_outputs, dim, dtype=np.float32):
+    """FNN params (init_params layout) with random embeddings and random a, b."""
+    rng = np.random.default_rng(seed)
+    return {
+        "input": _neurons(rng, num_inputs, dim, "O", dtype),
+        "hidden": _neurons(rng, num_hidden, dim, "IO", dtype),
+        "output": _neurons(rng, num_outputs, dim, "I", dtype),
+    }
+
+
+def random_multilayer_params(seed, num_inputs, layer_sizes, num_outputs, dim, dtype=np.float32):
+    """Multi-layer floating network params (init_multilayer_params layout)."""
+    rng = np.random.default_rng(seed)
+    return {
+        "input": _neurons(rng, num_inputs, dim, "O", dtype),
+        "layers": [_neurons(rng, n, dim, "IO", dtype) for n in layer_sizes],
+        "output": _neurons(rng, num_outputs, dim, "I", dtype),
+    }
+
+
+def random_inputs(seed, *shape, dtype=np.float32):
+    return jnp.asarray(np.random.default_rng(seed + 1000).uniform(size=shape), dtype)
+
+
+def to_numpy(tree):
+    if isinstance(tree, dict):
+        return {k: to_numpy(v) for k, v in tree.items()}
+    if isinstance(tree, list | tuple):
+        return [to_numpy(v) for v in tree]
+    return np.asarray(tree, dtype=np.float64)
+
+
+def weights(I, O, normalization, eps):  # noqa: E741
+    """W[v, u] = N(I_v . O_1, ..., I_v . O_M)_u, eq. 1 with eq. 2 or softmax."""
+    num_targets, num_sources = I.shape[0], O.shape[0]
+    W = np.zeros((num_targets, num_sources))
+    for v in range(num_targets):
+        s = np.array([sum(I[v, k] * O[u, k] for k in range(I.shape[1])) for u in range(num_sources)])
+        if normalization == "l2":
+            W[v] = s / (np.sum(s**2) + eps)
+        elif normalization == "softmax":
+            e = np.exp(s - s.max())
+            W[v] = e / e.sum()
+        else:
+            raise ValueError(normalization)
+    return W
+
+
+def step(targets, source_O, Y, normalization, eps, activation="relu"):
+    """Step(V, U, Y) = F(W Y) (eq. 5); Y is [batch, M], rows are examples."""
+    W = weights(targets["I"], source_O, normalization, eps)
+    z = np.stack([W @ y for y in Y])
+    out = targets["a"] * z + targets["b"]
+    return np.maximum(out, 0.0) if activation == "relu" else out
+
+
+def fnn(params, x, *, iterations, normalization="l2", input_every_iteration=True, eps=1e-12,
+        output_activation="identity"):
+    """Section 3.3's procedure, steps 1-4 (input_every_iteration=False: Y_j = Step(V, V, Y_{j-1}))."""
+    p = to_numpy(params)
+    x = np.asarray(x, dtype=np.float64)
+    inp, hid, out = p["input"], p["hidden"], p["output"]
+    y0 = np.maximum(inp["a"] * x + inp["b"], 0.0)
+    y = step(hid, inp["O"], y0, normalization, eps)
+    for _ in range(2, iterations + 1):
+        if input_every_iteration:
+            sources = np.concatenate([inp["O"], hid["O"]], axis=0)
+            y = step(hid, sources, np.concatenate([y0, y], axis=1), normalization, eps)
+        else:
+            y = step(hid, hid["O"], y, normalization, eps)
+    return step(out, hid["O"], y, normalization, eps, output_activation)
+
+
+def multilayer(params, x, *, normalization="l2", eps=1e-12, output_activation="identity"):
+    """Section 3.2: layer i+1 = Step(layer i+1, layer i, values of layer i)."""
+    p = to_numpy(params)
+    x = np.asarray(x, dtype=np.float64)
+    y = np.maximum(p["input"]["a"] * x + p["input"]["b"], 0.0)
+    source_O = p["input"]["O"]
+    for layer in p["layers"]:
+        y = step(layer, source_O, y, normalization, eps)
+        source_O = layer["O"]
+    return step(p["output"], source_O, y, normalization, eps, output_activation)
+
+
+# ------------------------------------------------------------------ jaxpr inspection
+def _jaxpr_shapes(jaxpr):
+    """Shapes of every intermediate in a jaxpr, including inside scan/remat/cond bodies."""
+    for eqn in jaxpr.eqns:
+        for var in eqn.outvars:
+            yield tuple(getattr(var.aval, "shape", ()))
+        for param in eqn.params.values():
+            for sub in param if isinstance(param, list | tuple) else (param,):
+                if hasattr(sub, "eqns"):
+                    yield from _jaxpr_shapes(sub)
+                elif hasattr(getattr(sub, "jaxpr", None), "eqns"):
+                    yield from _jaxpr_shapes(sub.jaxpr)
+
+
+def intermediate_shapes(fn, *args):
+    return set(_jaxpr_shapes(jax.make_jaxpr(fn)(*args).jaxpr))
