@@ -49,3 +49,18 @@ def test_module_entry_point_and_listings():
     assert "train" in out.stdout and "examples:" in out.stdout
     out = subprocess.run([sys.executable, "-m", "fnnjax", "models"], capture_output=True, text=True, check=True)
     assert "dense" in out.stdout.split()
+
+
+def test_train_an_fnn_from_the_command_line(tmp_path, capsys):
+    argv = ["train", "--model", "fnn-1024", "-o", "iterations=2", "-o", "input_every_iteration=false",
+            "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
+    summary = json.loads((tmp_path / "summary.json").read_text())
+    assert summary["model"] == {"name": "fnn-1024", "options": {"iterations": 2, "input_every_iteration": False}}
+    assert summary["num_params"] == 64 * 258 + 1024 * 514 + 10 * 258  # digits: 64 input neurons
+
+
+def test_bad_fnn_option_is_a_one_line_error(tmp_path, capsys):
+    assert cli.main(["train", "--model", "fnn", "-o", "normalization=cosine", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "normalization" in err and len(err.strip().splitlines()) == 1
