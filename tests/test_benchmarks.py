@@ -1,0 +1,28 @@
+"""The benchmark scripts still run (at --quick size; their numbers live in BENCHMARKS.md)."""
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _run(args, tmp_path):
+    out = tmp_path / "bench.json"
+    subprocess.run([sys.executable, *args, "--quick", "--out", str(out)], cwd=ROOT, check=True,
+                   capture_output=True, text=True, timeout=300)
+    return json.loads(out.read_text())
+
+
+def test_train_step_benchmark_reports_the_data_share(tmp_path):
+    result = _run(["-m", "benchmarks.train_step"], tmp_path)
+    assert set(result["seconds"]) == {"engine", "compute", "host"}
+    assert all(t > 0 for t in result["seconds"].values()) and result["params"] == 6_578_010
+
+
+def test_fnn_step_benchmark_runs(tmp_path):
+    result = _run(["benchmarks/fnn_step.py", "--skip-big"], tmp_path)
+    assert {"factored", "materialized", "fnn_1024", "dense"} <= set(result)
+    assert result["summary"]["factored_speedup"] > 0 and result["summary"]["fnn1024_over_dense"] > 0
+    assert "factored (A) vs materialized (B)" in result["table"]
