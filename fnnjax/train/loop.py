@@ -388,8 +388,10 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path)
         if saved.get(section) != run.get(section):
             problems.append(f"{section}: saved {saved.get(section)} vs now {run.get(section)}")
     saved_cfg, cfg = saved.get("config", {}), run["config"]
+    # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
+    resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
     for name in sorted(set(saved_cfg) | set(cfg)):
-        if name not in _RESUMABLE_FIELDS and saved_cfg.get(name) != cfg.get(name):
+        if name not in resumable and saved_cfg.get(name) != cfg.get(name):
             problems.append(f"config.{name}: saved {saved_cfg.get(name)!r} vs now {cfg.get(name)!r}")
     if problems:
         raise CheckpointError(

@@ -113,6 +113,18 @@ def test_resuming_a_different_run_is_refused(synthetic, tmp_path):
     assert (archive / "summary.json").exists()
 
 
+def test_more_epochs_extend_a_constant_schedule_run_only(synthetic, tmp_path):
+    constant = _config(epochs=1, schedule="constant")
+    fit(SMALL, synthetic, constant, out_dir=tmp_path / "c")
+    extended = fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path / "c")
+    whole = fit(SMALL, synthetic, _config(epochs=2, schedule="constant"))
+    for x, y in zip(_leaves(whole.state), _leaves(extended.state), strict=True):
+        np.testing.assert_array_equal(x, y)
+    fit(SMALL, synthetic, _config(epochs=1), out_dir=tmp_path / "cos")  # cosine depends on epochs
+    with pytest.raises(CheckpointError, match="config.epochs"):
+        fit(SMALL, synthetic, _config(epochs=2), out_dir=tmp_path / "cos")
+
+
 def test_eight_devices_match_one_device(synthetic):
     assert jax.device_count() == 8, "tests/conftest.py asks for 8 simulated CPU devices"
     config = _config(epochs=2, num_devices=None)
