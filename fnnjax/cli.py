@@ -2,6 +2,7 @@
 
     fnnjax train                                   # dense baseline on the bundled digits set
     fnnjax train --model fnn-1024 --dataset fashion_mnist --epochs 100 --out runs/fnn1024
+    fnnjax profile --model resnet50 --template quadratic --width 0.5   # params, FLOPs, memory, latency
     fnnjax models | fnnjax datasets
 
 A user's mistake (unknown name, impossible value, missing dataset, unwritable folder) is printed as
@@ -77,6 +78,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="hold out this share of the training split for validation")
     what.add_argument("--limit-train", type=_positive_int, metavar="N",
                       help="use only the first N training examples (quick runs)")
+    what.add_argument("--limit-test", type=_positive_int, metavar="N",
+                      help="evaluate on only the first N test examples (quick runs)")
 
     how = train.add_argument_group("how to train")
     how.add_argument("--epochs", type=_positive_int, default=20, help="default 20")
@@ -111,6 +114,36 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
+    profile = commands.add_parser(
+        "profile", help="parameters, FLOPs, memory and latency of a model (fnnjax.arch.profile)",
+        description="Profiles one model: trainable parameters, analytic FLOPs per example, XLA's "
+        "memory analysis of one compiled training step (or inference forward), and the median "
+        "latency of the jitted inference forward on one batch, on this machine's first device.",
+        epilog="examples:\n  fnnjax profile --model resnet50 --template quadratic\n"
+        "  fnnjax profile --model vgg19 --template uniform --width 0.5 --input-shape 28 28 1\n"
+        "  fnnjax profile --model fnn-1024 --input-shape 28 28 1 --no-latency --json fnn.json",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    profile.add_argument("--model", required=True,
+                         help="a zoo model (vgg16, vgg19, resnet50, inception, mobilenet) or any "
+                         "name of `fnnjax models`")
+    profile.add_argument("--template", default="base", help="filter template for zoo models: base "
+                         "(default), reverse, uniform, quadratic, negative_quadratic")
+    profile.add_argument("--width", type=float, default=1.0,
+                         help="width multiplier for zoo models, applied after the template")
+    profile.add_argument("--head", help="zoo head: linear, dense or fnn (default: the model's own)")
+    profile.add_argument("--input-shape", type=_positive_int, nargs=3, default=[32, 32, 3],
+                         metavar=("H", "W", "C"), help="one example's shape; default 32 32 3")
+    profile.add_argument("--classes", type=_positive_int, default=10, help="default 10")
+    profile.add_argument("--batch", type=_positive_int, default=64, help="default 64 (the paper's)")
+    profile.add_argument("--repeats", type=_positive_int, default=10,
+                         help="timed forward calls, median reported; default 10")
+    profile.add_argument("--warmup", type=int, default=2, help="untimed forward calls; default 2")
+    profile.add_argument("--memory", choices=("train", "inference", "none"), default="train",
+                         help="memory of one training step (default) or of the inference forward")
+    profile.add_argument("--no-latency", action="store_true", help="do not time the forward")
+    profile.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
+
     commands.add_parser("models", help="list model names")
     commands.add_parser("datasets", help="list dataset names and where each is found")
     return parser
@@ -140,7 +173,7 @@ def _train(args: argparse.Namespace) -> int:
         num_devices=args.devices, progress=not args.quiet, tensorboard=args.tensorboard,
     )  # fmt: skip
     data = train.load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
-                              limit_train=args.limit_train)  # fmt: skip
+                              limit_train=args.limit_train, limit_test=args.limit_test)  # fmt: skip
     model = models.get_model(args.model, data.num_classes, data.input_shape, **options)
     out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
     description = {"name": args.model, "options": options}
@@ -152,6 +185,65 @@ def _train(args: argparse.Namespace) -> int:
         f"(best {summary['best_test_accuracy']:.2%}) after {summary['epochs_done']} epochs, "
         f"{summary['num_params']:,} parameters; results in {out}/"
     )
+    return 0
+
+
+def _profile(args: argparse.Namespace) -> int:
+    import dataclasses  # noqa: PLC0415
+
+    from fnnjax import arch, models  # noqa: PLC0415
+    from fnnjax.construct import templates  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if not args.width > 0 or args.width == float("inf"):
+        raise ConfigError(f"--width: expected a positive number, got {args.width}")
+    shape, zoo = tuple(args.input_shape), args.model in arch.MODEL_NAMES
+    info: dict[str, Any] = {"model": args.model, "input_shape": list(shape), "classes": args.classes}
+    if zoo:
+        try:  # validate the name alone, so the message is about the template, not a spec
+            templates.template_filters((1, 2, 3), args.template)
+        except ValueError:
+            raise ConfigError(f"unknown template {args.template!r}; expected one of: "
+                              f"{', '.join(templates.TEMPLATE_NAMES)}") from None  # fmt: skip
+        target = arch.build_spec(args.model, args.classes, shape, args.template, args.width,
+                                 head=args.head)  # fmt: skip
+        filters = arch.layer_filters(target)
+        name = f"{args.model}-{args.template}" + (f"-x{args.width:g}" if args.width != 1.0 else "")
+        info.update(template=args.template, width=args.width, head=target.head.kind,
+                    layer_filters=list(filters), total_filters=sum(filters),
+                    notation=arch.notation(target))  # fmt: skip
+    else:
+        if args.template != "base" or args.width != 1.0 or args.head is not None:
+            raise ConfigError(f"--template, --width and --head apply to the zoo models "
+                              f"({', '.join(arch.MODEL_NAMES)}), not to {args.model!r}")  # fmt: skip
+        target = models.get_model(args.model, args.classes, shape)
+        name = args.model
+    result = arch.profile(target, shape, args.batch, name=name, repeats=args.repeats,
+                          warmup=args.warmup, memory_mode=None if args.memory == "none" else args.memory,
+                          latency=not args.no_latency)  # fmt: skip
+    if zoo:
+        print(f"{info['notation']}\n{len(filters)} template layers, F = {sum(filters)}: "
+              f"{', '.join(map(str, filters))}")  # fmt: skip
+    print(arch.profile_table([result]))
+    details = [f"params {result.params:,}"]
+    if result.flops is not None:
+        details.append(f"FLOPs/example {result.flops:,} (valid taps {result.flops_valid:,})")
+    if result.memory is not None:
+        details.append(f"{result.memory_mode} memory: peak {result.memory['peak_bytes'] / 2**20:.1f} "
+                       f"MB (activations {result.memory['activation_bytes'] / 2**20:.1f} MB)")
+    if result.latency_s is not None:
+        details.append(f"latency {1e3 * result.latency_s:.2f} ms/batch = "
+                       f"{1e6 * result.latency_s / args.batch:.1f} us/example "
+                       f"(median of {result.latency_repeats})")  # fmt: skip
+    print("; ".join(details))
+    if args.json is not None:
+        record = {**info, "profile": dataclasses.asdict(result)}
+        try:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(record, indent=2))
+        except OSError as error:
+            raise ConfigError(f"cannot write --json {args.json}: {error.strerror or error}") from None
+        print(f"wrote {args.json}")
     return 0
 
 
@@ -181,7 +273,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": _train, "models": lambda a: _list_models(),
+    handlers = {"train": _train, "profile": _profile, "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     try:
         return handlers[args.command](args)
