@@ -76,8 +76,8 @@ def _corrupt_largest_file(step_dir):
 
 @pytest.mark.parametrize("damage", ["flip_bytes", "delete_state"])
 def test_corrupted_latest_checkpoint_falls_back_with_a_warning(synthetic, tmp_path, damage):
-    first = fit(SMALL, synthetic, _config(epochs=1), out_dir=tmp_path)
-    fit(SMALL, synthetic, _config(epochs=2), out_dir=tmp_path)
+    first = fit(SMALL, synthetic, _config(epochs=1, schedule="constant"), out_dir=tmp_path)
+    fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path)  # extends it
     latest = tmp_path / "checkpoints" / "16"
     if damage == "flip_bytes":
         _corrupt_largest_file(latest)
