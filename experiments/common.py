@@ -78,8 +78,14 @@ def plot_curves(results: dict[str, list[dict[str, Any]]], path: Path, title: str
     ax.set(xlabel="epoch", ylabel=metric.replace("_", " "), title=title)
     ax.grid(alpha=0.3)
     ax.legend()
+    save_figure(fig, path)
+
+
+def save_figure(fig, path: Path, dpi: int = 120) -> None:
+    """Writes ``fig`` as PNG to ``path`` (creating its folder) and frees it."""
     fig.tight_layout()
-    fig.savefig(path, dpi=120)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=dpi)
     plt.close(fig)
 
 

@@ -36,7 +36,7 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, fmt_pct, mean_std, run_grid, write_results
+from experiments.common import Entry, fmt_pct, mean_std, run_grid, save_figure, write_results
 from fnnjax import get_model
 from fnnjax.arch import build_spec, count_filters
 from fnnjax.construct.templates import TEMPLATE_NAMES
@@ -238,10 +238,7 @@ def _plot(rows: list[dict], templates: list[str], path: Path, title: str) -> Non
     ax.set(ylabel="test accuracy %", title=title)
     ax.grid(axis="y", alpha=0.3)
     ax.legend(fontsize=7, loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

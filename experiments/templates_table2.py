@@ -48,7 +48,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import write_results
+from experiments.common import save_figure, write_results
 from fnnjax.arch import analytic_counts, build_spec, layer_filters, profile
 from fnnjax.construct.templates import TEMPLATE_NAMES
 
@@ -258,10 +258,7 @@ def _plot(rows: list[dict], models: list[str], templates: list[str], path: Path)
         ax.set(title=label)
         ax.grid(axis="y", alpha=0.3)
     axes[0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
+    save_figure(fig, path)
 
 
 if __name__ == "__main__":

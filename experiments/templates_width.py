@@ -36,7 +36,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, mean_std, run_grid, write_results
+from experiments.common import Entry, mean_std, run_grid, save_figure, write_results
 from experiments.templates_table1 import (
     MODELS,
     TEMPLATE_LABELS,
@@ -267,10 +267,7 @@ def _plot(rows: list[dict], models: list[str], templates: list[str], path: Path,
                 ax.set_title(model)
             ax.grid(alpha=0.3, which="both")
     axes[0][0].legend(fontsize=7)
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
+    save_figure(fig, path, dpi=110)
 
 
 if __name__ == "__main__":
