@@ -228,11 +228,13 @@ def _plot(rows: list[dict], models: list[str], templates: list[str], path: Path,
     import matplotlib.pyplot as plt  # noqa: PLC0415
     from matplotlib.ticker import NullFormatter  # noqa: PLC0415
 
-    fig, axes = plt.subplots(len(METRICS), len(models), figsize=(4 * len(models), 3.2 * len(METRICS)),
+    # Only metrics that were measured (e.g. no latency row with --no-latency).
+    metrics = [(k, lbl) for k, lbl in METRICS if any(r[k] is not None for r in rows)]
+    fig, axes = plt.subplots(len(metrics), len(models), figsize=(4 * len(models), 3.2 * len(metrics)),
                              squeeze=False)  # fmt: skip
     for j, model in enumerate(models):
         ref = _reference(rows, model)
-        for i, (key, label) in enumerate(METRICS):
+        for i, (key, label) in enumerate(metrics):
             ax = axes[i][j]
             for template in templates:
                 pts = [r for r in rows if r["model"] == model and r["template"] == template

@@ -149,6 +149,12 @@ def test_templates_width_quick_curves_and_profile_only_mode(tmp_path, capsys, mo
     assert len(list((tmp_path / "profiles").glob("*.json"))) == 4
     assert (tmp_path / "width_curves.png").stat().st_size > 1000
 
+    # --no-latency drops the latency panel instead of failing on an all-empty log axis.
+    untimed = templates_width.main(["--quick", "--no-train", "--no-latency", "--input-shape", "8", "8",
+                                    "1", "--out", str(tmp_path / "untimed")])  # fmt: skip
+    assert all(r["latency_ms"] is None for r in untimed["rows"])
+    assert (tmp_path / "untimed" / "width_curves.png").stat().st_size > 1000
+
 
 def test_fnn_table2_quick_dense_vs_fnn_head(tmp_path, capsys):
     payload = fnn_table2.main(["--quick", "--out", str(tmp_path)])
