@@ -102,17 +102,9 @@ class FNN(nn.Module):
         return fnn_apply(params, x, config)
 
 
-_CUSTOM_FIELDS = (
-    "num_hidden",
-    "dim",
-    "iterations",
-    "normalization",
-    "input_every_iteration",
-    "input_dropout",
-    "path",
-    "chunk_size",
-    "output_activation",
-    "eps",
+# Every FNNConfig field a user may set (R and S come from input_shape and num_classes).
+_CUSTOM_FIELDS = tuple(
+    f.name for f in dataclasses.fields(FNNConfig) if f.name not in ("num_inputs", "num_outputs")
 )
 
 
