@@ -5,15 +5,18 @@
     fnnjax profile --model resnet50 --template quadratic --width 0.5   # params, FLOPs, memory, latency
     fnnjax models | fnnjax datasets
 
-A user's mistake (unknown name, impossible value, missing dataset, unwritable folder) is printed as
-one ``fnnjax: error: ...`` line with exit status 2; ``--debug`` shows the traceback instead.
+A user's mistake (unknown name, impossible value, missing dataset, unwritable folder, a misspelt
+option) is printed as one ``fnnjax: error: ...`` line with exit status 2; ``--debug`` (before or
+after the command name) shows the traceback instead. Warnings are one ``fnnjax: warning:`` line.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -26,9 +29,10 @@ EPILOG = """examples:
   fnnjax train --model fnn -o num_hidden=2048 -o iterations=2 -o input_every_iteration=false
   fnnjax train --model dense --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --schedule cosine
 
-The output folder (default runs/MODEL-DATASET) holds config.json, metrics.jsonl, checkpoints/ and
-summary.json. Running the same command again resumes from its newest checkpoint (--no-resume starts
-afresh). Datasets: digits (bundled), synthetic, fashion_mnist (apt-get install
+The output folder (default runs/MODEL-DATASET-XXXXXX, where XXXXXX changes with any setting that
+makes it a different run) holds config.json, metrics.jsonl, checkpoints/, best/ (with --validation),
+curves.png and summary.json. Running the same command again resumes from its newest checkpoint
+(--no-resume starts afresh). Datasets: digits (bundled), synthetic, fashion_mnist (apt-get install
 dataset-fashion-mnist, or $FNNJAX_DATA_DIR), mnist/cifar10/cifar100 ($FNNJAX_DATA_DIR or tfds online).
 """
 
@@ -45,14 +49,42 @@ def _parse_option(text: str) -> tuple[str, Any]:
 
 
 def _positive_int(text: str) -> int:
-    value = int(text)
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
     if value < 1:
         raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
     return value
 
 
+def _positive_float(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
+    if not (value > 0 and math.isfinite(value)):
+        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
+    return value
+
+
+class _Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (the usage block is what --help is for)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def _debug_flag() -> argparse.ArgumentParser:
+    """``--debug``, accepted before and after the command name."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")  # fmt: skip
+    return parent
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = _Parser(
         prog="fnnjax",
         description="Neural-network structure learning in JAX/Flax (FNN, EnvelopeNets, NHN, "
         "filter templates, dynamic capacity).",
@@ -60,10 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
         epilog=EPILOG,
     )
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
-    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    debug = [_debug_flag()]
 
     train = commands.add_parser(
-        "train", help="train a model on a dataset", epilog=EPILOG,
+        "train", help="train a model on a dataset", epilog=EPILOG, parents=debug,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     what = train.add_argument_group("what to train")
@@ -73,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE", help="model option, repeatable (e.g. -o iterations=2)")
     what.add_argument("--template", help="filter-redistribution template for zoo models "
                       "(uniform, reverse, quadratic, negative_quadratic)")
-    what.add_argument("--width", type=float, help="width multiplier for zoo models")
+    what.add_argument("--width", type=_positive_float, help="width multiplier for zoo models")
     what.add_argument("--validation", type=float, default=0.0, metavar="FRACTION",
                       help="hold out this share of the training split for validation")
     what.add_argument("--limit-train", type=_positive_int, metavar="N",
@@ -95,11 +128,15 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--step-factor", type=float, default=0.1)
     how.add_argument("--warmup-epochs", type=float, default=0.0)
     how.add_argument("--clip", type=float, help="clip gradients to this global norm")
-    how.add_argument("--augment", action="store_true", help="pad-4 random crop + horizontal flip")
+    how.add_argument("--augment", action="store_true",
+                     help="random crop (padding ~1/8 of the image side) + horizontal flip where it "
+                     "preserves the label (not for digits)")
     how.add_argument("--seed", type=int, default=0)
 
     run = train.add_argument_group("where and on what")
-    run.add_argument("--out", type=Path, help="output folder; default runs/MODEL-DATASET")
+    run.add_argument("--out", type=Path,
+                     help="output folder; default runs/MODEL-DATASET-XXXXXX (XXXXXX: a digest of "
+                     "every setting that makes it a different run)")
     run.add_argument("--no-resume", action="store_true",
                      help="start afresh even if --out holds checkpoints")
     run.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="EPOCHS")
@@ -116,6 +153,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     profile = commands.add_parser(
         "profile", help="parameters, FLOPs, memory and latency of a model (fnnjax.arch.profile)",
+        parents=debug,
         description="Profiles one model: trainable parameters, analytic FLOPs per example, XLA's "
         "memory analysis of one compiled training step (or inference forward), and the median "
         "latency of the jitted inference forward on one batch, on this machine's first device.",
@@ -129,7 +167,7 @@ def build_parser() -> argparse.ArgumentParser:
                          "name of `fnnjax models`")
     profile.add_argument("--template", default="base", help="filter template for zoo models: base "
                          "(default), reverse, uniform, quadratic, negative_quadratic")
-    profile.add_argument("--width", type=float, default=1.0,
+    profile.add_argument("--width", type=_positive_float, default=1.0,
                          help="width multiplier for zoo models, applied after the template")
     profile.add_argument("--head", help="zoo head: linear, dense or fnn (default: the model's own)")
     profile.add_argument("--input-shape", type=_positive_int, nargs=3, default=[32, 32, 3],
@@ -144,8 +182,8 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--no-latency", action="store_true", help="do not time the forward")
     profile.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
 
-    commands.add_parser("models", help="list model names")
-    commands.add_parser("datasets", help="list dataset names and where each is found")
+    commands.add_parser("models", help="list model names", parents=debug)
+    commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
 
 
@@ -175,16 +213,23 @@ def _train(args: argparse.Namespace) -> int:
     data = train.load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                               limit_train=args.limit_train, limit_test=args.limit_test)  # fmt: skip
     model = models.get_model(args.model, data.num_classes, data.input_shape, **options)
-    out = args.out or Path("runs") / f"{args.model}-{args.dataset}"
     description = {"name": args.model, "options": options}
+    digest = train.run_digest(description, data, config)
+    out = args.out or Path("runs") / f"{args.model}-{args.dataset}-{digest}"
     result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
                        description=description)  # fmt: skip
     summary = result.summary
-    print(
-        f"{args.model} on {args.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
-        f"(best {summary['best_test_accuracy']:.2%}) after {summary['epochs_done']} epochs, "
-        f"{summary['num_params']:,} parameters; results in {out}/"
-    )
+    if summary.get("best_epoch") is not None:
+        best = (f"best validation accuracy {summary['best_validation_accuracy']:.2%} at epoch "
+                f"{summary['best_epoch']} (checkpoint in {out}/best/)")  # fmt: skip
+    else:
+        best = "no best checkpoint without --validation"
+    if jax.process_index() == 0:
+        print(
+            f"{args.model} on {args.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
+            f"after {summary['epochs_done']} epochs, {summary['num_params']:,} parameters; "
+            f"{best}; results and curves.png in {out}/"
+        )
     return 0
 
 
@@ -255,16 +300,16 @@ def _list_models() -> int:
 
 
 def _list_datasets() -> int:
-    from fnnjax.errors import DatasetNotFoundError  # noqa: PLC0415
     from fnnjax.train import data  # noqa: PLC0415
 
     for name in data.available_datasets():
-        try:
-            found = data.load_dataset(name, limit_train=1, limit_test=1).source
-        except DatasetNotFoundError as error:
-            found = f"not found ({str(error).split('To get it: ')[-1]})"
-        print(f"{name:14s} {found}")
+        print(f"{name:14s} {data.describe_source(name)}")
     return 0
+
+
+def _one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Prints a library warning as one ``fnnjax: warning:`` line (no source line under it)."""
+    print(f"fnnjax: warning: {message}", file=sys.stderr if file is None else file)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -275,6 +320,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 2
     handlers = {"train": _train, "profile": _profile, "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
+    shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:
         return handlers[args.command](args)
     except (FnnjaxError, ValueError, FileNotFoundError, PermissionError) as error:
@@ -287,6 +333,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         print("fnnjax: interrupted; the newest checkpoint is kept, rerun the command to resume",
               file=sys.stderr)  # fmt: skip
         return 130
+    finally:
+        warnings.showwarning = shown
 
 
 if __name__ == "__main__":

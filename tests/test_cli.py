@@ -10,16 +10,71 @@ from fnnjax import cli
 
 
 def test_default_train_reaches_90_percent_on_digits(tmp_path, capsys):
-    """`fnnjax train` with no dataset argument: the dense baseline on digits, > 90% test accuracy."""
-    assert cli.main(["train", "--quiet", "--out", str(tmp_path)]) == 0
+    """`fnnjax train` with no dataset argument (3 of its 20 epochs, one device): the dense
+    baseline on digits, > 90% test accuracy; the run folder has its figure and summary."""
+    argv = ["train", "--quiet", "--epochs", "3", "--devices", "1", "--out", str(tmp_path)]
+    assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["dataset"]["name"] == "digits" and summary["model"]["name"] == "dense"
     assert summary["final_test_accuracy"] > 0.90
-    assert "test accuracy" in capsys.readouterr().out
-    assert {p.name for p in tmp_path.iterdir()} >= {"config.json", "metrics.jsonl", "checkpoints", "summary.json"}
+    printed = capsys.readouterr().out
+    assert "test accuracy" in printed and "no best checkpoint without --validation" in printed
+    assert {p.name for p in tmp_path.iterdir()} >= {
+        "config.json", "metrics.jsonl", "checkpoints", "summary.json", "curves.png"}
     # Running the same command again resumes the finished run instead of training anew.
-    assert cli.main(["train", "--quiet", "--out", str(tmp_path)]) == 0
-    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 20
+    assert cli.main(argv) == 0
+    assert len((tmp_path / "metrics.jsonl").read_text().splitlines()) == 3
+
+
+def test_the_readme_train_examples_run_one_after_the_other(tmp_path, monkeypatch, capsys):
+    """The README's first and second examples used to share runs/dense-digits, and the SGD run
+    died restoring the Adam run's checkpoints. Default folders now differ when the runs differ."""
+    monkeypatch.chdir(tmp_path)
+    tiny = ["--epochs", "1", "--limit-train", "256", "--devices", "1", "--quiet"]
+    assert cli.main(["train", *tiny]) == 0
+    second = ["train", "--model", "dense", "--optimizer", "sgd", "--lr", "0.1", "--momentum", "0.9",
+              "--nesterov", "--schedule", "cosine", "--augment", *tiny]  # fmt: skip
+    assert cli.main(second) == 0
+    folders = sorted(p.name for p in (tmp_path / "runs").iterdir())
+    assert len(folders) == 2 and all(f.startswith("dense-digits-") for f in folders)
+    assert cli.main(second) == 0  # the same command finds its own folder and resumes
+    assert len(list((tmp_path / "runs").iterdir())) == 2
+    # An explicit --out holding another run is refused with what differs and how to proceed.
+    capsys.readouterr()
+    assert cli.main([*second, "--out", str(tmp_path / "runs" / folders[0])]) in (0, 2)
+    err = capsys.readouterr().err
+    if err:  # folders[0] is the Adam run (the order of digests is arbitrary)
+        assert "optimizer: saved 'adam', now 'sgd'" in err and "--no-resume" in err
+        assert len(err.strip().splitlines()) == 1
+
+
+def test_no_readable_checkpoint_is_one_error_line_and_nothing_moves(tmp_path, capfd):
+    argv = ["train", "--dataset", "synthetic", "--epochs", "1", "--devices", "1", "--quiet",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    (step,) = (tmp_path / "checkpoints").iterdir()
+    (step / "meta" / "metadata").write_text("{junk")
+    capfd.readouterr()
+    assert cli.main(argv) == 2
+    err = capfd.readouterr().err
+    assert err.startswith("fnnjax: error: none of the checkpoints") and len(err.splitlines()) == 1
+    assert step.exists() and not (tmp_path / "damaged").exists()
+
+
+def test_a_damaged_newest_checkpoint_is_one_warning_line_and_the_run_finishes(tmp_path, capfd):
+    argv = ["train", "--dataset", "synthetic", "--epochs", "2", "--devices", "1", "--quiet",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    newest = max((tmp_path / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    data_files = [p for p in (newest / "state").rglob("*")
+                  if p.is_file() and p.parent.name == "d"]  # fmt: skip
+    max(data_files, key=lambda p: p.stat().st_size).write_bytes(b"truncated")
+    capfd.readouterr()
+    assert cli.main(argv) == 0
+    err = capfd.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
+    assert f"checkpoints/{newest.name} is unreadable" in err[0] and "resuming from step" in err[0]
+    assert len(list((tmp_path / "damaged").iterdir())) == 1
 
 
 @pytest.mark.parametrize(
@@ -38,6 +93,45 @@ def test_mistakes_are_one_line_errors(argv, expected, capsys, tmp_path):
     assert err.startswith("fnnjax: error: ") and expected in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--epochs", "0"], "fnnjax train: error: argument --epochs: expected an integer >= 1"),
+        (["train", "--width", "-1"], "fnnjax train: error: argument --width: expected a positive number"),
+        (["train", "--lr"], "fnnjax train: error: argument --lr: expected one argument"),
+        (["train", "--bogus"], "fnnjax: error: unrecognized arguments: --bogus"),
+        (["profile"], "fnnjax profile: error: the following arguments are required: --model"),
+    ],
+)
+def test_argument_errors_are_one_line_not_a_usage_block(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_:
+        cli.main(argv)
+    err = capsys.readouterr().err
+    assert exit_.value.code == 2 and err.startswith(expected) and len(err.strip().splitlines()) == 1
+    assert "--help` lists the options" in err
+
+
+def test_debug_is_accepted_after_the_command_and_shows_the_traceback(tmp_path):
+    from fnnjax.errors import ConfigError
+
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        cli.main(["train", "--dataset", "imagenet", "--out", str(tmp_path), "--debug"])
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        cli.main(["--debug", "train", "--dataset", "imagenet", "--out", str(tmp_path)])
+
+
+def test_datasets_listing_survives_a_damaged_file(tmp_path, monkeypatch, capsys):
+    folder = tmp_path / "mnist"
+    folder.mkdir()
+    for stem in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):  # fmt: skip
+        (folder / f"{stem}.gz").write_bytes(b"\x1f\x8bnot really gzip")
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    assert cli.main(["datasets"]) == 0
+    line = next(ln for ln in capsys.readouterr().out.splitlines() if ln.startswith("mnist "))
+    assert "unusable" in line and "train-images-idx3-ubyte.gz" in line
+
+
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert cli.main(["train", "--quiet", "--epochs", "1", "--out", str(tmp_path / "file" / "run")]) == 2
@@ -53,7 +147,7 @@ def test_module_entry_point_and_listings():
 
 def test_train_an_fnn_from_the_command_line(tmp_path, capsys):
     argv = ["train", "--model", "fnn-1024", "-o", "iterations=2", "-o", "input_every_iteration=false",
-            "--epochs", "1", "--quiet", "--out", str(tmp_path)]
+            "--epochs", "1", "--quiet", "--devices", "1", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["model"] == {"name": "fnn-1024", "options": {"iterations": 2, "input_every_iteration": False}}

@@ -194,7 +194,7 @@ def width_multiplier(spec: Spec, m: float, *, include_stem: bool = True) -> Spec
         ValueError: ``m`` is not a positive finite number.
     """
     if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"m: expected a positive finite width multiplier, got {m!r}")
+        raise ValueError(f"width multiplier: expected a positive finite number, got {m!r}")
     m = float(m)
     new = tuple(max(1, int(round(m * f))) for f in layer_filters(spec))
     spec = with_layer_filters(spec, new)

@@ -2,12 +2,17 @@
 
 from fnnjax.train.checkpoint import Checkpoints, fingerprint
 from fnnjax.train.data import (
+    Augmentation,
     Dataset,
     Split,
+    augment,
+    augmentation_for,
     available_datasets,
+    describe_source,
     load,
     load_dataset,
     random_crop_flip,
+    validate_dataset,
 )
 from fnnjax.train.loop import (
     FitResult,
@@ -20,22 +25,36 @@ from fnnjax.train.loop import (
     make_optimizer,
     make_schedule,
     make_train_step,
+    plot_history,
+    run_digest,
 )
-from fnnjax.train.sharding import batch_sharding, make_mesh, replicate, replicated_sharding
+from fnnjax.train.sharding import (
+    batch_sharding,
+    is_primary,
+    make_mesh,
+    replicate,
+    replicated_sharding,
+    sync_processes,
+)
 
 __all__ = [
+    "Augmentation",
     "Checkpoints",
     "Dataset",
     "FitResult",
     "Split",
     "TrainConfig",
     "TrainState",
+    "augment",
+    "augmentation_for",
     "available_datasets",
     "batch_sharding",
+    "describe_source",
     "evaluate",
     "fingerprint",
     "fit",
     "init_state",
+    "is_primary",
     "load",
     "load_dataset",
     "make_eval_step",
@@ -43,7 +62,11 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "plot_history",
     "random_crop_flip",
     "replicate",
     "replicated_sharding",
+    "run_digest",
+    "sync_processes",
+    "validate_dataset",
 ]

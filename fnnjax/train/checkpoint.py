@@ -9,16 +9,27 @@ Each saved step holds two items:
   name/options or architecture spec, the training config, the dataset description, the data
   position (epoch, step, steps per epoch) and a SHA-256 fingerprint of every array of the state.
 
-On restore the fingerprint is recomputed: a checkpoint whose bytes changed on disk, or that orbax
-cannot read, is reported with a warning and the previous one is tried, so a resume is never
-silently wrong. If no checkpoint can be read, :class:`CheckpointError` says so (nothing is deleted).
+Restoring reads ``meta`` first, so a caller can check that the folder holds *its* run before any
+array is touched (:meth:`Checkpoints.restore_latest`'s ``check``). The fingerprint is then
+recomputed: a checkpoint whose bytes changed on disk, or that orbax cannot read (a truncated or
+missing data file, a deleted manifest, junk metadata), is reported in one warning and the previous
+one is tried. Once an earlier checkpoint restores, each damaged newer one is *moved aside* into
+``damaged/`` next to the checkpoint folder (kept for inspection, never deleted) so that the run can
+save that step again and finish. If no checkpoint can be read, :class:`CheckpointError` says so and
+nothing is moved: a folder that is unreadable as a whole (e.g. written by an incompatible version)
+is left exactly as it was.
 """
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
+import shutil
+import sys
+import time
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fnnjax.errors import CheckpointError
+from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = ["CheckpointError", "Checkpoints", "fingerprint"]
 
@@ -43,6 +55,57 @@ def fingerprint(tree: Any) -> str:
     return digest.hexdigest()
 
 
+def _drop_closed_event_loop_reports(unraisable: Any, previous: Callable[[Any], None]) -> None:
+    """``sys.unraisablehook`` that drops only tensorstore's late "Event loop is closed" reports.
+
+    After a read from a damaged checkpoint fails, tensorstore's pending callbacks reach an asyncio
+    loop that orbax has already closed; each prints a 6-line "unraisable" traceback (20 of them for
+    one missing manifest). They carry no information beyond the error already raised.
+    """
+    error = unraisable.exc_value
+    if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    previous(unraisable)
+
+
+def _filter_closed_event_loop_reports() -> None:
+    if getattr(sys.unraisablehook, "_fnnjax", False):
+        return
+    previous = sys.unraisablehook
+
+    def hook(unraisable: Any) -> None:
+        _drop_closed_event_loop_reports(unraisable, previous)
+
+    hook._fnnjax = True  # type: ignore[attr-defined]
+    sys.unraisablehook = hook
+
+
+@contextlib.contextmanager
+def _quiet_orbax_errors():
+    """Silences the tracebacks orbax, tensorstore and asyncio log for an unreadable checkpoint.
+
+    A damaged data file makes them log 100+ lines to stderr although the error is also raised,
+    and :meth:`Checkpoints.restore_latest` already reports it in one warning line.
+    """
+    _filter_closed_event_loop_reports()
+    loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax", "jax")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.CRITICAL)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def _short(error: BaseException) -> str:
+    """``Type: first line of the message`` cut to 160 characters (orbax messages can be pages)."""
+    text = str(error).strip().splitlines()[0] if str(error).strip() else ""
+    text = text.split(" See full TensorStore details")[0]
+    return f"{type(error).__name__}: {text[:160]}"
+
+
 class Checkpoints:
     """Saves and restores train states in ``directory`` (made absolute, as orbax requires).
 
@@ -54,7 +117,11 @@ class Checkpoints:
 
     def __init__(self, directory: str | Path, *, max_to_keep: int = 3, asynchronous: bool = True):
         self.directory = Path(directory).expanduser().resolve()
-        self._manager = ocp.CheckpointManager(
+        with _quiet_orbax_errors():
+            self._manager = self._make_manager(max_to_keep, asynchronous)
+
+    def _make_manager(self, max_to_keep: int, asynchronous: bool) -> ocp.CheckpointManager:
+        return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
@@ -64,10 +131,18 @@ class Checkpoints:
             item_names=("state", "meta"),
         )
 
+    @property
+    def damaged_directory(self) -> Path:
+        """Where damaged checkpoints are moved: ``<directory>/../damaged/``."""
+        return self.directory.parent / "damaged"
+
     def steps(self) -> list[int]:
-        """Saved steps, oldest first."""
-        self._manager.reload()
-        return sorted(self._manager.all_steps())
+        """Saved steps, oldest first (waits for pending asynchronous saves first: reloading the
+        folder while one is in flight confuses orbax's bookkeeping of which steps to delete)."""
+        self._manager.wait_until_finished()
+        with _quiet_orbax_errors():  # junk step metadata is logged (twice) but is harmless
+            self._manager.reload()
+            return sorted(self._manager.all_steps())
 
     def save(self, step: int, state: Any, meta: dict[str, Any]) -> None:
         """Saves ``state`` and ``meta`` (plus the state's fingerprint) as checkpoint ``step``."""
@@ -78,25 +153,51 @@ class Checkpoints:
             force=True,
         )
 
-    def restore(self, step: int, template: Any) -> tuple[Any, dict[str, Any]]:
+    def read_meta(self, step: int) -> dict[str, Any]:
+        """The JSON ``meta`` of checkpoint ``step`` alone (no array is read).
+
+        Raises:
+            CheckpointError: the meta item is missing or unreadable.
+        """
+        try:
+            with _quiet_orbax_errors():
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(meta=ocp.args.JsonRestore())
+                )
+            meta = restored["meta"]
+            if not isinstance(meta, dict):
+                raise TypeError(f"expected a JSON object, found {type(meta).__name__}")
+        except Exception as error:  # orbax raises many types for a damaged folder
+            raise CheckpointError(
+                f"checkpoint {self.directory / str(step)} is unreadable (its description: "
+                f"{_short(error)})"
+            ) from error
+        return dict(meta)
+
+    def restore(
+        self, step: int, template: Any, meta: dict[str, Any] | None = None
+    ) -> tuple[Any, dict[str, Any]]:
         """Restores checkpoint ``step`` into the structure, shapes and shardings of ``template``.
+
+        Args:
+            step: the step to restore.
+            template: a pytree of arrays (or ``jax.ShapeDtypeStruct``) like the saved state.
+            meta: the step's meta if already read with :meth:`read_meta`.
 
         Raises:
             CheckpointError: unreadable, or its arrays do not match the stored fingerprint.
         """
+        meta = self.read_meta(step) if meta is None else meta
         try:
-            restored = self._manager.restore(
-                step,
-                args=ocp.args.Composite(
-                    state=ocp.args.StandardRestore(template), meta=ocp.args.JsonRestore()
-                ),
-            )
+            with _quiet_orbax_errors():
+                restored = self._manager.restore(
+                    step, args=ocp.args.Composite(state=ocp.args.StandardRestore(template))
+                )
         except Exception as error:  # orbax raises many types for a damaged folder
             raise CheckpointError(
-                f"checkpoint {self.directory / str(step)} is unreadable: "
-                f"{type(error).__name__}: {str(error)[:200]}"
+                f"checkpoint {self.directory / str(step)} is unreadable ({_short(error)})"
             ) from error
-        state, meta = restored["state"], dict(restored["meta"])
+        state = restored["state"]
         expected = meta.get("fingerprint")
         if expected is not None and fingerprint(state) != expected:
             raise CheckpointError(
@@ -105,29 +206,67 @@ class Checkpoints:
             )
         return state, meta
 
-    def restore_latest(self, template: Any) -> tuple[Any, dict[str, Any]] | None:
-        """Restores the newest readable checkpoint, warning about each newer one that is damaged.
+    def restore_latest(
+        self, template: Any, check: Callable[[dict[str, Any]], None] | None = None
+    ) -> tuple[Any, dict[str, Any]] | None:
+        """Restores the newest readable checkpoint, moving each newer damaged one aside.
+
+        Args:
+            template: the state's structure (see :meth:`restore`).
+            check: called with the newest readable ``meta`` before any array is read; it raises
+                (e.g. :class:`CheckpointError` "a different run") to stop. Its error propagates.
 
         Returns:
             ``(state, meta)``, or None if the folder holds no checkpoint at all.
 
         Raises:
-            CheckpointError: checkpoints exist but none can be restored.
+            CheckpointError: checkpoints exist but none can be restored (nothing is moved).
         """
         steps = self.steps()
         if not steps:
             return None
-        problems = []
+        problems: list[str] = []
+        damaged: list[int] = []
+        checked = False
         for step in reversed(steps):
             try:
-                return self.restore(step, template)
+                meta = self.read_meta(step)
             except CheckpointError as error:
                 problems.append(str(error))
-                warnings.warn(f"{error}; falling back to an earlier checkpoint", stacklevel=2)
+                damaged.append(step)
+                continue
+            if check is not None and not checked:
+                check(meta)  # a different run is not damage: its error goes to the caller
+                checked = True
+            try:
+                state, meta = self.restore(step, template, meta)
+            except CheckpointError as error:
+                problems.append(str(error))
+                damaged.append(step)
+                continue
+            for bad, problem in zip(damaged, problems, strict=True):
+                moved = self.move_aside(bad)
+                warnings.warn(
+                    f"{problem}; resuming from step {step} instead (the damaged checkpoint is "
+                    f"kept in {moved})",
+                    stacklevel=2,
+                )
+            return state, meta
         raise CheckpointError(
-            f"none of the checkpoints in {self.directory} can be restored ({'; '.join(problems)}). "
-            "Move the folder away or pass --no-resume with a new --out to start afresh."
+            f"none of the checkpoints in {self.directory} can be restored "
+            f"({'; '.join(problems)}). Move the folder away or pass --no-resume (resume=False) "
+            "to start afresh; nothing was changed"
         )
+
+    def move_aside(self, step: int) -> Path:
+        """Moves step ``step`` into :attr:`damaged_directory` (process 0 only) and returns where."""
+        target = self.damaged_directory / f"{step}-{time.strftime('%Y%m%d-%H%M%S')}"
+        if is_primary():
+            self.damaged_directory.mkdir(parents=True, exist_ok=True)
+            shutil.move(str(self.directory / str(step)), str(target))
+        sync_processes(f"fnnjax-move-aside-{step}")
+        self._manager.reload()
+        return target
 
     def wait(self) -> None:
         """Blocks until asynchronous saves are on disk."""

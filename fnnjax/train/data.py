@@ -25,6 +25,15 @@ looked and how to get it.
 
 Normalization: pixel values are scaled to [0, 1] and standardized per channel with the *training*
 split's mean and standard deviation (the convention of the papers' Keras/PyTorch code).
+
+Validation: a loaded dataset is checked once (:func:`validate_dataset`: one label per example,
+integer labels in ``[0, num_classes)``, floating, finite inputs of ``input_shape``), and a damaged
+file (bad gzip, truncated, images and labels of different counts) is a one-line
+:class:`~fnnjax.errors.DataError` naming the file and the remedy, never a raw traceback.
+
+Augmentation is dataset-aware (:func:`augmentation_for`): a random crop whose padding is 1/8 of the
+image side (CIFAR's pad 4 on 32 pixels) and a horizontal flip only where a mirror image keeps its
+label (CIFAR, Fashion-MNIST; not digits).
 """
 
 from __future__ import annotations
@@ -34,6 +43,7 @@ import gzip
 import os
 import pickle
 import struct
+import zlib
 from collections.abc import Callable
 from pathlib import Path
 
@@ -44,13 +54,18 @@ import numpy as np
 from fnnjax.errors import ConfigError, DataError, DatasetNotFoundError
 
 __all__ = [
+    "Augmentation",
     "Dataset",
     "Split",
+    "augment",
+    "augmentation_for",
     "available_datasets",
     "check_finite",
+    "describe_source",
     "load",
     "load_dataset",
     "random_crop_flip",
+    "validate_dataset",
 ]
 
 SYSTEM_DIRS = {
@@ -87,10 +102,21 @@ class Split:
     Attributes:
         x: ``[n, height, width, channels]`` images (uint8 before normalization, float32 after).
         y: ``[n]`` int32 labels in ``[0, num_classes)``.
+
+    Raises:
+        DataError: ``x`` and ``y`` hold different numbers of examples.
     """
 
     x: np.ndarray
     y: np.ndarray
+
+    def __post_init__(self) -> None:
+        num_x, num_y = np.shape(self.x)[:1], np.shape(self.y)[:1]
+        if num_x != num_y:
+            raise DataError(
+                f"Split: x holds {num_x[0] if num_x else 'no'} examples but y holds "
+                f"{num_y[0] if num_y else 'no'} labels; give exactly one label per example"
+            )
 
     def __len__(self) -> int:
         return int(self.x.shape[0])
@@ -137,18 +163,46 @@ class Dataset:
 # --------------------------------------------------------------------------------------- readers
 
 
+def _remedy(path: Path) -> str:
+    """What to do about a damaged data file: reinstall the package it came from, or replace it."""
+    if any(path.is_relative_to(d) for d in SYSTEM_DIRS.get("fashion_mnist", [])):
+        return "reinstall it (`sudo apt-get install --reinstall dataset-fashion-mnist`)"
+    return "re-download it, or remove it so that fnnjax looks elsewhere"
+
+
 def _read_idx(path: Path) -> np.ndarray:
-    """Reads an IDX file (optionally gzipped), the MNIST format."""
-    opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
-    zero, dtype_code, ndim = struct.unpack(">HBB", data[:4])
-    if zero != 0 or dtype_code != 0x08:
-        raise DataError(f"{path}: not an unsigned-byte IDX file (header {data[:4]!r})")
+    """Reads an IDX file, the MNIST format: gzipped (recognized by its magic bytes) or plain.
+
+    The magic bytes decide, not the ``.gz`` suffix: browsers often store a downloaded ``.gz``
+    already unpacked.
+
+    Raises:
+        DataError: the file cannot be read, is neither gzip nor IDX, or is truncated; the message
+            names the file and what to do.
+    """
+    try:
+        data = path.read_bytes()
+        if data[:2] == b"\x1f\x8b":  # gzip magic
+            data = gzip.decompress(data)
+    except EOFError:
+        raise DataError(f"{path}: truncated gzip file (an incomplete download?); "
+                        f"{_remedy(path)}") from None
+    except (OSError, zlib.error) as error:  # gzip.BadGzipFile is an OSError
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise DataError(f"{path}: cannot be read as an IDX file ({reason}); {_remedy(path)}") \
+            from None
+    ndim = data[3] if len(data) >= 4 else 0
+    if len(data) < 4 or data[:3] != b"\x00\x00\x08" or len(data) < 4 + 4 * ndim:
+        kind = "neither gzip nor an unsigned-byte IDX file" if path.suffix == ".gz" else \
+            "not an unsigned-byte IDX file"
+        raise DataError(f"{path}: {kind} (starts with {data[:4]!r}); {_remedy(path)}")
     shape = struct.unpack(">" + "I" * ndim, data[4 : 4 + 4 * ndim])
     array = np.frombuffer(data, dtype=np.uint8, offset=4 + 4 * ndim)
     if array.size != int(np.prod(shape)):
-        raise DataError(f"{path}: truncated IDX file ({array.size} values, header says {shape})")
+        raise DataError(
+            f"{path}: truncated IDX file ({array.size} values, header says {shape}); "
+            f"{_remedy(path)}"
+        )
     return array.reshape(shape)
 
 
@@ -171,22 +225,45 @@ def _load_idx_folder(folder: Path) -> dict[str, Split] | None:
         if path is None:
             return None
         files[key] = path
-    return {
-        split: Split(
-            _read_idx(files[f"{split}_x"])[..., None],
-            _read_idx(files[f"{split}_y"]).astype(np.int32),
-        )
-        for split in ("train", "test")
-    }
+    splits = {}
+    for split in ("train", "test"):
+        x_file, y_file = files[f"{split}_x"], files[f"{split}_y"]
+        x, y = _read_idx(x_file), _read_idx(y_file)
+        if x.ndim != 3 or y.ndim != 1:
+            wrong = x_file if x.ndim != 3 else y_file
+            raise DataError(
+                f"{wrong}: expected {'[n, rows, cols] images' if x.ndim != 3 else '[n] labels'}, "
+                f"found an IDX array of shape {(x if x.ndim != 3 else y).shape}; {_remedy(wrong)}"
+            )
+        if len(x) != len(y):
+            raise DataError(
+                f"{x_file} holds {len(x)} images but {y_file} holds {len(y)} labels; the two "
+                "must come from the same release: re-download or replace the wrong one"
+            )
+        splits[split] = Split(x[..., None], y.astype(np.int32))
+    return splits
+
+
+def _cifar_remedy(folder: Path) -> str:
+    return (f"re-extract the archive (https://www.cs.toronto.edu/~kriz/cifar.html), or remove "
+            f"{folder} so that fnnjax looks elsewhere")
 
 
 def _load_cifar_python(folder: Path, fine: bool) -> dict[str, Split]:
     def read(name: str) -> Split:
-        with open(folder / name, "rb") as f:
-            batch = pickle.load(f, encoding="bytes")
-        x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
-        label_key = b"fine_labels" if fine else b"labels"
-        return Split(x, np.asarray(batch[label_key], np.int32))
+        path = folder / name
+        try:
+            with open(path, "rb") as f:
+                batch = pickle.load(f, encoding="bytes")
+            x = np.asarray(batch[b"data"], np.uint8).reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
+            y = np.asarray(batch[b"fine_labels" if fine else b"labels"], np.int32)
+        except Exception as error:  # a damaged pickle can raise almost anything
+            raise DataError(f"{path}: not a readable CIFAR batch ({type(error).__name__}: "
+                            f"{error})"[:300] + f"; {_cifar_remedy(folder)}") from None
+        if len(x) != len(y):
+            raise DataError(f"{path}: holds {len(x)} images but {len(y)} labels; "
+                            f"{_cifar_remedy(folder)}")
+        return Split(x, y)
 
     if fine:
         return {"train": read("train"), "test": read("test")}
@@ -196,10 +273,21 @@ def _load_cifar_python(folder: Path, fine: bool) -> dict[str, Split]:
 
 
 def _load_cifar_binary(folder: Path, fine: bool) -> dict[str, Split]:
+    record = 3074 if fine else 3073
+
     def read(names: list[str]) -> Split:
-        raw = np.concatenate([np.fromfile(folder / n, np.uint8) for n in names])
-        record = 3074 if fine else 3073
-        raw = raw.reshape(-1, record)
+        parts = []
+        for name in names:
+            try:
+                part = np.fromfile(folder / name, np.uint8)
+            except OSError as error:
+                raise DataError(f"{folder / name}: cannot be read ({error.strerror or error}); "
+                                f"{_cifar_remedy(folder)}") from None
+            if part.size % record:
+                raise DataError(f"{folder / name}: {part.size} bytes is not a whole number of "
+                                f"{record}-byte records (truncated?); {_cifar_remedy(folder)}")
+            parts.append(part)
+        raw = np.concatenate(parts).reshape(-1, record)
         labels = raw[:, 1] if fine else raw[:, 0]
         x = raw[:, record - 3072 :].reshape(-1, 3, 32, 32).transpose(0, 2, 3, 1)
         return Split(np.ascontiguousarray(x), labels.astype(np.int32))
@@ -339,14 +427,129 @@ def load(name: str, split: str = "train") -> Split:
 
 def check_finite(x: np.ndarray, what: str) -> None:
     """Raises :class:`DataError` naming the first example that holds a NaN or infinity."""
-    if len(x) and np.issubdtype(x.dtype, np.floating):
-        bad = ~np.isfinite(x.reshape(len(x), -1)).all(axis=1)
+    if len(x) and jnp.issubdtype(x.dtype, jnp.floating):
+        bad = ~np.isfinite(np.asarray(x).reshape(len(x), -1)).all(axis=1)
         if bad.any():
             first = int(np.flatnonzero(bad)[0])
             raise DataError(
                 f"{what} contains NaN or infinite values in {int(bad.sum())} example(s), first at "
                 f"index {first}; clean or drop them before training"
             )
+
+
+def _check_labels(y, where: str, num_classes: int) -> None:
+    """Classification labels: integer class indices in ``[0, num_classes)``, vectorized."""
+    if not jnp.issubdtype(y.dtype, jnp.integer):
+        raise DataError(
+            f"labels of {where} are {y.dtype}; classification needs integer class indices in "
+            f"[0, {num_classes}): use y.astype(np.int32) (regression targets are not supported yet)"
+        )
+    y = np.asarray(y)
+    if len(y) and (y.min() < 0 or y.max() >= num_classes):
+        bad = np.flatnonzero((y < 0) | (y >= num_classes))
+        raise DataError(
+            f"labels of {where} must be in [0, {num_classes}) (num_classes={num_classes}) but "
+            f"{bad.size} are not, the first at index {int(bad[0])} is {y[bad[0]]}; fix the labels "
+            "or num_classes"
+        )
+
+
+def _check_split(
+    split: Split,
+    where: str,
+    num_classes: int,
+    input_shape: tuple[int, ...],
+    *,
+    normalized: bool,
+) -> None:
+    x, y = split.x, split.y
+    x_shape, y_shape = tuple(np.shape(x)), tuple(np.shape(y))
+    if len(y_shape) != 1:
+        raise DataError(
+            f"labels of {where} have shape {y_shape}; expected [n], one integer class per example"
+        )
+    if x_shape[:1] != y_shape:
+        raise DataError(
+            f"{where} has {x_shape[0] if x_shape else 'no'} examples but {y_shape[0]} labels; "
+            "give exactly one label per example"
+        )
+    if y_shape[0] and x_shape[1:] != tuple(input_shape):
+        raise DataError(
+            f"examples of {where} have shape {x_shape[1:]} but the dataset's input_shape is "
+            f"{tuple(input_shape)}; every split must hold examples of input_shape"
+        )
+    if normalized and not jnp.issubdtype(x.dtype, jnp.floating):
+        raise DataError(
+            f"inputs of {where} are {x.dtype}; training needs normalized floating-point inputs: "
+            "load them with load_dataset(), or use x.astype(np.float32) / 255"
+        )
+    _check_labels(y, where, num_classes)
+    if normalized:
+        check_finite(x, where)
+
+
+def _check_num_classes(num_classes, name: str) -> None:
+    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
+            or num_classes < 1:
+        raise DataError(
+            f"num_classes of dataset {name!r} must be a positive integer, got {num_classes!r} "
+            "(regression targets are not supported yet)"
+        )
+
+
+def validate_dataset(data: Dataset) -> None:
+    """Checks that ``data`` can be trained on; cheap (vectorized NumPy), run once per ``fit``.
+
+    Every split (train, validation, test) must have one label per example, examples of shape
+    ``data.input_shape`` (an empty split may have any shape), floating-point inputs without NaN
+    or infinity, and integer labels in ``[0, data.num_classes)``. Datasets from
+    :func:`load_dataset` pass by construction; this catches arrays assembled by hand and reports
+    them as one line instead of a Flax ``TypeError`` (uint8 inputs) or "loss became nan" (labels
+    out of range).
+
+    Only classification is supported: labels must be integer class indices. Regression (float
+    targets, ``num_classes`` 0 or None) would swap the label check ``_check_labels`` for a
+    finiteness check under a ``task`` argument; nothing else here depends on what labels mean.
+
+    Raises:
+        DataError: the first problem found, naming the split, the index and what was expected.
+    """
+    _check_num_classes(data.num_classes, data.name)
+    for name, split in (("train", data.train), ("validation", data.validation),
+                        ("test", data.test)):  # fmt: skip
+        _check_split(split, f"the {name} split of {data.name!r}", data.num_classes,
+                     data.input_shape, normalized=True)  # fmt: skip
+
+
+def _check_raw(name: str, splits: dict[str, Split], source: str) -> None:
+    """The checks of :func:`validate_dataset` that apply to a source's raw uint8 arrays."""
+    shape = tuple(splits["train"].x.shape[1:])
+    for split_name, split in splits.items():
+        _check_split(split, f"the {split_name} split of {name!r} (read from {source})",
+                     _NUM_CLASSES[name], shape, normalized=False)  # fmt: skip
+
+
+def describe_source(name: str) -> str:
+    """Where dataset ``name`` is read from, or why it cannot be (for ``fnnjax datasets``).
+
+    Reads the whole raw dataset once (no normalization), so a damaged file is reported here rather
+    than at training time. Never raises for missing or damaged data.
+
+    Returns:
+        The source (a folder, ``"scikit-learn"``, ``"tfds"``, ``"generated"``), or
+        ``"not found (to get it: ...)"``, or ``"unusable: <the DataError's one-line message>"``.
+
+    Raises:
+        ConfigError: ``name`` is not one of :func:`available_datasets`.
+    """
+    try:
+        splits, source = _raw(name)
+        _check_raw(name, splits, source)
+    except DatasetNotFoundError:
+        return f"not found (to get it: {HOW_TO_GET[name]})"
+    except DataError as error:
+        return f"unusable: {error}"
+    return source
 
 
 def load_dataset(
@@ -367,10 +570,16 @@ def load_dataset(
 
     Returns:
         A :class:`Dataset` with float32 images standardized per channel by training statistics.
+
+    Raises:
+        ConfigError: unknown ``name`` or an impossible ``validation_fraction``.
+        DatasetNotFoundError: the files are nowhere fnnjax looks (the message says how to get them).
+        DataError: a file is damaged, or its images, labels or shapes disagree (names the file).
     """
     if not 0.0 <= validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
     splits, source = _raw(name)
+    _check_raw(name, splits, source)
     train, test = splits["train"], splits["test"]
     if validation_fraction > 0:
         order = np.random.default_rng(seed).permutation(len(train))
@@ -405,27 +614,166 @@ def load_dataset(
     )
 
 
-def random_crop_flip(key: jax.Array, images: jax.Array, padding: int = 4) -> jax.Array:
-    """CIFAR-style augmentation: zero-pad ``padding`` pixels, random crop back, random h-flip.
+# ---------------------------------------------------------------------------------- augmentation
 
-    Pure and jit-able; each image gets its own crop offset and flip from ``key``.
+# Whether a horizontal mirror image keeps its label. Digits: a mirrored 2, 3, 4, 5, 7 or 9 is no
+# digit. Fashion-MNIST: every class (shirts, trousers, bags, shoes) is left-right symmetric or its
+# mirror is the same kind of object, so flips keep labels (the test set's shoes all face one way,
+# so they may help less than on CIFAR). Synthetic: a class is a random pixel pattern, and its
+# mirror is another pattern.
+_FLIP_KEEPS_LABEL = {"cifar10": True, "cifar100": True, "fashion_mnist": True,
+                     "digits": False, "mnist": False, "synthetic": False}  # fmt: skip
+_INPUT_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "fashion_mnist": (28, 28, 1),
+                 "mnist": (28, 28, 1), "digits": (8, 8, 1), "synthetic": (8, 8, 1)}  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class Augmentation:
+    """A training-batch augmentation policy: a random crop of zero-padded images and/or a flip.
+
+    Frozen and hashable, so it can be a static argument of ``jax.jit``; calling it applies it:
+    ``policy(key, images)`` is ``augment(key, images, policy)``.
+
+    Attributes:
+        padding: pixels of zero padding on each side before a random crop back to size; each
+            image moves by at most ``padding`` pixels along each axis (0: no crop).
+        flip: random horizontal flips (only where a mirror image keeps its label).
+        warnings: why this policy may be wrong for the data, one line each, for the trainer to
+            show; empty when fnnjax knows the dataset and its images are at least 8 pixels on a
+            side. Not part of equality or the hash.
+    """
+
+    padding: int = 0
+    flip: bool = False
+    warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
+
+    def __post_init__(self) -> None:
+        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
+            raise ConfigError(f"Augmentation padding must be an int >= 0, got {self.padding!r}")
+
+    @property
+    def is_identity(self) -> bool:
+        """True when the policy changes nothing (no crop, no flip)."""
+        return self.padding == 0 and not self.flip
+
+    def describe(self) -> dict:
+        """JSON-ready summary, e.g. ``{"padding": 4, "flip": True}``."""
+        return {"padding": self.padding, "flip": self.flip}
+
+    def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
+        return augment(key, images, self)
+
+
+def augmentation_for(
+    data: Dataset | str, input_shape: tuple[int, ...] | None = None
+) -> Augmentation:
+    """The augmentation that suits a dataset: CIFAR's recipe scaled to the image size.
+
+    The crop padding is ``min(height, width) // 8``, the share of the image by which CIFAR's pad 4
+    on 32 pixels moves it (32x32 -> 4, 28x28 -> 3, 8x8 -> 1), rounded down so no shift is larger;
+    images under 8 pixels get no crop. On scikit-learn's 8x8 digits (dense model, 20 epochs, seeds
+    0 and 1) pad 1 without flips gave 98.9% and 98.0% test accuracy, no augmentation 97.7% and
+    98.0%, and the old pad 4 with flips 73.8% and 65.6%. Flips are on only where a mirror image
+    keeps its label (CIFAR, Fashion-MNIST), off for digits (digits, mnist) and synthetic.
+
+    Warnings: a dataset name fnnjax does not know (flips are assumed to keep labels), images too
+    small to crop, and inputs that are not ``(height, width, channels)`` images (no augmentation).
+
+    Args:
+        data: a :class:`Dataset` (its ``name`` and ``input_shape`` are used) or a dataset name.
+        input_shape: ``(height, width, channels)``; needed only with a name fnnjax does not know.
+
+    Returns:
+        An :class:`Augmentation`; apply it with ``policy(key, images)``.
+
+    Raises:
+        ConfigError: a name fnnjax does not know, without ``input_shape``.
+
+    Example:
+        >>> augmentation_for("cifar10").describe()
+        {'padding': 4, 'flip': True}
+        >>> augmentation_for("digits").describe()
+        {'padding': 1, 'flip': False}
+    """
+    if isinstance(data, Dataset):
+        name, shape = data.name, tuple(data.input_shape)
+    else:
+        name = data
+        shape = tuple(input_shape) if input_shape is not None else _INPUT_SHAPES.get(name)
+        if shape is None:
+            raise ConfigError(
+                f"augmentation_for({name!r}): unknown dataset; pass input_shape=(height, width, "
+                f"channels), or use one of: {', '.join(sorted(_INPUT_SHAPES))}"
+            )
+    if len(shape) != 3:
+        return Augmentation(warnings=(
+            f"augmentation skipped: inputs of {name!r} have shape {shape}, not (height, width, "
+            "channels) images",))  # fmt: skip
+    height, width = int(shape[0]), int(shape[1])
+    padding = min(height, width) // 8
+    warnings = []
+    if name not in _FLIP_KEEPS_LABEL:
+        warnings.append(
+            f"augmentation: fnnjax does not know dataset {name!r}, so horizontal flips are assumed "
+            "to keep labels (wrong for digits, text, ...); train without augmentation if they "
+            "do not"
+        )
+    flip = _FLIP_KEEPS_LABEL.get(name, True)
+    if padding == 0:
+        warnings.append(
+            f"augmentation: {height}x{width} images of {name!r} are too small to crop (a 1-pixel "
+            f"shift would move more than 1/8 of them); {'only flips' if flip else 'nothing'} will "
+            "be applied"
+        )
+    return Augmentation(padding=padding, flip=flip, warnings=tuple(warnings))
+
+
+def augment(key: jax.Array, images: jax.Array, policy: Augmentation) -> jax.Array:
+    """Applies ``policy`` to a batch; pure and jit-able (``policy`` is static).
 
     Args:
         key: PRNG key.
         images: ``[batch, height, width, channels]``.
-        padding: pixels of zero padding on each side before cropping.
+        policy: from :func:`augmentation_for`, or built by hand.
+
+    Returns:
+        ``[batch, height, width, channels]``; ``images`` itself when the policy is the identity.
+    """
+    if policy.is_identity:
+        return images
+    return random_crop_flip(key, images, policy.padding, flip=policy.flip)
+
+
+def random_crop_flip(
+    key: jax.Array, images: jax.Array, padding: int = 4, *, flip: bool = True
+) -> jax.Array:
+    """CIFAR-style augmentation: zero-pad ``padding`` pixels, random crop back, random h-flip.
+
+    Pure and jit-able (``padding`` and ``flip`` are static); each image gets its own crop offset
+    and flip from ``key``. The crop offsets do not depend on ``flip``, and the defaults draw the
+    same batches as before ``flip`` existed. :func:`augmentation_for` picks both per dataset.
+
+    Args:
+        key: PRNG key.
+        images: ``[batch, height, width, channels]``.
+        padding: pixels of zero padding on each side before cropping (0: no crop).
+        flip: mirror each image left-right with probability 1/2.
 
     Returns:
         ``[batch, height, width, channels]`` augmented images.
     """
     batch, height, width, channels = images.shape
     crop_key, flip_key = jax.random.split(key)
-    offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * padding + 1)
-    flips = jax.random.bernoulli(flip_key, 0.5, (batch,))
-    padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
+    if padding:
+        offsets = jax.random.randint(crop_key, (batch, 2), 0, 2 * padding + 1)
+        padded = jnp.pad(images, ((0, 0), (padding, padding), (padding, padding), (0, 0)))
 
-    def one(image, offset, flip):
-        crop = jax.lax.dynamic_slice(image, (offset[0], offset[1], 0), (height, width, channels))
-        return jnp.where(flip, crop[:, ::-1], crop)
+        def crop(image, offset):
+            start = (offset[0], offset[1], 0)
+            return jax.lax.dynamic_slice(image, start, (height, width, channels))
 
-    return jax.vmap(one)(padded, offsets, flips)
+        images = jax.vmap(crop)(padded, offsets)
+    if flip:
+        flips = jax.random.bernoulli(flip_key, 0.5, (batch,))
+        images = jnp.where(flips[:, None, None, None], images[:, :, ::-1], images)
+    return images

@@ -4,7 +4,7 @@ The engine knows nothing about which paper produced a model: it takes any Flax L
 follows the convention of :mod:`fnnjax.models` (``__call__(x, *, train)``, rng stream ``"dropout"``,
 collection ``"batch_stats"``).
 
-Determinism and exact resume: three independent key streams are split from ``PRNGKey(seed)`` —
+Determinism and exact resume: three independent key streams are split from ``key(seed)`` —
 initialization, data order and training noise. Epoch ``e``'s batch order is
 ``permutation(fold_in(data_key, e))`` and step ``s``'s dropout/augmentation key is
 ``fold_in(state.rng, s)``, so the whole run is a function of the seed and the step counter alone,
@@ -14,14 +14,29 @@ never stopped.
 Input pipeline: the normalized dataset is put on the devices once; each step gathers its batch
 with the epoch's permutation *inside* the jitted step, so no host work or host-to-device copy
 happens per step (BENCHMARKS.md shows its share of step time).
+
+The output folder of :func:`fit`::
+
+    config.json      the run's description (model, dataset, config)
+    metrics.jsonl    one line per epoch (train/validation/test loss and accuracy, time)
+    checkpoints/     the newest ``keep_checkpoints`` states (orbax), each with its description
+    best/            the state of the epoch with the best *validation* accuracy (only with a
+                     validation split: choosing on test accuracy would leak the test set)
+    damaged/         checkpoints found damaged on resume, moved aside (kept, never deleted)
+    curves.png       loss and accuracy per epoch, redrawn when the run ends
+    summary.json     final metrics, the best epoch and where its checkpoint is
+
+With several processes (multi-host), process 0 writes these files; checkpoints are collective.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import math
 import time
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -37,7 +52,8 @@ from tqdm.auto import tqdm
 from fnnjax.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.data import Dataset, Split, check_finite, random_crop_flip
+from fnnjax.train.data import Dataset, Split, augmentation_for, validate_dataset
+from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = [
     "FitResult",
@@ -50,6 +66,8 @@ __all__ = [
     "make_optimizer",
     "make_schedule",
     "make_train_step",
+    "plot_history",
+    "run_digest",
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
@@ -79,7 +97,9 @@ class TrainConfig:
         warmup_epochs: linear warm-up from 0 before the schedule (may be fractional).
         step_epochs, step_factor: the ``"step"`` schedule's milestones and factor.
         grad_clip: clip gradients to this global norm (None: no clipping).
-        augment: CIFAR-style pad-4 random crop + horizontal flip on each training batch.
+        augment: random crop + horizontal flip on each training batch, chosen per dataset by
+            :func:`~fnnjax.train.data.augmentation_for` (padding about 1/8 of the image side, so
+            4 pixels on CIFAR's 32x32 and 1 on 8x8 digits; no flips for digit datasets).
         seed: the run's only source of randomness.
         eval_batch_size: batch size for evaluation.
         checkpoint_every_epochs: save every this many epochs (the final epoch is always saved).
@@ -222,12 +242,15 @@ def init_state(
     Raises:
         ConfigError: the model cannot take inputs of that shape (the message names both).
     """
+    if not jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)  # a legacy raw uint32 key
     init_key, rng = jax.random.split(key)
+    params_key, dropout_key = jax.random.split(init_key)
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     try:
-        variables = jax.jit(lambda k: model.init({"params": k, "dropout": k}, dummy, train=False))(
-            init_key
-        )
+        variables = jax.jit(
+            lambda k, d: model.init({"params": k, "dropout": d}, dummy, train=False)
+        )(params_key, dropout_key)
     except Exception as error:
         raise ConfigError(
             f"model {type(model).__name__} cannot take inputs of shape {tuple(input_shape)}: "
@@ -240,7 +263,7 @@ def init_state(
         params=params,
         batch_stats=batch_stats,
         opt_state=tx.init(params),
-        rng=rng,
+        rng=jax.random.key_data(rng),
     )
 
 
@@ -269,7 +292,8 @@ def make_train_step(
         idx = order[i]
         x = jax.lax.with_sharding_constraint(x_all[idx], batch)
         y = jax.lax.with_sharding_constraint(y_all[idx], batch)
-        noise_key, drop_key = jax.random.split(jax.random.fold_in(state.rng, state.step))
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        noise_key, drop_key = jax.random.split(step_key)
         if augment is not None:
             x = augment(noise_key, x)
 
@@ -372,7 +396,7 @@ class FitResult:
 def _check_writable(out_dir: Path) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / ".fnnjax-write-test"
+        probe = out_dir / f".fnnjax-write-test-{jax.process_index()}"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
@@ -382,28 +406,98 @@ def _check_writable(out_dir: Path) -> None:
         ) from None
 
 
-def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
-    problems = []
-    for section in ("model", "dataset"):
-        if saved.get(section) != run.get(section):
-            problems.append(f"{section}: saved {saved.get(section)} vs now {run.get(section)}")
-    saved_cfg, cfg = saved.get("config", {}), run["config"]
+def _check_shared_folder(out_dir: Path) -> None:
+    """With several processes: all must name the same folder and see process 0's files.
+
+    Every process takes the same decision (all raise or none), so a mistake fails at once
+    everywhere instead of leaving one process waiting at a barrier for the others.
+    """
+    if jax.process_count() == 1:
+        return
+    from jax.experimental import multihost_utils  # noqa: PLC0415
+
+    token = np.frombuffer(hashlib.sha256(str(out_dir).encode()).digest()[:8], np.uint32)
+    tokens = np.asarray(multihost_utils.process_allgather(token)).reshape(jax.process_count(), -1)
+    if not (tokens == tokens[0]).all():
+        raise ConfigError(
+            f"the processes were given different output folders (this one: {out_dir}); every "
+            "process of a multi-host run needs the same --out, a folder they all share"
+        )
+    marker = out_dir / ".fnnjax-shared"
+    if is_primary():
+        marker.write_text(str(out_dir))
+    sync_processes("fnnjax-shared-folder")
+    seen = np.asarray(multihost_utils.process_allgather(np.int32(marker.exists())))
+    if not seen.all():
+        raise ConfigError(
+            f"processes {np.flatnonzero(seen == 0).tolist()} cannot see {marker}, which process 0 "
+            "wrote: --out must be a folder on a filesystem shared by all processes (NFS, GCS, ...)"
+        )
+
+
+def _identity(run: dict[str, Any]) -> dict[str, Any]:
+    """What a checkpoint and the run resuming it must agree on (resumable fields left out)."""
+    cfg = run["config"]
     # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
     resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
-    for name in sorted(set(saved_cfg) | set(cfg)):
-        if name not in resumable and saved_cfg.get(name) != cfg.get(name):
-            problems.append(f"config.{name}: saved {saved_cfg.get(name)!r} vs now {cfg.get(name)!r}")
+    return {
+        "model": run.get("model"),
+        "dataset": run.get("dataset"),
+        "config": {k: v for k, v in cfg.items() if k not in resumable},
+    }
+
+
+def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainConfig) -> str:
+    """Six hex digits that change whenever a checkpoint could not continue the run.
+
+    ``fnnjax train`` appends it to its default output folder (``runs/MODEL-DATASET-DIGEST``), so
+    that two different runs never share a folder while the same command always finds its own
+    checkpoints. Where the data came from (a path) is left out: the same run on another machine
+    gets the same name.
+    """
+    dataset = {k: v for k, v in data.describe().items() if k != "source"}
+    run = {"model": description, "dataset": dataset, "config": config.to_dict()}
+    text = json.dumps(_identity(run), sort_keys=True, default=str)
+    return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _differences(saved: Any, now: Any, where: str) -> list[str]:
+    """``where: saved X, now Y`` for every leaf where two JSON-like values differ."""
+    if isinstance(saved, dict) and now is None or saved is None and isinstance(now, dict):
+        saved, now = saved or {}, now or {}  # no options at all == empty options
+    if isinstance(saved, dict) and isinstance(now, dict):
+        found = []
+        for key in sorted(set(saved) | set(now), key=str):
+            found += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
+        return found
+    return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]
+
+
+def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
+    """Raises :class:`CheckpointError` naming each setting in which the saved run differs."""
+    problems = _differences(_identity(saved) if "config" in saved else saved, _identity(run), "")
+    if problems and any(p.startswith("config.epochs:") for p in problems):
+        schedule = run["config"].get("schedule")
+        problems = [p + (f" (the {schedule} schedule depends on the number of epochs; only a "
+                         "constant schedule can be extended)" if p.startswith("config.epochs:")
+                         else "") for p in problems]  # fmt: skip
     if problems:
+        shown = "; ".join(p.removeprefix("config.") for p in problems[:6])
+        more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
         raise CheckpointError(
-            f"{directory} holds a checkpoint of a different run ({'; '.join(problems)}); "
-            "use another --out, or --no-resume to overwrite it"
+            f"{directory} holds a checkpoint of a different run ({shown}{more}); to keep both, "
+            "pass another --out (out_dir=...); to start afresh here, pass --no-resume "
+            "(resume=False), which moves the earlier run into previous-<time>/"
         )
+
+
+_RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
+              "curves.png", "tensorboard")  # fmt: skip
 
 
 def _archive_previous_run(out: Path) -> None:
     """Moves an earlier run's files aside so that starting afresh loses nothing."""
-    names = [n for n in ("checkpoints", "metrics.jsonl", "summary.json", "config.json", "tensorboard")
-             if (out / n).exists()]  # fmt: skip
+    names = [n for n in _RUN_FILES if (out / n).exists()]
     if names:
         archive = out / time.strftime("previous-%Y%m%d-%H%M%S")
         archive.mkdir()
@@ -424,6 +518,44 @@ def _truncate_jsonl(path: Path, max_epoch: int) -> None:
         path.write_text("".join(ln + "\n" for ln in kept))
 
 
+def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
+    """Writes ``path`` (PNG): loss and accuracy per epoch, train beside validation and test.
+
+    Args:
+        history: :attr:`FitResult.history` (or the lines of ``metrics.jsonl``).
+        path: the PNG file to write.
+        title: figure title (e.g. the model and dataset).
+
+    Returns:
+        ``path`` as a :class:`~pathlib.Path`.
+    """
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    path = Path(path)
+    epochs = [h["epoch"] for h in history]
+    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
+    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+        for split, style in (("train", "-"), ("validation", "--"), ("test", ":")):
+            key = f"{split}_{metric}"
+            points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
+            if points:
+                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=split)
+        ax.set_xlabel("epoch")
+        ax.set_ylabel(metric)
+        ax.grid(alpha=0.3)
+        ax.legend()
+    axes[0].set_yscale("log") if all(h.get("train_loss", 1) > 0 for h in history) else None
+    if title:
+        fig.suptitle(title)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
 def fit(
     model: nn.Module,
     data: Dataset,
@@ -441,18 +573,22 @@ def fit(
         model: a Flax module following the :mod:`fnnjax.models` convention.
         data: a :class:`~fnnjax.train.data.Dataset` (normalized arrays).
         config: the run's :class:`TrainConfig`.
-        out_dir: folder for ``config.json``, ``metrics.jsonl``, ``checkpoints/`` and
-            ``summary.json``; None trains in memory only.
+        out_dir: folder for ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``best/``,
+            ``curves.png`` and ``summary.json`` (see the module docstring); None trains in memory.
         resume: continue from the newest checkpoint in ``out_dir`` if there is one (default).
-            False starts afresh; an earlier run's checkpoints, metrics and summary are first moved
-            into ``out_dir/previous-<time>/`` (nothing is deleted).
+            The saved run's description is compared with this one *before* any array is read; a
+            damaged newest checkpoint is moved into ``out_dir/damaged/`` and the one before it
+            used. False starts afresh; an earlier run's files are first moved into
+            ``out_dir/previous-<time>/`` (nothing is deleted).
         description: JSON-ready description of the model (name and options, or an architecture
             spec), stored with every checkpoint so a resume can check it is the same run.
         mesh: device mesh (default: ``config.num_devices`` local devices on a ``"data"`` axis).
         on_epoch_end: called with each epoch's record and the state (e.g. for plots).
 
     Returns:
-        A :class:`FitResult`.
+        A :class:`FitResult`. Its summary holds ``best_epoch``/``best_validation_accuracy`` (and
+        the checkpoint ``best/``) when ``data`` has a validation split; ``best_test_accuracy`` is
+        the highest test accuracy of any epoch, as the papers report it (an optimistic number).
 
     Raises:
         ConfigError, DataError: bad configuration or data (one-line messages).
@@ -465,8 +601,7 @@ def fit(
             f"batch_size {config.batch_size} must be a multiple of the number of devices "
             f"({mesh.size}); use e.g. {config.batch_size // mesh.size * mesh.size or mesh.size}"
         )
-    for name, split in (("train", data.train), ("validation", data.validation), ("test", data.test)):
-        check_finite(split.x, f"the {name} split of {data.name!r}")
+    validate_dataset(data)  # lengths, dtypes, label range, shapes, NaN/inf: one line each
     if len(data.train) < config.batch_size:
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the training split ({len(data.train)} "
@@ -479,44 +614,61 @@ def fit(
         "dataset": data.describe(),
         "config": config.to_dict(),
     }
+    primary = is_primary()
 
     tx = make_optimizer(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch)
-    init_key, data_key, train_key = jax.random.split(jax.random.PRNGKey(config.seed), 3)
+    init_key, data_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
     state = init_state(init_key, model, data.input_shape, tx)
-    state = state.replace(rng=jax.random.fold_in(train_key, 0))
+    state = state.replace(rng=jax.random.key_data(jax.random.fold_in(train_key, 0)))
     state = sharding.replicate(state, mesh)
 
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
-    checkpoints = None
+    checkpoints = best_checkpoints = None
+    saved_best_steps: set[int] = set()
     history: list[dict[str, Any]] = []
+    best: dict[str, Any] | None = None  # {"epoch", "validation_accuracy", ...} of the best epoch
     if out is not None:
         _check_writable(out)
-        if not resume:
+        _check_shared_folder(out)
+        if not resume and primary:
             _archive_previous_run(out)
+        sync_processes("fnnjax-archive")
         checkpoints = Checkpoints(out / "checkpoints", max_to_keep=config.keep_checkpoints)
-        restored = checkpoints.restore_latest(state) if resume else None
+        restored = None
+        if resume:
+            restored = checkpoints.restore_latest(
+                state, check=lambda meta: _check_same_run(meta.get("run", {}), run, out)
+            )
         if restored is not None:
             state, meta = restored
-            _check_same_run(meta.get("run", {}), run, out)
-            if config.progress:
+            if config.progress and primary:
                 tqdm.write(f"resuming {out} from step {int(state.step)} (epoch {meta['epoch']})")
-        _truncate_jsonl(out / "metrics.jsonl", int(state.step) // steps_per_epoch)
-        if (out / "metrics.jsonl").exists():
-            history = [json.loads(ln) for ln in (out / "metrics.jsonl").read_text().splitlines()]
-        (out / "config.json").write_text(json.dumps(run, indent=2))
-    writer = _tensorboard_writer(out) if config.tensorboard and out is not None else None
+        if len(data.validation):
+            best_checkpoints = Checkpoints(out / "best", max_to_keep=1)
+            best = _read_best(best_checkpoints, lambda saved: _check_same_run(saved, run, out))
+            saved_best_steps = set(best_checkpoints.steps())
+        if primary:
+            _truncate_jsonl(out / "metrics.jsonl", int(state.step) // steps_per_epoch)
+            if (out / "metrics.jsonl").exists():
+                lines = (out / "metrics.jsonl").read_text().splitlines()
+                history = [json.loads(ln) for ln in lines]
+            (out / "config.json").write_text(json.dumps(run, indent=2))
+    writer = _tensorboard_writer(out) if config.tensorboard and out is not None and primary else None
 
     repl = sharding.replicated_sharding(mesh)
     x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
+    policy = augmentation_for(data) if config.augment else None
+    for text in policy.warnings if policy is not None else ():
+        warnings.warn(f"--augment on {data.name!r}: {text}", stacklevel=2)
     train_step = make_train_step(
-        model, tx, mesh, augment=random_crop_flip if config.augment else None
+        model, tx, mesh, augment=policy if policy is not None and not policy.is_identity else None
     )
     eval_step = make_eval_step(model, mesh)
     start_step = int(state.step)
     first_epoch, offset = divmod(start_step, steps_per_epoch)
-    bar = tqdm(total=total_steps, initial=start_step, disable=not config.progress, unit="step",
-               dynamic_ncols=True)  # fmt: skip
+    bar = tqdm(total=total_steps, initial=start_step, disable=not (config.progress and primary),
+               unit="step", dynamic_ncols=True)  # fmt: skip
     try:
         for epoch in range(first_epoch, config.epochs):
             order = jax.random.permutation(jax.random.fold_in(data_key, epoch), len(data.train))
@@ -559,7 +711,7 @@ def fit(
                 test_acc=f"{record.get('test_accuracy', float('nan')):.4f}",
                 ex_per_s=f"{record['examples_per_second']:.0f}",
             )  # fmt: skip
-            if out is not None:
+            if out is not None and primary:
                 _append_jsonl(out / "metrics.jsonl", record)
             if writer is not None:
                 for key, value in record.items():
@@ -567,18 +719,29 @@ def fit(
                         writer.add_scalar(key, value, record["step"])
             if on_epoch_end is not None:
                 on_epoch_end(record, state)
+            meta = {"run": run, "epoch": epoch + 1, "step": int(state.step),
+                    "steps_per_epoch": steps_per_epoch}  # fmt: skip
+            if len(data.validation) and (
+                best is None or record["validation_accuracy"] > best["validation_accuracy"]
+            ):
+                best = {"epoch": epoch + 1, "step": int(state.step),
+                        **{k: v for k, v in record.items() if k.startswith(("validation_", "test_"))}}  # fmt: skip
+                # A resumed run that redoes an epoch finds its best checkpoint already written.
+                if best_checkpoints is not None and best["step"] not in saved_best_steps:
+                    best_checkpoints.save(best["step"], state, {**meta, "best": best})
             if checkpoints is not None and (
                 (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.epochs
             ):
-                checkpoints.save(int(state.step), state,
-                                 {"run": run, "epoch": epoch + 1, "step": int(state.step),
-                                  "steps_per_epoch": steps_per_epoch})  # fmt: skip
+                checkpoints.save(int(state.step), state, meta)
     finally:
         bar.close()
-        if checkpoints is not None:
-            checkpoints.close()
+        for manager in (checkpoints, best_checkpoints):
+            if manager is not None:
+                manager.close()
         if writer is not None:
             writer.close()
+        if out is not None and primary and history:
+            _write_curves(out, history, run)
 
     final = {
         name: evaluate(eval_step, state, split, batch_size=config.eval_batch_size, mesh=mesh)
@@ -593,10 +756,62 @@ def fit(
         "devices": [str(d) for d in mesh.devices.flat],
         **{f"final_{name}_{k}": v for name, values in final.items() for k, v in values.items()},
         "best_test_accuracy": max((h.get("test_accuracy", 0.0) for h in history), default=None),
+        **_best_summary(best, out),
     }
-    if out is not None:
+    if out is not None and primary:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return FitResult(state=state, history=history, summary=summary)
+
+
+def _read_best(
+    best_checkpoints: Checkpoints, check: Callable[[dict[str, Any]], None]
+) -> dict[str, Any] | None:
+    """The best epoch recorded in ``best/`` so far (None if empty or unreadable).
+
+    ``check`` raises if the recorded best belongs to another run. A damaged best checkpoint is
+    moved into ``damaged/`` and the next best epoch takes its place.
+    """
+    steps = best_checkpoints.steps()
+    if not steps:
+        return None
+    try:
+        meta = best_checkpoints.read_meta(steps[-1])
+    except CheckpointError as error:
+        moved = best_checkpoints.move_aside(steps[-1])
+        warnings.warn(f"{error}; it was moved to {moved} and will be replaced", stacklevel=3)
+        return None
+    check(meta.get("run", {}))
+    return meta.get("best")
+
+
+def _best_summary(best: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
+    """The summary's best-epoch fields (chosen on validation accuracy only)."""
+    if best is None:
+        return {
+            "best_epoch": None,
+            "best_checkpoint": None,
+            "best_note": "no validation split, so no best checkpoint was kept (choosing an epoch "
+            "on test accuracy would leak the test set); pass --validation FRACTION "
+            "(validation_fraction=...) to keep one",
+        }
+    return {
+        "best_epoch": best["epoch"],
+        "best_validation_accuracy": best.get("validation_accuracy"),
+        "best_validation_loss": best.get("validation_loss"),
+        "test_accuracy_at_best_epoch": best.get("test_accuracy"),
+        "best_checkpoint": str(out / "best" / str(best["step"])) if out is not None else None,
+        "best_note": "the epoch with the highest validation accuracy; restore it with "
+        "train.Checkpoints(OUT / 'best').restore_latest(template)",
+    }
+
+
+def _write_curves(out: Path, history: list[dict[str, Any]], run: dict[str, Any]) -> None:
+    """``curves.png`` for the run so far; a plotting failure only warns (results are safe)."""
+    name = run["model"].get("name") or run["model"].get("class") or "model"
+    try:
+        plot_history(history, out / "curves.png", title=f"{name} on {run['dataset']['name']}")
+    except Exception as error:  # never lose a finished run to a figure
+        warnings.warn(f"could not draw {out / 'curves.png'}: {error}", stacklevel=2)
 
 
 def _tensorboard_writer(out: Path):

@@ -24,7 +24,15 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from fnnjax.errors import ConfigError
 
-__all__ = ["DATA_AXIS", "batch_sharding", "make_mesh", "replicate", "replicated_sharding"]
+__all__ = [
+    "DATA_AXIS",
+    "batch_sharding",
+    "is_primary",
+    "make_mesh",
+    "replicate",
+    "replicated_sharding",
+    "sync_processes",
+]
 
 DATA_AXIS = "data"
 
@@ -38,12 +46,30 @@ def make_mesh(num_devices: int | None = None, devices: Sequence[jax.Device] | No
     devices = list(devices if devices is not None else jax.devices())
     if num_devices is None:
         num_devices = len(devices)
+    if jax.process_count() > 1 and num_devices != len(devices):
+        raise ConfigError(
+            f"devices: a run over {jax.process_count()} processes uses all {len(devices)} devices "
+            f"of the cluster; got {num_devices} (leave --devices unset)"
+        )
     if not 1 <= num_devices <= len(devices):
         raise ConfigError(
             f"devices must be between 1 and {len(devices)} (the devices JAX sees: "
             f"{devices[0].platform} x{len(devices)}), got {num_devices}"
         )
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
+
+
+def is_primary() -> bool:
+    """True in the process that owns shared files (process 0; always True with one process)."""
+    return jax.process_index() == 0
+
+
+def sync_processes(name: str) -> None:
+    """Barrier across all processes (a no-op with one process). ``name`` must be unique per call site."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils  # noqa: PLC0415
+
+        multihost_utils.sync_global_devices(name)
 
 
 def replicated_sharding(mesh: Mesh) -> NamedSharding:

@@ -1,5 +1,6 @@
 """Datasets: loaders for every source, normalization, the not-found message, augmentation."""
 
+import dataclasses
 import gzip
 import pickle
 import struct
@@ -144,3 +145,259 @@ def test_random_crop_flip_shifts_and_flips_whole_images():
         assert any(np.array_equal(np.asarray(out[b]), c) for c in candidates)
     many = data.random_crop_flip(jax.random.PRNGKey(1), jnp.ones((256, 6, 6, 1)) , 2)
     assert 0 < float((many == 0).any(axis=(1, 2, 3)).mean()) < 1  # some crops move, some don't
+
+
+# ----------------------------------------------------------------- dataset-aware augmentation
+
+
+def test_digit_datasets_are_never_flipped_and_small_images_shift_by_at_most_one_pixel():
+    digits = data.augmentation_for(data.load_dataset("digits", limit_train=4, limit_test=4))
+    assert (digits.padding, digits.flip, digits.warnings) == (1, False, ())
+    mnist = data.augmentation_for("mnist")
+    assert not mnist.flip and mnist.padding == 3 and mnist.warnings == ()
+    assert not data.augmentation_for("synthetic").flip
+
+
+def test_cifar_keeps_pad_4_and_flips_and_fashion_flips():
+    for name in ("cifar10", "cifar100"):
+        policy = data.augmentation_for(name)
+        assert (policy.padding, policy.flip, policy.warnings) == (4, True, ())
+    assert data.augmentation_for("fashion_mnist").flip  # clothes mirrored are the same clothes
+
+
+def test_unknown_or_non_image_datasets_get_a_warning():
+    mine = data.augmentation_for("my_photos", (64, 48, 3))
+    assert (mine.padding, mine.flip) == (6, True)
+    assert any("'my_photos'" in w and "flips are assumed" in w for w in mine.warnings)
+    tiny = data.augmentation_for("synthetic", (6, 6, 1))
+    assert tiny.is_identity and "too small to crop" in tiny.warnings[0] and "nothing" in tiny.warnings[0]
+    flat = data.augmentation_for("my_vectors", (20,))
+    assert flat.is_identity and "not (height, width, channels)" in flat.warnings[0]
+    with pytest.raises(ConfigError, match="input_shape"):
+        data.augmentation_for("my_photos")
+    with pytest.raises(ConfigError, match="padding"):
+        data.Augmentation(padding=-1)
+
+
+def test_augment_without_padding_or_flip_is_the_identity():
+    images = jax.random.normal(jax.random.PRNGKey(0), (16, 8, 8, 1))
+    identity = data.Augmentation(padding=0, flip=False)
+    assert identity.is_identity
+    np.testing.assert_array_equal(data.augment(jax.random.PRNGKey(1), images, identity), images)
+    np.testing.assert_array_equal(data.random_crop_flip(jax.random.PRNGKey(1), images, 0, flip=False),
+                                  images)
+
+
+def _shift_of(original, out, padding):
+    """The (dy, dx) crop offset that turns ``original`` into ``out``, or None."""
+    size = original.shape[0]
+    padded = np.pad(original, ((padding, padding), (padding, padding), (0, 0)))
+    for dy in range(2 * padding + 1):
+        for dx in range(2 * padding + 1):
+            if np.array_equal(padded[dy : dy + size, dx : dx + size], out):
+                return dy - padding, dx - padding
+    return None
+
+
+def test_crop_shifts_stay_within_the_padding_and_without_flip_nothing_is_mirrored():
+    images = jnp.arange(64 * 8 * 8, dtype=jnp.float32).reshape(64, 8, 8, 1) + 1  # all distinct
+    policy = data.Augmentation(padding=1, flip=False)
+    out = np.asarray(jax.jit(data.augment, static_argnums=2)(jax.random.PRNGKey(0), images, policy))
+    shifts = [_shift_of(np.asarray(images[b]), out[b], 1) for b in range(64)]
+    assert None not in shifts  # every output is an unmirrored crop within 1 pixel
+    assert len(set(shifts)) == 9  # and all 3x3 offsets occur
+    np.testing.assert_array_equal(out, policy(jax.random.PRNGKey(0), images))  # callable form
+
+
+def test_flip_argument_keeps_the_old_default_batches():
+    images = jax.random.normal(jax.random.PRNGKey(0), (32, 6, 6, 2))
+    key = jax.random.PRNGKey(3)
+    old = data.random_crop_flip(key, images)  # padding 4, flip: the behaviour of augment=True
+    np.testing.assert_array_equal(old, data.augment(key, images, data.Augmentation(4, True)))
+    unflipped = np.asarray(data.random_crop_flip(key, images, 4, flip=False))
+    old = np.asarray(old)
+    # Same crops; the flip only mirrors some of them.
+    assert all(np.array_equal(old[b], unflipped[b]) or np.array_equal(old[b], unflipped[b, :, ::-1])
+               for b in range(32))
+    assert not np.array_equal(old, unflipped)
+
+
+# ----------------------------------------------------------------------- damaged files
+
+
+def _write_mnist(folder, num_images=20, num_labels=20, num_classes=10):
+    folder.mkdir(exist_ok=True)
+    rng = np.random.default_rng(0)
+    for prefix in ("train", "t10k"):
+        _write_idx(folder / f"{prefix}-images-idx3-ubyte.gz", rng.integers(0, 256, (num_images, 28, 28)))
+        _write_idx(folder / f"{prefix}-labels-idx1-ubyte.gz", rng.integers(0, num_classes, num_labels))
+
+
+@pytest.mark.parametrize(
+    "damage, message",
+    [
+        (lambda good: np.random.default_rng(0).bytes(300), "neither gzip nor an unsigned-byte IDX"),
+        (lambda good: good[: len(good) // 2], "truncated gzip"),
+        (lambda good: gzip.compress(b"")[:10] + b"\xff" * 20, r"cannot be read as an IDX file \(Error -3"),
+        (lambda good: good[:-8] + b"\0\0\0\0" + good[-4:], r"cannot be read as an IDX file \(CRC check failed"),
+    ],
+    ids=["garbage", "truncated_gzip", "zlib_error", "bad_crc"],
+)
+def test_damaged_gzip_idx_file_is_a_data_error_naming_the_file(tmp_path, monkeypatch, damage, message):
+    folder = tmp_path / "mnist"
+    _write_mnist(folder)
+    bad = folder / "train-images-idx3-ubyte.gz"
+    bad.write_bytes(damage(bad.read_bytes()))
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=message) as info:
+        data.load_dataset("mnist")
+    text = str(info.value)
+    assert str(bad) in text and "re-download it" in text and "\n" not in text
+
+
+def test_remedy_for_the_debian_fashion_mnist_files_is_to_reinstall(tmp_path, monkeypatch):
+    folder = tmp_path / "system"
+    _write_mnist(folder)
+    (folder / "t10k-labels-idx1-ubyte.gz").write_bytes(b"not gzip at all")
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {**data.SYSTEM_DIRS, "fashion_mnist": [folder]})
+    monkeypatch.delenv("FNNJAX_DATA_DIR", raising=False)
+    with pytest.raises(DataError, match="t10k-labels.*apt-get install --reinstall dataset-fashion-mnist"):
+        data.load_dataset("fashion_mnist")
+
+
+def test_uncompressed_idx_file_named_gz_is_still_read(tmp_path, monkeypatch):
+    """Browsers often store a downloaded .gz already unpacked; the magic bytes decide."""
+    folder = tmp_path / "mnist"
+    _write_mnist(folder)
+    path = folder / "train-labels-idx1-ubyte.gz"
+    path.write_bytes(gzip.decompress(path.read_bytes()))
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    assert len(data.load("mnist", "train").y) == 20
+
+
+def test_image_and_label_counts_must_match(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    _write_mnist(folder, num_images=10, num_labels=60)
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError) as info:
+        data.load_dataset("mnist")
+    text = str(info.value)
+    assert "train-images-idx3-ubyte.gz holds 10 images" in text
+    assert "train-labels-idx1-ubyte.gz holds 60 labels" in text
+    _write_mnist(folder, num_images=10, num_labels=10)
+    _write_idx(folder / "t10k-labels-idx1-ubyte.gz", np.zeros((10, 2)))  # labels with two axes
+    with pytest.raises(DataError, match=r"t10k-labels-idx1-ubyte.gz: expected \[n\] labels, found .* \(10, 2\)"):
+        data.load_dataset("mnist")
+
+
+def test_label_file_with_classes_out_of_range_is_rejected_at_load(tmp_path, monkeypatch):
+    folder = tmp_path / "mnist"
+    _write_mnist(folder, num_classes=12)
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    with pytest.raises(DataError, match=rf"train split of 'mnist' \(read from {tmp_path / 'mnist'}\) "
+                       r"must be in \[0, 10\).*index \d+ is 1[01]"):
+        data.load_dataset("mnist")
+
+
+def test_damaged_cifar_files_are_data_errors(tmp_path, monkeypatch):
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    py = tmp_path / "cifar-10-batches-py"
+    py.mkdir()
+    for name in [f"data_batch_{k}" for k in range(1, 6)] + ["test_batch"]:
+        (py / name).write_bytes(b"\x80\x04garbage")
+    with pytest.raises(DataError, match="data_batch_1: not a readable CIFAR batch"):
+        data.load_dataset("cifar10")
+    binary = tmp_path / "cifar-100-binary"
+    binary.mkdir()
+    for name in ("train.bin", "test.bin"):
+        (binary / name).write_bytes(b"\0" * 3075)
+    with pytest.raises(DataError, match="train.bin: 3075 bytes is not a whole number of 3074-byte"):
+        data.load_dataset("cifar100")
+
+
+def test_describe_source_reports_found_missing_and_damaged_without_raising(tmp_path, monkeypatch):
+    monkeypatch.setenv("FNNJAX_DATA_DIR", str(tmp_path))
+    monkeypatch.setattr(data, "SYSTEM_DIRS", {**data.SYSTEM_DIRS, "mnist": []})
+    monkeypatch.setitem(sys.modules, "tensorflow_datasets", None)  # as if not installed
+    assert data.describe_source("digits") == "scikit-learn"
+    assert data.describe_source("mnist").startswith("not found (to get it: put the four MNIST")
+    _write_mnist(tmp_path / "mnist")
+    assert data.describe_source("mnist") == str(tmp_path / "mnist")
+    (tmp_path / "mnist" / "train-images-idx3-ubyte.gz").write_bytes(b"\x1f\x8b" + b"\0" * 50)
+    described = data.describe_source("mnist")
+    assert described.startswith("unusable: ") and "train-images-idx3-ubyte.gz" in described
+    with pytest.raises(ConfigError, match="unknown dataset"):
+        data.describe_source("imagenet")
+
+
+# ------------------------------------------------------------------------- validate_dataset
+
+
+def _tiny(name="tiny", **splits):
+    rng = np.random.default_rng(0)
+    make = lambda n: data.Split(rng.normal(size=(n, 4, 4, 1)).astype(np.float32),  # noqa: E731
+                                rng.integers(0, 3, n).astype(np.int32))
+    fields = {"train": make(8), "validation": make(0), "test": make(4), **splits}
+    return data.Dataset(name=name, num_classes=3, input_shape=(4, 4, 1), mean=(0.0,), std=(1.0,),
+                        source="test", **fields)
+
+
+def _unchecked_split(x, y):
+    """A Split that skips __post_init__, as if assembled by code that bypasses the constructor."""
+    split = object.__new__(data.Split)
+    object.__setattr__(split, "x", x)
+    object.__setattr__(split, "y", y)
+    return split
+
+
+def test_a_valid_dataset_passes_and_loaded_datasets_are_valid():
+    data.validate_dataset(_tiny())
+    data.validate_dataset(data.load_dataset("digits", validation_fraction=0.1))
+
+
+def test_split_constructor_rejects_unequal_lengths():
+    with pytest.raises(DataError, match="x holds 10 examples but y holds 60000 labels"):
+        data.Split(np.zeros((10, 2, 2, 1), np.float32), np.zeros(60000, np.int32))
+
+
+@pytest.mark.parametrize(
+    "split, message",
+    [
+        (lambda s: _unchecked_split(s.x, s.y[:5]), r"the train split of 'tiny' has 8 examples but 5 labels"),
+        (lambda s: data.Split(s.x, s.y.astype(np.float32)),
+         r"labels of the train split of 'tiny' are float32; .*integer class indices in \[0, 3\)"),
+        (lambda s: data.Split(s.x, s.y[:, None]), r"labels of the train split.*shape \(8, 1\); expected \[n\]"),
+        (lambda s: data.Split(s.x, np.where(np.arange(8) == 6, 3, s.y)),
+         r"train split of 'tiny' must be in \[0, 3\) \(num_classes=3\) but 1 are not, the first at "
+         r"index 6 is 3"),
+        (lambda s: data.Split(s.x, np.where(np.arange(8) >= 2, -1, s.y)), r"6 are not.*index 2 is -1"),
+        (lambda s: data.Split((s.x * 40 + 128).clip(0, 255).astype(np.uint8), s.y),
+         r"inputs of the train split of 'tiny' are uint8; .*x.astype\(np.float32\) / 255"),
+        (lambda s: data.Split(np.zeros((8, 5, 5, 1), np.float32), s.y),
+         r"examples of the train split of 'tiny' have shape \(5, 5, 1\) but the dataset's "
+         r"input_shape is \(4, 4, 1\)"),
+        (lambda s: data.Split(np.where(np.arange(8)[:, None, None, None] == 5, np.inf, s.x), s.y),
+         r"the train split of 'tiny' contains NaN or infinite values in 1 example\(s\), first at "
+         r"index 5"),
+    ],
+    ids=["length", "float_labels", "label_shape", "label_too_large", "negative_label", "uint8_inputs",
+         "shape", "infinite"],
+)
+def test_validate_dataset_names_split_index_and_expectation(split, message):
+    good = _tiny()
+    with pytest.raises(DataError, match=message) as info:
+        data.validate_dataset(_tiny(train=split(good.train)))
+    assert "\n" not in str(info.value)
+
+
+def test_validate_dataset_checks_every_split_and_num_classes():
+    good = _tiny()
+    bad_test = data.Split(good.test.x, np.full(4, 7, np.int32))
+    with pytest.raises(DataError, match="the test split of 'tiny'.*index 0 is 7"):
+        data.validate_dataset(_tiny(test=bad_test))
+    with pytest.raises(DataError, match="validation split of 'tiny'.*NaN"):
+        data.validate_dataset(_tiny(validation=data.Split(np.full((1, 4, 4, 1), np.nan, np.float32),
+                                                          np.zeros(1, np.int32))))
+    data.validate_dataset(_tiny(validation=data.Split(np.zeros((0,), np.float32), np.zeros(0, np.int32))))
+    with pytest.raises(DataError, match="num_classes of dataset 'tiny' must be a positive integer, got 0"):
+        data.validate_dataset(dataclasses.replace(good, num_classes=0))
