@@ -6,7 +6,8 @@ Three measurements of one full training step (forward, backward, Adam update, in
 
 (a) factored vs materialized path of the same FNN (default N = 5000 hidden neurons, 784 inputs,
     d = 256, k = 4, batch 128). The materialized path builds the ``[N, R + N]`` weight matrix (eq. 3)
-    as the paper does; the factored path gets the l2 denominators from ``d x d`` Gram matrices.
+    as the paper does; the factored path gets the l2 denominators from ``d x d`` Gram matrices
+    (the QR form only where the Gram form would be inaccurate, ``fnnjax.floating.step``).
     Target: factored >= 8x faster on CPU.
 (b) FNN-1024 (Table 1) vs the paper's dense baseline (2000-1500-1000-500, ``fnnjax.models``).
     Target: FNN-1024 / dense <= 1.0x.
@@ -35,9 +36,13 @@ import sys
 import time
 from typing import Any
 
-import jax
-import jax.numpy as jnp
-import optax
+# On a GPU, XLA preallocates 75% of the memory in the first process that uses it, so the
+# subprocess of (c) would find only a quarter free and fail at N = 1,000,000 on an 80 GB H100.
+os.environ.setdefault("XLA_PYTHON_CLIENT_PREALLOCATE", "false")
+
+import jax  # noqa: E402
+import jax.numpy as jnp  # noqa: E402
+import optax  # noqa: E402
 
 from fnnjax.floating import fnn_1024, fnn_custom
 from fnnjax.models import DenseBaseline, param_count

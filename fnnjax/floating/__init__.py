@@ -5,7 +5,7 @@ Pure functions over explicit parameter pytrees, plus a thin Flax layer:
 * :mod:`~fnnjax.floating.neurons` — floating neurons (section 3.1), :class:`FNNConfig`, Table-1
   presets and parameter counts, initialization, input dropout.
 * :mod:`~fnnjax.floating.step` — eq. 1-5: normalizations, ``materialized_step`` (builds ``W``) and
-  ``factored_step`` (Gram-matrix l2 / streaming softmax, never forms ``W``).
+  ``factored_step`` (Gram-matrix / QR l2 / streaming softmax, never forms ``W``).
 * :mod:`~fnnjax.floating.network` — multi-layer floating networks (3.2) and the FNN (3.3).
 * :mod:`~fnnjax.floating.theorem1` — Theorem 1's conversion of a multi-layer network to an FNN.
 * :mod:`~fnnjax.floating.folding` — section 3.4's inference folding.

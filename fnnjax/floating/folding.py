@@ -2,16 +2,19 @@
 
 After training, "it is enough to replace ``I_v`` with ``I_v / sum_i (I_v^T O_{u_i})^2``": then
 ``W Y = (I_fold O^T) Y`` and a forward pass needs only ``O(d (N + M))`` memory and no normalization.
-Because eq. 2's denominator depends on *which* sources a neuron reads, an FNN needs three folds:
+Because eq. 2's denominator depends on *which* sources a neuron reads, an FNN needs three folds
+(``ss_X(I) = sum_{u in X} (I^T O_u)^2 = I^T G_X I`` for a source group ``X`` with Gram matrix
+``G_X = O_X^T O_X``, computed accurately by :func:`fnnjax.floating.step.squared_similarity_norms`):
 
-* hidden neurons in iteration 1 read the input neurons only: ``I_first = I / (I G_in I + eps)``;
+* hidden neurons in iteration 1 read the input neurons only: ``I_first = I / (ss_in(I) + eps)``;
 * hidden neurons in iterations ``j > 1`` read ``[input | hidden]``:
-  ``I_later = I / (I (G_in + G_hidden) I + eps)`` (with ``input_every_iteration=False``, section
-  4.2's variant, they read the hidden neurons only: ``I / (I G_hidden I + eps)``);
-* output neurons read the hidden neurons: ``I_out / (I_out G_hidden I_out + eps)``,
+  ``I_later = I / (ss_in(I) + ss_hidden(I) + eps)`` (sums of squares over disjoint source groups
+  add; with ``input_every_iteration=False``, section 4.2's variant, they read the hidden neurons
+  only: ``I / (ss_hidden(I) + eps)``);
+* output neurons read the hidden neurons: ``I_out / (ss_hidden(I_out) + eps)``,
 
-where ``G = O^T O`` is a ``[d, d]`` Gram matrix, so folding itself never forms an ``N x M`` matrix
-either. The folded pytree is::
+where each group's ``[d, d]`` Gram matrix is computed once, so folding itself never forms an
+``N x M`` matrix either. The folded pytree is::
 
     {"input":  {"O": [R, d], "a": [R], "b": [R]},
      "hidden": {"I_first": [N, d], "I_later": [N, d], "O": [N, d], "a": [N], "b": [N]},
@@ -30,8 +33,8 @@ from typing import Any
 import jax
 
 from fnnjax.errors import ConfigError
-from fnnjax.floating.neurons import FNNConfig, transform
-from fnnjax.floating.step import folded_product, gram, iterate, l2_fold
+from fnnjax.floating.neurons import FNNConfig, check_fnn_input, transform
+from fnnjax.floating.step import folded_product, iterate, l2_sources, squared_similarity_norms
 
 __all__ = ["fold_params", "folded_apply"]
 
@@ -56,18 +59,23 @@ def fold_params(params: dict[str, Any], config: FNNConfig) -> dict[str, Any]:
             "softmax normalizer is not a rescaling of I_v, so it cannot be folded into it"
         )
     inp, hid, out = params["input"], params["hidden"], params["output"]
-    g_in, g_hid = gram(inp["O"]), gram(hid["O"])
-    g_later = g_in + g_hid if config.input_every_iteration else g_hid
+    eps = config.eps
+    # one Gram matrix per source group, one sum of squares per (targets, group): each done once
+    src_in, src_hid = l2_sources(inp["O"]), l2_sources(hid["O"])
+    ss_first = squared_similarity_norms(hid["I"], src_in)
+    ss_hid = squared_similarity_norms(hid["I"], src_hid)
+    ss_later = ss_first + ss_hid if config.input_every_iteration else ss_hid
+    ss_out = squared_similarity_norms(out["I"], src_hid)
     return {
         "input": dict(inp),
         "hidden": {
-            "I_first": l2_fold(hid["I"], g_in, config.eps),
-            "I_later": l2_fold(hid["I"], g_later, config.eps),
+            "I_first": hid["I"] / (ss_first + eps)[:, None],
+            "I_later": hid["I"] / (ss_later + eps)[:, None],
             "O": hid["O"],
             "a": hid["a"],
             "b": hid["b"],
         },
-        "output": {"I": l2_fold(out["I"], g_hid, config.eps), "a": out["a"], "b": out["b"]},
+        "output": {"I": out["I"] / (ss_out + eps)[:, None], "a": out["a"], "b": out["b"]},
     }
 
 
@@ -84,7 +92,11 @@ def folded_apply(folded: dict[str, Any], x: jax.Array, config: FNNConfig) -> jax
 
     Returns:
         ``[..., S]`` logits.
+
+    Raises:
+        DataError: ``x``'s last axis is not ``config.num_inputs`` wide.
     """
+    check_fnn_input(x, config, folded["input"])
     inp, hid, out = folded["input"], folded["hidden"], folded["output"]
     y0 = transform(inp, x)
     p0 = y0 @ inp["O"]  # [..., d]: the input neurons' values "at their locations", once

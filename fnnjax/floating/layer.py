@@ -24,7 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnnjax.errors import ConfigError
+from fnnjax.errors import ConfigError, DataError
 from fnnjax.floating.network import fnn_apply
 from fnnjax.floating.neurons import (
     DEFAULT_CHUNK_SIZE,
@@ -84,13 +84,26 @@ class FNN(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """x: ``[batch, ...]`` (flattened to ``[batch, R]``) -> logits ``[batch, num_classes]``."""
+        """x: ``[batch, ...]`` (flattened to ``[batch, R]``) -> logits ``[batch, num_classes]``.
+
+        Raises:
+            ConfigError: ``num_inputs`` is set and differs from the flattened width.
+            DataError: the flattened width differs from the one the params were initialized for.
+        """
+        shape = tuple(x.shape)
         x = x.reshape((x.shape[0], -1))
         num_inputs = x.shape[-1]
         if self.num_inputs is not None and self.num_inputs != num_inputs:
             raise ConfigError(
                 f"num_inputs is {self.num_inputs} but the flattened input has {num_inputs} features"
             )
+        if self.has_variable("params", "input"):  # applying: the input width is fixed by params
+            built_for = self.get_variable("params", "input")["O"].shape[0]
+            if built_for != num_inputs:
+                raise DataError(
+                    f"x of shape {shape} has {num_inputs} features per example after flattening, "
+                    f"but this FNN's params were initialized for {built_for}"
+                )
         config = self.fnn_config(num_inputs)
         x = nn.Dropout(config.input_dropout, deterministic=not train)(x)
         d, dtype = config.dim, self.param_dtype

@@ -42,6 +42,7 @@ from fnnjax.floating.neurons import (
     L2_EPS,
     PATHS,
     FNNConfig,
+    check_fnn_input,
     init_hidden_neurons,
     init_input_neurons,
     init_output_neurons,
@@ -124,6 +125,10 @@ def fnn_apply(params: dict[str, Any], x: jax.Array, config: FNNConfig) -> jax.Ar
     Returns:
         ``[batch, S]`` output values (logits with the default identity output activation).
 
+    Raises:
+        DataError: ``x``'s last axis is not ``config.num_inputs`` wide.
+        ConfigError: ``params`` were built for another number of inputs.
+
     Example:
         >>> from fnnjax.floating import FNNConfig, init_params, fnn_apply
         >>> cfg = FNNConfig(num_inputs=784, num_outputs=10, num_hidden=64, dim=16)
@@ -131,6 +136,7 @@ def fnn_apply(params: dict[str, Any], x: jax.Array, config: FNNConfig) -> jax.Ar
         >>> fnn_apply(params, jnp.ones((2, 784)), cfg).shape
         (2, 10)
     """
+    check_fnn_input(x, config, params["input"])
     if config.path == "materialized":
         return _materialized_forward(params, x, config)
     if config.normalization == "l2":

@@ -36,7 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fnnjax.errors import ConfigError
+from fnnjax.errors import ConfigError, DataError
 
 __all__ = [
     "ACTIVATIONS",
@@ -46,6 +46,7 @@ __all__ = [
     "PATHS",
     "PRESETS",
     "FNNConfig",
+    "check_fnn_input",
     "init_hidden_neurons",
     "init_input_neurons",
     "init_output_neurons",
@@ -255,6 +256,38 @@ def transform(neurons: dict[str, jax.Array], z: jax.Array, activation: str = "re
     if activation == "identity":
         return y
     raise ConfigError(f"activation must be one of 'relu', 'identity', got {activation!r}")
+
+
+def check_fnn_input(
+    x: jax.Array, config: FNNConfig, input_neurons: dict[str, jax.Array] | None = None
+) -> None:
+    """Raises one clear error unless ``x`` (and the input neurons) fit ``config.num_inputs`` (R).
+
+    ``x`` must be ``[..., R]``: the last axis holds the R features, any leading axes are batch
+    axes (the Flax :class:`~fnnjax.floating.FNN` layer flattens ``[batch, ...]`` to ``[batch, R]``
+    before calling in). Shapes are static, so under ``jit`` this runs once, at trace time.
+
+    Args:
+        x: the input features.
+        config: the FNN's config.
+        input_neurons: ``params["input"]`` (or a folded pytree's), to check it holds R neurons.
+
+    Raises:
+        DataError: ``x``'s last axis is not R wide.
+        ConfigError: ``input_neurons`` holds another number of input neurons than R.
+    """
+    num_inputs = config.num_inputs
+    shape = tuple(getattr(x, "shape", ()))
+    if not shape or shape[-1] != num_inputs:
+        raise DataError(
+            f"x must have shape [..., {num_inputs}] (config.num_inputs = {num_inputs} features in "
+            f"its last axis), got shape {shape}; flatten each example to {num_inputs} features"
+        )
+    if input_neurons is not None and input_neurons["O"].shape[0] != num_inputs:
+        raise ConfigError(
+            f"the params hold {input_neurons['O'].shape[0]} input neurons but config.num_inputs "
+            f"is {num_inputs}; build them with init_params(key, config)"
+        )
 
 
 def input_dropout(key: jax.Array, x: jax.Array, rate: float) -> jax.Array:

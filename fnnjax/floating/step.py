@@ -13,14 +13,35 @@ root; ``eps`` is ours, see :data:`~fnnjax.floating.neurons.L2_EPS`) or ``N = sof
   reference.
 * :func:`factored_step` never forms ``W``:
 
-  - ``l2``: ``sum_j (I_v^T O_j)^2 = I_v^T (O^T O) I_v``, so every row's denominator comes from the
-    ``[d, d]`` Gram matrix ``G = O^T O``, and ``Y W^T = ((Y O) I^T) / den``: cost
-    ``O((N + M) d^2 + batch (N + M) d)``, memory ``O(d (N + M) + batch (N + M))``. Dividing ``I`` by
-    ``den`` first is exactly section 3.4's inference folding (:mod:`fnnjax.floating.folding`).
-    Two custom VJPs use the symmetry of ``G`` (:func:`gram`, :func:`symmetric_quadratic_forms`):
-    they save a third of the ``[N, d] x [d, d]`` products autodiff would spend on the
-    denominators' gradients. When there are few targets (e.g. 10 output neurons, ``N <= d``),
-    :func:`folded_product` associates ``Y (O I^T)`` instead, which is cheaper and still small.
+  - ``l2``: every row's denominator is ``sum_u (I_v^T O_u)^2 = ||O I_v||^2 = I_v^T G I_v`` with
+    the ``[d, d]`` Gram matrix ``G = O^T O``, and ``Y W^T = ((Y O) I^T) / den``: cost ``O((N + M)
+    d^2 + batch (N + M) d)``, memory ``O(d (N + M) + batch (N + M))``. ``G`` is computed once per
+    forward pass per source group (:func:`l2_sources`); a target reading several groups (e.g.
+    ``[input | hidden]``) adds the groups' sums. Dividing ``I`` by ``den`` first is exactly section
+    3.4's inference folding (:mod:`fnnjax.floating.folding`). When there are few targets (e.g. 10
+    output neurons, ``N <= d``), :func:`folded_product` associates ``Y (O I^T)`` instead, which is
+    cheaper and still small.
+
+    *Accuracy: the Gram form where it is accurate, the QR form elsewhere.* Rounding ``G`` and the
+    quadratic form costs an absolute error of about ``eps ||G|| |I_v|^2``, a relative error of
+    ``eps ||G|| |I_v|^2 / ||O I_v||^2``: the *squared* condition, where the materialized path's
+    similarities ``I_v^T O_u`` cost ``eps |O| |I_v| / ||O I_v||``. With targets nearly orthogonal to
+    their sources (few sources, ``M < d``, or ill-conditioned / rank-deficient ``O``) and
+    similarities of ``1e-4 |I| |O|``, the Gram form is off by 0.3 to 9 in float32 where the
+    materialized path stays below 1e-3. The QR form ``||R I_v||^2``, ``R`` the triangular factor of
+    ``O``'s thin QR (``O`` itself when ``M <= d``), is a sum of squares of ``R I_v``, which
+    Householder QR gets to an absolute error of about ``eps |O| |I_v|``: the materialized path's
+    accuracy at the same ``O((N + M) d^2)`` cost. But LAPACK's QR inside XLA is slow on CPU (its
+    BLAS threads oversubscribe the cores XLA's own threads use: 1.7x slower training steps on a
+    2-core machine) and cuSOLVER's is slow on GPU (3x slower steps on an H100), while the Gram form
+    is accurate wherever the form is not tiny: :func:`squared_similarity_norms` keeps it when every
+    target's form is at least ``GRAM_FORM_MIN_RATIO ||G||_F |I_v|^2`` (relative error below about
+    6e-5 there; random embeddings give ratios near ``1 / sqrt(d)``) and otherwise computes the QR form
+    for the whole target set in a ``lax.cond`` branch (both branches run under ``vmap``). QR is
+    never differentiated (its derivative is ill-conditioned for nearly rank-deficient ``O`` and
+    undefined for wide ``O``): the custom VJP is ``dI_v = 2 g_v G I_v`` from the forward's
+    ``G I_v`` (``I G``, or ``R^T (R I_v)``) and ``dG = I^T diag(g) I``, which :func:`gram`'s VJP
+    sends to ``O`` as ``O (dG + dG^T)``, once per source group however many target sets read it.
   - ``softmax``: this is dot-product attention with queries ``I``, keys ``O``, values ``Y^T`` and
     scale 1. We stream over the sources in chunks of ``chunk_size``: one ``lax.scan`` computes each
     target's log-sum-exp with a running ``logaddexp`` (it depends on parameters only, so a forward
@@ -31,15 +52,14 @@ root; ``eps`` is ours, see :data:`~fnnjax.floating.neurons.L2_EPS`) or ``N = sof
     check it) but needs the value width (``batch``) equal to the key width (``d``), i.e. padding,
     and its XLA implementation materializes the ``[N, M]`` logits on CPU, so it is not used here.
 
-Floating-point notes: the Gram form can round a true 0 to a tiny negative number, so the quadratic
-form is clamped at 0 before ``eps`` is added. Padded source slots of a last partial chunk get logit
-``-inf`` (weight exactly 0), never ``0 * inf``.
+Floating-point notes: padded source slots of a last partial chunk get logit ``-inf`` (weight exactly
+0), never ``0 * inf``.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import NamedTuple
 
 import jax
@@ -49,24 +69,28 @@ from fnnjax.errors import ConfigError
 from fnnjax.floating.neurons import DEFAULT_CHUNK_SIZE, L2_EPS, NORMALIZATIONS, transform
 
 __all__ = [
+    "GRAM_FORM_MIN_RATIO",
     "ChunkedSources",
+    "L2Sources",
     "chunk_sources",
     "connection_weights",
     "factored_aggregate",
     "factored_step",
     "folded_product",
     "gram",
+    "gram_form_is_accurate",
     "iterate",
     "l2_denominators",
     "l2_fold",
     "l2_normalize_rows",
+    "l2_sources",
     "materialized_aggregate",
     "materialized_step",
     "normalize_rows",
     "similarity",
     "softmax_aggregate",
     "softmax_lse",
-    "symmetric_quadratic_forms",
+    "squared_similarity_norms",
 ]
 
 
@@ -155,6 +179,11 @@ def iterate(fn: Callable[[jax.Array], jax.Array], y: jax.Array, times: int) -> j
 
 
 # ----------------------------------------------------------------------------------------- l2
+#: The Gram form ``I_v^T G I_v`` of a denominator is used only where it is at least this fraction of
+#: ``||G||_F |I_v|^2`` (:func:`gram_form_is_accurate`); elsewhere the QR form is.
+GRAM_FORM_MIN_RATIO = 2.0**-10
+
+
 @jax.custom_vjp
 def gram(O: jax.Array) -> jax.Array:  # noqa: E741
     """``O^T O``: ``[M, d] -> [d, d]``.
@@ -176,47 +205,145 @@ def _gram_bwd(O: jax.Array, dG: jax.Array) -> tuple[jax.Array]:  # noqa: E741
 gram.defvjp(_gram_fwd, _gram_bwd)
 
 
-@jax.custom_vjp
-def symmetric_quadratic_forms(I: jax.Array, G: jax.Array) -> jax.Array:  # noqa: E741
-    """``I_v^T G I_v`` for every row ``v`` of ``I`` (``[N, d]``), for a *symmetric* ``G`` (``[d, d]``).
+class L2Sources(NamedTuple):
+    """A source group prepared for eq. 2's denominators (from :func:`l2_sources`).
 
-    Custom VJP using the symmetry: ``d/dI_v = 2 g_v (I G)_v`` reuses the forward product ``I G``
-    (autodiff would spend a second ``[N, d] x [d, d]`` product), and ``dG = I^T diag(g) I``.
+    Attributes:
+        O: ``[M, d]`` the sources' output embeddings, for the QR form only; no gradient flows
+            through this field (the denominators depend on ``O`` only through ``G``).
+        G: ``[d, d]`` their Gram matrix ``O^T O``; gradients reach ``O`` through it.
     """
-    return jnp.sum((I @ G) * I, axis=-1)
+
+    O: jax.Array  # noqa: E741
+    G: jax.Array
 
 
-def _quad_fwd(I: jax.Array, G: jax.Array) -> tuple[jax.Array, tuple[jax.Array, jax.Array]]:  # noqa: E741
-    IG = I @ G
-    return jnp.sum(IG * I, axis=-1), (I, IG)
+def l2_sources(O: jax.Array) -> L2Sources:  # noqa: E741
+    """Prepares a source group (``O``: ``[M, d]``) once per forward pass: its Gram matrix serves
+    every target set and iteration that reads the group (:func:`squared_similarity_norms`)."""
+    return L2Sources(jax.lax.stop_gradient(O), gram(O))
 
 
-def _quad_bwd(res: tuple[jax.Array, jax.Array], g: jax.Array) -> tuple[jax.Array, jax.Array]:
-    I, IG = res  # noqa: E741
-    return 2.0 * g[:, None] * IG, I.T @ (g[:, None] * I)
+def gram_form_is_accurate(I: jax.Array, G: jax.Array, quadratic_forms: jax.Array) -> jax.Array:  # noqa: E741
+    """Whether the Gram forms ``I_v^T G I_v`` (``[N]``) can all be trusted: a scalar bool.
 
-
-symmetric_quadratic_forms.defvjp(_quad_fwd, _quad_bwd)
-
-
-def l2_denominators(I: jax.Array, G: jax.Array, eps: float = L2_EPS) -> jax.Array:  # noqa: E741
-    """Eq. 2's denominators without ``W``: ``sum_u (I_v^T O_u)^2 + eps = I_v^T G I_v + eps``.
+    Rounding ``G`` and the form costs an absolute error of about ``eps ||G|| |I_v|^2``, so a form
+    of at least ``GRAM_FORM_MIN_RATIO ||G||_F |I_v|^2`` (``||G||_F >= ||G||_2``) has a relative
+    error of at most about ``eps / GRAM_FORM_MIN_RATIO``, 6e-5 in float32 (measured: below 5e-6;
+    the ratio is tuned for float32 and merely cautious in float64). Random embeddings give ratios
+    near ``1 / sqrt(d)``, targets nearly orthogonal to their sources ratios near 0 (or a negative
+    form). Zero input embeddings (form 0) pass.
 
     Args:
         I: ``[N, d]`` target input embeddings.
-        G: ``[d, d]`` Gram matrix ``O^T O`` of the sources (a sum of Gram matrices for a union of
-            source groups); must be symmetric (the gradient assumes it).
-        eps: added after clamping the quadratic form at 0 (rounding can make a true 0 negative).
+        G: ``[d, d]`` the sources' Gram matrix.
+        quadratic_forms: ``[N]``, the computed ``I_v^T G I_v``.
+    """
+    scale = jnp.sum(I * I, axis=-1) * jnp.sqrt(jnp.sum(G * G))
+    return jnp.all(quadratic_forms >= GRAM_FORM_MIN_RATIO * scale)
+
+
+def _gram_square_root(O: jax.Array) -> jax.Array:  # noqa: E741
+    """``R`` with ``R^T R = O^T O``: ``O`` itself when ``M <= d``, else the triangular factor of the
+    thin QR (``[d, d]``, geqrf only: ``Q`` is never formed). Never differentiated."""
+    m, d = O.shape
+    if m <= d:
+        return O
+    work = jnp.promote_types(O.dtype, jnp.float32)  # LAPACK/cuSOLVER have no half-precision QR
+    return jnp.linalg.qr(O.astype(work), mode="r").astype(O.dtype)
+
+
+def _squared_similarity_norms(I: jax.Array, sources: L2Sources) -> tuple[jax.Array, jax.Array]:  # noqa: E741
+    """``(sum_u (I_v^T O_u)^2, G I_v)`` for every row ``v``: the Gram form where it is accurate,
+    else the QR form ``||R I_v||^2`` (one ``lax.cond`` for all rows)."""
+    IG = I @ sources.G
+    quadratic_forms = jnp.sum(IG * I, axis=-1)
+
+    def qr_form(_):
+        R = _gram_square_root(sources.O)
+        P = I @ R.T  # [N, min(M, d)]
+        return jnp.sum(jnp.square(P), axis=-1), P @ R
+
+    return jax.lax.cond(
+        gram_form_is_accurate(I, sources.G, quadratic_forms),
+        lambda _: (quadratic_forms, IG),
+        qr_form,
+        None,
+    )
+
+
+@jax.custom_vjp
+def squared_similarity_norms(I: jax.Array, sources: L2Sources) -> jax.Array:  # noqa: E741
+    """``sum_u (I_v^T O_u)^2`` for every row ``v`` of ``I`` (``[N, d]``) -> ``[N]``, accurately.
+
+    The Gram form ``I_v^T G I_v`` (one ``[N, d] x [d, d]`` product) where
+    :func:`gram_form_is_accurate`, else the QR form ``||R I_v||^2`` (module docstring).
+
+    Custom VJP with the analytic gradients (``g`` the cotangent): ``dI_v = 2 g_v G I_v`` from the
+    forward's ``G I_v`` (``I G``, or ``R^T (R I_v)`` in the QR form: no product is repeated) and
+    ``dG = I^T diag(g) I``, which :func:`gram`'s VJP sends to ``O``. QR is never differentiated.
+    """
+    return _squared_similarity_norms(I, sources)[0]
+
+
+def _ssn_fwd(I: jax.Array, sources: L2Sources):  # noqa: E741
+    norms, GI = _squared_similarity_norms(I, sources)
+    return norms, (I, GI, sources.O)
+
+
+def _ssn_bwd(res, g: jax.Array) -> tuple[jax.Array, L2Sources]:
+    I, GI, O = res  # noqa: E741
+    dI = 2.0 * g[:, None] * GI
+    dG = I.T @ (g[:, None] * I)
+    return dI, L2Sources(jnp.zeros_like(O), dG)
+
+
+squared_similarity_norms.defvjp(_ssn_fwd, _ssn_bwd)
+
+
+def _as_sources(sources: L2Sources | Sequence[L2Sources]) -> tuple[L2Sources, ...]:
+    groups = (sources,) if isinstance(sources, L2Sources) else tuple(sources)
+    if not groups or not all(isinstance(s, L2Sources) for s in groups):
+        raise ConfigError(
+            "sources must be an L2Sources or a non-empty sequence of them (from l2_sources), "
+            f"got {sources!r}"
+        )
+    return groups
+
+
+def l2_denominators(
+    I: jax.Array,  # noqa: E741
+    sources: L2Sources | Sequence[L2Sources],
+    eps: float = L2_EPS,
+) -> jax.Array:
+    """Eq. 2's denominators without ``W``: ``sum_u (I_v^T O_u)^2 + eps`` for every target ``v``.
+
+    Args:
+        I: ``[N, d]`` target input embeddings.
+        sources: the sources' :func:`l2_sources`, or one per source group when the targets read
+            the union of several groups (e.g. ``[input | hidden]``): the groups' sums add.
+        eps: added to every denominator (:data:`~fnnjax.floating.neurons.L2_EPS`).
 
     Returns:
         ``[N]``.
     """
-    return jnp.maximum(symmetric_quadratic_forms(I, G), 0.0) + eps
+    groups = _as_sources(sources)
+    total = squared_similarity_norms(I, groups[0])
+    for group in groups[1:]:
+        total = total + squared_similarity_norms(I, group)
+    return total + eps
 
 
-def l2_fold(I: jax.Array, G: jax.Array, eps: float = L2_EPS) -> jax.Array:  # noqa: E741
-    """``I_v / (I_v^T G I_v + eps)`` per row (section 3.4): ``(Y O) fold(I)^T = Y W^T``."""
-    return I / l2_denominators(I, G, eps)[:, None]
+def l2_fold(
+    I: jax.Array,  # noqa: E741
+    sources: L2Sources | Sequence[L2Sources],
+    eps: float = L2_EPS,
+) -> jax.Array:
+    """``I_v / (sum_u (I_v^T O_u)^2 + eps)`` per row (section 3.4): ``(Y O) fold(I)^T = Y W^T``.
+
+    Args and shapes as :func:`l2_denominators`; returns ``[N, d]``.
+    """
+    return I / l2_denominators(I, sources, eps)[:, None]
 
 
 def folded_product(y: jax.Array, O: jax.Array, I_folded: jax.Array) -> jax.Array:  # noqa: E741
@@ -341,7 +468,7 @@ def factored_aggregate(
     """``Y Ñ(I O^T)^T`` without forming the ``[N, M]`` matrix. ``y: [..., M] -> [..., N]``."""
     _check_normalization(normalization)
     if normalization == "l2":
-        return folded_product(y, O, l2_fold(I, gram(O), eps))
+        return folded_product(y, O, l2_fold(I, l2_sources(O), eps))
     sources = chunk_sources(O, chunk_size)
     return softmax_aggregate(I, sources, y, softmax_lse(I, sources))
 
@@ -363,7 +490,7 @@ def factored_step(
         targets: ``{"I": [N, d], "a": [N], "b": [N]}`` (other keys ignored).
         source_O: ``[M, d]``.
         y: ``[..., M]``.
-        normalization: ``"l2"`` (Gram-matrix denominators) or ``"softmax"`` (streaming).
+        normalization: ``"l2"`` (Gram-matrix / QR denominators) or ``"softmax"`` (streaming).
         activation: ``"relu"`` or ``"identity"``.
         eps: l2 denominator epsilon.
         chunk_size: sources per chunk (softmax only).

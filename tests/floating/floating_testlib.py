@@ -44,6 +44,35 @@ def random_inputs(seed, *shape, dtype=np.float32):
     return jnp.asarray(np.random.default_rng(seed + 1000).uniform(size=shape), dtype)
 
 
+def low_rank_embeddings(seed, num, dim, rank=None):
+    """``[num, dim]`` float64 embeddings of norm about 1 spanning ``rank`` dims (all if None)."""
+    rng = np.random.default_rng(seed)
+    if rank is None:
+        return rng.normal(size=(num, dim)) / np.sqrt(dim)
+    return rng.normal(size=(num, rank)) @ rng.normal(size=(rank, dim)) / np.sqrt(rank * dim)
+
+
+def nearly_orthogonal_targets(seed, num, sources, similarity=1e-4):
+    """``[num, d]`` float64 unit input embeddings whose similarities with every row of ``sources``
+    (``[M, d]``, any rank < d) are about ``similarity * |I_v| |O_u|``: each is a unit vector
+    orthogonal to the sources' span plus ``similarity`` times a unit vector inside it.
+
+    Eq. 2's denominators ``sum_u (I_v^T O_u)^2`` are then ``~similarity^2 |I_v|^2 |O|^2``: tiny next
+    to ``|I_v|^2 |O|^2``, which is where computing them from ``O^T O`` cancels catastrophically.
+    """
+    rng = np.random.default_rng(seed)
+    u, sv, _ = np.linalg.svd(np.asarray(sources, np.float64).T, full_matrices=True)
+    rank = int(np.sum(sv > 1e-5 * sv[0]))  # float32-rounded sources: noise at ~1e-7
+    assert rank < u.shape[0], "the sources span every dimension: nothing is orthogonal to them"
+    span, complement = u[:, :rank], u[:, rank:]
+
+    def unit_rows(basis):
+        v = rng.normal(size=(num, basis.shape[1])) @ basis.T
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    return unit_rows(complement) + similarity * unit_rows(span)
+
+
 def to_numpy(tree):
     if isinstance(tree, dict):
         return {k: to_numpy(v) for k, v in tree.items()}

@@ -71,3 +71,32 @@ def test_softmax_cannot_be_folded():
     params, _ = _params_and_x(3)
     with pytest.raises(ValueError, match="softmax"):
         fold_params(params, dataclasses.replace(CFG, normalization="softmax"))
+
+
+@pytest.mark.parametrize("every", [True, False], ids=["input-every-iteration", "input-first-only"])
+def test_folds_stay_accurate_for_embeddings_nearly_orthogonal_to_their_sources(every):
+    # d = 8: 3 input neurons and 12 hidden ones spanning 3 dims (rank-deficient, M > d: the QR
+    # path) leave 2 dims orthogonal to [input | hidden]; every target's similarities are ~1e-4.
+    d, config = 8, FNNConfig(num_inputs=3, num_outputs=2, num_hidden=12, dim=8,
+                             input_every_iteration=every)
+    o_in, o_hid = ref.low_rank_embeddings(0, 3, d), ref.low_rank_embeddings(1, 12, d, rank=3)
+    o_in, o_hid = (np.asarray(np.float32(o), np.float64) for o in (o_in, o_hid))
+    i_hid = ref.nearly_orthogonal_targets(2, 12, np.concatenate([o_in, o_hid]))
+    i_out = ref.nearly_orthogonal_targets(3, 2, o_hid)
+    i_hid, i_out = (np.asarray(np.float32(i), np.float64) for i in (i_hid, i_out))
+    params = ref.random_fnn_params(4, 3, 12, 2, d)
+    params["input"]["O"], params["hidden"]["O"] = jnp.float32(o_in), jnp.float32(o_hid)
+    params["hidden"]["I"], params["output"]["I"] = jnp.float32(i_hid), jnp.float32(i_out)
+    folded = jax.jit(fold_params, static_argnums=1)(params, config)
+
+    def fold(I, *groups):  # noqa: E741
+        return I / (sum(np.sum((I @ o.T) ** 2, axis=1) for o in groups) + config.eps)[:, None]
+
+    later = (o_in, o_hid) if every else (o_hid,)
+    for got, want in [
+        (folded["hidden"]["I_first"], fold(i_hid, o_in)),
+        (folded["hidden"]["I_later"], fold(i_hid, *later)),
+        (folded["output"]["I"], fold(i_out, o_hid)),
+    ]:
+        error = np.linalg.norm(np.asarray(got, np.float64) - want, axis=1) / np.linalg.norm(want, axis=1)
+        assert error.max() < 1e-2  # the former Gram form: 23, 56 and 0.34 here

@@ -11,10 +11,13 @@ import numpy as np
 import pytest
 from jax.test_util import check_grads
 
+from fnnjax.errors import ConfigError, DataError
 from fnnjax.floating import (
     FNNConfig,
     fnn_apply,
     fnn_train_apply,
+    fold_params,
+    folded_apply,
     input_dropout,
     multilayer_apply,
 )
@@ -182,3 +185,28 @@ def test_zero_embeddings_give_finite_outputs_and_gradients(path):
     value, grads = loss(params)
     assert bool(jnp.isfinite(value))
     assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree_util.tree_leaves(grads))
+
+
+@pytest.mark.parametrize("normalization,path", [("l2", "factored"), ("l2", "materialized"),
+                                                ("softmax", "factored")])
+def test_input_of_the_wrong_width_raises_one_data_error(normalization, path):
+    config = dataclasses.replace(CFG, normalization=normalization, path=path)
+    params, _ = _params_and_x(0, config)
+    message = rf"x must have shape \[\.\.\., {R}\] \(config\.num_inputs = {R} .*got shape \(4, {R + 1}\)"
+    for apply_fn in (fnn_apply, jax.jit(fnn_apply, static_argnums=2)):
+        with pytest.raises(DataError, match=message):
+            apply_fn(params, jnp.zeros((4, R + 1)), config)
+    with pytest.raises(DataError, match=message):
+        fnn_train_apply(jax.random.key(0), params, jnp.zeros((4, R + 1)), config)
+    with pytest.raises(DataError, match="got shape \\(\\)"):
+        fnn_apply(params, jnp.zeros(()), config)
+    # any leading axes are batch axes, as before
+    assert fnn_apply(params, jnp.zeros((2, 3, R)), config).shape == (2, 3, S)
+
+
+def test_params_built_for_another_input_width_raise_a_config_error():
+    params, x = _params_and_x(0)
+    with pytest.raises(ConfigError, match=f"hold {R} input neurons but config.num_inputs is {R + 1}"):
+        fnn_apply(params, jnp.zeros((4, R + 1)), dataclasses.replace(CFG, num_inputs=R + 1))
+    with pytest.raises(DataError, match=rf"\[\.\.\., {R}\]"):
+        folded_apply(fold_params(params, CFG), jnp.zeros((4, R - 1)), CFG)

@@ -11,6 +11,7 @@ import numpy as np
 import optax
 import pytest
 
+from fnnjax.errors import DataError
 from fnnjax.floating import (
     FNN,
     FNNConfig,
@@ -151,6 +152,14 @@ def test_layer_rejects_a_mismatched_input_size():
     model = fnn_custom(3, (20,), num_hidden=11, dim=6)
     with pytest.raises(ValueError, match="num_inputs"):
         model.init(jax.random.key(0), jnp.zeros((1, 21)))
+
+
+def test_layer_rejects_inputs_of_another_width_than_its_params():
+    model = FNN(num_classes=3, num_hidden=8, dim=4)  # num_inputs inferred at init
+    variables = model.init(jax.random.key(0), jnp.zeros((1, 5, 5)))
+    assert model.apply(variables, jnp.zeros((2, 25))).shape == (2, 3)  # same width, any layout
+    with pytest.raises(DataError, match=r"x of shape \(2, 4, 4\) has 16 features .* initialized for 25"):
+        model.apply(variables, jnp.zeros((2, 4, 4)))
 
 
 def test_layer_trains_under_jit_and_grad():

@@ -18,7 +18,15 @@ from fnnjax.floating import (
 )
 from fnnjax.floating import factored_step as factored_step_eager
 from fnnjax.floating import materialized_step as materialized_step_eager
-from fnnjax.floating.step import chunk_sources, softmax_aggregate, softmax_lse
+from fnnjax.floating.step import (
+    chunk_sources,
+    gram_form_is_accurate,
+    l2_fold,
+    l2_sources,
+    softmax_aggregate,
+    softmax_lse,
+    squared_similarity_norms,
+)
 
 # jitted once per static configuration: far cheaper on CPU than op-by-op eager execution
 _STATIC = ("normalization", "activation", "eps", "chunk_size")
@@ -151,3 +159,134 @@ def test_factored_step_gradients_match_finite_differences(normalization):
                                  activation="identity", chunk_size=4)
 
         check_grads(f, (targets, source_O, y), order=1, modes=["rev"], atol=1e-6, rtol=1e-6)
+
+
+# --------------------------------------------- l2 denominators: adversarial accuracy, gradients
+# Targets nearly orthogonal to their sources: similarities ~1e-4 |I| |O|. Eq. 2's denominators are
+# then ~1e-8 |I|^2 |O|^2, which float32 resolves from the similarities (the materialized path) but
+# not from the Gram matrix O^T O, whose rounding error is ~6e-8 |I|^2 |O|^2 (the squared condition).
+ADVERSARIAL = {
+    "3-sources-in-32-dims": (3, 32, None),  # few sources: M < d
+    "200-sources-spanning-4-of-32-dims": (200, 32, 4),  # rank-deficient O, M > d (QR path)
+}
+ACCURATE = 1e-2  # the float32 materialized path gets ~3e-4 on these cases
+
+
+def _nearly_orthogonal_case(case, seed=0, num_targets=16):
+    m, d, rank = ADVERSARIAL[case]
+    O = jnp.asarray(ref.low_rank_embeddings(seed, m, d, rank), jnp.float32)  # noqa: E741
+    I = jnp.asarray(ref.nearly_orthogonal_targets(seed + 1, num_targets, O), jnp.float32)  # noqa: E741
+    return I, O
+
+
+def _max_relative_row_error(got, want):
+    got, want = np.asarray(got, np.float64), np.asarray(want, np.float64)
+    return float(np.max(np.linalg.norm(got - want, axis=1) / np.linalg.norm(want, axis=1)))
+
+
+def _gram_form_weights(I, O, eps=1e-12):  # noqa: E741
+    """Eq. 2 with the denominators I_v^T (O^T O) I_v: the factored path's former formula."""
+    den = jnp.sum((I @ (O.T @ O)) * I, axis=-1) + eps
+    return (I @ O.T) / den[:, None]
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL)
+def test_factored_l2_stays_accurate_for_targets_nearly_orthogonal_to_their_sources(case):
+    I, O = _nearly_orthogonal_case(case)  # noqa: E741
+    want = ref.weights(np.asarray(I, np.float64), np.asarray(O, np.float64), "l2", 1e-12)
+    targets = {"I": I, "a": jnp.ones(I.shape[0]), "b": jnp.zeros(I.shape[0])}
+    # with Y = identity, Y W^T is W^T: the weights exactly as the factored path applies them
+    got = factored_step(targets, O, jnp.eye(O.shape[0]), normalization="l2", activation="identity").T
+    assert _max_relative_row_error(connection_weights(I, O), want) < ACCURATE  # float32 can do it
+    assert _max_relative_row_error(got, want) < ACCURATE
+    # the bound has teeth: the Gram form of the same denominators is far off (0.6 and 38 here)
+    assert _max_relative_row_error(_gram_form_weights(I, O), want) > ACCURATE
+
+
+def _l2_fold_loss(factored):
+    """sum(C * fold(I)) over a union of source groups, factored or by autodiff of I O^T."""
+
+    def loss(I, groups, C):  # noqa: E741
+        if factored:
+            folded = l2_fold(I, [l2_sources(o) for o in groups])
+        else:
+            den = sum(jnp.sum(jnp.square(I @ o.T), axis=-1) for o in groups) + 1e-12
+            folded = I / den[:, None]
+        return jnp.sum(C * folded)
+
+    return loss
+
+
+GRADIENT_CASES = {  # source groups as (M, rank), d, targets nearly orthogonal to the sources?
+    "more-sources-than-dims": (((17, None),), 5, False),
+    "fewer-sources-than-dims": (((3, None),), 8, False),
+    "rank-deficient-sources": (((20, 2),), 8, False),
+    "union-of-two-groups": (((3, None), (20, 2)), 8, False),
+    # these take the QR form (the Gram form is used only where it is accurate)
+    "nearly-orthogonal-rank-deficient": (((20, 2),), 8, True),
+    "nearly-orthogonal-union": (((3, None), (20, 2)), 8, True),
+}
+
+
+def _gradient_case(case, dtype, seed=0):
+    groups, d, nearly_orthogonal = GRADIENT_CASES[case]
+    rng = np.random.default_rng(seed)
+    Os = [ref.low_rank_embeddings(seed + i, m, d, r) for i, (m, r) in enumerate(groups)]
+    if nearly_orthogonal:
+        I = ref.nearly_orthogonal_targets(seed, 6, np.concatenate(Os), similarity=1e-3)  # noqa: E741
+        assert not gram_form_is_accurate(I, Os[-1].T @ Os[-1], np.sum((I @ Os[-1].T) ** 2, -1))
+    else:
+        I = rng.normal(size=(6, d)) / np.sqrt(d)  # noqa: E741
+    return (jnp.asarray(I, dtype), [jnp.asarray(o, dtype) for o in Os],
+            jnp.asarray(rng.normal(size=(6, d)), dtype))
+
+
+@pytest.mark.parametrize("case", GRADIENT_CASES)
+def test_l2_denominator_gradients_equal_autodiff_of_the_similarities(case):
+    # float64, so any difference is the formula, not rounding; QR is never differentiated
+    with jax.enable_x64(True):
+        I, Os, C = _gradient_case(case, jnp.float64)  # noqa: E741
+        got = jax.jit(jax.grad(_l2_fold_loss(True), argnums=(0, 1)))(I, Os, C)
+        want = jax.grad(_l2_fold_loss(False), argnums=(0, 1))(I, Os, C)
+        for g, w in zip(jax.tree_util.tree_leaves(got), jax.tree_util.tree_leaves(want), strict=True):
+            np.testing.assert_allclose(g, w, rtol=1e-9, atol=1e-12)
+        if GRADIENT_CASES[case][2]:
+            return  # ~1e6-sized folds with ~1e12 curvature: finite differences say nothing here
+        # and against finite differences (the denominators are polynomials in O even where QR is not
+        # differentiable: rank-deficient or wide O)
+        check_grads(lambda i, os: _l2_fold_loss(True)(i, os, C), (I, Os), order=1, modes=["rev"],
+                    atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL)
+def test_l2_denominator_gradients_stay_accurate_in_float32_for_nearly_orthogonal_targets(case):
+    I, O = _nearly_orthogonal_case(case, num_targets=8)  # noqa: E741
+    C = jnp.asarray(np.random.default_rng(3).normal(size=I.shape), jnp.float32)
+    grad = jax.grad(_l2_fold_loss(True), argnums=(0, 1))
+    got = jax.jit(grad)(I, [O], C)
+    eager = grad(I, [O], C)
+    with jax.enable_x64(True):
+        f64 = lambda a: jnp.asarray(np.asarray(a, np.float64))  # noqa: E731
+        want = jax.grad(_l2_fold_loss(False), argnums=(0, 1))(f64(I), [f64(O)], f64(C))
+    for g, e, w in zip(*map(jax.tree_util.tree_leaves, (got, eager, want)), strict=True):
+        w = np.asarray(w)
+        for a in (g, e):  # jit and eager: both ~1e-4 here, like the materialized path's gradient
+            assert np.linalg.norm(np.asarray(a, np.float64) - w) < ACCURATE * np.linalg.norm(w)
+
+
+@pytest.mark.parametrize("case", ADVERSARIAL)
+def test_gram_form_is_used_only_where_it_is_accurate(case):
+    # from similarities of 0.1 |I| |O| (the Gram form is accurate and used) down to 1e-4 (the QR
+    # form): every denominator stays about as accurate as the materialized path's
+    m, d, rank = ADVERSARIAL[case]
+    O = jnp.asarray(ref.low_rank_embeddings(0, m, d, rank), jnp.float32)  # noqa: E741
+    sources = l2_sources(O)
+    norms = jax.jit(squared_similarity_norms)
+    chosen = []
+    for similarity in (1e-1, 1e-2, 1e-3, 1e-4):
+        I = jnp.asarray(ref.nearly_orthogonal_targets(1, 32, O, similarity), jnp.float32)  # noqa: E741
+        want = np.sum((np.asarray(I, np.float64) @ np.asarray(O, np.float64).T) ** 2, axis=1)
+        got = np.asarray(norms(I, sources), np.float64)
+        assert np.max(np.abs(got - want) / want) < 2e-3  # materialized: up to ~6e-4 here
+        chosen.append(bool(gram_form_is_accurate(I, sources.G, jnp.sum((I @ sources.G) * I, -1))))
+    assert chosen == [True, False, False, False]
