@@ -28,9 +28,29 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnnjax.errors import ConfigError
+from fnnjax.errors import ConfigError, DataError
 
-__all__ = ["DenseBaseline", "available_models", "get_model", "param_count", "register_model"]
+__all__ = [
+    "DenseBaseline",
+    "available_models",
+    "check_float_input",
+    "get_model",
+    "param_count",
+    "register_model",
+]
+
+
+def check_float_input(x: jax.Array, model: str) -> None:
+    """Raises :class:`DataError` for integer (e.g. raw uint8 pixel) inputs, at trace time.
+
+    Raw pixels would otherwise fail deep inside Flax (a ``TypeError`` in dropout) or, worse, train
+    on unnormalized values.
+    """
+    if not jnp.issubdtype(x.dtype, jnp.floating):
+        raise DataError(
+            f"{model} got inputs of dtype {x.dtype}; it needs normalized floating-point inputs: "
+            "load them with fnnjax.train.load_dataset(), or use x.astype(np.float32) / 255"
+        )
 
 
 class DenseBaseline(nn.Module):
@@ -48,7 +68,8 @@ class DenseBaseline(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """x: [batch, ...] -> logits [batch, num_classes]."""
+        """x: [batch, ...] float -> logits [batch, num_classes] (integer inputs: DataError)."""
+        check_float_input(x, "DenseBaseline")
         x = x.reshape((x.shape[0], -1))
         x = nn.Dropout(self.input_dropout, deterministic=not train)(x)
         for width in self.hidden:

@@ -183,3 +183,17 @@ def test_layer_trains_under_jit_and_grad():
     for i in range(60):
         params, opt_state = train_step(params, opt_state, jax.random.key(i))
     assert float(loss(params)) < 0.8 * start
+
+
+def test_raw_uint8_pixels_are_one_data_error_in_the_layer_and_the_function():
+    from fnnjax.floating import FNNConfig, fnn_apply, init_params
+
+    config = FNNConfig(num_inputs=16, num_outputs=3, num_hidden=8, dim=4, iterations=2)
+    params = init_params(jax.random.key(0), config)
+    with pytest.raises(DataError, match="dtype uint8"):
+        fnn_apply(params, np.zeros((2, 16), np.uint8), config)
+    layer = fnn_custom(3, (4, 4, 1), num_hidden=8, dim=4, iterations=2)
+    variables = layer.init(jax.random.key(0), np.zeros((2, 4, 4, 1), np.float32))
+    with pytest.raises(DataError, match="the FNN layer got inputs of dtype uint8"):
+        layer.apply(variables, np.zeros((2, 4, 4, 1), np.uint8), train=True,
+                    rngs={"dropout": jax.random.key(1)})

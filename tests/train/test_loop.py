@@ -418,3 +418,11 @@ def test_optax_state_is_part_of_the_checkpointed_state(synthetic):
     result = fit(SMALL, synthetic, _config(epochs=1))
     assert isinstance(result.state.opt_state[0][0], optax.ScaleByAdamState)
     assert int(result.state.opt_state[0][0].count) == 8
+
+
+def test_uint8_images_through_the_model_api_are_one_data_error():
+    """model.apply on raw pixels used to fail with a TypeError inside Flax dropout."""
+    x = np.zeros((2, 8, 8, 1), np.uint8)
+    variables = SMALL.init(jax.random.key(0), x.astype(np.float32))
+    with pytest.raises(DataError, match=r"DenseBaseline got inputs of dtype uint8.*/ 255"):
+        SMALL.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
