@@ -16,7 +16,7 @@ concatenation; for ``C = 1`` exactly the paper's per-neuron l2 norm) and figure 
 * :func:`project_inner_embeddings` / :func:`plot_embedding_projection`: figure 6, a 2-D projection
   of the inner box of pixels (the paper keeps the inner 20 x 20 of 28 x 28, i.e. drops a margin of
   4 = 28 // 7; we default to ``H // 7`` and ``W // 7``), with lines between 4-adjacent pixels. The
-  paper uses UMAP; we use it when ``umap-learn`` is importable (``pip install fnnjax[umap]``) and
+  paper uses UMAP; we use it when ``umap-learn`` is importable (``pip install -e '.[umap]'``) and
   otherwise fall back to scikit-learn's PCA (deterministic, fast; ``method="tsne"`` is available
   too). The method used is returned and written into the figure title.
 
@@ -92,7 +92,7 @@ def _resolve_method(method: str) -> str:
     if method == "auto":
         return "umap" if has_umap else "pca"
     if method == "umap" and not has_umap:
-        raise ConfigError("method='umap' needs umap-learn (pip install 'fnnjax[umap]')")
+        raise ConfigError("method='umap' needs umap-learn (pip install -e '.[umap]' in the fnnjax clone)")
     return method
 
 

@@ -77,13 +77,13 @@ SYSTEM_DIRS = {
 
 HOW_TO_GET = {
     "fashion_mnist": "`sudo apt-get install dataset-fashion-mnist` (Debian/Ubuntu), or put the four "
-    "IDX .gz files in $FNNJAX_DATA_DIR/fashion_mnist, or `pip install 'fnnjax[tfds]'` with a network",
+    "IDX .gz files in $FNNJAX_DATA_DIR/fashion_mnist, or `pip install -e '.[tfds]'` in the fnnjax clone, with a network",
     "mnist": "put the four MNIST IDX files (train-images-idx3-ubyte[.gz], ...) in "
-    "$FNNJAX_DATA_DIR/mnist, or `pip install 'fnnjax[tfds]'` with a network",
+    "$FNNJAX_DATA_DIR/mnist, or `pip install -e '.[tfds]'` in the fnnjax clone, with a network",
     "cifar10": "extract cifar-10-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into "
-    "$FNNJAX_DATA_DIR, or `pip install 'fnnjax[tfds]'` with a network",
+    "$FNNJAX_DATA_DIR, or `pip install -e '.[tfds]'` in the fnnjax clone, with a network",
     "cifar100": "extract cifar-100-python.tar.gz (https://www.cs.toronto.edu/~kriz/cifar.html) into "
-    "$FNNJAX_DATA_DIR, or `pip install 'fnnjax[tfds]'` with a network",
+    "$FNNJAX_DATA_DIR, or `pip install -e '.[tfds]'` in the fnnjax clone, with a network",
 }
 
 FASHION_CLASSES = (
@@ -305,7 +305,7 @@ def _load_tfds(name: str, looked: list[str]) -> dict[str, Split] | None:
     try:
         import tensorflow_datasets as tfds  # noqa: PLC0415
     except ImportError:
-        looked.append("tensorflow_datasets (not installed: pip install 'fnnjax[tfds]')")
+        looked.append("tensorflow_datasets (not installed: pip install -e '.[tfds]' in the fnnjax clone)")
         return None
     tfds_name = {"fashion_mnist": "fashion_mnist", "mnist": "mnist"}.get(name, name)
     try:

@@ -824,6 +824,6 @@ def _tensorboard_writer(out: Path):
         from tensorboardX import SummaryWriter  # noqa: PLC0415
     except ImportError:
         raise ConfigError(
-            "tensorboard=True needs tensorboardX: pip install 'fnnjax[tensorboard]'"
+            "tensorboard=True needs tensorboardX: pip install -e '.[tensorboard]' in the fnnjax clone"
         ) from None
     return SummaryWriter(str(out / "tensorboard"))
