@@ -36,7 +36,7 @@ def main() -> None:
     parser.add_argument("--out")
     args = parser.parse_args()
     if args.quick:
-        args.examples, args.repeats = 2048, 3
+        args.examples, args.repeats = 2048, 5
 
     mesh = make_mesh(1)
     model = DenseBaseline(num_classes=10)
@@ -44,11 +44,11 @@ def main() -> None:
     rng = np.random.default_rng(0)
     x_all = rng.normal(size=(args.examples, 28, 28, 1)).astype(np.float32)
     y_all = rng.integers(0, 10, size=args.examples).astype(np.int32)
-    state = replicate(loop.init_state(jax.random.PRNGKey(0), model, (28, 28, 1), tx), mesh)
+    state = replicate(loop.init_state(jax.random.key(0), model, (28, 28, 1), tx), mesh)
     step = loop.make_train_step(model, tx, mesh)
 
     x_dev, y_dev = replicate((x_all, y_all), mesh)
-    order = jax.random.permutation(jax.random.PRNGKey(1), args.examples)
+    order = jax.random.permutation(jax.random.key(1), args.examples)
     order = order[: args.examples // args.batch * args.batch].reshape(-1, args.batch)
     one_batch = jnp.arange(args.batch)[None]
     holder = {"state": state, "i": 0}

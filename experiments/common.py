@@ -3,10 +3,14 @@
 Each run trains with :func:`fnnjax.train.fit` into its own folder under the experiment's output
 folder, so an interrupted experiment resumes where it stopped when started again, and finished
 runs are not retrained.
+
+Every training script takes ``--devices N`` (:func:`add_devices_arg`); ``--quick`` trains on one
+device unless ``--devices`` says otherwise (:func:`quick_devices`).
 """
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
 import json
 import statistics
@@ -21,6 +25,29 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
 from fnnjax.train import Dataset, TrainConfig, fit  # noqa: E402
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {text!r}")
+    return value
+
+
+def add_devices_arg(parser: Any) -> None:
+    """Adds ``--devices N`` (data-parallel training devices, default all) to a parser or group."""
+    parser.add_argument("--devices", type=_positive_int, default=None, metavar="N",
+                        help="data-parallel devices (default: all local devices; --quick: 1)")  # fmt: skip
+
+
+def quick_devices(args: argparse.Namespace) -> None:
+    """``--quick`` trains on one device unless ``--devices`` was given.
+
+    A quick run checks the script's plumbing, not sharding (the engine's own tests do that); on
+    simulated CPU devices (the test suite has 8) SPMD partitioning only adds compile and run time.
+    """
+    if args.devices is None:
+        args.devices = 1
 
 
 @dataclasses.dataclass(frozen=True)

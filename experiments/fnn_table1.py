@@ -10,7 +10,7 @@ as MNIST, no paper number: the MNIST column is printed beside it as the closest 
 
     python experiments/fnn_table1.py                       # honest size: 3 seeds, 100 epochs
     python experiments/fnn_table1.py --epochs 10 --seeds 0 1 2
-    python experiments/fnn_table1.py --quick               # seconds, for CI
+    python experiments/fnn_table1.py --quick               # seconds, for CI (one device)
 
 Writes ``results.json``, ``accuracy.png`` (test accuracy per epoch, mean and min-max over seeds),
 and the embedding figures of the first FNN-1024 run (``fig5_embedding_norms.png``,
@@ -27,7 +27,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, fmt_pct, plot_curves, run_grid, write_results
+from experiments.common import (
+    Entry,
+    add_devices_arg,
+    fmt_pct,
+    plot_curves,
+    quick_devices,
+    run_grid,
+    write_results,
+)
 from fnnjax import get_model, param_count
 from fnnjax.train import TrainConfig, load_dataset
 
@@ -47,11 +55,14 @@ def parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--batch-size", type=int, default=128)
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--iterations", type=int, default=4)
+    add_devices_arg(parser)
     parser.add_argument("--out", type=Path, default=Path("experiments/out/fnn_table1"))
-    parser.add_argument("--quick", action="store_true", help="digits, 1 seed, 2 epochs (CI)")
+    parser.add_argument("--quick", action="store_true",
+                        help="digits, 1 seed, 2 epochs, one device (CI)")
     args = parser.parse_args(argv)
     if args.quick or os.environ.get("FNNJAX_TINY"):
         args.dataset, args.seeds, args.epochs = "digits", [0], 2
+        quick_devices(args)
     if args.epochs is None:
         args.epochs = 200 if args.dataset in ("cifar10", "cifar100") else 100
     return args
@@ -61,7 +72,7 @@ def main(argv=None) -> dict:
     args = parse_args(argv)
     data = load_dataset(args.dataset)
     config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, optimizer="adam",
-                         learning_rate=args.lr, progress=False)  # fmt: skip
+                         learning_rate=args.lr, num_devices=args.devices, progress=False)  # fmt: skip
 
     def entry(name: str) -> Entry:
         options = {} if name == "dense" else {"iterations": args.iterations}
@@ -101,7 +112,7 @@ def main(argv=None) -> dict:
 
     plot_curves(results, args.out / "accuracy.png",
                 f"{args.dataset}: test accuracy (mean, min-max over seeds)")  # fmt: skip
-    figures = _embedding_figures(args, data) if "fnn-1024" in results else {}
+    figures = _embedding_figures(args, data, config) if "fnn-1024" in results else {}
     payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
                "dataset": data.describe(), "table": rows, "figures": figures,
                "curves": {n: [r["history"] for r in runs] for n, runs in results.items()}}  # fmt: skip
@@ -110,7 +121,7 @@ def main(argv=None) -> dict:
     return payload
 
 
-def _embedding_figures(args: argparse.Namespace, data) -> dict[str, str]:
+def _embedding_figures(args: argparse.Namespace, data, config: TrainConfig) -> dict[str, str]:
     """Figures 5 and 6 from the first FNN-1024 run's parameters."""
     import jax  # noqa: PLC0415
 
@@ -119,10 +130,10 @@ def _embedding_figures(args: argparse.Namespace, data) -> dict[str, str]:
 
     seed = args.seeds[0]
     model = get_model("fnn-1024", data.num_classes, data.input_shape, iterations=args.iterations)
-    config = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr)
-    tx = loop.make_optimizer(config, len(data.train) // args.batch_size)
-    template = jax.device_get(loop.init_state(jax.random.PRNGKey(seed), model, data.input_shape, tx))
-    restored = Checkpoints(args.out / "runs" / f"fnn-1024-seed{seed}" / "checkpoints").restore_latest(template)
+    tx = loop.make_optimizer(config, len(data.train) // config.batch_size)
+    template = jax.device_get(loop.init_state(jax.random.key(seed), model, data.input_shape, tx))
+    run = args.out / "runs" / f"fnn-1024-seed{seed}"
+    restored = Checkpoints(run / "checkpoints").restore_latest(template)
     assert restored is not None, "the FNN-1024 run has just written its checkpoints"
     params = restored[0].params
     norms = args.out / "fig5_embedding_norms.png"

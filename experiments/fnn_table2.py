@@ -33,7 +33,15 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, fmt_pct, mean_std, plot_curves, run_grid, write_results
+from experiments.common import (
+    Entry,
+    fmt_pct,
+    mean_std,
+    plot_curves,
+    quick_devices,
+    run_grid,
+    write_results,
+)
 from experiments.templates_table1 import (
     add_recipe_args,
     recipe_text,
@@ -68,7 +76,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick or os.environ.get("FNNJAX_TINY"):
         args.dataset, args.seeds, args.epochs, args.width, args.lr = "digits", [0], 2, 0.05, 0.02
-        args.limit_test, args.devices = 256, 1
+        args.limit_test = 256
+        quick_devices(args)
     return args
 
 

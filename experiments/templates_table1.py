@@ -36,7 +36,16 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, fmt_pct, mean_std, run_grid, save_figure, write_results
+from experiments.common import (
+    Entry,
+    add_devices_arg,
+    fmt_pct,
+    mean_std,
+    quick_devices,
+    run_grid,
+    save_figure,
+    write_results,
+)
 from fnnjax import get_model
 from fnnjax.arch import build_spec, count_filters
 from fnnjax.construct.templates import TEMPLATE_NAMES
@@ -80,8 +89,7 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
                    help="step schedule milestones as fractions of --epochs; default 0.5 0.75")
     g.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
                    help="pad-4 crop + flip; auto = on except digits/mnist/synthetic")
-    g.add_argument("--devices", type=int, default=None, metavar="N",
-                   help="data-parallel devices (default: all local devices; --quick: 1)")
+    add_devices_arg(g)
     g.add_argument("--limit-train", type=int, default=None, metavar="N",
                    help="train on the first N training examples only")
     g.add_argument("--limit-test", type=int, default=None, metavar="N",
@@ -137,7 +145,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.quick or os.environ.get("FNNJAX_TINY"):
         args.dataset, args.seeds, args.epochs, args.width, args.lr = "digits", [0], 1, 0.05, 0.02
-        args.limit_train, args.limit_test, args.batch_size, args.devices = 256, 128, 32, 1
+        args.limit_train, args.limit_test, args.batch_size = 256, 128, 32
+        quick_devices(args)
         args.models = args.models or ["vgg19"]
         args.templates = args.templates or ["base", "uniform"]
     args.models = args.models or list(MODELS)

@@ -36,7 +36,7 @@ from typing import Any
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from experiments.common import Entry, mean_std, run_grid, save_figure, write_results
+from experiments.common import Entry, mean_std, quick_devices, run_grid, save_figure, write_results
 from experiments.templates_table1 import (
     MODELS,
     TEMPLATE_LABELS,
@@ -94,7 +94,7 @@ def parse_args(argv=None) -> argparse.Namespace:
     if args.quick or os.environ.get("FNNJAX_TINY"):
         args.dataset, args.seeds, args.epochs, args.multipliers = "digits", [0], 1, [0.1, 0.05]
         args.lr, args.limit_train, args.limit_test, args.batch_size = 0.02, 256, 128, 32
-        args.devices = 1
+        quick_devices(args)
         args.batch, args.repeats, args.warmup = 8, 1, 0
         args.models = args.models or ["vgg19"]
         args.templates = args.templates or ["base", "uniform"]

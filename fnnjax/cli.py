@@ -156,7 +156,9 @@ def build_parser() -> argparse.ArgumentParser:
         parents=debug,
         description="Profiles one model: trainable parameters, analytic FLOPs per example, XLA's "
         "memory analysis of one compiled training step (or inference forward), and the median "
-        "latency of the jitted inference forward on one batch, on this machine's first device.",
+        "latency of the jitted inference forward on one batch, on this machine's first device. "
+        "Progress goes to stderr with a time estimate; timing a large configuration takes "
+        "minutes on a CPU (resnet50 quadratic: ~18 GFLOP per example), --no-latency skips it.",
         epilog="examples:\n  fnnjax profile --model resnet50 --template quadratic\n"
         "  fnnjax profile --model vgg19 --template uniform --width 0.5 --input-shape 28 28 1\n"
         "  fnnjax profile --model fnn-1024 --input-shape 28 28 1 --no-latency --json fnn.json",
@@ -263,9 +265,12 @@ def _profile(args: argparse.Namespace) -> int:
                               f"({', '.join(arch.MODEL_NAMES)}), not to {args.model!r}")  # fmt: skip
         target = models.get_model(args.model, args.classes, shape)
         name = args.model
+    def progress(message: str) -> None:
+        print(f"fnnjax profile: {message}", file=sys.stderr, flush=True)
+
     result = arch.profile(target, shape, args.batch, name=name, repeats=args.repeats,
                           warmup=args.warmup, memory_mode=None if args.memory == "none" else args.memory,
-                          latency=not args.no_latency)  # fmt: skip
+                          latency=not args.no_latency, progress=progress)  # fmt: skip
     if zoo:
         print(f"{info['notation']}\n{len(filters)} template layers, F = {sum(filters)}: "
               f"{', '.join(map(str, filters))}")  # fmt: skip

@@ -17,8 +17,16 @@ def _run(args, tmp_path):
 
 def test_train_step_benchmark_reports_the_data_share(tmp_path):
     result = _run(["-m", "benchmarks.train_step"], tmp_path)
-    assert set(result["seconds"]) == {"engine", "compute", "host"}
-    assert all(t > 0 for t in result["seconds"].values()) and result["params"] == 6_578_010
+    assert set(result) == {"machine", "batch", "params", "seconds", "data_share"}
+    assert "(cpu)" in result["machine"] and result["batch"] == 128
+    assert result["params"] == 6_578_010  # the FNN paper's dense baseline on 28x28x1
+    seconds = result["seconds"]
+    assert set(seconds) == {"engine", "compute", "host"}
+    # A dense step of batch 128 takes milliseconds; every variant runs the same compiled step, so a
+    # retrace/recompile per call or a lost device-resident split shows up as an outlier here.
+    assert all(1e-4 < t < 2.0 for t in seconds.values()), seconds
+    assert max(seconds.values()) / min(seconds.values()) < 5, seconds
+    assert result["data_share"] == (seconds["engine"] - seconds["compute"]) / seconds["engine"]
 
 
 def test_fnn_step_benchmark_runs(tmp_path):

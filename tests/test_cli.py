@@ -158,3 +158,15 @@ def test_bad_fnn_option_is_a_one_line_error(tmp_path, capsys):
     assert cli.main(["train", "--model", "fnn", "-o", "normalization=cosine", "--out", str(tmp_path)]) == 2
     err = capsys.readouterr().err
     assert "normalization" in err and len(err.strip().splitlines()) == 1
+
+
+def test_profile_reports_progress_with_a_time_estimate(capsys):
+    """`fnnjax profile --model resnet50 --template quadratic` ran ~5 minutes without a word."""
+    argv = ["profile", "--model", "dense", "--input-shape", "8", "8", "1", "--batch", "2",
+            "--repeats", "2", "--warmup", "1"]  # fmt: skip
+    assert cli.main(argv) == 0
+    err = capsys.readouterr().err.splitlines()
+    assert err[0] == "fnnjax profile: compiling the forward pass (batch 2)"
+    assert any("compiling one training step" in line for line in err)
+    assert any(line.startswith("fnnjax profile: one forward call takes") and "to go" in line
+               for line in err)  # fmt: skip

@@ -47,30 +47,39 @@ def test_profile_of_a_registry_model_without_latency(capsys):
         (["--model", "resnet9000"], "unknown model 'resnet9000'; expected one of"),
         (["--model", "resnet50", "--template", "cubic"], "unknown template 'cubic'; expected one of: base"),
         (["--model", "dense", "--template", "uniform"], "apply to the zoo models"),
-        (["--model", "vgg19", "--width", "-1"], "--width: expected a positive number"),
         (["--model", "vgg19", "--head", "gru"], "head: expected one of 'linear', 'dense', 'fnn'"),
-        (["--model", "vgg19", "--input-shape", "32", "32", "0"], None),  # argparse: exit 2
     ],
 )
 def test_profile_mistakes_are_one_line_errors(argv, expected, capsys):
-    if expected is None:
-        with pytest.raises(SystemExit) as exit_info:
-            cli.main(["profile", *argv, "--no-latency"])
-        assert exit_info.value.code == 2
-        return
     assert cli.main(["profile", *argv, "--no-latency"]) == 2
     err = capsys.readouterr().err.strip()
     assert err.startswith("fnnjax: error: ") and expected in err and len(err.splitlines()) == 1
 
 
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["--width", "-1"], "argument --width: expected a positive number, got -1"),
+        (["--input-shape", "32", "32", "0"], "argument --input-shape: expected an integer >= 1, got 0"),
+    ],
+)
+def test_profile_argument_mistakes_exit_2_with_one_line(argv, expected, capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        cli.main(["profile", "--model", "vgg19", *argv, "--no-latency"])
+    assert exit_info.value.code == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("fnnjax profile: error: ") and expected in err and len(err.splitlines()) == 1
+
+
 def test_train_takes_template_and_width_for_zoo_models(tmp_path, capsys):
     argv = ["train", "--model", "mobilenet", "--template", "uniform", "--width", "0.05",
             "--dataset", "digits", "--epochs", "1", "--batch-size", "64", "--limit-train", "512",
-            "--quiet", "--out", str(tmp_path)]  # fmt: skip
+            "--devices", "1", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["model"] == {"name": "mobilenet", "options": {"template": "uniform", "width": 0.05}}
     spec = build_spec("mobilenet", 10, (8, 8, 1), "uniform", 0.05)
     assert summary["num_params"] == analytic_counts(spec)["params"]
     assert summary["dataset"]["num_train"] == 512 and summary["epochs_done"] == 1
+    assert len(summary["devices"]) == 1
     assert "mobilenet on digits: test accuracy" in capsys.readouterr().out

@@ -1,8 +1,13 @@
-"""One end-to-end smoke run per experiment script, at --quick size."""
+"""One end-to-end smoke run per experiment script, at --quick size; options shared by the scripts."""
 
 import json
+from pathlib import Path
 
-from experiments import fnn_table1
+import pytest
+
+from experiments import fnn_table1, fnn_table2, templates_table1, templates_width
+
+ROOT = Path(__file__).resolve().parents[1]
 
 
 def test_fnn_table1_quick_writes_table_curves_and_figures(tmp_path, capsys):
@@ -15,3 +20,23 @@ def test_fnn_table1_quick_writes_table_curves_and_figures(tmp_path, capsys):
     for name in ("accuracy.png", "fig5_embedding_norms.png", "fig6_embedding_projection.png"):
         assert (tmp_path / name).stat().st_size > 1000
     assert all(row["final_test_accuracy"][0] > 0.3 for row in payload["table"])  # chance is 0.1
+    summary = json.loads((tmp_path / "runs" / "fnn-1024-seed0" / "summary.json").read_text())
+    assert len(summary["devices"]) == 1  # --quick: one device (the suite simulates 8)
+
+
+@pytest.mark.parametrize("script", [fnn_table1, fnn_table2, templates_table1, templates_width],
+                         ids=lambda m: m.__name__.rsplit(".", 1)[-1])  # fmt: skip
+def test_quick_trains_on_one_device_unless_told_otherwise(script, monkeypatch):
+    monkeypatch.delenv("FNNJAX_TINY", raising=False)
+    assert script.parse_args(["--quick"]).devices == 1
+    assert script.parse_args(["--quick", "--devices", "2"]).devices == 2
+    assert script.parse_args([]).devices is None  # honest size: every local device
+    with pytest.raises(SystemExit):
+        script.parse_args(["--devices", "0"])
+
+
+def test_scripts_use_typed_prng_keys():
+    """New-style ``jax.random.key`` throughout (the engine's ``init_state`` takes typed keys)."""
+    files = [*sorted((ROOT / "experiments").glob("*.py")), ROOT / "benchmarks" / "train_step.py"]
+    legacy = [f.relative_to(ROOT).as_posix() for f in files if "PRNGKey" in f.read_text()]
+    assert legacy == []

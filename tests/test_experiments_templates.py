@@ -81,6 +81,7 @@ def test_templates_table1_quick_trains_each_template(tmp_path, capsys):
     assert payload["dataset"]["num_train"] == 256 and payload["dataset"]["num_test"] == 128
     config = payload["config"]
     assert (config["optimizer"], config["batch_size"], config["augment"]) == ("sgd", 32, False)
+    assert config["num_devices"] == 1  # --quick: one device (the suite simulates 8)
     assert (tmp_path / "table1.png").stat().st_size > 1000
     assert sorted(p.name for p in (tmp_path / "runs").iterdir()) == [
         "vgg19-base-seed0", "vgg19-uniform-seed0"]
@@ -150,9 +151,10 @@ def test_templates_width_quick_curves_and_profile_only_mode(tmp_path, capsys, mo
     assert (tmp_path / "width_curves.png").stat().st_size > 1000
 
     # --no-latency drops the latency panel instead of failing on an all-empty log axis.
-    untimed = templates_width.main(["--quick", "--no-train", "--no-latency", "--input-shape", "8", "8",
-                                    "1", "--out", str(tmp_path / "untimed")])  # fmt: skip
-    assert all(r["latency_ms"] is None for r in untimed["rows"])
+    untimed = templates_width.main(["--quick", "--no-train", "--no-latency", "--templates", "base",
+                                    "--input-shape", "8", "8", "1",
+                                    "--out", str(tmp_path / "untimed")])  # fmt: skip
+    assert len(untimed["rows"]) == 2 and all(r["latency_ms"] is None for r in untimed["rows"])
     assert (tmp_path / "untimed" / "width_curves.png").stat().st_size > 1000
 
 

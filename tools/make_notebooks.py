@@ -1,8 +1,11 @@
 """Writes colab/*.ipynb from the cell lists below (notebooks are generated so diffs stay readable).
 
-Run ``python tools/make_notebooks.py`` after editing; CI executes the notebooks with nbmake.
+Run ``python tools/make_notebooks.py`` after editing (``--check`` only compares); the test suite
+checks that the committed notebooks are what this file generates and executes them with nbmake.
 """
 
+import argparse
+import sys
 from pathlib import Path
 
 import nbformat
@@ -10,18 +13,37 @@ from nbformat.v4 import new_code_cell, new_markdown_cell, new_notebook
 
 ROOT = Path(__file__).resolve().parents[1]
 
-NOTEBOOKS = {}
+# >>> Where Colab installs fnnjax from (it is not on PyPI): a pip requirement URL of the repository.
+# Set it to the real repository and regenerate; until then the install cell asks the user for it.
+FNNJAX_SOURCE = "git+https://github.com/<OWNER>/fnnjax.git"
+UNSET_MARK = "<OWNER>"  # FNNJAX_SOURCE still holds the placeholder while it contains this
+EXTRAS = "cuda12,tfds"  # GPU wheels and tfds (MNIST / CIFAR online) on Colab
 
-
-def install_cell(extras: str) -> str:
-    return f'''# Install fnnjax on Colab (elsewhere: `pip install -e ".[dev]"` once from a clone).
+# The first code cell of every notebook. A no-op outside Colab (the test suite runs it offline).
+INSTALL_CELL = f"""# @title Install fnnjax (Colab only; elsewhere `pip install -e ".[dev]"` from a clone)
+# fnnjax is not on PyPI: pip installs it from FNNJAX_SOURCE, a git URL of the repository (your
+# fork's, a branch as ...fnnjax.git@BRANCH) or a folder holding a clone. Edit the field below or
+# set the environment variable FNNJAX_SOURCE, which takes precedence.
+import os
 import subprocess
 import sys
 
+FNNJAX_SOURCE = "{FNNJAX_SOURCE}"  # @param {{type:"string"}}
+
 if "google.colab" in sys.modules:
-    # Until fnnjax is on PyPI, set PIP_SOURCE to your clone: "git+https://github.com/<you>/fnnjax".
-    PIP_SOURCE = "fnnjax"
-    subprocess.run([sys.executable, "-m", "pip", "install", "-q", PIP_SOURCE + "[{extras}]"], check=True)'''
+    source = os.environ.get("FNNJAX_SOURCE") or FNNJAX_SOURCE
+    if "{UNSET_MARK}" in source:
+        raise RuntimeError(
+            "set FNNJAX_SOURCE to the fnnjax repository first, e.g. "
+            "'git+https://github.com/YOU/fnnjax.git' (the field above or the environment variable)"
+        )
+    if os.path.isdir(source):
+        requirement = source + "[{EXTRAS}]"
+    else:
+        requirement = "fnnjax[{EXTRAS}] @ " + source
+    subprocess.run([sys.executable, "-m", "pip", "install", "-q", requirement], check=True)"""
+
+NOTEBOOKS = {}
 
 
 NOTEBOOKS["00_quickstart.ipynb"] = [
@@ -30,7 +52,7 @@ NOTEBOOKS["00_quickstart.ipynb"] = [
         "input dropout) and plot its learning curve. On Colab, pick a GPU runtime and set "
         "`DATASET = \"mnist\"` (downloaded by tfds); locally the bundled `digits` set needs nothing."
     ),
-    new_code_cell(install_cell("cuda12,tfds")),
+    new_code_cell(INSTALL_CELL),
     new_code_cell(
         '''# parameters
 import os
@@ -78,16 +100,18 @@ NOTEBOOKS["01_farfalle.ipynb"] = [
         "the factored Step against the materialized one, trains it beside the dense baseline, and "
         "draws the embedding figures (paper Figures 5 and 6)."
     ),
-    new_code_cell(install_cell("cuda12,tfds")),
+    new_code_cell(INSTALL_CELL),
     new_code_cell(
         '''# parameters
 import os
+import tempfile
 
 TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
 DATASET = "digits"  # "fashion_mnist" (local files) or "mnist" / "cifar10" (tfds, online)
 EPOCHS = 2 if TINY else 30
 NUM_HIDDEN = 256 if TINY else 1024
-ITERATIONS = 4''',
+ITERATIONS = 4
+FIGURES = tempfile.mkdtemp() if TINY else "."  # where fig5.png / fig6.png go''',
         metadata={"tags": ["parameters"]},
     ),
     new_code_cell(
@@ -131,8 +155,8 @@ plt.show()'''
         '''# Figures 5 and 6: the norm of each input neuron's embedding on the pixel grid, and a 2-D
 # projection of the inner pixels' embeddings with lines between neighbouring pixels.
 fnn_params = runs["fnn"].state.params
-norms = floating.analysis.plot_input_embedding_norms(fnn_params, data.input_shape, "fig5.png")
-projection = floating.analysis.plot_embedding_projection(fnn_params, data.input_shape, "fig6.png")
+norms = floating.analysis.plot_input_embedding_norms(fnn_params, data.input_shape, f"{FIGURES}/fig5.png")
+projection = floating.analysis.plot_embedding_projection(fnn_params, data.input_shape, f"{FIGURES}/fig6.png")
 display(Image(norms), Image(projection))
 
 # Folding (section 3.4): fold each neuron's normalization into its input embedding once, then
@@ -145,15 +169,36 @@ assert difference < 1e-3'''
 ]
 
 
-def main() -> None:
-    for name, cells in NOTEBOOKS.items():
-        notebook = new_notebook(cells=cells)
-        notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
-        notebook.metadata["accelerator"] = "GPU"
+def render(name: str) -> str:
+    """The text of ``colab/<name>``: stable cell ids, so regenerating changes nothing."""
+    cells = [nbformat.from_dict(dict(cell)) for cell in NOTEBOOKS[name]]
+    for i, cell in enumerate(cells):
+        cell.id = f"{Path(name).stem}-{i}"
+    notebook = new_notebook(cells=cells)
+    notebook.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
+    notebook.metadata["accelerator"] = "GPU"
+    return nbformat.writes(notebook) + "\n"
+
+
+def main(argv=None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--check", action="store_true",
+                        help="write nothing; exit 1 if a committed notebook differs")  # fmt: skip
+    args = parser.parse_args(argv)
+    stale = []
+    for name in NOTEBOOKS:
         path = ROOT / "colab" / name
-        nbformat.write(notebook, path)
-        print("wrote", path)
+        text = render(name)
+        if args.check:
+            if not path.exists() or path.read_text(encoding="utf-8") != text:
+                stale.append(name)
+        else:
+            path.write_text(text, encoding="utf-8")
+            print("wrote", path)
+    if stale:
+        print("out of date (run python tools/make_notebooks.py):", ", ".join(stale), file=sys.stderr)
+    return 1 if stale else 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

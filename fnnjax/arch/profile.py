@@ -17,10 +17,14 @@ Table 2 and Figs. 3-5).
   paper's "memory footprint per batch"). ``activation_bytes`` is ``temp_size_in_bytes``, the
   scratch XLA allocates for intermediate tensors (activations, saved residuals, gradients in
   flight); ``argument_bytes`` (params, batch stats, batch) and ``output_bytes`` are reported beside
-  it. ``peak_bytes`` = argument + output + temp - alias.
+  it. ``peak_bytes`` = argument + output + temp - alias. Executables that are only analysed, never
+  run (the training gradient; the forward when latency is not measured) are compiled without
+  XLA's backend optimizations (:data:`~fnnjax.arch.build.UNOPTIMIZED`): that halves their compile
+  time on CPU and leaves ``memory_analysis`` and ``cost_analysis`` unchanged (HLO-level; tested).
 * ``latency_s``: median wall time of the jitted inference forward on a batch (after ``warmup``
   calls; each call ends with ``jax.block_until_ready``), ``repeats`` timings. Variables come from
-  :func:`~fnnjax.arch.build.host_init` (He-normal kernels, unit BN), so init is never compiled.
+  :func:`~fnnjax.arch.build.host_init` (He-normal kernels, unit BN), so init is never compiled;
+  the forward timed is compiled with default optimizations.
 
 :func:`profile_table` prints a list of profiles as a markdown table.
 """
@@ -30,7 +34,7 @@ from __future__ import annotations
 import dataclasses
 import statistics
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -38,7 +42,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fnnjax.arch.build import build_model, host_init
+from fnnjax.arch.build import UNOPTIMIZED, _host_values, _init_keys, build_model
 from fnnjax.arch.spec import Spec, infer_layers
 
 __all__ = ["Profile", "analytic_counts", "profile", "profile_table"]
@@ -119,6 +123,7 @@ def profile(
     memory_mode: str | None = "train",
     latency: bool = True,
     key: jax.Array | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> Profile:
     """Profiles a spec or any Flax model following the fnnjax convention.
 
@@ -131,7 +136,17 @@ def profile(
         memory_mode: ``"train"``, ``"inference"`` or ``None`` (skip).
         latency: whether to time the forward at all.
         key: PRNG key for init and inputs.
+        progress: called with a one-line note before each slow stage (compiling the forward,
+            compiling the training step, timing) and with a time estimate once the first forward
+            call has been timed; ``fnnjax profile`` prints them, since a large configuration takes
+            minutes on a CPU.
     """
+    note = progress or (lambda message: None)
+    started = time.perf_counter()
+
+    def elapsed() -> str:
+        return _duration(time.perf_counter() - started)
+
     if memory_mode not in ("train", "inference", None):
         raise ValueError(f"memory_mode: expected 'train', 'inference' or None, got {memory_mode!r}")
     if repeats < 1:
@@ -147,10 +162,10 @@ def profile(
     k_init, k_x = jax.random.split(key)
     x = jax.random.normal(k_x, (batch, *input_shape), jnp.float32)
 
-    def init(k):
-        return model.init({"params": k, "dropout": k}, x[:1], train=False)
+    def init(keys):
+        return model.init(keys, x[:1], train=False)
 
-    abstract = jax.eval_shape(init, k_init)
+    abstract = jax.eval_shape(init, _init_keys(k_init))
     params = sum(int(a.size) for a in jax.tree_util.tree_leaves(abstract.get("params", {})))
     counts = analytic_counts(spec) if spec is not None else None
 
@@ -158,7 +173,8 @@ def profile(
         return model.apply(variables, x, train=False)
 
     fwd = jax.jit(forward)
-    compiled = fwd.lower(abstract, x).compile()
+    note(f"compiling the forward pass (batch {batch})")
+    compiled = fwd.lower(abstract, x).compile(None if latency else UNOPTIMIZED)
     flops_compiled = _cost_flops(compiled)
     if flops_compiled is not None:
         flops_compiled /= batch
@@ -181,18 +197,29 @@ def profile(
 
         rest = {c: v for c, v in abstract.items() if c != "params"}
         grad = jax.jit(jax.grad(loss))
-        memory = _memory(grad.lower(abstract["params"], rest, x, y, k_x).compile())
+        note(f"compiling one training step for its memory analysis ({elapsed()} so far)")
+        memory = _memory(grad.lower(abstract["params"], rest, x, y, k_x).compile(UNOPTIMIZED))
 
     latency_s = None
-    if latency:  # timing does not depend on the values: fill them on the host, compile nothing
-        variables = host_init(model, input_shape)
-        for _ in range(max(0, warmup)):
+    if latency:  # timing does not depend on the values: host_init's, filled without compiling
+        variables = _host_values(abstract)
+        note(f"timing the forward pass: {max(0, warmup)} warm-up + {repeats} timed calls "
+             f"({elapsed()} so far)")  # fmt: skip
+        for i in range(max(0, warmup)):
+            t0 = time.perf_counter()
             jax.block_until_ready(compiled(variables, x))
+            if i == 0:
+                left = (time.perf_counter() - t0) * (max(0, warmup) - 1 + repeats)
+                note(f"one forward call takes {_duration(time.perf_counter() - t0)}: about "
+                     f"{_duration(left)} to go")  # fmt: skip
         times = []
-        for _ in range(repeats):
+        for i in range(repeats):
             t0 = time.perf_counter()
             jax.block_until_ready(compiled(variables, x))
             times.append(time.perf_counter() - t0)
+            if i == 0 and warmup <= 0:
+                note(f"one forward call takes {_duration(times[0])}: about "
+                     f"{_duration(times[0] * (repeats - 1))} to go")  # fmt: skip
         latency_s = statistics.median(times)
 
     dev = jax.devices()[0]
@@ -209,6 +236,15 @@ def profile(
         latency_repeats=repeats if latency else 0,
         device=f"{dev.platform}:{getattr(dev, 'device_kind', '')}",
     )
+
+
+def _duration(seconds: float) -> str:
+    """``0.4 s``, ``12 s``, ``3 min 5 s``."""
+    if seconds < 10:
+        return f"{seconds:.1f} s"
+    if seconds < 60:
+        return f"{seconds:.0f} s"
+    return f"{int(seconds // 60)} min {int(seconds % 60)} s"
 
 
 def _fmt(x: float | None, scale: float, digits: int = 2) -> str:

@@ -55,15 +55,26 @@ def fingerprint(tree: Any) -> str:
     return digest.hexdigest()
 
 
+def _from_orbax(obj: Any) -> bool:
+    """Whether ``obj`` is a coroutine or generator defined in orbax or tensorstore."""
+    code = next((getattr(obj, name) for name in ("cr_code", "gi_code", "ag_code")
+                 if getattr(obj, name, None) is not None), None)  # fmt: skip
+    filename = getattr(code, "co_filename", "")
+    return "orbax" in filename or "tensorstore" in filename
+
+
 def _drop_closed_event_loop_reports(unraisable: Any, previous: Callable[[Any], None]) -> None:
-    """``sys.unraisablehook`` that drops only tensorstore's late "Event loop is closed" reports.
+    """``sys.unraisablehook`` that drops only the late reports of an abandoned orbax read.
 
     After a read from a damaged checkpoint fails, tensorstore's pending callbacks reach an asyncio
-    loop that orbax has already closed; each prints a 6-line "unraisable" traceback (20 of them for
-    one missing manifest). They carry no information beyond the error already raised.
+    loop that orbax has already closed ("Event loop is closed", 20 six-line tracebacks for one
+    missing manifest), and orbax's unfinished read coroutines are closed (``GeneratorExit``).
+    They carry no information beyond the error already raised; everything else is passed on.
     """
     error = unraisable.exc_value
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
+        return
+    if _from_orbax(unraisable.object):  # an abandoned read coroutine, closed with GeneratorExit
         return
     previous(unraisable)
 

@@ -250,7 +250,8 @@ def init_state(
     dummy = jnp.zeros((1, *input_shape), jnp.float32)
     try:
         init = jax.jit(lambda k, d: model.init({"params": k, "dropout": d}, dummy, train=False))
-        if jax.default_backend() == "cpu":
+        traced = isinstance(params_key, jax.core.Tracer)  # under eval_shape/jit: nothing to compile
+        if jax.default_backend() == "cpu" and not traced:
             # It runs once: without XLA's backend (LLVM) optimizations a deep model's threefry
             # draws compile several times faster on CPU (Inception: ~25 s -> ~7 s); the values
             # are deterministic and may differ from an optimized compile in the last bits.

@@ -27,8 +27,11 @@ def _fill(path, leaf, rng):
 
 
 def make_random_variables(model, x, seed=0):
+    params_key, dropout_key = jax.random.split(jax.random.key(0))
     abstract = jax.eval_shape(
-        lambda k: model.init({"params": k, "dropout": k}, x, train=False), jax.random.key(0)
+        lambda p, d: model.init({"params": p, "dropout": d}, x, train=False),
+        params_key,
+        dropout_key,
     )
     rng = np.random.default_rng(seed)
     return jax.tree_util.tree_map_with_path(

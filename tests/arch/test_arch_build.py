@@ -1,9 +1,9 @@
 """Spec -> Flax model: shapes, modes, featuremap statistics hooks, masks, heads."""
 
+import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
-import pytest
 
 from fnnjax.arch import zoo
 from fnnjax.arch.build import build_model, init_variables
@@ -174,6 +174,32 @@ def test_masks_are_array_leaves_that_silence_filters_and_vmap_over_a_population(
     assert not np.allclose(ys[1], ys[0])
 
 
+def test_init_variables_draws_params_and_dropout_from_independent_streams():
+    class Draws(nn.Module):  # records one normal draw from each stream at init
+        @nn.compact
+        def __call__(self, x, *, train=False):
+            w = self.param("w", nn.initializers.normal(1.0), (64,))
+            d = self.variable("draws", "d", jax.random.normal, self.make_rng("dropout"), (64,))
+            return x * w[0] * d.value[0]
+
+    v = init_variables(Draws(), jax.random.key(0), (1,))
+    w, d = np.asarray(v["params"]["w"]), np.asarray(v["draws"]["d"])
+    assert abs(np.corrcoef(w, d)[0, 1]) < 0.5  # one shared key made them identical
+
+
+def test_init_variables_equals_model_init_with_its_keys():
+    spec = Spec(input_shape=(4, 4, 2), num_classes=3, stages=(Stage(blocks=(Conv(filters=5),)),),
+                head=Head(kind="dense", hidden=(4,), dropout=0.5))  # fmt: skip
+    model = build_model(spec)
+    key = jax.random.key(3)
+    params_key, dropout_key = jax.random.split(key)
+    expected = jax.jit(lambda p, d: model.init({"params": p, "dropout": d}, jnp.zeros((2, 4, 4, 2)),
+                                               train=False))(params_key, dropout_key)  # fmt: skip
+    got = init_variables(model, key, spec.input_shape)  # compiled unoptimized: same values
+    assert jax.tree_util.tree_structure(got) == jax.tree_util.tree_structure(expected)
+    jax.tree.map(lambda g, e: np.testing.assert_allclose(g, e, rtol=1e-5, atol=1e-6), got, expected)
+
+
 def test_abstract_init_spends_no_compute():
     spec = zoo.build_spec("vgg19", 10, (28, 28, 1))
     v = init_variables(build_model(spec), jax.random.key(0), spec.input_shape, abstract=True)
@@ -181,8 +207,7 @@ def test_abstract_init_spends_no_compute():
     assert v["params"]["s0b0"]["conv"]["kernel"].shape == (3, 3, 1, 64)
 
 
-def test_fnn_head_builds_when_the_fnn_layer_is_available(random_variables):
-    pytest.importorskip("fnnjax.floating.layer")
+def test_fnn_head_builds_and_applies_in_train_mode(random_variables):
     spec = tiny(head=Head(kind="fnn", options=(("dim", 4), ("iterations", 2), ("num_hidden", 16))))
     model = build_model(spec)
     v = random_variables(model, _x())

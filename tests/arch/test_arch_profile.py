@@ -1,10 +1,14 @@
 """Profiler: params and FLOPs agree with analytic counts; memory and latency are measured."""
 
 import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import optax
 import pytest
 
 from fnnjax.arch import zoo
-from fnnjax.arch.profile import analytic_counts, profile, profile_table
+from fnnjax.arch.build import UNOPTIMIZED, build_model
+from fnnjax.arch.profile import _cost_flops, _memory, analytic_counts, profile, profile_table
 from fnnjax.arch.spec import Conv, Head, Pool, SepConv, Spec, Stage
 
 
@@ -64,3 +68,28 @@ def test_profile_of_a_plain_module_and_the_table():
         profile(small(), memory_mode="gpu")
     with pytest.raises(ValueError, match=r"input_shape: required"):
         profile(Tiny())
+
+
+def test_unoptimized_compiles_leave_the_memory_and_cost_analyses_unchanged():
+    """profile() compiles what it only analyses (the training gradient; the forward when nothing
+    is timed) with UNOPTIMIZED, which must not change the numbers it reports."""
+    spec = small()
+    timed = profile(spec, batch=4, repeats=1, warmup=0, memory_mode="inference")
+    untimed = profile(spec, batch=4, memory_mode="inference", latency=False)
+    assert untimed.memory == timed.memory and untimed.flops_compiled == timed.flops_compiled
+
+    model = build_model(spec)
+    x, y = jnp.zeros((4, *spec.input_shape)), jnp.zeros((4,), jnp.int32)
+    v = jax.eval_shape(lambda k: model.init(k, x, train=False), jax.random.key(0))
+
+    def loss(params, batch_stats, x, y):
+        logits, _ = model.apply({"params": params, "batch_stats": batch_stats}, x, train=True,
+                                mutable=["batch_stats"])  # fmt: skip
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    lowered = jax.jit(jax.grad(loss)).lower(v["params"], v["batch_stats"], x, y)
+    default, unoptimized = lowered.compile(), lowered.compile(UNOPTIMIZED)
+    assert _memory(unoptimized) == _memory(default) and _memory(default)["activation_bytes"] > 0
+    assert _cost_flops(unoptimized) == _cost_flops(default)
+    trained = profile(spec, batch=4, latency=False)  # "train": the gradient, compiled UNOPTIMIZED
+    assert trained.memory == _memory(default)

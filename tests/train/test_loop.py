@@ -107,6 +107,7 @@ def finished_run(synthetic, tmp_path_factory):
     return out, result, after_epoch_1
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 @pytest.mark.parametrize("damage", sorted(DAMAGE))
 def test_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_restored(
     finished_run, tmp_path, damage, capfd
@@ -136,6 +137,7 @@ def test_damaged_newest_checkpoint_is_moved_aside_and_the_one_before_restored(
     assert Checkpoints(tmp_path / "run" / "checkpoints").steps() == [8]
 
 
+@pytest.mark.filterwarnings("error::pytest.PytestUnraisableExceptionWarning")
 def test_run_with_a_damaged_newest_checkpoint_finishes_bitwise(finished_run, tmp_path):
     """It used to retrain the epoch and die with "Checkpoint for step 16 already exists" on
     every rerun. Now it saves step 16 again and ends bit for bit where the uninterrupted run ended."""
@@ -426,3 +428,12 @@ def test_uint8_images_through_the_model_api_are_one_data_error():
     variables = SMALL.init(jax.random.key(0), x.astype(np.float32))
     with pytest.raises(DataError, match=r"DenseBaseline got inputs of dtype uint8.*/ 255"):
         SMALL.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+
+
+def test_init_state_under_eval_shape_gives_shapes_without_compiling(synthetic):
+    tx = loop.make_optimizer(_config(), 8)
+    shapes = jax.eval_shape(lambda k: loop.init_state(k, SMALL, synthetic.input_shape, tx),
+                            jax.random.key(0))  # fmt: skip
+    state = loop.init_state(jax.random.key(0), SMALL, synthetic.input_shape, tx)
+    assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes.params) == jax.tree.map(
+        lambda a: (a.shape, a.dtype), state.params)
