@@ -11,7 +11,9 @@ values for these CIFAR models (kuangliu/pytorch-cifar, whose architectures the z
 Here CIFAR needs tfds with a network (or the batches under ``$FNNJAX_DATA_DIR``), so the default
 dataset is Fashion-MNIST (28x28x1, zero padded to 32x32 in the zoo's stem; 10 classes; no paper
 number: the CIFAR-10 column is printed beside it as the closest reference). Augmentation
-(``--augment auto``) is on except for digit datasets (digits, mnist), where a flip changes the class.
+(``--augment auto``) is the engine's dataset-aware crop + flip (:func:`fnnjax.train.augmentation_for`:
+padding ~1/8 of the image side, no flips for digits); ``auto`` keeps it off for the digit datasets
+(digits, mnist, synthetic) to match the CIFAR-only recipe of the paper, ``on`` forces it.
 
 ``--width m`` shrinks every model after its template (the paper's width multiplier), so a CPU run
 stays an honest comparison between filter distributions at equal width; the paper's table is m = 1.
@@ -88,7 +90,7 @@ def add_recipe_args(parser: argparse.ArgumentParser) -> None:
     g.add_argument("--milestones", type=float, nargs="*", default=[0.5, 0.75], metavar="FRACTION",
                    help="step schedule milestones as fractions of --epochs; default 0.5 0.75")
     g.add_argument("--augment", choices=("auto", "on", "off"), default="auto",
-                   help="pad-4 crop + flip; auto = on except digits/mnist/synthetic")
+                   help="dataset-aware crop + flip (train.augmentation_for); auto = on except digits/mnist/synthetic")
     add_devices_arg(g)
     g.add_argument("--limit-train", type=int, default=None, metavar="N",
                    help="train on the first N training examples only")

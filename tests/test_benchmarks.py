@@ -24,8 +24,8 @@ def test_train_step_benchmark_reports_the_data_share(tmp_path):
     assert set(seconds) == {"engine", "compute", "host"}
     # A dense step of batch 128 takes milliseconds; every variant runs the same compiled step, so a
     # retrace/recompile per call or a lost device-resident split shows up as an outlier here.
-    assert all(1e-4 < t < 2.0 for t in seconds.values()), seconds
-    assert max(seconds.values()) / min(seconds.values()) < 5, seconds
+    assert all(1e-4 < t < 5.0 for t in seconds.values()), seconds
+    assert max(seconds.values()) / min(seconds.values()) < 10, seconds  # a recompile: ~40x
     assert result["data_share"] == (seconds["engine"] - seconds["compute"]) / seconds["engine"]
 
 

@@ -54,6 +54,7 @@ from fnnjax.arch.spec import (
     residual_stride,
     stem_name,
 )
+from fnnjax.models import check_float_input
 
 __all__ = ["SpecNet", "build_model", "featuremap_stats", "host_init", "init_variables"]
 
@@ -311,7 +312,12 @@ class SpecNet(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, *, train: bool = False) -> jax.Array:
-        """x: [batch, height, width, channels] (or [batch, h*w*c]) -> logits [batch, classes]."""
+        """x: [batch, height, width, channels] (or [batch, h*w*c]) float -> logits [batch, classes].
+
+        Raises:
+            DataError: integer inputs (raw pixels must be normalized first).
+        """
+        check_float_input(x, f"model {self.spec.name or 'SpecNet'}")
         spec = self.spec
         if x.ndim == 2:
             x = x.reshape((x.shape[0], *spec.input_shape))

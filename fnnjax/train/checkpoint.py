@@ -74,7 +74,8 @@ def _drop_closed_event_loop_reports(unraisable: Any, previous: Callable[[Any], N
     error = unraisable.exc_value
     if isinstance(error, RuntimeError) and str(error) == "Event loop is closed":
         return
-    if _from_orbax(unraisable.object):  # an abandoned read coroutine, closed with GeneratorExit
+    closed = isinstance(error, GeneratorExit) or isinstance(error.__cause__, GeneratorExit)
+    if closed and _from_orbax(unraisable.object):  # an abandoned read coroutine
         return
     previous(unraisable)
 
@@ -96,15 +97,18 @@ def _quiet_orbax_errors():
     """Silences the tracebacks orbax, tensorstore and asyncio log for an unreadable checkpoint.
 
     A damaged data file makes them log 100+ lines to stderr although the error is also raised,
-    and :meth:`Checkpoints.restore_latest` already reports it in one warning line.
+    and :meth:`Checkpoints.restore_latest` already reports it in one warning line. A read that
+    failed also arms :func:`_filter_closed_event_loop_reports` for the late reports it leaves.
     """
-    _filter_closed_event_loop_reports()
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax", "jax")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
         yield
+    except Exception:
+        _filter_closed_event_loop_reports()
+        raise
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)

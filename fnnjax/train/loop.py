@@ -446,10 +446,14 @@ def _identity(run: dict[str, Any]) -> dict[str, Any]:
     cfg = run["config"]
     # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
     resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
+    dataset = run.get("dataset")
+    if isinstance(dataset, dict):  # where the files were read from does not change the run
+        dataset = {k: v for k, v in dataset.items() if k != "source"}
     return {
         "model": run.get("model"),
-        "dataset": run.get("dataset"),
+        "dataset": dataset,
         "config": {k: v for k, v in cfg.items() if k not in resumable},
+        "augmentation": run.get("augmentation"),
     }
 
 
@@ -461,10 +465,15 @@ def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainC
     checkpoints. Where the data came from (a path) is left out: the same run on another machine
     gets the same name.
     """
-    dataset = {k: v for k, v in data.describe().items() if k != "source"}
-    run = {"model": description, "dataset": dataset, "config": config.to_dict()}
+    run = {"model": description, "dataset": data.describe(), "config": config.to_dict(),
+           "augmentation": _augmentation(data, config)}  # fmt: skip
     text = json.dumps(_identity(run), sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
+
+
+def _augmentation(data: Dataset, config: TrainConfig) -> dict[str, Any] | None:
+    """The dataset-aware augmentation a run uses (part of its identity), or None."""
+    return augmentation_for(data).describe() if config.augment else None
 
 
 def _differences(saved: Any, now: Any, where: str) -> list[str]:
@@ -480,16 +489,26 @@ def _differences(saved: Any, now: Any, where: str) -> list[str]:
 
 
 def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
-    """Raises :class:`CheckpointError` naming each setting in which the saved run differs."""
-    problems = _differences(_identity(saved) if "config" in saved else saved, _identity(run), "")
-    if problems and any(p.startswith("config.epochs:") for p in problems):
-        schedule = run["config"].get("schedule")
-        problems = [p + (f" (the {schedule} schedule depends on the number of epochs; only a "
-                         "constant schedule can be extended)" if p.startswith("config.epochs:")
-                         else "") for p in problems]  # fmt: skip
+    """Raises :class:`CheckpointError` naming each setting in which the saved run differs.
+
+    Training settings come first (the likeliest change, e.g. ``optimizer: saved 'adam', now
+    'sgd'``), then the model, the data and the augmentation; values are the runs' own.
+    """
+    old, new = _identity(saved) if "config" in saved else saved, _identity(run)
+    problems = []
+    for section in ("config", "model", "dataset", "augmentation"):
+        differing = _differences(old.get(section), new.get(section), section)
+        if section == "config":  # name the values themselves (the identity may leave epochs out)
+            keys = [p.split(":")[0].removeprefix("config.") for p in differing]
+            saved_cfg, now_cfg = saved.get("config", {}), run["config"]
+            differing = [f"{k}: saved {saved_cfg.get(k)!r}, now {now_cfg.get(k)!r}" for k in keys]
+            differing = [p + (f" (the {now_cfg.get('schedule')} schedule depends on the number of "
+                              "epochs; only a constant schedule can be extended)"
+                              if p.startswith("epochs:") else "") for p in differing]  # fmt: skip
+        problems += differing
     if problems:
-        shown = "; ".join(p.removeprefix("config.") for p in problems[:6])
-        more = f" (and {len(problems) - 6} more)" if len(problems) > 6 else ""
+        shown = "; ".join(problems[:8])
+        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
         raise CheckpointError(
             f"{directory} holds a checkpoint of a different run ({shown}{more}); to keep both, "
             "pass another --out (out_dir=...); to start afresh here, pass --no-resume "
@@ -619,6 +638,7 @@ def fit(
         "model": description or {"class": type(model).__name__},
         "dataset": data.describe(),
         "config": config.to_dict(),
+        "augmentation": _augmentation(data, config),
     }
     primary = is_primary()
 
@@ -656,10 +676,13 @@ def fit(
             saved_best_steps = set(best_checkpoints.steps())
         if primary:
             _truncate_jsonl(out / "metrics.jsonl", int(state.step) // steps_per_epoch)
-            if (out / "metrics.jsonl").exists():
-                lines = (out / "metrics.jsonl").read_text().splitlines()
-                history = [json.loads(ln) for ln in lines]
             (out / "config.json").write_text(json.dumps(run, indent=2))
+        sync_processes("fnnjax-history")
+        if (out / "metrics.jsonl").exists():  # every process returns the whole history
+            lines = (out / "metrics.jsonl").read_text().splitlines()
+            history = [json.loads(ln) for ln in lines]
+        if best is None and len(data.validation):  # best/ empty or damaged: judge the past too
+            best = _best_of(history)
     writer = _tensorboard_writer(out) if config.tensorboard and out is not None and primary else None
 
     repl = sharding.replicated_sharding(mesh)
@@ -769,6 +792,16 @@ def fit(
     return FitResult(state=state, history=history, summary=summary)
 
 
+def _best_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
+    """The record of the epoch with the highest validation accuracy (no checkpoint is known)."""
+    scored = [h for h in history if "validation_accuracy" in h]
+    if not scored:
+        return None
+    record = max(scored, key=lambda h: h["validation_accuracy"])
+    return {"epoch": record["epoch"], "step": record["step"], "checkpoint": False,
+            **{k: v for k, v in record.items() if k.startswith(("validation_", "test_"))}}  # fmt: skip
+
+
 def _read_best(
     best_checkpoints: Checkpoints, check: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any] | None:
@@ -805,9 +838,12 @@ def _best_summary(best: dict[str, Any] | None, out: Path | None) -> dict[str, An
         "best_validation_accuracy": best.get("validation_accuracy"),
         "best_validation_loss": best.get("validation_loss"),
         "test_accuracy_at_best_epoch": best.get("test_accuracy"),
-        "best_checkpoint": str(out / "best" / str(best["step"])) if out is not None else None,
-        "best_note": "the epoch with the highest validation accuracy; restore it with "
-        "train.Checkpoints(OUT / 'best').restore_latest(template)",
+        "best_checkpoint": str(out / "best" / str(best["step"]))
+        if out is not None and best.get("checkpoint", True) else None,
+        "best_note": "the epoch with the highest validation accuracy"
+        + ("; restore it with train.Checkpoints(OUT / 'best').restore_latest(template)"
+           if out is not None and best.get("checkpoint", True)
+           else ("" if out is None else "; its checkpoint was lost (best/ empty or damaged)")),
     }
 
 

@@ -207,6 +207,12 @@ def test_run_digest_changes_exactly_when_a_checkpoint_could_not_continue(synthet
     assert constant == loop.run_digest({"name": "dense"}, synthetic,
                                        _config(schedule="constant", epochs=9))  # fmt: skip
     assert len(digest) == 6 and int(digest, 16) >= 0
+    # The same run reading its files from elsewhere (another machine, tfds) is the same run.
+    run = {"model": {"name": "dense"}, "dataset": synthetic.describe(), "config": _config().to_dict()}
+    moved = {**run, "dataset": {**run["dataset"], "source": "/elsewhere"}}
+    loop._check_same_run(moved, run, "out")
+    with pytest.raises(CheckpointError, match="augmentation.padding: saved None, now 1"):
+        loop._check_same_run(run, {**run, "augmentation": {"padding": 1, "flip": False}}, "out")
 
 
 def test_best_validation_epoch_is_kept_and_curves_are_drawn(tmp_path):
@@ -428,6 +434,11 @@ def test_uint8_images_through_the_model_api_are_one_data_error():
     variables = SMALL.init(jax.random.key(0), x.astype(np.float32))
     with pytest.raises(DataError, match=r"DenseBaseline got inputs of dtype uint8.*/ 255"):
         SMALL.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
+    from fnnjax import arch
+
+    zoo = arch.build_model(arch.build_spec("mobilenet", 10, (8, 8, 1), width=0.1))
+    with pytest.raises(DataError, match="model mobilenet got inputs of dtype uint8"):
+        zoo.init(jax.random.key(0), x, train=False)
 
 
 def test_init_state_under_eval_shape_gives_shapes_without_compiling(synthetic):
