@@ -28,7 +28,8 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
-from fnnjax.errors import ConfigError, DataError
+from fnnjax._checks import check_float_input
+from fnnjax.errors import ConfigError
 
 __all__ = [
     "DenseBaseline",
@@ -38,19 +39,6 @@ __all__ = [
     "param_count",
     "register_model",
 ]
-
-
-def check_float_input(x: jax.Array, model: str) -> None:
-    """Raises :class:`DataError` for integer (e.g. raw uint8 pixel) inputs, at trace time.
-
-    Raw pixels would otherwise fail deep inside Flax (a ``TypeError`` in dropout) or, worse, train
-    on unnormalized values.
-    """
-    if not jnp.issubdtype(x.dtype, jnp.floating):
-        raise DataError(
-            f"{model} got inputs of dtype {x.dtype}; it needs normalized floating-point inputs: "
-            "load them with fnnjax.train.load_dataset(), or use x.astype(np.float32) / 255"
-        )
 
 
 class DenseBaseline(nn.Module):

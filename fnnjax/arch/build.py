@@ -35,6 +35,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax._checks import check_float_input
 from fnnjax.arch.spec import (
     Block,
     Cell,
@@ -54,7 +55,6 @@ from fnnjax.arch.spec import (
     residual_stride,
     stem_name,
 )
-from fnnjax.models import check_float_input
 
 __all__ = ["SpecNet", "build_model", "featuremap_stats", "host_init", "init_variables"]
 

@@ -24,6 +24,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 
+from fnnjax._checks import check_float_input
 from fnnjax.errors import ConfigError, DataError
 from fnnjax.floating.network import fnn_apply
 from fnnjax.floating.neurons import (
@@ -31,7 +32,6 @@ from fnnjax.floating.neurons import (
     L2_EPS,
     PRESETS,
     FNNConfig,
-    check_float_features,
     init_hidden_neurons,
     init_input_neurons,
     init_output_neurons,
@@ -92,7 +92,7 @@ class FNN(nn.Module):
             DataError: the flattened width differs from the one the params were initialized for.
         """
         shape = tuple(x.shape)
-        check_float_features(x, "the FNN layer")
+        check_float_input(x, "the FNN layer")
         x = x.reshape((x.shape[0], -1))
         num_inputs = x.shape[-1]
         if self.num_inputs is not None and self.num_inputs != num_inputs:

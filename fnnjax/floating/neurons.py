@@ -36,6 +36,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fnnjax._checks import check_float_input
 from fnnjax.errors import ConfigError, DataError
 
 __all__ = [
@@ -46,7 +47,6 @@ __all__ = [
     "PATHS",
     "PRESETS",
     "FNNConfig",
-    "check_float_features",
     "check_fnn_input",
     "init_hidden_neurons",
     "init_input_neurons",
@@ -259,16 +259,6 @@ def transform(neurons: dict[str, jax.Array], z: jax.Array, activation: str = "re
     raise ConfigError(f"activation must be one of 'relu', 'identity', got {activation!r}")
 
 
-def check_float_features(x: jax.Array, what: str) -> None:
-    """Raises :class:`DataError` for integer inputs (e.g. raw uint8 pixels), at trace time."""
-    dtype = getattr(x, "dtype", None)
-    if dtype is not None and not jnp.issubdtype(dtype, jnp.floating):
-        raise DataError(
-            f"{what} got inputs of dtype {dtype}; it needs normalized floating-point inputs: "
-            "load them with fnnjax.train.load_dataset(), or use x.astype(np.float32) / 255"
-        )
-
-
 def check_fnn_input(
     x: jax.Array, config: FNNConfig, input_neurons: dict[str, jax.Array] | None = None
 ) -> None:
@@ -289,7 +279,7 @@ def check_fnn_input(
     """
     num_inputs = config.num_inputs
     shape = tuple(getattr(x, "shape", ()))
-    check_float_features(x, "the FNN")
+    check_float_input(x, "the FNN")
     if not shape or shape[-1] != num_inputs:
         raise DataError(
             f"x must have shape [..., {num_inputs}] (config.num_inputs = {num_inputs} features in "

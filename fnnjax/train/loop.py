@@ -49,10 +49,24 @@ import optax
 from flax import struct
 from tqdm.auto import tqdm
 
-from fnnjax.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
+from fnnjax.errors import ConfigError, DataError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.data import Dataset, Split, augmentation_for, validate_dataset
+from fnnjax.train.rundir import (
+    _best_of,
+    _best_summary,
+    _check_same_run,
+    _check_shared_folder,
+    _check_writable,
+    _identity,
+    _read_best,
+    _truncate_jsonl,
+    _write_curves,
+    append_jsonl,
+    archive_previous_run,
+    plot_history,
+)
 from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = [
@@ -73,11 +87,6 @@ __all__ = [
 OPTIMIZERS = ("adam", "adamw", "sgd")
 _RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 SCHEDULES = ("constant", "cosine", "step")
-# Config fields that may change between a run and its resumption without changing its trajectory.
-_RESUMABLE_FIELDS = frozenset(
-    {"epochs", "eval_batch_size", "progress", "num_devices", "keep_checkpoints",
-     "checkpoint_every_epochs", "log_every_steps", "tensorboard"}
-)  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -399,64 +408,6 @@ class FitResult:
     summary: dict[str, Any]
 
 
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".fnnjax-write-test-{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(
-            f"output folder {out_dir} is not writable ({error.strerror or error}); "
-            "choose another --out"
-        ) from None
-
-
-def _check_shared_folder(out_dir: Path) -> None:
-    """With several processes: all must name the same folder and see process 0's files.
-
-    Every process takes the same decision (all raise or none), so a mistake fails at once
-    everywhere instead of leaving one process waiting at a barrier for the others.
-    """
-    if jax.process_count() == 1:
-        return
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    token = np.frombuffer(hashlib.sha256(str(out_dir).encode()).digest()[:8], np.uint32)
-    tokens = np.asarray(multihost_utils.process_allgather(token)).reshape(jax.process_count(), -1)
-    if not (tokens == tokens[0]).all():
-        raise ConfigError(
-            f"the processes were given different output folders (this one: {out_dir}); every "
-            "process of a multi-host run needs the same --out, a folder they all share"
-        )
-    marker = out_dir / ".fnnjax-shared"
-    if is_primary():
-        marker.write_text(str(out_dir))
-    sync_processes("fnnjax-shared-folder")
-    seen = np.asarray(multihost_utils.process_allgather(np.int32(marker.exists())))
-    if not seen.all():
-        raise ConfigError(
-            f"processes {np.flatnonzero(seen == 0).tolist()} cannot see {marker}, which process 0 "
-            "wrote: --out must be a folder on a filesystem shared by all processes (NFS, GCS, ...)"
-        )
-
-
-def _identity(run: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint and the run resuming it must agree on (resumable fields left out)."""
-    cfg = run["config"]
-    # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
-    resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
-    dataset = run.get("dataset")
-    if isinstance(dataset, dict):  # where the files were read from does not change the run
-        dataset = {k: v for k, v in dataset.items() if k != "source"}
-    return {
-        "model": run.get("model"),
-        "dataset": dataset,
-        "config": {k: v for k, v in cfg.items() if k not in resumable},
-        "augmentation": run.get("augmentation"),
-    }
-
-
 def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainConfig) -> str:
     """Six hex digits that change whenever a checkpoint could not continue the run.
 
@@ -474,111 +425,6 @@ def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainC
 def _augmentation(data: Dataset, config: TrainConfig) -> dict[str, Any] | None:
     """The dataset-aware augmentation a run uses (part of its identity), or None."""
     return augmentation_for(data).describe() if config.augment else None
-
-
-def _differences(saved: Any, now: Any, where: str) -> list[str]:
-    """``where: saved X, now Y`` for every leaf where two JSON-like values differ."""
-    if isinstance(saved, dict) and now is None or saved is None and isinstance(now, dict):
-        saved, now = saved or {}, now or {}  # no options at all == empty options
-    if isinstance(saved, dict) and isinstance(now, dict):
-        found = []
-        for key in sorted(set(saved) | set(now), key=str):
-            found += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
-        return found
-    return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]
-
-
-def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
-    """Raises :class:`CheckpointError` naming each setting in which the saved run differs.
-
-    Training settings come first (the likeliest change, e.g. ``optimizer: saved 'adam', now
-    'sgd'``), then the model, the data and the augmentation; values are the runs' own.
-    """
-    old, new = _identity(saved) if "config" in saved else saved, _identity(run)
-    problems = []
-    for section in ("config", "model", "dataset", "augmentation"):
-        differing = _differences(old.get(section), new.get(section), section)
-        if section == "config":  # name the values themselves (the identity may leave epochs out)
-            keys = [p.split(":")[0].removeprefix("config.") for p in differing]
-            saved_cfg, now_cfg = saved.get("config", {}), run["config"]
-            differing = [f"{k}: saved {saved_cfg.get(k)!r}, now {now_cfg.get(k)!r}" for k in keys]
-            differing = [p + (f" (the {now_cfg.get('schedule')} schedule depends on the number of "
-                              "epochs; only a constant schedule can be extended)"
-                              if p.startswith("epochs:") else "") for p in differing]  # fmt: skip
-        problems += differing
-    if problems:
-        shown = "; ".join(problems[:8])
-        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise CheckpointError(
-            f"{directory} holds a checkpoint of a different run ({shown}{more}); to keep both, "
-            "pass another --out (out_dir=...); to start afresh here, pass --no-resume "
-            "(resume=False), which moves the earlier run into previous-<time>/"
-        )
-
-
-_RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
-              "curves.png", "tensorboard")  # fmt: skip
-
-
-def _archive_previous_run(out: Path) -> None:
-    """Moves an earlier run's files aside so that starting afresh loses nothing."""
-    names = [n for n in _RUN_FILES if (out / n).exists()]
-    if names:
-        archive = out / time.strftime("previous-%Y%m%d-%H%M%S")
-        archive.mkdir()
-        for name in names:
-            (out / name).rename(archive / name)
-
-
-def _append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def _truncate_jsonl(path: Path, max_epoch: int) -> None:
-    """Drops log lines of epochs after the restored checkpoint (they will be redone)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= max_epoch]
-        path.write_text("".join(ln + "\n" for ln in kept))
-
-
-def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Writes ``path`` (PNG): loss and accuracy per epoch, train beside validation and test.
-
-    Args:
-        history: :attr:`FitResult.history` (or the lines of ``metrics.jsonl``).
-        path: the PNG file to write.
-        title: figure title (e.g. the model and dataset).
-
-    Returns:
-        ``path`` as a :class:`~pathlib.Path`.
-    """
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    path = Path(path)
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
-        for split, style in (("train", "-"), ("validation", "--"), ("test", ":")):
-            key = f"{split}_{metric}"
-            points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
-            if points:
-                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    axes[0].set_yscale("log") if all(h.get("train_loss", 1) > 0 for h in history) else None
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
 
 
 def fit(
@@ -658,7 +504,7 @@ def fit(
         _check_writable(out)
         _check_shared_folder(out)
         if not resume and primary:
-            _archive_previous_run(out)
+            archive_previous_run(out)
         sync_processes("fnnjax-archive")
         checkpoints = Checkpoints(out / "checkpoints", max_to_keep=config.keep_checkpoints)
         restored = None
@@ -741,7 +587,7 @@ def fit(
                 ex_per_s=f"{record['examples_per_second']:.0f}",
             )  # fmt: skip
             if out is not None and primary:
-                _append_jsonl(out / "metrics.jsonl", record)
+                append_jsonl(out / "metrics.jsonl", record)
             if writer is not None:
                 for key, value in record.items():
                     if key not in ("epoch", "step"):
@@ -790,70 +636,6 @@ def fit(
     if out is not None and primary:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return FitResult(state=state, history=history, summary=summary)
-
-
-def _best_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record of the epoch with the highest validation accuracy (no checkpoint is known)."""
-    scored = [h for h in history if "validation_accuracy" in h]
-    if not scored:
-        return None
-    record = max(scored, key=lambda h: h["validation_accuracy"])
-    return {"epoch": record["epoch"], "step": record["step"], "checkpoint": False,
-            **{k: v for k, v in record.items() if k.startswith(("validation_", "test_"))}}  # fmt: skip
-
-
-def _read_best(
-    best_checkpoints: Checkpoints, check: Callable[[dict[str, Any]], None]
-) -> dict[str, Any] | None:
-    """The best epoch recorded in ``best/`` so far (None if empty or unreadable).
-
-    ``check`` raises if the recorded best belongs to another run. A damaged best checkpoint is
-    moved into ``damaged/`` and the next best epoch takes its place.
-    """
-    steps = best_checkpoints.steps()
-    if not steps:
-        return None
-    try:
-        meta = best_checkpoints.read_meta(steps[-1])
-    except CheckpointError as error:
-        moved = best_checkpoints.move_aside(steps[-1])
-        warnings.warn(f"{error}; it was moved to {moved} and will be replaced", stacklevel=3)
-        return None
-    check(meta.get("run", {}))
-    return meta.get("best")
-
-
-def _best_summary(best: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
-    """The summary's best-epoch fields (chosen on validation accuracy only)."""
-    if best is None:
-        return {
-            "best_epoch": None,
-            "best_checkpoint": None,
-            "best_note": "no validation split, so no best checkpoint was kept (choosing an epoch "
-            "on test accuracy would leak the test set); pass --validation FRACTION "
-            "(validation_fraction=...) to keep one",
-        }
-    return {
-        "best_epoch": best["epoch"],
-        "best_validation_accuracy": best.get("validation_accuracy"),
-        "best_validation_loss": best.get("validation_loss"),
-        "test_accuracy_at_best_epoch": best.get("test_accuracy"),
-        "best_checkpoint": str(out / "best" / str(best["step"]))
-        if out is not None and best.get("checkpoint", True) else None,
-        "best_note": "the epoch with the highest validation accuracy"
-        + ("; restore it with train.Checkpoints(OUT / 'best').restore_latest(template)"
-           if out is not None and best.get("checkpoint", True)
-           else ("" if out is None else "; its checkpoint was lost (best/ empty or damaged)")),
-    }
-
-
-def _write_curves(out: Path, history: list[dict[str, Any]], run: dict[str, Any]) -> None:
-    """``curves.png`` for the run so far; a plotting failure only warns (results are safe)."""
-    name = run["model"].get("name") or run["model"].get("class") or "model"
-    try:
-        plot_history(history, out / "curves.png", title=f"{name} on {run['dataset']['name']}")
-    except Exception as error:  # never lose a finished run to a figure
-        warnings.warn(f"could not draw {out / 'curves.png'}: {error}", stacklevel=2)
 
 
 def _tensorboard_writer(out: Path):
