@@ -49,8 +49,9 @@ from experiments.common import (
     write_results,
 )
 from fnnjax import get_model
-from fnnjax.arch import build_spec, count_filters
+from fnnjax.construct import count_filters
 from fnnjax.construct.templates import TEMPLATE_NAMES
+from fnnjax.models import build_spec
 from fnnjax.train import TrainConfig, load_dataset
 
 MODELS = ("vgg19", "resnet50", "inception", "mobilenet")

@@ -49,8 +49,10 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from experiments.common import save_figure, write_results
-from fnnjax.arch import analytic_counts, build_spec, layer_filters, profile
+from fnnjax.arch import analytic_counts, profile
+from fnnjax.construct import layer_filters
 from fnnjax.construct.templates import TEMPLATE_NAMES
+from fnnjax.models import build_spec
 
 MODELS = ("vgg19", "resnet50", "inception", "mobilenet")
 TEMPLATE_LABELS = {"base": "base", "reverse": "reverse-base", "uniform": "uniform",

@@ -239,7 +239,7 @@ def _profile(args: argparse.Namespace) -> int:
     import dataclasses  # noqa: PLC0415
 
     from fnnjax import arch, models  # noqa: PLC0415
-    from fnnjax.construct import templates  # noqa: PLC0415
+    from fnnjax.construct import layer_filters, templates  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     if not args.width > 0 or args.width == float("inf"):
@@ -252,9 +252,9 @@ def _profile(args: argparse.Namespace) -> int:
         except ValueError:
             raise ConfigError(f"unknown template {args.template!r}; expected one of: "
                               f"{', '.join(templates.TEMPLATE_NAMES)}") from None  # fmt: skip
-        target = arch.build_spec(args.model, args.classes, shape, args.template, args.width,
-                                 head=args.head)  # fmt: skip
-        filters = arch.layer_filters(target)
+        target = models.build_spec(args.model, args.classes, shape, args.template, args.width,
+                                   head=args.head)  # fmt: skip
+        filters = layer_filters(target)
         name = f"{args.model}-{args.template}" + (f"-x{args.width:g}" if args.width != 1.0 else "")
         info.update(template=args.template, width=args.width, head=target.head.kind,
                     layer_filters=list(filters), total_filters=sum(filters),

@@ -12,16 +12,17 @@ engine (``fnnjax.train``) relies on:
 * Statistics a search algorithm needs (featuremap norms, ...) are ``sow``-n into ``"intermediates"``.
 
 The registry maps a CLI name (``"dense"``, ``"fnn-1024"``, ``"vgg19"``, ...) to a factory
-``factory(num_classes, input_shape, **options) -> nn.Module``. Factories of other subpackages are
-referenced by import path so that importing :mod:`fnnjax` stays cheap and the engine never imports
-model code it does not use.
+``factory(num_classes, input_shape, **options) -> nn.Module``. It sits above the model packages
+and imports what it registers: :mod:`fnnjax.floating` (the FNNs), :mod:`fnnjax.arch` (the zoo's
+specs and their builder) and :mod:`fnnjax.construct` (the filter templates). Composing a zoo spec
+with a template and a width multiplier (:func:`build_spec`) happens here, above both ``arch`` and
+``construct``. The training engine (:mod:`fnnjax.train`) imports none of them.
 """
 
 from __future__ import annotations
 
-import importlib
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -29,11 +30,17 @@ import jax
 import jax.numpy as jnp
 
 from fnnjax._checks import check_float_input
+from fnnjax.arch.build import build_model
+from fnnjax.arch.spec import Spec
+from fnnjax.arch.zoo import MODEL_NAMES, zoo_spec
+from fnnjax.construct.templates import apply_template, width_multiplier
 from fnnjax.errors import ConfigError
+from fnnjax.floating.layer import fnn_1024, fnn_5000, fnn_custom
 
 __all__ = [
     "DenseBaseline",
     "available_models",
+    "build_spec",
     "check_float_input",
     "get_model",
     "param_count",
@@ -70,21 +77,73 @@ def _dense(num_classes: int, input_shape: Sequence[int], **options: Any) -> nn.M
     return DenseBaseline(num_classes=num_classes, **options)
 
 
-# name -> factory, or "module:attribute" resolved on first use.
-_REGISTRY: dict[str, Callable[..., nn.Module] | str] = {
+def build_spec(
+    name: str,
+    num_classes: int = 10,
+    input_shape: Sequence[int] = (32, 32, 3),
+    template: str | None = None,
+    width: float = 1.0,
+    *,
+    head: str | None = None,
+    head_options: Mapping[str, Any] | None = None,
+) -> Spec:
+    """The zoo spec ``name`` with a filter template and then a width multiplier applied.
+
+    Args:
+        name: one of :data:`fnnjax.arch.zoo.MODEL_NAMES`.
+        num_classes: logits.
+        input_shape: ``(h, w, c)``; 28x28 inputs are padded to 32x32 in the stem.
+        template: ``None``/``"base"`` or a template of :mod:`fnnjax.construct.templates`.
+        width: width multiplier applied after the template (1.0 = unchanged).
+        head: ``"linear"``, ``"dense"`` or ``"fnn"`` (default: ``"dense"`` for vgg16, else linear).
+        head_options: fields of the FNN head (:class:`fnnjax.arch.FnnHead`).
+    """
+    spec = zoo_spec(name, num_classes, tuple(input_shape), head=head, head_options=head_options)
+    if template is not None:
+        spec = apply_template(spec, template)
+    if width != 1.0:
+        spec = width_multiplier(spec, width)
+    return spec
+
+
+def _zoo_factory(name: str) -> Callable[..., nn.Module]:
+    def factory(
+        num_classes: int,
+        input_shape: Sequence[int],
+        template: str | None = None,
+        width: float = 1.0,
+        *,
+        head: str | None = None,
+        head_options: Mapping[str, Any] | None = None,
+        collect_stats: bool = False,
+        use_masks: bool = False,
+    ) -> nn.Module:
+        try:
+            spec = build_spec(name, num_classes, input_shape, template, width, head=head,
+                              head_options=head_options)  # fmt: skip
+        except ValueError as error:
+            raise ConfigError(f"model {name!r}: {error}") from None
+        return build_model(spec, collect_stats=collect_stats, use_masks=use_masks)
+
+    factory.__name__ = factory.__qualname__ = name
+    factory.__doc__ = (
+        f"Registry factory for ``{name}``: ``{name}(num_classes, input_shape, template=None, "
+        "width=1.0, *, head=None, head_options=None, collect_stats=False, use_masks=False)`` -> "
+        "SpecNet (see :func:`build_spec`)."
+    )
+    return factory
+
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {
     "dense": _dense,
-    "fnn-1024": "fnnjax.floating.layer:fnn_1024",
-    "fnn-5000": "fnnjax.floating.layer:fnn_5000",
-    "fnn": "fnnjax.floating.layer:fnn_custom",
-    "vgg16": "fnnjax.arch.zoo:vgg16",
-    "vgg19": "fnnjax.arch.zoo:vgg19",
-    "resnet50": "fnnjax.arch.zoo:resnet50",
-    "inception": "fnnjax.arch.zoo:inception",
-    "mobilenet": "fnnjax.arch.zoo:mobilenet",
+    "fnn-1024": fnn_1024,
+    "fnn-5000": fnn_5000,
+    "fnn": fnn_custom,
+    **{name: _zoo_factory(name) for name in MODEL_NAMES},
 }
 
 
-def register_model(name: str, factory: Callable[..., nn.Module] | str) -> None:
+def register_model(name: str, factory: Callable[..., nn.Module]) -> None:
     """Registers ``factory(num_classes, input_shape, **options) -> nn.Module`` under ``name``."""
     _REGISTRY[name] = factory
 
@@ -113,9 +172,6 @@ def get_model(name: str, num_classes: int, input_shape: Sequence[int], **options
         raise ConfigError(
             f"unknown model {name!r}; expected one of: {', '.join(available_models())}"
         ) from None
-    if isinstance(factory, str):
-        module_name, attr = factory.split(":")
-        factory = getattr(importlib.import_module(module_name), attr)
     try:
         return factory(num_classes=num_classes, input_shape=tuple(input_shape), **options)
     except TypeError as error:

@@ -6,7 +6,9 @@ import json
 import pytest
 
 from fnnjax import cli
-from fnnjax.arch import analytic_counts, build_spec, layer_filters
+from fnnjax.arch import analytic_counts
+from fnnjax.construct import layer_filters
+from fnnjax.models import build_spec
 
 
 def test_profile_prints_the_table_and_writes_json(tmp_path, capsys):

@@ -15,8 +15,10 @@ import pytest
 
 from experiments import fnn_table2, templates_table1, templates_table2, templates_width
 from fnnjax import get_model
-from fnnjax.arch import analytic_counts, build_spec, count_filters
-from fnnjax.arch.spec import head_features
+from fnnjax.arch import analytic_counts
+from fnnjax.arch.shapes import head_features
+from fnnjax.construct import count_filters
+from fnnjax.models import build_spec
 
 TEMPLATES = ["base", "reverse", "uniform", "quadratic", "negative_quadratic"]
 

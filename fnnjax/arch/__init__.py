@@ -1,37 +1,38 @@
 """Architecture IR (specs), Flax builder, parameter surgery, model zoo and profiler.
 
-Importing this package does not import the zoo's optional FNN head or the templates.
+The IR is split by concern: :mod:`~fnnjax.arch.spec` (dataclasses, validation, block queries),
+:mod:`~fnnjax.arch.shapes` (shape inference, cached per spec), :mod:`~fnnjax.arch.serialize`
+(JSON), :mod:`~fnnjax.arch.notation` (one-line notation). This package imports nothing from
+:mod:`fnnjax.construct`; templates and width multipliers are applied above it
+(:func:`fnnjax.models.build_spec`).
 """
 
 from fnnjax.arch.build import SpecNet, build_model, featuremap_stats, host_init, init_variables
+from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
+from fnnjax.arch.serialize import from_dict, from_json, to_dict, to_json
+from fnnjax.arch.shapes import LayerInfo, block_shapes, head_features, infer_layers
 from fnnjax.arch.spec import (
     Block,
     Cell,
     Conv,
     Dropout,
+    FnnHead,
     Head,
     Identity,
-    LayerInfo,
     Pad,
     Pool,
     Residual,
     SepConv,
     Spec,
     Stage,
-    count_filters,
-    from_json,
-    infer_layers,
-    layer_filters,
-    notation,
-    stage_notation,
-    template_layer_paths,
-    to_json,
+    block_filters,
+    is_filter_block,
+    iter_blocks,
     validate,
-    with_layer_filters,
 )
 from fnnjax.arch.surgery import transplant_opt_state, transplant_params, transplant_plan
-from fnnjax.arch.zoo import MODEL_NAMES, build_spec, inception, mobilenet, resnet50, vgg16, vgg19
+from fnnjax.arch.zoo import MODEL_NAMES, zoo_spec
 
 __all__ = [
     "MODEL_NAMES",
@@ -39,6 +40,7 @@ __all__ = [
     "Cell",
     "Conv",
     "Dropout",
+    "FnnHead",
     "Head",
     "Identity",
     "LayerInfo",
@@ -51,29 +53,27 @@ __all__ = [
     "SpecNet",
     "Stage",
     "analytic_counts",
+    "block_filters",
+    "block_shapes",
     "build_model",
-    "build_spec",
-    "count_filters",
     "featuremap_stats",
+    "from_dict",
     "from_json",
+    "head_features",
     "host_init",
-    "inception",
     "infer_layers",
     "init_variables",
-    "layer_filters",
-    "mobilenet",
+    "is_filter_block",
+    "iter_blocks",
     "notation",
     "profile",
     "profile_table",
-    "resnet50",
     "stage_notation",
-    "template_layer_paths",
+    "to_dict",
     "to_json",
     "transplant_opt_state",
     "transplant_params",
     "transplant_plan",
     "validate",
-    "vgg16",
-    "vgg19",
-    "with_layer_filters",
+    "zoo_spec",
 ]

@@ -4,7 +4,7 @@
 the fnnjax model convention (``model.apply(variables, x, train=..., rngs={"dropout": k},
 mutable=[...])``, BatchNorm statistics in ``"batch_stats"``).
 
-Module names mirror the spec (they are the ``path`` of :func:`fnnjax.arch.spec.infer_layers`):
+Module names mirror the spec (they are the ``path`` of :func:`fnnjax.arch.shapes.infer_layers`):
 stem block ``j`` is ``stem{j}``, block ``j`` of stage ``i`` is ``s{i}b{j}``, op ``m`` of branch
 ``k`` of a cell is ``br{k}_{m}``, op ``m`` of a residual body is ``body{m}``, a projection shortcut
 is ``shortcut``, a separable conv has ``dw`` and ``pw`` units, and the head is ``head`` (``fc{n}``,
@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnjax._checks import check_float_input
+from fnnjax.arch.shapes import residual_projects, residual_stride
 from fnnjax.arch.spec import (
     Block,
     Cell,
@@ -51,8 +52,6 @@ from fnnjax.arch.spec import (
     block_name,
     body_op_name,
     branch_op_name,
-    residual_projects,
-    residual_stride,
     stem_name,
 )
 
@@ -276,11 +275,9 @@ class HeadUnit(nn.Module):
         h = self.head
         x = jnp.mean(x, axis=(1, 2)) if h.pool == "avg" else x.reshape((x.shape[0], -1))
         if h.kind == "fnn":
-            try:
-                from fnnjax.floating.layer import fnn_custom
-            except ImportError as e:  # pragma: no cover - depends on the FNN module being present
-                raise ImportError(f"head kind 'fnn' needs fnnjax.floating.layer: {e}") from e
-            fnn = fnn_custom(self.num_classes, input_shape=(x.shape[-1],), **dict(h.options))
+            from fnnjax.floating.layer import fnn_custom  # noqa: PLC0415 (only FNN heads need it)
+
+            fnn = fnn_custom(self.num_classes, input_shape=(x.shape[-1],), **h.fnn.options())
             return fnn(x, train=train)
         if h.kind == "dense":
             for n, width in enumerate(h.hidden):

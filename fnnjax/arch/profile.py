@@ -43,7 +43,8 @@ import jax.numpy as jnp
 import optax
 
 from fnnjax.arch.build import UNOPTIMIZED, _host_values, _init_keys, build_model
-from fnnjax.arch.spec import Spec, infer_layers
+from fnnjax.arch.shapes import infer_layers
+from fnnjax.arch.spec import Spec
 
 __all__ = ["Profile", "analytic_counts", "profile", "profile_table"]
 

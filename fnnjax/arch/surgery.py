@@ -48,13 +48,13 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax.arch.shapes import LayerInfo, head_features, infer_layers
 from fnnjax.arch.spec import (
     Block,
     Cell,
     Conv,
     Dropout,
     Identity,
-    LayerInfo,
     Pad,
     Pool,
     Residual,
@@ -63,8 +63,6 @@ from fnnjax.arch.spec import (
     block_name,
     body_op_name,
     branch_op_name,
-    head_features,
-    infer_layers,
     stem_name,
 )
 

@@ -23,24 +23,33 @@ CIFAR shapes (only the first conv's input channels change); other sizes are used
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+import dataclasses
+from collections.abc import Mapping, Sequence
 from typing import Any
 
-import flax.linen as nn
-
-from fnnjax.arch.build import build_model
-from fnnjax.arch.spec import Block, Cell, Conv, Head, Pad, Pool, Residual, SepConv, Spec, Stage
+from fnnjax.arch.spec import (
+    Block,
+    Cell,
+    Conv,
+    FnnHead,
+    Head,
+    Pad,
+    Pool,
+    Residual,
+    SepConv,
+    Spec,
+    Stage,
+)
 
 __all__ = [
     "MODEL_NAMES",
     "bottleneck",
-    "build_spec",
-    "inception",
     "inception_module",
-    "mobilenet",
-    "resnet50",
-    "vgg16",
-    "vgg19",
+    "inception_spec",
+    "mobilenet_spec",
+    "resnet_spec",
+    "vgg_spec",
+    "zoo_spec",
 ]
 
 VGG_CFG = {
@@ -103,8 +112,17 @@ def _head(
     if kind == "dense":
         return Head(kind="dense", pool=pool, hidden=(512,), dropout=0.5)
     if kind == "fnn":
-        opts = tuple(sorted((k, v) for k, v in dict(head_options or {}).items()))
-        return Head(kind="fnn", pool=pool, options=opts)
+        options = dict(head_options or {})
+        names = {f.name for f in dataclasses.fields(FnnHead)}
+        unknown = sorted(set(options) - names)
+        if unknown:
+            raise ValueError(
+                f"head_options: {', '.join(unknown)} not options of an FNN head; expected some of "
+                f"{', '.join(sorted(names))}"
+            )
+        return Head(kind="fnn", pool=pool, fnn=FnnHead(**options))
+    if head_options:
+        raise ValueError(f"head_options: only an 'fnn' head takes options, this head is {kind!r}")
     raise ValueError(f"head: expected one of 'linear', 'dense', 'fnn', got {kind!r}")
 
 
@@ -267,66 +285,27 @@ def _base_spec(
     raise ValueError(f"name: expected one of {', '.join(MODEL_NAMES)}, got {name!r}")
 
 
-def build_spec(
+def zoo_spec(
     name: str,
     num_classes: int = 10,
     input_shape: Sequence[int] = (32, 32, 3),
-    template: str | None = None,
-    width: float = 1.0,
     *,
     head: str | None = None,
     head_options: Mapping[str, Any] | None = None,
 ) -> Spec:
-    """The zoo spec ``name``, with a filter template and then a width multiplier applied.
+    """The zoo spec ``name`` at its base filter counts.
+
+    Templates and width multipliers act on it above this package (``fnnjax.models.build_spec``
+    composes the three; :mod:`fnnjax.arch` never imports :mod:`fnnjax.construct`).
 
     Args:
         name: one of :data:`MODEL_NAMES`.
         num_classes: logits.
         input_shape: ``(h, w, c)``; 28x28 inputs are padded to 32x32 in the stem.
-        template: ``None``/``"base"`` or a template of :mod:`fnnjax.construct.templates`.
-        width: width multiplier applied after the template (1.0 = unchanged).
         head: ``"linear"``, ``"dense"`` or ``"fnn"`` (default: ``"dense"`` for vgg16, else linear).
-        head_options: keyword options of the FNN head.
+        head_options: fields of the FNN head (:class:`~fnnjax.arch.spec.FnnHead`).
+
+    Raises:
+        ValueError: an unknown name, head or head option (the message names it).
     """
-    spec = _base_spec(name, num_classes, tuple(input_shape), head, head_options)
-    if template is not None or width != 1.0:
-        from fnnjax.construct.templates import apply_template, width_multiplier
-
-        if template is not None:
-            spec = apply_template(spec, template)
-        if width != 1.0:
-            spec = width_multiplier(spec, width)
-    return spec
-
-
-def _factory(name: str) -> Callable[..., nn.Module]:
-    def factory(
-        num_classes: int,
-        input_shape: Sequence[int],
-        template: str | None = None,
-        width: float = 1.0,
-        *,
-        head: str | None = None,
-        head_options: Mapping[str, Any] | None = None,
-        collect_stats: bool = False,
-        use_masks: bool = False,
-    ) -> nn.Module:
-        spec = build_spec(
-            name, num_classes, input_shape, template, width, head=head, head_options=head_options
-        )
-        return build_model(spec, collect_stats=collect_stats, use_masks=use_masks)
-
-    factory.__name__ = factory.__qualname__ = name
-    factory.__doc__ = (
-        f"Registry factory for ``{name}``: ``{name}(num_classes, input_shape, template=None, "
-        "width=1.0, *, head=None, head_options=None, collect_stats=False, use_masks=False)`` -> "
-        "SpecNet (see :func:`build_spec`)."
-    )
-    return factory
-
-
-vgg16 = _factory("vgg16")
-vgg19 = _factory("vgg19")
-resnet50 = _factory("resnet50")
-inception = _factory("inception")
-mobilenet = _factory("mobilenet")
+    return _base_spec(name, num_classes, tuple(input_shape), head, head_options)

@@ -1,5 +1,14 @@
 """Construction algorithms as pure spec transforms (one paper per module)."""
 
+from fnnjax.construct.layers import (
+    apportion,
+    count_filters,
+    layer_filters,
+    scale_stem,
+    set_block_filters,
+    template_layer_paths,
+    with_layer_filters,
+)
 from fnnjax.construct.templates import (
     TEMPLATE_NAMES,
     apply_template,
@@ -11,7 +20,14 @@ from fnnjax.construct.templates import (
 __all__ = [
     "TEMPLATE_NAMES",
     "apply_template",
+    "apportion",
+    "count_filters",
+    "layer_filters",
+    "scale_stem",
+    "set_block_filters",
     "template_filters",
+    "template_layer_paths",
     "template_values",
     "width_multiplier",
+    "with_layer_filters",
 ]

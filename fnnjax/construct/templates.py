@@ -2,7 +2,7 @@
 templates for iteration-less convolutional model reduction", section 3) as pure spec transforms.
 
 A network's template layers carry filter counts ``f_1..f_D`` with total ``F = sum f_l`` and minimum
-``f_min`` (:func:`fnnjax.arch.spec.layer_filters`: a ResNet stage of bottlenecks, an Inception
+``f_min`` (:func:`fnnjax.construct.layers.layer_filters`: a ResNet stage of bottlenecks, an Inception
 module, a separable block or a plain conv each count as one layer; stems and the classifier are
 fixed). A template computes new real-valued counts ``f'_l`` (``l = 1..D``):
 
@@ -28,7 +28,7 @@ pairing ``l`` with ``D + 1 - l`` so symmetric templates stay symmetric when poss
 quadratic whose vertex value ``f_min`` is tiny can dip below 1 in the middle). ``uniform`` gives
 ``F // D`` or ``F // D + 1`` per layer.
 
-A layer's count is written back by :func:`fnnjax.arch.spec.with_layer_filters`: a bottleneck stage
+A layer's count is written back by :func:`fnnjax.construct.layers.with_layer_filters`: a bottleneck stage
 sets its width (1x1 and 3x3 convs) and scales its 4x expansion conv with it; an Inception module's
 count is its concatenated output width, split over its four branches in proportion to their current
 widths (largest remainder, so the module outputs exactly the requested count) with the branch's
@@ -38,7 +38,7 @@ inner 1x1 reductions scaled by the branch's ratio (round to nearest, at least 1)
 at least 1), as the paper does to compare templates under equal resources.
 
 Parameters against the paper's Table 2 (millions, CIFAR-10; ours from
-:func:`fnnjax.arch.spec.infer_layers`, pinned in ``tests/construct/test_construct_templates.py``)::
+:func:`fnnjax.arch.shapes.infer_layers`, pinned in ``tests/construct/test_construct_templates.py``)::
 
     model       base         reverse      uniform      quadratic    neg-quadratic
     VGG-19      20.0 / 20.04 20.0 / 20.05 16.0 / 16.00 15.8 / 19.42 20.0 / 19.99
@@ -72,7 +72,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from fnnjax.arch.spec import Spec, layer_filters, scale_stem, with_layer_filters
+from fnnjax.arch.spec import Spec
+from fnnjax.construct.layers import layer_filters, scale_stem, with_layer_filters
 
 __all__ = [
     "TEMPLATE_NAMES",

@@ -97,18 +97,17 @@ def _quiet_orbax_errors():
     """Silences the tracebacks orbax, tensorstore and asyncio log for an unreadable checkpoint.
 
     A damaged data file makes them log 100+ lines to stderr although the error is also raised,
-    and :meth:`Checkpoints.restore_latest` already reports it in one warning line. A read that
-    failed also arms :func:`_filter_closed_event_loop_reports` for the late reports it leaves.
+    and :meth:`Checkpoints.restore_latest` already reports it in one warning line. It also arms
+    :func:`_filter_closed_event_loop_reports` (before the read: under load, a late report can
+    arrive while the failing read is still unwinding).
     """
+    _filter_closed_event_loop_reports()
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax", "jax")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:
         logger.setLevel(logging.CRITICAL)
     try:
         yield
-    except Exception:
-        _filter_closed_event_loop_reports()
-        raise
     finally:
         for logger, level in zip(loggers, levels, strict=True):
             logger.setLevel(level)

@@ -5,9 +5,11 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax import models
 from fnnjax.arch import zoo
 from fnnjax.arch.build import build_model, init_variables
-from fnnjax.arch.spec import Cell, Conv, Head, Pool, SepConv, Spec, Stage, infer_layers
+from fnnjax.arch.shapes import infer_layers
+from fnnjax.arch.spec import Cell, Conv, FnnHead, Head, Pool, SepConv, Spec, Stage
 from fnnjax.models import param_count
 
 
@@ -201,14 +203,14 @@ def test_init_variables_equals_model_init_with_its_keys():
 
 
 def test_abstract_init_spends_no_compute():
-    spec = zoo.build_spec("vgg19", 10, (28, 28, 1))
+    spec = models.build_spec("vgg19", 10, (28, 28, 1))
     v = init_variables(build_model(spec), jax.random.key(0), spec.input_shape, abstract=True)
     assert isinstance(v["params"]["s0b0"]["conv"]["kernel"], jax.ShapeDtypeStruct)
     assert v["params"]["s0b0"]["conv"]["kernel"].shape == (3, 3, 1, 64)
 
 
 def test_fnn_head_builds_and_applies_in_train_mode(random_variables):
-    spec = tiny(head=Head(kind="fnn", options=(("dim", 4), ("iterations", 2), ("num_hidden", 16))))
+    spec = tiny(head=Head(kind="fnn", fnn=FnnHead(dim=4, iterations=2, num_hidden=16)))
     model = build_model(spec)
     v = random_variables(model, _x())
     y = jax.jit(

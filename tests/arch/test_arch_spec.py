@@ -9,11 +9,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from fnnjax import models
 from fnnjax.arch import zoo
+from fnnjax.arch.notation import notation, stage_notation
+from fnnjax.arch.serialize import from_json, to_json
+from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import (
     Cell,
     Conv,
     Dropout,
+    FnnHead,
     Head,
     Identity,
     Pad,
@@ -21,14 +26,11 @@ from fnnjax.arch.spec import (
     SepConv,
     Spec,
     Stage,
+)
+from fnnjax.construct.layers import (
     count_filters,
-    from_json,
-    infer_layers,
     layer_filters,
-    notation,
-    stage_notation,
     template_layer_paths,
-    to_json,
     with_layer_filters,
 )
 
@@ -62,18 +64,57 @@ def small_spec(f=(4, 6, 5), head=None):
 
 @pytest.mark.parametrize("name", zoo.MODEL_NAMES)
 def test_zoo_specs_round_trip_through_json(name):
-    spec = zoo.build_spec(name, 10, (32, 32, 3))
+    spec = models.build_spec(name, 10, (32, 32, 3))
     text = to_json(spec)
     back = from_json(text)
     assert back == spec and hash(back) == hash(spec)
-    assert json.loads(text)["format"] == "fnnjax.arch.spec/1"
+    assert json.loads(text)["format"] == "fnnjax.arch.spec/2"
 
 
-def test_round_trip_keeps_every_field_and_head_options():
-    spec = small_spec(
-        head=Head(kind="fnn", pool="flatten", options=(("dim", 8), ("iterations", 2)))
-    )
+def test_round_trip_keeps_every_field_of_a_typed_fnn_head():
+    spec = small_spec(head=Head(kind="fnn", pool="flatten", fnn=FnnHead(dim=8, iterations=2)))
     assert from_json(to_json(spec, indent=2)) == spec
+    assert json.loads(to_json(spec))["head"]["fnn"]["dim"] == 8
+    assert Head(kind="fnn").fnn == FnnHead() and Head().fnn is None
+
+
+def test_version_1_files_with_untyped_fnn_options_still_read():
+    d = json.loads(to_json(small_spec(head=Head(kind="fnn", fnn=FnnHead(dim=8, iterations=2)))))
+    d["format"] = "fnnjax.arch.spec/1"
+    d["head"]["options"] = {"dim": 8, "iterations": 2}
+    del d["head"]["fnn"]
+    assert from_json(json.dumps(d)).head.fnn == FnnHead(dim=8, iterations=2)
+    d["head"]["options"] = {"dims": 8}
+    with pytest.raises(ValueError, match=r"head.options.dims: expected a field of FnnHead"):
+        from_json(json.dumps(d))
+
+
+@pytest.mark.parametrize(
+    ("head", "message"),
+    [
+        (Head(kind="fnn", fnn=FnnHead(num_hidden=0)), "head.fnn.num_hidden: expected a positive int"),
+        (Head(kind="fnn", fnn=FnnHead(normalization="l1")), "head.fnn.normalization: expected one of"),
+        (Head(kind="fnn", fnn=FnnHead(input_dropout=1.0)), "head.fnn.input_dropout: expected a float"),
+        (Head(kind="fnn", fnn=FnnHead(eps=0.0)), "head.fnn.eps: expected a positive float"),
+        (Head(kind="linear", fnn=FnnHead()), "head.fnn: expected None for a 'linear' head"),
+    ],
+)
+def test_fnn_head_fields_are_validated_with_their_path(head, message):
+    with pytest.raises(ValueError, match=message):
+        small_spec(head=head)
+
+
+def test_shape_inference_runs_once_per_spec():
+    from fnnjax.arch import shapes
+
+    spec = small_spec(f=(3, 5, 7))
+    before = shapes._shapes.cache_info()
+    first = infer_layers(spec)
+    infer_layers(small_spec(f=(3, 5, 7)))  # an equal spec built again: a cache hit
+    after = shapes._shapes.cache_info()
+    assert after.hits - before.hits >= 2 and after.misses - before.misses <= 1
+    first.clear()  # callers get their own list
+    assert len(infer_layers(spec)) > 0
 
 
 def test_specs_hash_and_compare_by_value():
@@ -105,7 +146,7 @@ def _broken(d, path, value):
 
 
 def test_invalid_filter_count_names_the_field():
-    d = json.loads(to_json(zoo.build_spec("vgg19")))
+    d = json.loads(to_json(models.build_spec("vgg19")))
     text = _broken(d, ["stages", 1, "blocks", 1, "filters"], -2)
     with pytest.raises(
         ValueError, match=r"^stages\[1\]\.blocks\[1\]\.filters: expected a positive int, got -2$"
@@ -202,21 +243,21 @@ def test_from_json_rejects_garbage_with_a_message():
 
 
 def test_notation_of_the_zoo():
-    assert notation(zoo.build_spec("vgg19")) == (
+    assert notation(models.build_spec("vgg19")) == (
         "64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10"
     )
-    assert notation(zoo.build_spec("vgg16")) == (
+    assert notation(models.build_spec("vgg16")) == (
         "64x2-M | 128x2-M | 256x3-M | 512x3-M | 512x3-M || flat-D0.5-fc512-D0.5-fc10"
     )
-    assert notation(zoo.build_spec("vgg19", 10, (28, 28, 1))).startswith("P2 || 64x2-M")
-    res = notation(zoo.build_spec("resnet50"))
+    assert notation(models.build_spec("vgg19", 10, (28, 28, 1))).startswith("P2 || 64x2-M")
+    res = notation(models.build_spec("resnet50"))
     assert res.startswith("64 || R(64k1>64>256k1)x3* | R(128k1>128s2>512k1)-R(128k1>128>512k1)x3*")
-    assert notation(zoo.build_spec("mobilenet")) == (
+    assert notation(models.build_spec("mobilenet")) == (
         "32 || S64 | S128s2-S128 | S256s2-S256 | S512s2-S512x5 | S1024s2-S1024 || fc10"
     )
-    assert "[64k1|96k1>128|16k1>32>32|M3s1p1>32k1]" in notation(zoo.build_spec("inception"))
-    assert stage_notation(zoo.build_spec("resnet50")) == "64/3-4-6-3/1"
-    assert stage_notation(zoo.build_spec("inception")) == "192/2-5-2/4"
+    assert "[64k1|96k1>128|16k1>32>32|M3s1p1>32k1]" in notation(models.build_spec("inception"))
+    assert stage_notation(models.build_spec("resnet50")) == "64/3-4-6-3/1"
+    assert stage_notation(models.build_spec("inception")) == "192/2-5-2/4"
 
 
 def test_notation_marks_skips_and_merges():
@@ -247,7 +288,7 @@ def test_notation_marks_skips_and_merges():
 
 
 def test_paper_vgg19_layer_vector_and_total():
-    spec = zoo.build_spec("vgg19")
+    spec = models.build_spec("vgg19")
     f = layer_filters(spec)
     assert len(f) == 16 and sum(f) == 5504 == count_filters(spec)
     assert with_layer_filters(spec, f) == spec

@@ -8,8 +8,10 @@ import pytest
 from hypothesis import assume, given, settings
 from hypothesis import strategies as st
 
+from fnnjax import models
 from fnnjax.arch import zoo
 from fnnjax.arch.build import build_model
+from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import (
     Cell,
     Conv,
@@ -17,9 +19,8 @@ from fnnjax.arch.spec import (
     SepConv,
     Spec,
     Stage,
-    infer_layers,
-    layer_filters,
 )
+from fnnjax.construct.layers import layer_filters
 from fnnjax.construct.templates import (
     TEMPLATE_NAMES,
     apply_template,
@@ -69,7 +70,7 @@ def test_negative_quadratic_solves_its_equations():
 
 
 def test_invalid_arguments_raise_one_clear_error():
-    spec = zoo.build_spec("vgg19")
+    spec = models.build_spec("vgg19")
     with pytest.raises(ValueError, match=r"^name: expected one of base, reverse, uniform"):
         apply_template(spec, "pyramid")
     with pytest.raises(ValueError, match=r"^vertex: expected"):
@@ -174,7 +175,7 @@ def test_width_multipliers_compose_up_to_rounding(spec, m1, m2):
 
 
 def test_width_multiplier_scales_every_layer_and_the_stem():
-    spec = zoo.build_spec("mobilenet")
+    spec = models.build_spec("mobilenet")
     half = width_multiplier(spec, 0.5)
     assert layer_filters(half) == tuple(f // 2 for f in layer_filters(spec))
     assert half.stem[-1].filters == 16
@@ -182,7 +183,7 @@ def test_width_multiplier_scales_every_layer_and_the_stem():
 
 
 def test_inception_module_maps_its_count_onto_its_branches():
-    spec = apply_template(zoo.build_spec("inception"), "uniform")
+    spec = apply_template(models.build_spec("inception"), "uniform")
     f = layer_filters(spec)
     assert len(f) == 9 and sum(f) == 5488 and set(f) == {609, 610}
     a3 = spec.stages[0].blocks[0]  # base (64, 96>128, 16>32>32, pool>32): 256 -> 610
@@ -270,7 +271,7 @@ KNOWN_MISSES = {
 def table2_params():
     rows = {}
     for model in PAPER_TABLE2:
-        spec = zoo.build_spec(model)
+        spec = models.build_spec(model)
         rows[model] = {
             t: sum(u.params for u in infer_layers(apply_template(spec, t))) / 1e6
             for t in PAPER_TABLE2[model]
@@ -300,7 +301,7 @@ def test_reversal_leaves_mobilenet_pointwise_params_almost_invariant():
     A pointwise conv has c_{l-1} * c_l weights; reversing (c_1..c_13) keeps every product
     c_l * c_{l+1}, so only the stem -> first block and last block -> classifier terms change.
     """
-    spec = zoo.build_spec("mobilenet")
+    spec = models.build_spec("mobilenet")
     base, rev = (
         sum(u.params for u in infer_layers(s) if u.path.endswith("/pw"))
         for s in (spec, apply_template(spec, "reverse"))

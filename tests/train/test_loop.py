@@ -434,9 +434,9 @@ def test_uint8_images_through_the_model_api_are_one_data_error():
     variables = SMALL.init(jax.random.key(0), x.astype(np.float32))
     with pytest.raises(DataError, match=r"DenseBaseline got inputs of dtype uint8.*/ 255"):
         SMALL.apply(variables, x, train=True, rngs={"dropout": jax.random.key(1)})
-    from fnnjax import arch
+    from fnnjax import arch, models
 
-    zoo = arch.build_model(arch.build_spec("mobilenet", 10, (8, 8, 1), width=0.1))
+    zoo = arch.build_model(models.build_spec("mobilenet", 10, (8, 8, 1), width=0.1))
     with pytest.raises(DataError, match="model mobilenet got inputs of dtype uint8"):
         zoo.init(jax.random.key(0), x, train=False)
 

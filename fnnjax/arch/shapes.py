@@ -1,0 +1,381 @@
+"""Shape inference for :class:`~fnnjax.arch.spec.Spec`: one record per parametrised unit.
+
+The walk runs once per spec (specs are hashable; the result is cached), and is shared by the
+builder's documentation, the profiler, surgery and validation: :func:`infer_layers` lists every
+conv / dense / head-BN unit with its shapes, :func:`block_shapes` the output shape of every stem and
+stage block, :func:`head_features` what enters the head.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import math
+from collections.abc import Sequence
+
+from fnnjax.arch.spec import (
+    Block,
+    Cell,
+    Conv,
+    Pad,
+    Pool,
+    Residual,
+    SepConv,
+    Spec,
+    block_name,
+    body_op_name,
+    branch_op_name,
+    stem_name,
+)
+
+__all__ = [
+    "LayerInfo",
+    "block_shapes",
+    "head_features",
+    "infer_layers",
+    "residual_projects",
+    "residual_stride",
+]
+
+
+@dataclasses.dataclass(frozen=True)
+class LayerInfo:
+    """One parametrised unit.
+
+    Attributes:
+        path: module path, ``/``-joined Flax module names (``"s1b3/br0_0/dw"``); the params of a
+            conv unit are ``params[...path...]["conv"]`` and ``["bn"]``.
+        field: the spec field path of the op (``"stages[1].blocks[3].branches[0][0]"``).
+        op: ``"conv"``, ``"dwconv"`` (depthwise), ``"dense"`` or ``"norm"`` (a dense head's BN).
+        cin, cout: input / output channels (features for dense).
+        kernel, stride, groups: conv geometry (1 for dense).
+        in_hw, out_hw: spatial sizes (``(1, 1)`` for dense).
+        bias, norm: whether the unit has a bias / a BatchNorm.
+    """
+
+    path: str
+    field: str
+    op: str
+    cin: int
+    cout: int
+    kernel: int
+    stride: int
+    groups: int
+    in_hw: tuple[int, int]
+    out_hw: tuple[int, int]
+    bias: bool
+    norm: bool
+
+    @property
+    def params(self) -> int:
+        """Trainable scalars: weights + bias + BN scale and bias (running stats excluded)."""
+        w = self.kernel * self.kernel * (self.cin // self.groups) * self.cout
+        return w + (self.cout if self.bias else 0) + (2 * self.cout if self.norm else 0)
+
+    @property
+    def macs(self) -> int:
+        """Multiply-accumulates of the weights for one example."""
+        w = self.kernel * self.kernel * (self.cin // self.groups) * self.cout
+        return w * self.out_hw[0] * self.out_hw[1]
+
+    @property
+    def valid_macs(self) -> int:
+        """Like :attr:`macs` but without the taps that fall on zero padding (what XLA counts)."""
+        if self.op not in ("conv", "dwconv"):
+            return self.macs
+        p = (self.kernel - 1) // 2
+
+        def taps(n_in: int, n_out: int) -> int:
+            return sum(
+                sum(1 for t in range(self.kernel) if 0 <= o * self.stride - p + t < n_in)
+                for o in range(n_out)
+            )
+
+        th, tw = taps(self.in_hw[0], self.out_hw[0]), taps(self.in_hw[1], self.out_hw[1])
+        return th * tw * (self.cin // self.groups) * self.cout
+
+
+def _conv_out(h: int, k: int, s: int, p: int) -> int:
+    return (h + 2 * p - k) // s + 1
+
+
+class _ShapeWalker:
+    """Walks a spec, tracking ``(h, w, c)``; records units and block output shapes."""
+
+    def __init__(self, spec: Spec):
+        self.spec = spec
+        self.layers: list[LayerInfo] = []
+        self.blocks: dict[str, tuple[int, int, int]] = {}
+
+    def _check_hw(self, field: str, h: int, w: int) -> None:
+        if h <= 0 or w <= 0:
+            raise ValueError(f"{field}: spatial size became {h}x{w}; input too small for this op")
+
+    def leaf(self, op: Block, field: str, path: str, shape: tuple[int, int, int]):
+        h, w, c = shape
+        if isinstance(op, Conv):
+            if c % op.groups:
+                raise ValueError(
+                    f"{field}.groups: input channels {c} not divisible by groups={op.groups}"
+                )
+            p = (op.kernel - 1) // 2
+            ho, wo = _conv_out(h, op.kernel, op.stride, p), _conv_out(w, op.kernel, op.stride, p)
+            self._check_hw(field, ho, wo)
+            self.layers.append(
+                LayerInfo(
+                    path,
+                    field,
+                    "conv",
+                    c,
+                    op.filters,
+                    op.kernel,
+                    op.stride,
+                    op.groups,
+                    (h, w),
+                    (ho, wo),
+                    op.bias,
+                    op.norm,
+                )
+            )
+            return ho, wo, op.filters
+        if isinstance(op, SepConv):
+            p = (op.kernel - 1) // 2
+            ho, wo = _conv_out(h, op.kernel, op.stride, p), _conv_out(w, op.kernel, op.stride, p)
+            self._check_hw(field, ho, wo)
+            self.layers.append(
+                LayerInfo(
+                    f"{path}/dw",
+                    field,
+                    "dwconv",
+                    c,
+                    c,
+                    op.kernel,
+                    op.stride,
+                    c,
+                    (h, w),
+                    (ho, wo),
+                    op.bias,
+                    op.norm and op.mid_norm_act,
+                )
+            )
+            self.layers.append(
+                LayerInfo(
+                    f"{path}/pw",
+                    field,
+                    "conv",
+                    c,
+                    op.filters,
+                    1,
+                    1,
+                    1,
+                    (ho, wo),
+                    (ho, wo),
+                    op.bias,
+                    op.norm,
+                )
+            )
+            return ho, wo, op.filters
+        if isinstance(op, Pool):
+            ho = _conv_out(h, op.window, op.stride, op.padding)
+            wo = _conv_out(w, op.window, op.stride, op.padding)
+            self._check_hw(field, ho, wo)
+            return ho, wo, c
+        if isinstance(op, Pad):
+            return h + 2 * op.amount, w + 2 * op.amount, c
+        return shape  # Identity, Dropout
+
+    def block(self, b: Block, field: str, path: str, shape: tuple[int, int, int]):
+        if isinstance(b, Cell):
+            outs = []
+            for k, branch in enumerate(b.branches):
+                s = shape
+                for m, op in enumerate(branch):
+                    s = self.leaf(
+                        op, f"{field}.branches[{k}][{m}]", f"{path}/{branch_op_name(k, m)}", s
+                    )
+                outs.append(s)
+            if len({o[:2] for o in outs}) > 1:
+                raise ValueError(f"{field}.branches: spatial sizes differ: {[o[:2] for o in outs]}")
+            if b.merge == "add":
+                if len({o[2] for o in outs}) > 1:
+                    raise ValueError(
+                        f"{field}.branches: add merge needs equal channel counts, got "
+                        f"{tuple(o[2] for o in outs)}"
+                    )
+                out = outs[0]
+            else:
+                out = (*outs[0][:2], sum(o[2] for o in outs))
+        elif isinstance(b, Residual):
+            s = shape
+            for m, op in enumerate(b.body):
+                s = self.leaf(op, f"{field}.body[{m}]", f"{path}/{body_op_name(m)}", s)
+            if residual_projects(b, shape, s):
+                stride = residual_stride(b)
+                ho, wo = _conv_out(shape[0], 1, stride, 0), _conv_out(shape[1], 1, stride, 0)
+                if (ho, wo) != s[:2]:
+                    raise ValueError(
+                        f"{field}: shortcut output {ho}x{wo} does not match body output "
+                        f"{s[0]}x{s[1]}"
+                    )
+                self.layers.append(
+                    LayerInfo(
+                        f"{path}/shortcut",
+                        f"{field}.shortcut",
+                        "conv",
+                        shape[2],
+                        s[2],
+                        1,
+                        stride,
+                        1,
+                        shape[:2],
+                        (ho, wo),
+                        False,
+                        True,
+                    )
+                )
+            elif s != shape:
+                raise ValueError(
+                    f"{field}.shortcut: identity shortcut needs equal shapes, got input {shape} "
+                    f"and body output {s}"
+                )
+            out = s
+        else:
+            out = self.leaf(b, field, path, shape)
+        self.blocks[path] = out
+        return out
+
+    def run(self) -> list[LayerInfo]:
+        spec = self.spec
+        shape = tuple(spec.input_shape)
+        for j, b in enumerate(spec.stem):
+            shape = self.block(b, f"stem[{j}]", stem_name(j), shape)
+        for i, st in enumerate(spec.stages):
+            stage_in = shape
+            outs: list[tuple[int, int, int]] = []
+            for j, b in enumerate(st.blocks):
+                field = f"stages[{i}].blocks[{j}]"
+                srcs = [stage_in if s == -1 else outs[s] for s in b.skips]
+                if srcs and any(x[:2] != shape[:2] for x in srcs):
+                    raise ValueError(f"{field}.skips: spatial sizes differ from the block input")
+                if b.skip_merge == "concat" and srcs:
+                    shape = (*shape[:2], shape[2] + sum(x[2] for x in srcs))
+                shape = self.block(b, field, block_name(i, j), shape)
+                if b.skip_merge == "add" and srcs:
+                    if any(x != shape for x in srcs):
+                        raise ValueError(
+                            f"{field}.skips: add merge needs shape {shape}, got {[x for x in srcs]}"
+                        )
+                outs.append(shape)
+        self.features_shape = shape
+        h = spec.head
+        feats = shape[2] if h.pool == "avg" else math.prod(shape)
+        if h.kind == "dense":
+            for n, width in enumerate(h.hidden):
+                self.layers.append(
+                    LayerInfo(
+                        f"head/fc{n}",
+                        f"head.hidden[{n}]",
+                        "dense",
+                        feats,
+                        width,
+                        1,
+                        1,
+                        1,
+                        (1, 1),
+                        (1, 1),
+                        True,
+                        False,
+                    )
+                )
+                self.layers.append(  # BN after the hidden Dense: 2 params per unit, no weights
+                    LayerInfo(
+                        f"head/bn{n}",
+                        f"head.hidden[{n}]",
+                        "norm",
+                        width,
+                        width,
+                        0,
+                        1,
+                        1,
+                        (1, 1),
+                        (1, 1),
+                        False,
+                        True,
+                    )
+                )
+                feats = width
+        if h.kind in ("linear", "dense"):
+            self.layers.append(
+                LayerInfo(
+                    "head/out",
+                    "head",
+                    "dense",
+                    feats,
+                    spec.num_classes,
+                    1,
+                    1,
+                    1,
+                    (1, 1),
+                    (1, 1),
+                    True,
+                    False,
+                )
+            )
+        self.head_features = feats
+        return self.layers
+
+
+def residual_stride(b: Residual) -> int:
+    """Product of the strides of the body's ops (the shortcut projection's stride)."""
+    s = 1
+    for op in b.body:
+        if isinstance(op, Conv | SepConv | Pool):
+            s *= op.stride
+    return s
+
+
+def residual_projects(b: Residual, in_shape: Sequence[int], body_out: Sequence[int]) -> bool:
+    """Whether the shortcut is a 1x1 projection for this input shape (the ResNet "auto" rule)."""
+    if b.shortcut == "projection":
+        return True
+    if b.shortcut == "identity":
+        return False
+    return tuple(in_shape) != tuple(body_out)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Shapes:
+    layers: tuple[LayerInfo, ...]
+    blocks: tuple[tuple[str, tuple[int, int, int]], ...]
+    features_shape: tuple[int, int, int]
+    head_features: int
+
+
+@functools.lru_cache(maxsize=512)
+def _shapes(spec: Spec) -> _Shapes:
+    w = _ShapeWalker(spec)
+    w.run()
+    return _Shapes(tuple(w.layers), tuple(w.blocks.items()), tuple(w.features_shape),
+                   w.head_features)  # fmt: skip
+
+
+def infer_layers(spec: Spec) -> list[LayerInfo]:
+    """Shape-infers ``spec``; one :class:`LayerInfo` per conv / dense / head-BN unit, in order.
+
+    Computed once per spec (cached; a fresh list each call).
+
+    Raises:
+        ValueError: a shape mismatch, naming the spec field.
+    """
+    return list(_shapes(spec).layers)
+
+
+def block_shapes(spec: Spec) -> dict[str, tuple[int, int, int]]:
+    """Output ``(h, w, c)`` of every stem / stage block, by module path (``"s1b2"``)."""
+    return dict(_shapes(spec).blocks)
+
+
+def head_features(spec: Spec) -> tuple[tuple[int, int, int], int]:
+    """``(shape entering the head, features entering the head's first Dense)``."""
+    s = _shapes(spec)
+    return s.features_shape, s.head_features
