@@ -101,7 +101,8 @@ class Split:
 
     Attributes:
         x: ``[n, height, width, channels]`` images (uint8 before normalization, float32 after).
-        y: ``[n]`` int32 labels in ``[0, num_classes)``.
+        y: ``[n]`` int32 labels in ``[0, num_classes)`` (classification), or float targets
+            ``[n]`` / ``[n, num_classes]`` (regression: ``num_classes`` is the number of outputs).
 
     Raises:
         DataError: ``x`` and ``y`` hold different numbers of examples.
@@ -129,7 +130,7 @@ class Dataset:
     Attributes:
         name: registry name, e.g. ``"fashion_mnist"``.
         train, test: the splits; ``validation`` is carved from the training split (may be empty).
-        num_classes: number of labels.
+        num_classes: number of labels (for regression targets: number of outputs).
         input_shape: shape of one example, ``(height, width, channels)``.
         mean, std: per-channel statistics used for normalization (of [0, 1]-scaled pixels).
         source: where the arrays were read from (a path, "scikit-learn", "tfds", "generated").
@@ -442,7 +443,8 @@ def _check_labels(y, where: str, num_classes: int) -> None:
     if not jnp.issubdtype(y.dtype, jnp.integer):
         raise DataError(
             f"labels of {where} are {y.dtype}; classification needs integer class indices in "
-            f"[0, {num_classes}): use y.astype(np.int32) (regression targets are not supported yet)"
+            f"[0, {num_classes}): use y.astype(np.int32), or objective='regression' for float "
+            "targets"
         )
     y = np.asarray(y)
     if len(y) and (y.min() < 0 or y.max() >= num_classes):
@@ -454,6 +456,23 @@ def _check_labels(y, where: str, num_classes: int) -> None:
         )
 
 
+def _check_targets(y, where: str, num_outputs: int) -> None:
+    """Regression targets: finite floats ``[n]`` (one output) or ``[n, num_outputs]``."""
+    if not jnp.issubdtype(y.dtype, jnp.floating):
+        raise DataError(
+            f"targets of {where} are {y.dtype}; regression needs floating-point targets: use "
+            "y.astype(np.float32)"
+        )
+    allowed = [(len(y), num_outputs)] + ([(len(y),)] if num_outputs == 1 else [])
+    if tuple(y.shape) not in allowed:
+        raise DataError(
+            f"targets of {where} have shape {tuple(y.shape)}; expected [n, {num_outputs}] "
+            f"(num_classes is the number of outputs for regression)"
+            + (" or [n]" if num_outputs == 1 else "")
+        )
+    check_finite(np.asarray(y), f"targets of {where}")
+
+
 def _check_split(
     split: Split,
     where: str,
@@ -461,10 +480,13 @@ def _check_split(
     input_shape: tuple[int, ...],
     *,
     normalized: bool,
+    targets: str = "labels",
 ) -> None:
     x, y = split.x, split.y
     x_shape, y_shape = tuple(np.shape(x)), tuple(np.shape(y))
-    if len(y_shape) != 1:
+    if targets == "values":
+        y_shape = y_shape[:1]
+    elif len(y_shape) != 1:
         raise DataError(
             f"labels of {where} have shape {y_shape}; expected [n], one integer class per example"
         )
@@ -483,7 +505,10 @@ def _check_split(
             f"inputs of {where} are {x.dtype}; training needs normalized floating-point inputs: "
             "load them with load_dataset(), or use x.astype(np.float32) / 255"
         )
-    _check_labels(y, where, num_classes)
+    if targets == "values":
+        _check_targets(y, where, num_classes)
+    else:
+        _check_labels(y, where, num_classes)
     if normalized:
         check_finite(x, where)
 
@@ -493,32 +518,31 @@ def _check_num_classes(num_classes, name: str) -> None:
             or num_classes < 1:
         raise DataError(
             f"num_classes of dataset {name!r} must be a positive integer, got {num_classes!r} "
-            "(regression targets are not supported yet)"
+            "(for regression: the number of outputs)"
         )
 
 
-def validate_dataset(data: Dataset) -> None:
+def validate_dataset(data: Dataset, targets: str = "labels") -> None:
     """Checks that ``data`` can be trained on; cheap (vectorized NumPy), run once per ``fit``.
 
     Every split (train, validation, test) must have one label per example, examples of shape
     ``data.input_shape`` (an empty split may have any shape), floating-point inputs without NaN
-    or infinity, and integer labels in ``[0, data.num_classes)``. Datasets from
-    :func:`load_dataset` pass by construction; this catches arrays assembled by hand and reports
-    them as one line instead of a Flax ``TypeError`` (uint8 inputs) or "loss became nan" (labels
-    out of range).
-
-    Only classification is supported: labels must be integer class indices. Regression (float
-    targets, ``num_classes`` 0 or None) would swap the label check ``_check_labels`` for a
-    finiteness check under a ``task`` argument; nothing else here depends on what labels mean.
+    or infinity, and integer labels in ``[0, data.num_classes)`` (``targets="labels"``) or
+    finite float targets ``[n, data.num_classes]`` (``targets="values"``, regression; ``[n]``
+    when there is one output). Datasets from :func:`load_dataset` pass by construction; this
+    catches arrays assembled by hand and reports them as one line instead of a Flax
+    ``TypeError`` (uint8 inputs) or "loss became nan" (labels out of range).
 
     Raises:
         DataError: the first problem found, naming the split, the index and what was expected.
     """
+    if targets not in ("labels", "values"):
+        raise ConfigError(f"targets: expected 'labels' or 'values', got {targets!r}")
     _check_num_classes(data.num_classes, data.name)
     for name, split in (("train", data.train), ("validation", data.validation),
                         ("test", data.test)):  # fmt: skip
         _check_split(split, f"the {name} split of {data.name!r}", data.num_classes,
-                     data.input_shape, normalized=True)  # fmt: skip
+                     data.input_shape, normalized=True, targets=targets)  # fmt: skip
 
 
 def _check_raw(name: str, splits: dict[str, Split], source: str) -> None:

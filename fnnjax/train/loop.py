@@ -43,21 +43,29 @@ from typing import Any
 
 import flax.linen as nn
 import jax
-import jax.numpy as jnp
 import numpy as np
 import optax
-from flax import struct
 from tqdm.auto import tqdm
 
-from fnnjax.errors import ConfigError, DataError, TrainingDivergedError
+from fnnjax.errors import ConfigError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.data import Dataset, Split, augmentation_for, validate_dataset
+from fnnjax.train.data import Dataset, augmentation_for, validate_dataset
+from fnnjax.train.engine import (
+    TrainState,
+    evaluate,
+    init_state,
+    make_eval_step,
+    make_train_step,
+)
+from fnnjax.train.objectives import Objective, get_objective
 from fnnjax.train.rundir import (
+    STATE_FORMAT,
     _best_of,
     _best_summary,
     _check_same_run,
     _check_shared_folder,
+    _check_state_format,
     _check_writable,
     _identity,
     _read_best,
@@ -85,7 +93,6 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-_RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 SCHEDULES = ("constant", "cosine", "step")
 
 
@@ -178,31 +185,6 @@ class TrainConfig:
         return cls(**values)
 
 
-@struct.dataclass
-class TrainState:
-    """The whole mutable state of a run, as one pytree (checkpointed as is).
-
-    Attributes:
-        step: number of optimizer updates done (int32 scalar).
-        params: the model's ``"params"`` collection.
-        batch_stats: the model's ``"batch_stats"`` collection (empty dict if it has none).
-        opt_state: the optax optimizer state.
-        rng: raw uint32 key of the training-noise stream (dropout, augmentation).
-    """
-
-    step: jax.Array
-    params: Any
-    batch_stats: Any
-    opt_state: Any
-    rng: jax.Array
-
-    def variables(self) -> dict[str, Any]:
-        """The Flax variables dict for ``model.apply``."""
-        if self.batch_stats:
-            return {"params": self.params, "batch_stats": self.batch_stats}
-        return {"params": self.params}
-
-
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     """The learning-rate schedule (step -> rate) that ``config`` describes."""
     total = config.epochs * steps_per_epoch
@@ -242,155 +224,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
                 optax.sgd(schedule, momentum=config.momentum or None, nesterov=config.nesterov)
             )
     return optax.chain(*parts)
-
-
-def init_state(
-    key: jax.Array, model: nn.Module, input_shape: tuple[int, ...], tx: optax.GradientTransformation
-) -> TrainState:
-    """Initializes params (and batch stats) for inputs of ``input_shape`` and the optimizer state.
-
-    Raises:
-        ConfigError: the model cannot take inputs of that shape (the message names both).
-    """
-    if not jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
-        key = jax.random.wrap_key_data(key)  # a legacy raw uint32 key
-    init_key, rng = jax.random.split(key)
-    params_key, dropout_key = jax.random.split(init_key)
-    dummy = jnp.zeros((1, *input_shape), jnp.float32)
-    try:
-        init = jax.jit(lambda k, d: model.init({"params": k, "dropout": d}, dummy, train=False))
-        traced = isinstance(params_key, jax.core.Tracer)  # under eval_shape/jit: nothing to compile
-        if jax.default_backend() == "cpu" and not traced:
-            # It runs once: without XLA's backend (LLVM) optimizations a deep model's threefry
-            # draws compile several times faster on CPU (Inception: ~25 s -> ~7 s); the values
-            # are deterministic and may differ from an optimized compile in the last bits.
-            init = init.lower(params_key, dropout_key).compile(_RUN_ONCE_COMPILER_OPTIONS)
-        variables = init(params_key, dropout_key)
-    except Exception as error:
-        raise ConfigError(
-            f"model {type(model).__name__} cannot take inputs of shape {tuple(input_shape)}: "
-            f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
-        ) from error
-    params = variables["params"]
-    batch_stats = variables.get("batch_stats", {})
-    return TrainState(
-        step=jnp.zeros((), jnp.int32),
-        params=params,
-        batch_stats=batch_stats,
-        opt_state=tx.init(params),
-        rng=jax.random.key_data(rng),
-    )
-
-
-def _loss_and_accuracy(logits: jax.Array, labels: jax.Array) -> tuple[jax.Array, jax.Array]:
-    loss = optax.softmax_cross_entropy_with_integer_labels(logits.astype(jnp.float32), labels)
-    return loss, (jnp.argmax(logits, -1) == labels).astype(jnp.float32)
-
-
-def make_train_step(
-    model: nn.Module,
-    tx: optax.GradientTransformation,
-    mesh: jax.sharding.Mesh,
-    *,
-    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
-) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
-    """A jitted ``step(state, x_all, y_all, order, i) -> (state, metrics)``.
-
-    The step trains on ``x_all[order[i]]``: ``x_all`` / ``y_all`` are the whole (replicated)
-    training split, ``order`` is ``[steps_per_epoch, batch]`` indices; the gathered batch is
-    sharded across ``mesh``'s data axis. ``state`` is donated.
-    """
-    repl = sharding.replicated_sharding(mesh)
-    batch = sharding.batch_sharding(mesh)
-
-    def step(state: TrainState, x_all, y_all, order, i):
-        idx = order[i]
-        x = jax.lax.with_sharding_constraint(x_all[idx], batch)
-        y = jax.lax.with_sharding_constraint(y_all[idx], batch)
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        noise_key, drop_key = jax.random.split(step_key)
-        if augment is not None:
-            x = augment(noise_key, x)
-
-        def loss_fn(params):
-            variables = {**state.variables(), "params": params}
-            logits, updates = model.apply(
-                variables, x, train=True, rngs={"dropout": drop_key}, mutable=["batch_stats"]
-            )
-            loss, correct = _loss_and_accuracy(logits, y)
-            return loss.mean(), (correct.mean(), updates.get("batch_stats", {}))
-
-        (loss, (accuracy, batch_stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
-            state.params
-        )
-        updates, opt_state = tx.update(grads, state.opt_state, state.params)
-        new_state = state.replace(
-            step=state.step + 1,
-            params=optax.apply_updates(state.params, updates),
-            batch_stats=batch_stats,
-            opt_state=opt_state,
-        )
-        return new_state, {"loss": loss, "accuracy": accuracy}
-
-    return jax.jit(step, out_shardings=(repl, repl), donate_argnums=(0,))
-
-
-def make_eval_step(model: nn.Module, mesh: jax.sharding.Mesh) -> Callable[..., dict[str, jax.Array]]:
-    """A jitted ``eval(state, x, y, mask) -> {"loss_sum", "correct", "count"}`` on one batch."""
-    batch = sharding.batch_sharding(mesh)
-
-    def evaluate_batch(state: TrainState, x, y, mask):
-        x = jax.lax.with_sharding_constraint(x, batch)
-        logits = model.apply(state.variables(), x, train=False)
-        loss, correct = _loss_and_accuracy(logits, y)
-        return {"loss_sum": (loss * mask).sum(), "correct": (correct * mask).sum(),
-                "count": mask.sum()}
-
-    return jax.jit(evaluate_batch, out_shardings=sharding.replicated_sharding(mesh))
-
-
-def _padded_batches(split: Split, batch_size: int, multiple: int):
-    """Fixed-shape batches covering ``split``, padded with masked-out rows (one compile)."""
-    size = max(multiple, min(batch_size, len(split)))
-    size = -(-size // multiple) * multiple
-    for start in range(0, len(split), size):
-        x, y = split.x[start : start + size], split.y[start : start + size]
-        pad = size - len(x)
-        mask = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
-        yield (np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]),
-               np.concatenate([y, np.zeros(pad, y.dtype)]), mask)  # fmt: skip
-
-
-def evaluate(
-    eval_step: Callable[..., dict[str, jax.Array]],
-    state: TrainState,
-    split: Split,
-    *,
-    batch_size: int,
-    mesh: jax.sharding.Mesh,
-    input_shape: tuple[int, ...] | None = None,
-) -> dict[str, float]:
-    """Mean loss and accuracy of ``state`` on ``split``.
-
-    Raises:
-        DataError: ``split`` holds examples of another shape than ``input_shape``.
-    """
-    if input_shape is not None and tuple(split.x.shape[1:]) != tuple(input_shape):
-        raise DataError(
-            f"evaluation data has examples of shape {tuple(split.x.shape[1:])} but the model was "
-            f"initialized for {tuple(input_shape)}"
-        )
-    totals = {"loss_sum": 0.0, "correct": 0.0, "count": 0.0}
-    batch = sharding.batch_sharding(mesh)
-    outputs = [
-        eval_step(state, *jax.device_put((x, y, m), batch))
-        for x, y, m in _padded_batches(split, batch_size, mesh.size)
-    ]
-    for out in jax.device_get(outputs):
-        for name in totals:
-            totals[name] += float(out[name])
-    count = max(totals["count"], 1.0)
-    return {"loss": totals["loss_sum"] / count, "accuracy": totals["correct"] / count}
 
 
 @dataclasses.dataclass
@@ -437,6 +270,7 @@ def fit(
     description: dict[str, Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
     on_epoch_end: Callable[[dict[str, Any], TrainState], None] | None = None,
+    objective: str | Objective | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data`` and evaluates it after every epoch.
 
@@ -455,6 +289,10 @@ def fit(
             spec), stored with every checkpoint so a resume can check it is the same run.
         mesh: device mesh (default: ``config.num_devices`` local devices on a ``"data"`` axis).
         on_epoch_end: called with each epoch's record and the state (e.g. for plots).
+        objective: the loss and metrics (:mod:`fnnjax.train.objectives`): ``"classification"``
+            (default: cross-entropy, accuracy; integer labels) or ``"regression"`` (MSE, MAE;
+            float targets), or any :class:`~fnnjax.train.objectives.Objective`. The best epoch is
+            chosen on its ``select`` metric of the validation split.
 
     Returns:
         A :class:`FitResult`. Its summary holds ``best_epoch``/``best_validation_accuracy`` (and
@@ -472,7 +310,9 @@ def fit(
             f"batch_size {config.batch_size} must be a multiple of the number of devices "
             f"({mesh.size}); use e.g. {config.batch_size // mesh.size * mesh.size or mesh.size}"
         )
-    validate_dataset(data)  # lengths, dtypes, label range, shapes, NaN/inf: one line each
+    objective = get_objective(objective)
+    # lengths, dtypes, label range (or float targets), shapes, NaN/inf: one line each
+    validate_dataset(data, targets=objective.targets)
     if len(data.train) < config.batch_size:
         raise ConfigError(
             f"batch_size {config.batch_size} is larger than the training split ({len(data.train)} "
@@ -485,6 +325,7 @@ def fit(
         "dataset": data.describe(),
         "config": config.to_dict(),
         "augmentation": _augmentation(data, config),
+        **({} if objective.name == "classification" else {"objective": objective.name}),
     }
     primary = is_primary()
 
@@ -510,7 +351,7 @@ def fit(
         restored = None
         if resume:
             restored = checkpoints.restore_latest(
-                state, check=lambda meta: _check_same_run(meta.get("run", {}), run, out)
+                state, check=lambda meta: _check_meta(meta, run, out)
             )
         if restored is not None:
             state, meta = restored
@@ -518,7 +359,7 @@ def fit(
                 tqdm.write(f"resuming {out} from step {int(state.step)} (epoch {meta['epoch']})")
         if len(data.validation):
             best_checkpoints = Checkpoints(out / "best", max_to_keep=1)
-            best = _read_best(best_checkpoints, lambda saved: _check_same_run(saved, run, out))
+            best = _read_best(best_checkpoints, lambda meta: _check_meta(meta, run, out))
             saved_best_steps = set(best_checkpoints.steps())
         if primary:
             _truncate_jsonl(out / "metrics.jsonl", int(state.step) // steps_per_epoch)
@@ -528,7 +369,7 @@ def fit(
             lines = (out / "metrics.jsonl").read_text().splitlines()
             history = [json.loads(ln) for ln in lines]
         if best is None and len(data.validation):  # best/ empty or damaged: judge the past too
-            best = _best_of(history)
+            best = _best_of(history, objective.select, objective.maximize)
     writer = _tensorboard_writer(out) if config.tensorboard and out is not None and primary else None
 
     repl = sharding.replicated_sharding(mesh)
@@ -537,9 +378,10 @@ def fit(
     for text in policy.warnings if policy is not None else ():
         warnings.warn(f"--augment on {data.name!r}: {text}", stacklevel=2)
     train_step = make_train_step(
-        model, tx, mesh, augment=policy if policy is not None and not policy.is_identity else None
+        model, tx, mesh, augment=policy if policy is not None and not policy.is_identity else None,
+        objective=objective,
     )
-    eval_step = make_eval_step(model, mesh)
+    eval_step = make_eval_step(model, mesh, objective=objective)
     start_step = int(state.step)
     first_epoch, offset = divmod(start_step, steps_per_epoch)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (config.progress and primary),
@@ -570,7 +412,8 @@ def fit(
                 "epoch": epoch + 1,
                 "step": int(state.step),
                 "train_loss": train_loss,
-                "train_accuracy": float(np.mean([m["accuracy"] for m in train])),
+                **{f"train_{k}": float(np.mean([m[k] for m in train]))
+                   for k in train[0] if k != "loss"},  # fmt: skip
                 "epoch_seconds": seconds,
                 "examples_per_second": len(train) * config.batch_size / seconds,
                 "learning_rate": float(schedule(int(state.step) - 1)),
@@ -581,10 +424,11 @@ def fit(
                                       mesh=mesh)  # fmt: skip
                     record.update({f"{name}_{k}": v for k, v in values.items()})
             history.append(record)
+            test_value = record.get(f"test_{objective.select}", float("nan"))
             bar.set_postfix(
-                epoch=epoch + 1, loss=f"{train_loss:.4f}",
-                test_acc=f"{record.get('test_accuracy', float('nan')):.4f}",
-                ex_per_s=f"{record['examples_per_second']:.0f}",
+                {"epoch": epoch + 1, "loss": f"{train_loss:.4f}",
+                 f"test_{objective.select}": f"{test_value:.4f}",
+                 "ex_per_s": f"{record['examples_per_second']:.0f}"}
             )  # fmt: skip
             if out is not None and primary:
                 append_jsonl(out / "metrics.jsonl", record)
@@ -595,9 +439,10 @@ def fit(
             if on_epoch_end is not None:
                 on_epoch_end(record, state)
             meta = {"run": run, "epoch": epoch + 1, "step": int(state.step),
-                    "steps_per_epoch": steps_per_epoch}  # fmt: skip
+                    "steps_per_epoch": steps_per_epoch, "state_format": STATE_FORMAT}  # fmt: skip
+            select = f"validation_{objective.select}"
             if len(data.validation) and (
-                best is None or record["validation_accuracy"] > best["validation_accuracy"]
+                best is None or objective.better(record[select], best[select])
             ):
                 best = {"epoch": epoch + 1, "step": int(state.step),
                         **{k: v for k, v in record.items() if k.startswith(("validation_", "test_"))}}  # fmt: skip
@@ -630,12 +475,19 @@ def fit(
         "num_params": int(sum(np.size(p) for p in jax.tree_util.tree_leaves(state.params))),
         "devices": [str(d) for d in mesh.devices.flat],
         **{f"final_{name}_{k}": v for name, values in final.items() for k, v in values.items()},
-        "best_test_accuracy": max((h.get("test_accuracy", 0.0) for h in history), default=None),
-        **_best_summary(best, out),
+        **({"best_test_accuracy": max((h.get("test_accuracy", 0.0) for h in history), default=None)}
+           if objective.name == "classification" else {}),  # fmt: skip
+        **_best_summary(best, out, objective.select, objective.maximize),
     }
     if out is not None and primary:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return FitResult(state=state, history=history, summary=summary)
+
+
+def _check_meta(meta: dict[str, Any], run: dict[str, Any], out: Path) -> None:
+    """A checkpoint's meta against this run: the state layout, then the run's identity."""
+    _check_state_format(meta, out)
+    _check_same_run(meta.get("run", {}), run, out)
 
 
 def _tensorboard_writer(out: Path):

@@ -88,6 +88,7 @@ def _identity(run: dict[str, Any]) -> dict[str, Any]:
         "dataset": dataset,
         "config": {k: v for k, v in cfg.items() if k not in resumable},
         "augmentation": run.get("augmentation"),
+        "objective": run.get("objective", "classification"),
     }
 
 
@@ -103,6 +104,21 @@ def _differences(saved: Any, now: Any, where: str) -> list[str]:
     return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]
 
 
+STATE_FORMAT = 2  # 2: TrainState.collections (every non-trainable collection); 1: batch_stats only
+
+
+def _check_state_format(meta: dict[str, Any], directory: Path) -> None:
+    """Raises :class:`CheckpointError` for a checkpoint of another train-state layout."""
+    saved = meta.get("state_format", 1)
+    if saved != STATE_FORMAT:
+        raise CheckpointError(
+            f"{directory} holds checkpoints of train-state format {saved} (written by an older "
+            f"fnnjax); this version reads format {STATE_FORMAT}. Finish that run with the version "
+            "that wrote it, or start afresh: --no-resume (resume=False) moves it into "
+            "previous-<time>/, or pass another --out (out_dir=...)"
+        )
+
+
 def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
     """Raises :class:`CheckpointError` naming each setting in which the saved run differs.
 
@@ -111,7 +127,7 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path)
     """
     old, new = _identity(saved) if "config" in saved else saved, _identity(run)
     problems = []
-    for section in ("config", "model", "dataset", "augmentation"):
+    for section in ("config", "model", "dataset", "augmentation", "objective"):
         differing = _differences(old.get(section), new.get(section), section)
         if section == "config":  # name the values themselves (the identity may leave epochs out)
             keys = [p.split(":")[0].removeprefix("config.") for p in differing]
@@ -158,13 +174,17 @@ def _truncate_jsonl(path: Path, max_epoch: int) -> None:
         path.write_text("".join(ln + "\n" for ln in kept))
 
 
-def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str = "") -> Path:
-    """Writes ``path`` (PNG): loss and accuracy per epoch, train beside validation and test.
+def plot_history(
+    history: list[dict[str, Any]], path: str | Path, *, title: str = "", metric: str | None = None
+) -> Path:
+    """Writes ``path`` (PNG): loss and a metric per epoch, train beside validation and test.
 
     Args:
         history: :attr:`FitResult.history` (or the lines of ``metrics.jsonl``).
         path: the PNG file to write.
         title: figure title (e.g. the model and dataset).
+        metric: the second panel (default: ``"accuracy"`` when recorded, else the first metric
+            recorded beside the loss, e.g. regression's ``"mae"``).
 
     Returns:
         ``path`` as a :class:`~pathlib.Path`.
@@ -175,16 +195,20 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str 
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     path = Path(path)
+    if metric is None:
+        recorded = [k[len("train_"):] for h in history[:1] for k in h
+                    if k.startswith("train_") and k != "train_loss"]  # fmt: skip
+        metric = "accuracy" if "accuracy" in recorded or not recorded else recorded[0]
     epochs = [h["epoch"] for h in history]
     fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, metric in zip(axes, ("loss", "accuracy"), strict=True):
+    for ax, name in zip(axes, ("loss", metric), strict=True):
         for split, style in (("train", "-"), ("validation", "--"), ("test", ":")):
-            key = f"{split}_{metric}"
+            key = f"{split}_{name}"
             points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
             if points:
                 ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=split)
         ax.set_xlabel("epoch")
-        ax.set_ylabel(metric)
+        ax.set_ylabel(name)
         ax.grid(alpha=0.3)
         ax.legend()
     if all(h.get("train_loss", 1) > 0 for h in history):
@@ -197,12 +221,13 @@ def plot_history(history: list[dict[str, Any]], path: str | Path, *, title: str 
     return path
 
 
-def _best_of(history: list[dict[str, Any]]) -> dict[str, Any] | None:
-    """The record of the epoch with the highest validation accuracy (no checkpoint is known)."""
-    scored = [h for h in history if "validation_accuracy" in h]
+def _best_of(history: list[dict[str, Any]], select: str, maximize: bool) -> dict[str, Any] | None:
+    """The record of the epoch with the best ``validation_<select>`` (no checkpoint is known)."""
+    key = f"validation_{select}"
+    scored = [h for h in history if key in h]
     if not scored:
         return None
-    record = max(scored, key=lambda h: h["validation_accuracy"])
+    record = (max if maximize else min)(scored, key=lambda h: h[key])
     return {"epoch": record["epoch"], "step": record["step"], "checkpoint": False,
             **{k: v for k, v in record.items() if k.startswith(("validation_", "test_"))}}  # fmt: skip
 
@@ -212,7 +237,7 @@ def _read_best(
 ) -> dict[str, Any] | None:
     """The best epoch recorded in ``best/`` so far (None if empty or unreadable).
 
-    ``check`` raises if the recorded best belongs to another run. A damaged best checkpoint is
+    ``check(meta)`` raises if the recorded best belongs to another run. A damaged best checkpoint is
     moved into ``damaged/`` and the next best epoch takes its place.
     """
     steps = best_checkpoints.steps()
@@ -224,28 +249,29 @@ def _read_best(
         moved = best_checkpoints.move_aside(steps[-1])
         warnings.warn(f"{error}; it was moved to {moved} and will be replaced", stacklevel=3)
         return None
-    check(meta.get("run", {}))
+    check(meta)
     return meta.get("best")
 
 
-def _best_summary(best: dict[str, Any] | None, out: Path | None) -> dict[str, Any]:
-    """The summary's best-epoch fields (chosen on validation accuracy only)."""
+def _best_summary(
+    best: dict[str, Any] | None, out: Path | None, select: str = "accuracy", maximize: bool = True
+) -> dict[str, Any]:
+    """The summary's best-epoch fields (chosen on the validation split only)."""
     if best is None:
         return {
             "best_epoch": None,
             "best_checkpoint": None,
             "best_note": "no validation split, so no best checkpoint was kept (choosing an epoch "
-            "on test accuracy would leak the test set); pass --validation FRACTION "
+            "on the test split would leak it); pass --validation FRACTION "
             "(validation_fraction=...) to keep one",
         }
     return {
         "best_epoch": best["epoch"],
-        "best_validation_accuracy": best.get("validation_accuracy"),
-        "best_validation_loss": best.get("validation_loss"),
-        "test_accuracy_at_best_epoch": best.get("test_accuracy"),
+        **{f"best_{k}": v for k, v in best.items() if k.startswith("validation_")},
+        **{f"{k}_at_best_epoch": v for k, v in best.items() if k.startswith("test_")},
         "best_checkpoint": str(out / "best" / str(best["step"]))
         if out is not None and best.get("checkpoint", True) else None,
-        "best_note": "the epoch with the highest validation accuracy"
+        "best_note": f"the epoch with the {'highest' if maximize else 'lowest'} validation {select}"
         + ("; restore it with train.Checkpoints(OUT / 'best').restore_latest(template)"
            if out is not None and best.get("checkpoint", True)
            else ("" if out is None else "; its checkpoint was lost (best/ empty or damaged)")),

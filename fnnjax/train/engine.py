@@ -1,0 +1,479 @@
+"""The low-level engine: the train state, jitted train/eval steps, statistics, populations.
+
+:func:`fnnjax.train.fit` is built on these pieces; search loops (EnvelopeNets, ENAS, NHN, dynamic
+capacity) call them directly: train ``k`` steps from a state, evaluate a state, evaluate a whole
+population of selections at once, read and reset statistics, swap in a new model.
+
+Collections. A model's variables are ``"params"`` (trained) and any number of other collections,
+all carried by :class:`TrainState` in ``collections``:
+
+* ``"batch_stats"``: BatchNorm running statistics, updated by every train step;
+* selection collections (``"masks"``, ``"arch"``, ...): array leaves that switch parts of a
+  network on or off; read, never updated by training; a population is a leading axis on one;
+* ``"stats"``: the running sums of whatever the model sows into ``"intermediates"`` during a
+  training forward pass (e.g. per-filter featuremap statistics), accumulated *inside* the jitted
+  step: ``{"sum": tree, "count": steps}``. :func:`read_stats` gives the mean over the steps since
+  the last :func:`reset_stats`. A model that sows nothing has no ``"stats"`` and pays nothing.
+
+Every function takes the :class:`~fnnjax.train.objectives.Objective` (loss and metrics) to use;
+the default is classification.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator, Mapping
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+from flax import struct
+
+from fnnjax.errors import ConfigError, DataError
+from fnnjax.train import sharding
+from fnnjax.train.data import Split
+from fnnjax.train.objectives import Objective, classification
+
+__all__ = [
+    "STATS",
+    "Engine",
+    "TrainState",
+    "evaluate",
+    "init_state",
+    "make_eval_step",
+    "make_train_step",
+    "read_stats",
+    "reset_stats",
+]
+
+STATS = "stats"  # the collection of accumulated statistics in TrainState.collections
+SOWN = "intermediates"  # the Flax collection models sow statistics into
+_RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+
+
+@struct.dataclass
+class TrainState:
+    """The whole mutable state of a run, as one pytree (checkpointed as is).
+
+    Attributes:
+        step: number of optimizer updates done (int32 scalar).
+        params: the model's ``"params"`` collection.
+        collections: every other collection by name (``"batch_stats"``, selection collections
+            such as ``"masks"``, and ``"stats"``, the accumulated statistics; see the module
+            docstring). Empty for a model without any.
+        opt_state: the optax optimizer state.
+        rng: raw uint32 key of the training-noise stream (dropout, augmentation).
+    """
+
+    step: jax.Array
+    params: Any
+    collections: dict[str, Any]
+    opt_state: Any
+    rng: jax.Array
+
+    @property
+    def batch_stats(self) -> Any:
+        """The ``"batch_stats"`` collection (empty dict if the model has none)."""
+        return self.collections.get("batch_stats", {})
+
+    def variables(self) -> dict[str, Any]:
+        """The Flax variables dict for ``model.apply`` (params and every model collection)."""
+        return {"params": self.params, **{k: v for k, v in self.collections.items() if k != STATS}}
+
+
+def _sum_sown(sown: Any) -> Any:
+    """Flax ``sow`` keeps a tuple per call; sum each tuple to one float32 array."""
+
+    def total(calls):
+        calls = calls if isinstance(calls, tuple) else (calls,)
+        out = jnp.asarray(calls[0], jnp.float32)
+        for value in calls[1:]:
+            out = out + jnp.asarray(value, jnp.float32)
+        return out
+
+    return jax.tree_util.tree_map(total, sown, is_leaf=lambda x: isinstance(x, tuple))
+
+
+def _empty_stats(sown: Any) -> dict[str, Any]:
+    zeros = jax.tree_util.tree_map(jnp.zeros_like, _sum_sown(sown))
+    return {"sum": zeros, "count": jnp.zeros((), jnp.int32)}
+
+
+def read_stats(state: TrainState) -> Any:
+    """Mean of each accumulated statistic over the train steps since the last reset.
+
+    Returns the tree the model sows (one float32 array per statistic), or None when the model
+    sows nothing. Before any step the means are zeros.
+    """
+    stats = state.collections.get(STATS)
+    if stats is None:
+        return None
+    count = jnp.maximum(stats["count"], 1).astype(jnp.float32)
+    return jax.tree_util.tree_map(lambda s: s / count, stats["sum"])
+
+
+def reset_stats(state: TrainState) -> TrainState:
+    """``state`` with its accumulated statistics zeroed (unchanged if it has none)."""
+    stats = state.collections.get(STATS)
+    if stats is None:
+        return state
+    zeroed = jax.tree_util.tree_map(jnp.zeros_like, stats)
+    return state.replace(collections={**state.collections, STATS: zeroed})
+
+
+def init_state(
+    key: jax.Array, model: nn.Module, input_shape: tuple[int, ...], tx: optax.GradientTransformation
+) -> TrainState:
+    """Initializes params, every other collection and the optimizer state for ``input_shape``.
+
+    Raises:
+        ConfigError: the model cannot take inputs of that shape (the message names both).
+    """
+    if not jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)  # a legacy raw uint32 key
+    init_key, rng = jax.random.split(key)
+    params_key, dropout_key = jax.random.split(init_key)
+    dummy = jnp.zeros((1, *input_shape), jnp.float32)
+    try:
+        # mutable=True: also what the model sows (Flax leaves "intermediates" out by default).
+        init = jax.jit(lambda k, d: model.init({"params": k, "dropout": d}, dummy, train=False,
+                                               mutable=True))  # fmt: skip
+        traced = isinstance(params_key, jax.core.Tracer)  # under eval_shape/jit: nothing to compile
+        if jax.default_backend() == "cpu" and not traced:
+            # It runs once: without XLA's backend (LLVM) optimizations a deep model's threefry
+            # draws compile several times faster on CPU (Inception: ~25 s -> ~7 s); the values
+            # are deterministic and may differ from an optimized compile in the last bits.
+            init = init.lower(params_key, dropout_key).compile(_RUN_ONCE_COMPILER_OPTIONS)
+        variables = init(params_key, dropout_key)
+    except Exception as error:
+        raise ConfigError(
+            f"model {type(model).__name__} cannot take inputs of shape {tuple(input_shape)}: "
+            f"{type(error).__name__}: {str(error).splitlines()[0][:300]}"
+        ) from error
+    variables = dict(variables)
+    params = variables.pop("params")
+    sown = variables.pop(SOWN, None)
+    if STATS in variables:
+        raise ConfigError(f"model {type(model).__name__} has a collection named {STATS!r}, "
+                          "which the engine keeps for accumulated statistics; rename it")  # fmt: skip
+    collections = dict(variables)
+    if sown:
+        collections[STATS] = _empty_stats(sown)
+    return TrainState(
+        step=jnp.zeros((), jnp.int32),
+        params=params,
+        collections=collections,
+        opt_state=tx.init(params),
+        rng=jax.random.key_data(rng),
+    )
+
+
+def _train_forward(
+    model: nn.Module, objective: Objective, state: TrainState, params: Any, x, y, drop_key
+):
+    """Loss of one training batch and what it updates: (loss, (metrics, batch_stats, sown))."""
+    mutable = ["batch_stats"] + ([SOWN] if STATS in state.collections else [])
+    variables = {**state.variables(), "params": params}
+    outputs, updates = model.apply(
+        variables, x, train=True, rngs={"dropout": drop_key}, mutable=mutable
+    )
+    values = objective.evaluate(outputs, y)
+    metrics = {k: v.mean() for k, v in values.items()}
+    return metrics["loss"], (metrics, updates.get("batch_stats"), updates.get(SOWN))
+
+
+def _apply_update(
+    tx: optax.GradientTransformation, state: TrainState, grads, batch_stats, sown
+) -> TrainState:
+    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    collections = dict(state.collections)
+    if batch_stats is not None and "batch_stats" in collections:
+        collections["batch_stats"] = batch_stats
+    if STATS in collections:
+        old = collections[STATS]
+        collections[STATS] = {
+            "sum": jax.tree_util.tree_map(jnp.add, old["sum"], _sum_sown(sown)),
+            "count": old["count"] + 1,
+        }
+    return state.replace(
+        step=state.step + 1,
+        params=optax.apply_updates(state.params, updates),
+        collections=collections,
+        opt_state=opt_state,
+    )
+
+
+def _step_body(model, tx, objective, augment, batch):
+    """One optimizer step on ``x_all[idx]`` (shared by the one-step and k-step functions)."""
+
+    def body(state: TrainState, x_all, y_all, idx):
+        x = jax.lax.with_sharding_constraint(x_all[idx], batch)
+        y = jax.lax.with_sharding_constraint(y_all[idx], batch)
+        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        noise_key, drop_key = jax.random.split(step_key)
+        if augment is not None:
+            x = augment(noise_key, x)
+        grad_fn = jax.value_and_grad(
+            lambda p: _train_forward(model, objective, state, p, x, y, drop_key), has_aux=True
+        )
+        (_, (metrics, batch_stats, sown)), grads = grad_fn(state.params)
+        return _apply_update(tx, state, grads, batch_stats, sown), metrics
+
+    return body
+
+
+def make_train_step(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    *,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    objective: Objective | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """A jitted ``step(state, x_all, y_all, order, i) -> (state, metrics)``.
+
+    The step trains on ``x_all[order[i]]``: ``x_all`` / ``y_all`` are the whole (replicated)
+    training split, ``order`` is ``[steps_per_epoch, batch]`` indices; the gathered batch is
+    sharded across ``mesh``'s data axis. ``state`` is donated. ``metrics`` holds the batch means of
+    ``"loss"`` and of the objective's metrics (default: classification, ``"accuracy"``).
+    """
+    body = _step_body(model, tx, objective or classification(), augment,
+                      sharding.batch_sharding(mesh))  # fmt: skip
+    repl = sharding.replicated_sharding(mesh)
+
+    def step(state: TrainState, x_all, y_all, order, i):
+        return body(state, x_all, y_all, order[i])
+
+    return jax.jit(step, out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def make_train_steps(
+    model: nn.Module,
+    tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+    *,
+    augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+    objective: Objective | None = None,
+) -> Callable[..., tuple[TrainState, dict[str, jax.Array]]]:
+    """A jitted ``steps(state, x_all, y_all, orders) -> (state, metrics)``: one step per row.
+
+    ``orders`` is ``[k, batch]`` indices; the ``k`` steps run in one ``lax.scan`` (one dispatch),
+    bitwise the same as ``k`` calls of :func:`make_train_step`. ``metrics`` are ``[k]`` arrays.
+    """
+    body = _step_body(model, tx, objective or classification(), augment,
+                      sharding.batch_sharding(mesh))  # fmt: skip
+    repl = sharding.replicated_sharding(mesh)
+
+    def steps(state: TrainState, x_all, y_all, orders):
+        return jax.lax.scan(lambda s, idx: body(s, x_all, y_all, idx), state, orders)
+
+    return jax.jit(steps, out_shardings=(repl, repl), donate_argnums=(0,))
+
+
+def _eval_sums(model: nn.Module, objective: Objective, variables, x, y, mask):
+    outputs = model.apply(variables, x, train=False)
+    values = objective.evaluate(outputs, y)
+    return {**{k: (v * mask).sum() for k, v in values.items()}, "count": mask.sum()}
+
+
+def make_eval_step(
+    model: nn.Module, mesh: jax.sharding.Mesh, *, objective: Objective | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """A jitted ``eval(state, x, y, mask) -> {"loss": sum, <metric>: sum, "count": n}``."""
+    objective = objective or classification()
+    batch = sharding.batch_sharding(mesh)
+
+    def evaluate_batch(state: TrainState, x, y, mask):
+        x = jax.lax.with_sharding_constraint(x, batch)
+        return _eval_sums(model, objective, state.variables(), x, y, mask)
+
+    return jax.jit(evaluate_batch, out_shardings=sharding.replicated_sharding(mesh))
+
+
+def make_population_eval_step(
+    model: nn.Module, mesh: jax.sharding.Mesh, collection: str, *, objective: Objective | None = None
+) -> Callable[..., dict[str, jax.Array]]:
+    """A jitted ``eval(state, population, x, y, mask) -> {name: [P] sums}`` over a population.
+
+    ``population`` replaces ``state.collections[collection]`` and has a leading axis ``P`` on
+    every leaf; the candidates share every other variable (params, batch statistics). One compile
+    serves any population of the same size.
+    """
+    objective = objective or classification()
+    batch = sharding.batch_sharding(mesh)
+
+    def evaluate_batch(state: TrainState, population, x, y, mask):
+        x = jax.lax.with_sharding_constraint(x, batch)
+        base = state.variables()
+
+        def one(selection):
+            return _eval_sums(model, objective, {**base, collection: selection}, x, y, mask)
+
+        return jax.vmap(one)(population)
+
+    return jax.jit(evaluate_batch, out_shardings=sharding.replicated_sharding(mesh))
+
+
+def _padded_batches(split: Split, batch_size: int, multiple: int) -> Iterator[tuple[Any, ...]]:
+    """Fixed-shape batches covering ``split``, padded with masked-out rows (one compile)."""
+    size = max(multiple, min(batch_size, len(split)))
+    size = -(-size // multiple) * multiple
+    for start in range(0, len(split), size):
+        x, y = split.x[start : start + size], split.y[start : start + size]
+        pad = size - len(x)
+        mask = np.concatenate([np.ones(len(x), np.float32), np.zeros(pad, np.float32)])
+        yield (np.concatenate([x, np.zeros((pad, *x.shape[1:]), x.dtype)]),
+               np.concatenate([y, np.zeros((pad, *y.shape[1:]), y.dtype)]), mask)  # fmt: skip
+
+
+def _check_shape(split: Split, input_shape: tuple[int, ...] | None) -> None:
+    if input_shape is not None and tuple(split.x.shape[1:]) != tuple(input_shape):
+        raise DataError(
+            f"evaluation data has examples of shape {tuple(split.x.shape[1:])} but the model was "
+            f"initialized for {tuple(input_shape)}"
+        )
+
+
+def _means(sums: Mapping[str, Any]) -> dict[str, Any]:
+    count = np.maximum(np.asarray(sums["count"], np.float64), 1.0)
+    return {k: np.asarray(v, np.float64) / count for k, v in sums.items() if k != "count"}
+
+
+def _accumulate(outputs: list[Any]) -> dict[str, Any]:
+    totals: dict[str, Any] = {}
+    for out in jax.device_get(outputs):
+        for name, value in out.items():
+            totals[name] = totals.get(name, 0.0) + np.asarray(value, np.float64)
+    return totals
+
+
+def evaluate(
+    eval_step: Callable[..., dict[str, jax.Array]],
+    state: TrainState,
+    split: Split,
+    *,
+    batch_size: int,
+    mesh: jax.sharding.Mesh,
+    input_shape: tuple[int, ...] | None = None,
+) -> dict[str, float]:
+    """Mean loss and metrics of ``state`` on ``split`` (``{"loss": ..., "accuracy": ...}``).
+
+    Raises:
+        DataError: ``split`` holds examples of another shape than ``input_shape``.
+    """
+    _check_shape(split, input_shape)
+    batch = sharding.batch_sharding(mesh)
+    outputs = [
+        eval_step(state, *jax.device_put((x, y, m), batch))
+        for x, y, m in _padded_batches(split, batch_size, mesh.size)
+    ]
+    return {k: float(v) for k, v in _means(_accumulate(outputs)).items()}
+
+
+class Engine:
+    """The jitted steps of one model, for search loops that drive training themselves.
+
+    Example::
+
+        engine = Engine(model, tx, objective=regression())
+        state = engine.init(jax.random.key(0), (8, 8, 1))
+        state, metrics = engine.train_steps(state, x, y, orders)  # orders: [k, batch] indices
+        scores = engine.evaluate_population(state, data.validation, "masks", population)
+
+    Args:
+        model: a Flax module following the :mod:`fnnjax.models` convention.
+        tx: the optimizer.
+        mesh: devices (default: one local device).
+        objective: loss and metrics (default: classification).
+        augment: ``augment(key, x) -> x`` applied to every training batch, or None.
+        eval_batch_size: batch size of :meth:`evaluate` and :meth:`evaluate_population`.
+    """
+
+    def __init__(
+        self,
+        model: nn.Module,
+        tx: optax.GradientTransformation,
+        mesh: jax.sharding.Mesh | None = None,
+        *,
+        objective: Objective | None = None,
+        augment: Callable[[jax.Array, jax.Array], jax.Array] | None = None,
+        eval_batch_size: int = 1000,
+    ):
+        self.model, self.tx = model, tx
+        self.mesh = mesh or sharding.make_mesh(1)
+        self.objective = objective or classification()
+        self.eval_batch_size = eval_batch_size
+        kw = {"augment": augment, "objective": self.objective}
+        self.train_step = make_train_step(model, tx, self.mesh, **kw)
+        self._train_steps = make_train_steps(model, tx, self.mesh, **kw)
+        self.eval_step = make_eval_step(model, self.mesh, objective=self.objective)
+        self._population_steps: dict[str, Callable[..., Any]] = {}
+
+    def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> TrainState:
+        """A fresh state (params, collections, optimizer state), replicated over the mesh."""
+        return sharding.replicate(init_state(key, self.model, input_shape, self.tx), self.mesh)
+
+    def train_steps(
+        self, state: TrainState, x: Any, y: Any, orders: Any
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """``k = len(orders)`` optimizer steps on ``x[orders[j]]`` in one jitted scan.
+
+        ``x``, ``y``: the training arrays (put on the devices once by the caller for speed);
+        ``orders``: ``[k, batch]`` int indices. Returns the new state (``state`` is donated) and
+        ``[k]`` metrics. Statistics accumulate in ``state.collections["stats"]``.
+        """
+        orders = jnp.asarray(orders, jnp.int32)
+        if orders.ndim != 2 or orders.shape[1] % self.mesh.size:
+            raise ConfigError(
+                f"orders: expected [steps, batch] indices with batch a multiple of "
+                f"{self.mesh.size} devices, got shape {tuple(orders.shape)}"
+            )
+        return self._train_steps(state, x, y, orders)
+
+    def evaluate(self, state: TrainState, split: Split) -> dict[str, float]:
+        """Mean loss and metrics on ``split``."""
+        return evaluate(self.eval_step, state, split, batch_size=self.eval_batch_size,
+                        mesh=self.mesh)  # fmt: skip
+
+    def evaluate_population(
+        self, state: TrainState, split: Split, collection: str, population: Any
+    ) -> dict[str, np.ndarray]:
+        """Mean loss and metrics on ``split`` of every candidate: ``{name: [P]}``.
+
+        ``population`` is ``state.collections[collection]`` with a leading axis ``P`` on every leaf
+        (e.g. ``P`` mask sets); the candidates share params and batch statistics.
+
+        Raises:
+            ConfigError: ``state`` has no such collection, or the population's leaves do not
+                match it (the message names the collection and the shapes).
+        """
+        if collection not in state.collections:
+            raise ConfigError(f"collection: the state has no {collection!r} collection; it has "
+                              f"{', '.join(sorted(state.collections)) or 'none'}")  # fmt: skip
+        base = jax.tree_util.tree_structure(state.collections[collection])
+        if jax.tree_util.tree_structure(population) != base:
+            raise ConfigError(f"population: expected the tree of collection {collection!r} with a "
+                              "leading candidate axis on every leaf")  # fmt: skip
+        sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None
+                 for leaf in jax.tree_util.tree_leaves(population)}  # fmt: skip
+        for leaf, ref in zip(jax.tree_util.tree_leaves(population),
+                             jax.tree_util.tree_leaves(state.collections[collection]), strict=True):  # fmt: skip
+            if tuple(np.shape(leaf)[1:]) != tuple(np.shape(ref)) or len(sizes) != 1:
+                raise ConfigError(
+                    f"population: every leaf of {collection!r} needs shape [P, *leaf shape] with "
+                    f"one P; got {tuple(np.shape(leaf))} for a leaf of shape {tuple(np.shape(ref))}"
+                )
+        if collection not in self._population_steps:
+            self._population_steps[collection] = make_population_eval_step(
+                self.model, self.mesh, collection, objective=self.objective
+            )
+        step = self._population_steps[collection]
+        batch = sharding.batch_sharding(self.mesh)
+        population = sharding.replicate(population, self.mesh)
+        outputs = [
+            step(state, population, *jax.device_put((x, y, m), batch))
+            for x, y, m in _padded_batches(split, self.eval_batch_size, self.mesh.size)
+        ]
+        return _means(_accumulate(outputs))
