@@ -31,6 +31,7 @@ import jax.numpy as jnp
 
 from fnnjax._checks import check_float_input
 from fnnjax.arch.build import build_model
+from fnnjax.arch.serialize import from_dict, to_dict
 from fnnjax.arch.spec import Spec
 from fnnjax.arch.zoo import MODEL_NAMES, zoo_spec
 from fnnjax.construct.templates import apply_template, width_multiplier
@@ -42,7 +43,9 @@ __all__ = [
     "available_models",
     "build_spec",
     "check_float_input",
+    "describe_spec",
     "get_model",
+    "model_from_description",
     "param_count",
     "register_model",
 ]
@@ -185,3 +188,46 @@ def get_model(name: str, num_classes: int, input_shape: Sequence[int], **options
 def param_count(tree: Any) -> int:
     """Total number of scalars in a pytree of arrays (e.g. ``variables["params"]``)."""
     return sum(math.prod(jnp.shape(leaf)) for leaf in jax.tree_util.tree_leaves(tree))
+
+
+def describe_spec(spec: Spec, **build_options: Any) -> dict[str, Any]:
+    """The description of a spec model (what checkpoints store): ``{"spec": ..., **options}``.
+
+    ``build_options`` are :func:`fnnjax.arch.build_model`'s (``use_masks``, ``collect_stats``).
+    """
+    return {"spec": to_dict(spec), **build_options}
+
+
+def model_from_description(description: Mapping[str, Any]) -> nn.Module:
+    """Builds the model a run description names: the inverse of what ``fnnjax train`` stores.
+
+    Two forms: ``{"spec": <spec JSON dict>, "use_masks": ..., "collect_stats": ...}`` (any
+    architecture, e.g. one a search exported; see :func:`describe_spec`) and ``{"name": ...,
+    "options": {...}, "num_classes": ..., "input_shape": [...]}`` (a registered model). This is
+    the ``rebuild`` that :func:`fnnjax.train.fit` and :func:`fnnjax.train.restore_run` need to
+    resume a run whose structure changed.
+
+    Raises:
+        ConfigError: a description of neither form, or an invalid spec (the message names it).
+    """
+    if not isinstance(description, Mapping):
+        raise ConfigError(f"description: expected a JSON object, got {type(description).__name__}")
+    if "spec" in description:
+        options = {k: v for k, v in description.items() if k != "spec"}
+        unknown = sorted(set(options) - {"use_masks", "collect_stats"})
+        if unknown:
+            raise ConfigError(f"description: unknown build option(s) {', '.join(unknown)}; "
+                              "expected use_masks, collect_stats")  # fmt: skip
+        try:
+            spec = from_dict(description["spec"])
+        except ValueError as error:
+            raise ConfigError(f"description.spec: {error}") from None
+        return build_model(spec, **options)
+    missing = [k for k in ("name", "num_classes", "input_shape") if k not in description]
+    if missing:
+        raise ConfigError(
+            f"description: expected {{'spec': ...}} or {{'name', 'options', 'num_classes', "
+            f"'input_shape'}}; missing {', '.join(missing)}"
+        )
+    return get_model(description["name"], description["num_classes"],
+                     tuple(description["input_shape"]), **dict(description.get("options") or {}))  # fmt: skip

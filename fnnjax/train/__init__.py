@@ -28,11 +28,13 @@ from fnnjax.train.engine import (
 )
 from fnnjax.train.loop import (
     FitResult,
+    NewModel,
     TrainConfig,
     fit,
     make_optimizer,
     make_schedule,
     plot_history,
+    restore_run,
     run_digest,
 )
 from fnnjax.train.objectives import Objective, classification, get_objective, regression
@@ -51,6 +53,7 @@ __all__ = [
     "Dataset",
     "Engine",
     "FitResult",
+    "NewModel",
     "Objective",
     "Split",
     "TrainConfig",
@@ -83,6 +86,7 @@ __all__ = [
     "replicate",
     "replicated_sharding",
     "reset_stats",
+    "restore_run",
     "run_digest",
     "sync_processes",
     "validate_dataset",

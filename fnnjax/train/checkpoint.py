@@ -226,7 +226,8 @@ class Checkpoints:
         """Restores the newest readable checkpoint, moving each newer damaged one aside.
 
         Args:
-            template: the state's structure (see :meth:`restore`).
+            template: the state's structure (see :meth:`restore`), or ``template(meta)`` giving
+                it for a step from its meta (a run whose structure changed between steps).
             check: called with the newest readable ``meta`` before any array is read; it raises
                 (e.g. :class:`CheckpointError` "a different run") to stop. Its error propagates.
 
@@ -253,7 +254,8 @@ class Checkpoints:
                 check(meta)  # a different run is not damage: its error goes to the caller
                 checked = True
             try:
-                state, meta = self.restore(step, template, meta)
+                target = template(meta) if callable(template) else template
+                state, meta = self.restore(step, target, meta)
             except CheckpointError as error:
                 problems.append(str(error))
                 damaged.append(step)

@@ -47,7 +47,7 @@ import numpy as np
 import optax
 from tqdm.auto import tqdm
 
-from fnnjax.errors import ConfigError, TrainingDivergedError
+from fnnjax.errors import CheckpointError, ConfigError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.data import Dataset, augmentation_for, validate_dataset
@@ -79,6 +79,7 @@ from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = [
     "FitResult",
+    "NewModel",
     "TrainConfig",
     "TrainState",
     "evaluate",
@@ -89,6 +90,7 @@ __all__ = [
     "make_schedule",
     "make_train_step",
     "plot_history",
+    "restore_run",
     "run_digest",
 ]
 
@@ -226,6 +228,25 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return optax.chain(*parts)
 
 
+@dataclasses.dataclass(frozen=True)
+class NewModel:
+    """What an ``on_epoch_end`` callback returns to change the network between epochs.
+
+    Attributes:
+        model: the new Flax module (same input shape and output convention).
+        state: its train state: params, collections and an optimizer state of the run's
+            optimizer, usually transplanted from the old state (``fnnjax.arch.transplant_params``
+            and ``transplant_opt_state``); ``step`` and ``rng`` carried over unchanged.
+        description: JSON-ready description of the new model (``{"spec": <spec JSON dict>}`` or
+            ``{"name": ..., "options": ...}``), stored with every later checkpoint so that a
+            resumed run rebuilds this structure (``fit``'s ``rebuild``).
+    """
+
+    model: nn.Module
+    state: TrainState
+    description: dict[str, Any]
+
+
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns.
@@ -234,11 +255,15 @@ class FitResult:
         state: the final train state.
         history: one dict per epoch (train/validation/test loss and accuracy, time, throughput).
         summary: final metrics and run description (also written to ``summary.json``).
+        model, description: the final model and its description (they differ from the ones
+            given to :func:`fit` when a callback changed the structure).
     """
 
     state: TrainState
     history: list[dict[str, Any]]
     summary: dict[str, Any]
+    model: nn.Module | None = None
+    description: dict[str, Any] | None = None
 
 
 def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainConfig) -> str:
@@ -269,8 +294,9 @@ def fit(
     resume: bool = True,
     description: dict[str, Any] | None = None,
     mesh: jax.sharding.Mesh | None = None,
-    on_epoch_end: Callable[[dict[str, Any], TrainState], None] | None = None,
+    on_epoch_end: Callable[[dict[str, Any], TrainState], NewModel | None] | None = None,
     objective: str | Objective | None = None,
+    rebuild: Callable[[dict[str, Any]], nn.Module] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data`` and evaluates it after every epoch.
 
@@ -288,11 +314,18 @@ def fit(
         description: JSON-ready description of the model (name and options, or an architecture
             spec), stored with every checkpoint so a resume can check it is the same run.
         mesh: device mesh (default: ``config.num_devices`` local devices on a ``"data"`` axis).
-        on_epoch_end: called with each epoch's record and the state (e.g. for plots).
+        on_epoch_end: called with each epoch's record and the state after the epoch was
+            evaluated (and its best checkpoint saved). It may return a :class:`NewModel` to
+            change the network: training goes on with it (steps are rebuilt; metrics, the
+            schedule and the data order continue) and the epoch's checkpoint holds the new
+            state and description.
         objective: the loss and metrics (:mod:`fnnjax.train.objectives`): ``"classification"``
             (default: cross-entropy, accuracy; integer labels) or ``"regression"`` (MSE, MAE;
             float targets), or any :class:`~fnnjax.train.objectives.Objective`. The best epoch is
             chosen on its ``select`` metric of the validation split.
+        rebuild: ``rebuild(description) -> model`` for resuming a run whose structure changed
+            (e.g. :func:`fnnjax.models.model_from_description`): the newest checkpoint's stored
+            description is rebuilt and restored without a template. Not needed otherwise.
 
     Returns:
         A :class:`FitResult`. Its summary holds ``best_epoch``/``best_validation_accuracy`` (and
@@ -329,6 +362,7 @@ def fit(
     }
     primary = is_primary()
 
+    current = run["model"]  # the description of the structure being trained now
     tx = make_optimizer(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch)
     init_key, data_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
@@ -350,11 +384,25 @@ def fit(
         checkpoints = Checkpoints(out / "checkpoints", max_to_keep=config.keep_checkpoints)
         restored = None
         if resume:
+            rebuilt: dict[str, nn.Module] = {}
+
+            def template(meta: dict[str, Any]) -> Any:
+                saved = meta.get("model", run["model"])
+                if saved == current:
+                    return state
+                key = json.dumps(saved, sort_keys=True)
+                if key not in rebuilt:
+                    rebuilt[key] = _rebuild(rebuild, saved, out)
+                return _abstract_state(rebuilt[key], data.input_shape, tx, mesh)
+
             restored = checkpoints.restore_latest(
-                state, check=lambda meta: _check_meta(meta, run, out)
+                template, check=lambda meta: _check_meta(meta, run, out)
             )
         if restored is not None:
             state, meta = restored
+            saved = meta.get("model", run["model"])
+            if saved != current:  # the run had changed its structure: go on in the new one
+                model, current = rebuilt[json.dumps(saved, sort_keys=True)], saved
             if config.progress and primary:
                 tqdm.write(f"resuming {out} from step {int(state.step)} (epoch {meta['epoch']})")
         if len(data.validation):
@@ -377,10 +425,8 @@ def fit(
     policy = augmentation_for(data) if config.augment else None
     for text in policy.warnings if policy is not None else ():
         warnings.warn(f"--augment on {data.name!r}: {text}", stacklevel=2)
-    train_step = make_train_step(
-        model, tx, mesh, augment=policy if policy is not None and not policy.is_identity else None,
-        objective=objective,
-    )
+    augment = policy if policy is not None and not policy.is_identity else None
+    train_step = make_train_step(model, tx, mesh, augment=augment, objective=objective)
     eval_step = make_eval_step(model, mesh, objective=objective)
     start_step = int(state.step)
     first_epoch, offset = divmod(start_step, steps_per_epoch)
@@ -436,10 +482,9 @@ def fit(
                 for key, value in record.items():
                     if key not in ("epoch", "step"):
                         writer.add_scalar(key, value, record["step"])
-            if on_epoch_end is not None:
-                on_epoch_end(record, state)
             meta = {"run": run, "epoch": epoch + 1, "step": int(state.step),
-                    "steps_per_epoch": steps_per_epoch, "state_format": STATE_FORMAT}  # fmt: skip
+                    "steps_per_epoch": steps_per_epoch, "state_format": STATE_FORMAT,
+                    "model": current}  # fmt: skip
             select = f"validation_{objective.select}"
             if len(data.validation) and (
                 best is None or objective.better(record[select], best[select])
@@ -449,8 +494,19 @@ def fit(
                 # A resumed run that redoes an epoch finds its best checkpoint already written.
                 if best_checkpoints is not None and best["step"] not in saved_best_steps:
                     best_checkpoints.save(best["step"], state, {**meta, "best": best})
-            if checkpoints is not None and (
+            changed = False
+            if on_epoch_end is not None:
+                change = on_epoch_end(record, state)
+                if change is not None:
+                    changed = True
+                    model, state, current = _adopt(change, state, mesh)
+                    meta["model"] = current
+                    train_step = make_train_step(model, tx, mesh, augment=augment,
+                                                 objective=objective)  # fmt: skip
+                    eval_step = make_eval_step(model, mesh, objective=objective)
+            if checkpoints is not None and (  # a new structure is always saved at once
                 (epoch + 1) % config.checkpoint_every_epochs == 0 or epoch + 1 == config.epochs
+                or changed
             ):
                 checkpoints.save(int(state.step), state, meta)
     finally:
@@ -479,9 +535,109 @@ def fit(
            if objective.name == "classification" else {}),  # fmt: skip
         **_best_summary(best, out, objective.select, objective.maximize),
     }
+    if current != run["model"]:
+        summary["final_model"] = current
     if out is not None and primary:
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
-    return FitResult(state=state, history=history, summary=summary)
+    return FitResult(state=state, history=history, summary=summary, model=model,
+                     description=current)  # fmt: skip
+
+
+def restore_run(
+    out_dir: str | Path,
+    rebuild: Callable[[dict[str, Any]], nn.Module],
+    *,
+    best: bool = False,
+    mesh: jax.sharding.Mesh | None = None,
+) -> tuple[nn.Module, TrainState, dict[str, Any]]:
+    """The model and state of a run folder from its checkpoints alone (no template model).
+
+    The newest checkpoint's meta holds the run (config, dataset shape) and the description of
+    the structure it holds; ``rebuild(description)`` builds that model, whose state shapes are
+    the restore target. Works for runs whose structure changed while they trained.
+
+    Args:
+        out_dir: a folder written by :func:`fit`.
+        rebuild: ``description -> model``, e.g. :func:`fnnjax.models.model_from_description`.
+        best: restore ``best/`` (the best validation epoch) instead of the newest checkpoint.
+        mesh: devices to put the state on (default: one device).
+
+    Returns:
+        ``(model, state, meta)``.
+
+    Raises:
+        CheckpointError: no (readable) checkpoint in the folder, or one of another state layout.
+    """
+    out = Path(out_dir).expanduser().resolve()
+    folder = out / ("best" if best else "checkpoints")
+    if not folder.is_dir():
+        raise CheckpointError(f"{folder} does not exist; expected a run folder written by fit")
+    mesh = mesh or sharding.make_mesh(1)
+    checkpoints = Checkpoints(folder)
+    models: dict[str, nn.Module] = {}
+
+    def template(meta: dict[str, Any]) -> Any:
+        _check_state_format(meta, out)
+        run, description = meta["run"], meta.get("model", meta["run"]["model"])
+        key = json.dumps(description, sort_keys=True)
+        models[key] = models.get(key) or rebuild(description)
+        tx = make_optimizer(TrainConfig.from_dict(run["config"]), meta["steps_per_epoch"])
+        return _abstract_state(models[key], tuple(run["dataset"]["input_shape"]), tx, mesh)
+
+    try:
+        restored = checkpoints.restore_latest(template)
+    finally:
+        checkpoints.close()
+    if restored is None:
+        raise CheckpointError(f"{folder} holds no checkpoint")
+    state, meta = restored
+    description = meta.get("model", meta["run"]["model"])
+    return models[json.dumps(description, sort_keys=True)], state, meta
+
+
+def _adopt(change: Any, old: TrainState, mesh: jax.sharding.Mesh) -> tuple[Any, TrainState, Any]:
+    """Checks what a callback returned and puts the new state on the mesh."""
+    if not isinstance(change, NewModel):
+        raise ConfigError(
+            f"on_epoch_end returned {type(change).__name__}; expected None or a "
+            "fnnjax.train.NewModel(model, state, description)"
+        )
+    try:
+        json.dumps(change.description)
+    except TypeError as error:
+        raise ConfigError(f"NewModel.description must be JSON-ready: {error}") from None
+    if int(change.state.step) != int(old.step):
+        raise ConfigError(
+            f"NewModel.state.step is {int(change.state.step)} but the run is at step "
+            f"{int(old.step)}; carry step (and rng) over from the old state"
+        )
+    return change.model, sharding.replicate(change.state, mesh), change.description
+
+
+def _rebuild(rebuild: Any, description: Any, out: Path) -> nn.Module:
+    if rebuild is None:
+        raise CheckpointError(
+            f"the newest checkpoint in {out} holds a changed structure ({_short_json(description)}); "
+            "pass rebuild=fnnjax.models.model_from_description (or your own rebuild function) to "
+            "resume it"
+        )
+    return rebuild(description)
+
+
+def _short_json(value: Any) -> str:
+    text = json.dumps(value, sort_keys=True)
+    return text if len(text) <= 120 else text[:117] + "..."
+
+
+def _abstract_state(
+    model: nn.Module, input_shape: tuple[int, ...], tx: optax.GradientTransformation,
+    mesh: jax.sharding.Mesh,
+) -> Any:
+    """The train state of ``model`` as shapes and shardings only (a restore target, no compute)."""
+    shapes = jax.eval_shape(lambda k: init_state(k, model, input_shape, tx), jax.random.key(0))
+    repl = sharding.replicated_sharding(mesh)
+    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
+                                  shapes)  # fmt: skip
 
 
 def _check_meta(meta: dict[str, Any], run: dict[str, Any], out: Path) -> None:

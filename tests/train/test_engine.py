@@ -10,20 +10,33 @@ import numpy as np
 import optax
 import pytest
 
-from fnnjax.arch import Conv, Head, Pool, Spec, Stage, build_model
+from fnnjax.arch import (
+    Conv,
+    Head,
+    Pool,
+    Spec,
+    Stage,
+    build_model,
+    transplant_opt_state,
+    transplant_params,
+)
 from fnnjax.errors import CheckpointError, ConfigError, DataError
-from fnnjax.models import DenseBaseline
+from fnnjax.models import DenseBaseline, describe_spec, model_from_description
 from fnnjax.train import (
     Checkpoints,
     Dataset,
     Engine,
+    NewModel,
     Split,
     TrainConfig,
     fit,
+    init_state,
     load_dataset,
+    make_optimizer,
     read_stats,
     regression,
     reset_stats,
+    restore_run,
 )
 
 
@@ -208,3 +221,75 @@ def test_checkpoints_of_the_old_state_layout_are_refused_with_the_way_out(synthe
     old.close()
     with pytest.raises(CheckpointError, match="train-state format 1 .* --no-resume"):
         fit(model, synthetic, config, out_dir=tmp_path / "old")
+
+
+def _grow_spec(filters):
+    return Spec(input_shape=(8, 8, 1), num_classes=4, stem=(Conv(filters=4),),
+                stages=(Stage(blocks=(Conv(filters=filters), Pool(), Conv(filters=5))),),
+                head=Head())  # fmt: skip
+
+
+def _widen_after_epoch_1(config, data, stop_at=None):
+    """A callback that widens the first stage conv from 4 to 7 filters after epoch 1."""
+    spec_a, spec_b = _grow_spec(4), _grow_spec(7)
+    tx = make_optimizer(config, len(data.train) // config.batch_size)
+
+    def callback(record, state):
+        if record["epoch"] == stop_at:
+            raise _Stop
+        if record["epoch"] != 1:
+            return None
+        model_b = build_model(spec_b)
+        fresh = init_state(jax.random.key(5), model_b, data.input_shape, tx)
+        variables = transplant_params(spec_a, state.variables(), spec_b, fresh.variables())
+        opt_state = transplant_opt_state(spec_a, state.params, state.opt_state, spec_b,
+                                         variables["params"], fresh.opt_state)  # fmt: skip
+        new = state.replace(params=variables.pop("params"), collections=variables,
+                            opt_state=opt_state)  # fmt: skip
+        return NewModel(model_b, new, describe_spec(spec_b))
+
+    return callback
+
+
+class _Stop(Exception):
+    pass
+
+
+def test_a_run_killed_after_a_structure_change_resumes_in_the_new_structure_bitwise(
+    synthetic, tmp_path
+):
+    config = TrainConfig(epochs=3, batch_size=64, learning_rate=3e-3, progress=False,
+                         num_devices=1, seed=1)  # fmt: skip
+    model_a, description = build_model(_grow_spec(4)), describe_spec(_grow_spec(4))
+    whole = fit(model_a, synthetic, config, description=description,
+                on_epoch_end=_widen_after_epoch_1(config, synthetic))  # fmt: skip
+    assert whole.description == describe_spec(_grow_spec(7))
+    assert whole.state.params["s0b0"]["conv"]["kernel"].shape[-1] == 7
+    assert len(whole.history) == 3 and whole.summary["final_model"] == whole.description
+
+    with pytest.raises(_Stop):  # killed in epoch 2, after the change was saved with epoch 1
+        fit(model_a, synthetic, config, out_dir=tmp_path, description=description,
+            on_epoch_end=_widen_after_epoch_1(config, synthetic, stop_at=2))  # fmt: skip
+    with pytest.raises(CheckpointError, match="holds a changed structure .* pass rebuild="):
+        fit(model_a, synthetic, config, out_dir=tmp_path, description=description)
+    resumed = fit(model_a, synthetic, config, out_dir=tmp_path, description=description,
+                  on_epoch_end=_widen_after_epoch_1(config, synthetic),
+                  rebuild=model_from_description)  # fmt: skip
+    for u, v in zip(jax.tree_util.tree_leaves(whole.state), jax.tree_util.tree_leaves(resumed.state),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    assert [h["epoch"] for h in resumed.history] == [1, 2, 3]
+
+    # The folder alone gives the model and state back (no template model).
+    model, state, meta = restore_run(tmp_path, model_from_description)
+    assert meta["model"] == describe_spec(_grow_spec(7)) and model.spec == _grow_spec(7)
+    for u, v in zip(jax.tree_util.tree_leaves(whole.state), jax.tree_util.tree_leaves(state),
+                    strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+
+
+def test_a_callback_that_returns_something_else_is_one_clear_error(synthetic):
+    config = TrainConfig(epochs=1, batch_size=64, progress=False, num_devices=1)
+    model = DenseBaseline(num_classes=4, hidden=(8,), input_dropout=0.0)
+    with pytest.raises(ConfigError, match="on_epoch_end returned dict; expected None or a"):
+        fit(model, synthetic, config, on_epoch_end=lambda record, state: {"model": model})
