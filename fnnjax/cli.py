@@ -28,6 +28,8 @@ EPILOG = """examples:
   fnnjax train --model fnn-1024 --dataset fashion_mnist --epochs 100
   fnnjax train --model fnn -o num_hidden=2048 -o iterations=2 -o input_every_iteration=false
   fnnjax train --model dense --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --schedule cosine
+  fnnjax spec --model vgg19 --template uniform --width 0.25 --input-shape 8 8 1 --write vgg.json
+  fnnjax train --spec vgg.json --epochs 5                  any architecture from a spec file
 
 The output folder (default runs/MODEL-DATASET-XXXXXX, where XXXXXX changes with any setting that
 makes it a different run) holds config.json, metrics.jsonl, checkpoints/, best/ (with --validation),
@@ -101,6 +103,9 @@ def build_parser() -> argparse.ArgumentParser:
     )  # fmt: skip
     what = train.add_argument_group("what to train")
     what.add_argument("--model", default="dense", help="model name (see `fnnjax models`); default dense")
+    what.add_argument("--spec", type=Path, metavar="FILE.json",
+                      help="train the architecture of a spec file (from `fnnjax spec --write` or a "
+                      "search) instead of --model")
     what.add_argument("--dataset", default="digits", help="dataset name (see `fnnjax datasets`); default digits")
     what.add_argument("-o", "--option", action="append", type=_parse_option, default=[],
                       metavar="KEY=VALUE", help="model option, repeatable (e.g. -o iterations=2)")
@@ -184,6 +189,26 @@ def build_parser() -> argparse.ArgumentParser:
     profile.add_argument("--no-latency", action="store_true", help="do not time the forward")
     profile.add_argument("--json", type=Path, metavar="PATH", help="also write the numbers as JSON")
 
+    spec = commands.add_parser(
+        "spec", help="write, validate and summarize architecture specs (JSON)", parents=debug,
+        description="Prints a spec's notation, template-layer filters, parameters and FLOPs per "
+        "example (from shape inference; nothing is compiled). The spec comes from FILE (checked "
+        "field by field) or from a zoo model with a template and width. --write saves it as JSON "
+        "for `fnnjax train --spec`.",
+        epilog="examples:\n  fnnjax spec --model resnet50 --template uniform --write r50.json\n"
+        "  fnnjax spec r50.json\n  fnnjax spec --model vgg16 --head fnn --input-shape 28 28 1 "
+        "--write v.json", formatter_class=argparse.RawDescriptionHelpFormatter,
+    )  # fmt: skip
+    spec.add_argument("file", nargs="?", type=Path, metavar="FILE.json", help="a spec to check")
+    spec.add_argument("--model", help="a zoo model (vgg16, vgg19, resnet50, inception, mobilenet)")
+    spec.add_argument("--template", default="base", help="filter template; default base")
+    spec.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
+    spec.add_argument("--head", help="linear, dense or fnn (default: the model's own)")
+    spec.add_argument("--input-shape", type=_positive_int, nargs=3, default=[32, 32, 3],
+                      metavar=("H", "W", "C"), help="one example's shape; default 32 32 3")
+    spec.add_argument("--classes", type=_positive_int, default=10, help="default 10")
+    spec.add_argument("--write", type=Path, metavar="PATH", help="write the spec as JSON here")
+
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -193,6 +218,7 @@ def _train(args: argparse.Namespace) -> int:
     import jax  # noqa: PLC0415  (keep `fnnjax --help` fast)
 
     from fnnjax import models, train  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     if args.distributed:
         jax.distributed.initialize(
@@ -212,14 +238,31 @@ def _train(args: argparse.Namespace) -> int:
         augment=args.augment, seed=args.seed, checkpoint_every_epochs=args.checkpoint_every,
         num_devices=args.devices, progress=not args.quiet, tensorboard=args.tensorboard,
     )  # fmt: skip
+    if args.spec is not None and (args.model != "dense" or options):
+        raise ConfigError("--spec FILE replaces --model, -o, --template and --width; pass one or "
+                          "the other (`fnnjax spec --model ... --write FILE` makes a spec)")  # fmt: skip
     data = train.load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                               limit_train=args.limit_train, limit_test=args.limit_test)  # fmt: skip
-    model = models.get_model(args.model, data.num_classes, data.input_shape, **options)
-    description = {"name": args.model, "options": options}
+    if args.spec is not None:
+        spec = _read_spec(args.spec)
+        if (tuple(spec.input_shape), spec.num_classes) != (tuple(data.input_shape), data.num_classes):
+            raise ConfigError(
+                f"--spec {args.spec}: the spec takes inputs {tuple(spec.input_shape)} with "
+                f"{spec.num_classes} classes, but {args.dataset!r} has {tuple(data.input_shape)} "
+                f"with {data.num_classes}; write a matching one with `fnnjax spec ... "
+                f"--input-shape {' '.join(map(str, data.input_shape))} --classes {data.num_classes}`"
+            )
+        description = models.describe_spec(spec)
+        name = spec.name or args.spec.stem
+    else:
+        description = {"name": args.model, "options": options, "num_classes": data.num_classes,
+                       "input_shape": list(data.input_shape)}  # fmt: skip
+        name = args.model
+    model = models.model_from_description(description)
     digest = train.run_digest(description, data, config)
-    out = args.out or Path("runs") / f"{args.model}-{args.dataset}-{digest}"
+    out = args.out or Path("runs") / f"{name}-{args.dataset}-{digest}"
     result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
-                       description=description)  # fmt: skip
+                       description=description, rebuild=models.model_from_description)  # fmt: skip
     summary = result.summary
     if summary.get("best_epoch") is not None:
         best = (f"best validation accuracy {summary['best_validation_accuracy']:.2%} at epoch "
@@ -228,7 +271,7 @@ def _train(args: argparse.Namespace) -> int:
         best = "no best checkpoint without --validation"
     if jax.process_index() == 0:
         print(
-            f"{args.model} on {args.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
+            f"{name} on {args.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
             f"after {summary['epochs_done']} epochs, {summary['num_params']:,} parameters; "
             f"{best}; results and curves.png in {out}/"
         )
@@ -297,6 +340,56 @@ def _profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_spec(path: Path):
+    """The spec in ``path``, or one ConfigError naming the file and the offending field."""
+    from fnnjax import arch  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    try:
+        text = path.read_text()
+    except OSError as error:
+        raise ConfigError(f"cannot read spec {path}: {error.strerror or error}") from None
+    try:
+        return arch.from_json(text)
+    except ValueError as error:
+        raise ConfigError(f"spec {path}: {error}") from None
+
+
+def _spec(args: argparse.Namespace) -> int:
+    from fnnjax import arch, models  # noqa: PLC0415
+    from fnnjax.construct import layer_filters  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if (args.file is None) == (args.model is None):
+        raise ConfigError("give a spec FILE.json to check, or --model to make one (not both)")
+    if args.file is not None:
+        spec = _read_spec(args.file)
+    else:
+        if args.model not in arch.MODEL_NAMES:
+            raise ConfigError(f"--model: expected a zoo model ({', '.join(arch.MODEL_NAMES)}), got "
+                              f"{args.model!r}; other registered models are not specs")  # fmt: skip
+        template = None if args.template == "base" else args.template
+        try:
+            spec = models.build_spec(args.model, args.classes, tuple(args.input_shape), template,
+                                     args.width, head=args.head)  # fmt: skip
+        except ValueError as error:
+            raise ConfigError(f"{args.model}: {error}") from None
+    counts = arch.analytic_counts(spec)
+    filters = layer_filters(spec)
+    print(arch.notation(spec))
+    print(f"input {tuple(spec.input_shape)}, {spec.num_classes} classes; {len(filters)} template "
+          f"layers, F = {sum(filters)}; {counts['params']:,} parameters; "
+          f"{counts['flops'] / 1e6:,.1f} MFLOPs per example")  # fmt: skip
+    if args.write is not None:
+        try:
+            args.write.parent.mkdir(parents=True, exist_ok=True)
+            args.write.write_text(arch.to_json(spec, indent=1) + "\n")
+        except OSError as error:
+            raise ConfigError(f"cannot write --write {args.write}: {error.strerror or error}") from None
+        print(f"wrote {args.write} (train it: fnnjax train --spec {args.write})")
+    return 0
+
+
 def _list_models() -> int:
     from fnnjax import models  # noqa: PLC0415
 
@@ -323,7 +416,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": _train, "profile": _profile, "models": lambda a: _list_models(),
+    handlers = {"train": _train, "profile": _profile, "spec": _spec,
+                "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning
     try:

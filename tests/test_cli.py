@@ -151,7 +151,8 @@ def test_train_an_fnn_from_the_command_line(tmp_path, capsys):
             "--epochs", "1", "--quiet", "--devices", "1", "--out", str(tmp_path)]
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["model"] == {"name": "fnn-1024", "options": {"iterations": 2, "input_every_iteration": False}}
+    assert summary["model"] == {"name": "fnn-1024", "options": {"iterations": 2, "input_every_iteration": False},
+                                "num_classes": 10, "input_shape": [8, 8, 1]}  # fmt: skip
     assert summary["num_params"] == 64 * 258 + 1024 * 514 + 10 * 258  # digits: 64 input neurons
 
 

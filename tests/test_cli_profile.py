@@ -79,7 +79,8 @@ def test_train_takes_template_and_width_for_zoo_models(tmp_path, capsys):
             "--devices", "1", "--quiet", "--out", str(tmp_path)]  # fmt: skip
     assert cli.main(argv) == 0
     summary = json.loads((tmp_path / "summary.json").read_text())
-    assert summary["model"] == {"name": "mobilenet", "options": {"template": "uniform", "width": 0.05}}
+    assert summary["model"] == {"name": "mobilenet", "options": {"template": "uniform", "width": 0.05},
+                                "num_classes": 10, "input_shape": [8, 8, 1]}  # fmt: skip
     spec = build_spec("mobilenet", 10, (8, 8, 1), "uniform", 0.05)
     assert summary["num_params"] == analytic_counts(spec)["params"]
     assert summary["dataset"]["num_train"] == 512 and summary["epochs_done"] == 1

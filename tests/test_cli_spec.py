@@ -1,0 +1,70 @@
+"""`fnnjax spec` (write / check / summarize) and `fnnjax train --spec` (retrain any architecture)."""
+
+import json
+
+import pytest
+
+from fnnjax import arch, cli
+
+TINY = arch.Spec(input_shape=(8, 8, 1), num_classes=10, name="tiny",
+                 stages=(arch.Stage(blocks=(arch.Conv(filters=8), arch.Pool(), arch.Conv(filters=8))),))  # fmt: skip
+
+
+def test_spec_writes_checks_and_summarizes_a_zoo_model(tmp_path, capsys):
+    path = tmp_path / "r50.json"
+    argv = ["spec", "--model", "resnet50", "--template", "uniform", "--width", "0.5",
+            "--write", str(path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    made = capsys.readouterr().out
+    assert "R(" in made and "4 template layers" in made and f"wrote {path}" in made
+    spec = arch.from_json(path.read_text())
+    assert spec.stages[0].tied and arch.analytic_counts(spec)["params"] > 0
+    assert cli.main(["spec", str(path)]) == 0
+    checked = capsys.readouterr().out
+    assert checked.splitlines()[:2] == made.splitlines()[:2]  # the same notation and summary
+
+
+def test_train_spec_trains_the_architecture_of_a_file_and_resumes(tmp_path, capsys):
+    path = tmp_path / "tiny.json"
+    path.write_text(arch.to_json(TINY))
+    out = tmp_path / "run"
+    argv = ["train", "--spec", str(path), "--epochs", "2", "--lr", "0.03", "--devices", "1",
+            "--quiet", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    assert printed.startswith("tiny on digits: test accuracy")
+    config = json.loads((out / "config.json").read_text())
+    assert arch.from_dict(config["model"]["spec"]) == TINY
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["final_test_accuracy"] > 0.3 and summary["epochs_done"] == 2  # chance: 0.1
+    argv[argv.index("2")] = "3"  # one more epoch: resumes from the spec's checkpoint
+    assert cli.main(argv) == 0
+    assert json.loads((out / "summary.json").read_text())["epochs_done"] == 3
+
+
+@pytest.mark.parametrize(
+    ("argv", "expected"),
+    [
+        (["train", "--spec", "{wide}", "--quiet"],
+         "the spec takes inputs (32, 32, 3) with 10 classes, but 'digits' has (8, 8, 1)"),
+        (["train", "--spec", "{bad}", "--quiet"],
+         "spec {bad}: stages[0].blocks[0].filters: expected a positive int, got -3"),
+        (["train", "--spec", "{tiny}", "--model", "vgg19"], "--spec FILE replaces --model"),
+        (["train", "--spec", "{missing}"], "cannot read spec {missing}"),
+        (["spec"], "give a spec FILE.json to check, or --model to make one"),
+        (["spec", "--model", "dense"], "--model: expected a zoo model"),
+        (["spec", "--model", "vgg16", "--head", "fnn", "--template", "cubic"], "cubic"),
+    ],
+)
+def test_spec_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys):
+    files = {"wide": TINY.replace(input_shape=(32, 32, 3)), "tiny": TINY}
+    paths = {name: tmp_path / f"{name}.json" for name in ("wide", "tiny", "bad", "missing")}
+    for name, spec in files.items():
+        paths[name].write_text(arch.to_json(spec))
+    bad = json.loads(arch.to_json(TINY))
+    bad["stages"][0]["blocks"][0]["filters"] = -3
+    paths["bad"].write_text(json.dumps(bad))
+    argv = [a.format(**paths) for a in argv] + ["--out", str(tmp_path / "out")] * (argv[0] == "train")
+    assert cli.main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1 and expected.format(**paths) in err, err
