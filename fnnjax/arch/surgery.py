@@ -32,10 +32,12 @@ residual op, ``"head/fc0"`` for a hidden Dense. The same paths name the statisti
 algorithm reads from ``"intermediates"``. Leaves outside planned units (an FNN head's internals)
 are copied when A has the same path and shape.
 
-Optimizer state (:func:`transplant_opt_state`) is handled generically: every subtree of an optax
-state whose structure equals the params' (Adam ``mu``/``nu``, SGD momentum ``trace``, ...) is
-transplanted like params (new entries keep B's fresh values, i.e. zeros), other leaves (step
-counts) are copied from A when their shapes agree. The mapping runs in numpy on the host.
+Optimizer state (:func:`transplant_opt_state`) follows the params through optax's own
+description of where a state holds params-shaped trees (``tx.init`` of a placeholder, the idea of
+``optax.tree_utils.tree_map_params``): Adam ``mu``/``nu``, SGD momentum ``trace``, inside
+``chain``, ``masked`` or ``inject_hyperparams``, are transplanted like params (new entries keep
+B's fresh values, i.e. zeros), other leaves (step counts) are copied from A when their shapes
+agree. The mapping runs in numpy on the host.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from fnnjax.arch.shapes import LayerInfo, head_features, infer_layers
 from fnnjax.arch.spec import (
@@ -474,46 +477,81 @@ def transplant_params(
     return out
 
 
+class _ParamsSlot:
+    """Stands for the whole params tree in ``tx.init(_ParamsSlot())``: a pytree node without
+    children, so every ``tree_map`` of an optax ``init`` passes it through unchanged and the result
+    marks where the state holds a params-shaped tree (the idea of ``optax.tree_utils.
+    tree_map_params``; the slot tree pairs them between two states of different params)."""
+
+
+jax.tree_util.register_pytree_node(_ParamsSlot, lambda s: ((), None), lambda aux, c: _ParamsSlot())
+
+
+def _leaf_keys(tree: Any) -> frozenset:
+    """Key paths of a tree's leaves, a masked-out leaf (``optax.MaskedNode``) counting as one."""
+    is_masked = lambda x: isinstance(x, optax.MaskedNode)  # noqa: E731
+    flat = jax.tree_util.tree_flatten_with_path(tree, is_leaf=is_masked)[0]
+    return frozenset(_path_keys(path) for path, _ in flat)
+
+
+def _slots_by_keys(state: Any, params: Any) -> Any:
+    """``state`` with a :class:`_ParamsSlot` wherever it holds a tree with the params' keys."""
+    keys = _leaf_keys(params)
+
+    def params_like(x: Any) -> bool:
+        return isinstance(x, Mapping) and _leaf_keys(x) == keys
+
+    return jax.tree_util.tree_map(lambda x: _ParamsSlot() if params_like(x) else x, state,
+                                  is_leaf=params_like)  # fmt: skip
+
+
 def transplant_opt_state(
+    tx: optax.GradientTransformation,
     spec_a: Spec,
     params_a: Any,
     opt_state_a: Any,
     spec_b: Spec,
     params_b: Any,
-    opt_state_b: Any,
     *,
     kept: Mapping[str, Sequence[int]] | None = None,
 ) -> Any:
-    """Transplants an optax state from A to B (``opt_state_b`` = ``tx.init(params_b)``).
+    """The optimizer state of B transplanted from A's (``opt_state_a = tx``'s state of ``params_a``).
 
-    Subtrees of the state with the structure of ``params_a`` / ``params_b`` (moments, traces) are
-    mapped like params, keeping B's fresh values (zeros) for new entries; other leaves (counts) are
-    copied from A when shapes agree.
+    Where ``tx.init`` puts a params-shaped tree (Adam's ``mu``/``nu``, SGD's ``trace``, inside
+    ``chain``, ``masked``, ``inject_hyperparams``, ...), it is mapped like params with
+    :func:`transplant_params`' plan: kept slices kept, new entries zero (``tx.init(params_b)``'s
+    fresh values); masked-out leaves (``optax.MaskedNode``) stay masked. Every other leaf (step
+    counts, injected hyperparameters) is copied from A when its shape agrees, else B's fresh one.
+
+    Args:
+        tx: the optimizer both states belong to.
+        spec_a, params_a, opt_state_a: the old architecture, its params and optimizer state.
+        spec_b, params_b: the new architecture and its params.
+        kept: as for :func:`transplant_params`.
+
+    Raises:
+        ValueError: ``opt_state_a`` is not a state of ``tx`` (the message says how it differs).
     """
     plan = transplant_plan(spec_a, spec_b, kept)
-    struct_a = jax.tree_util.tree_structure(params_a)
-    struct_b = jax.tree_util.tree_structure(params_b)
+    fresh = tx.init(params_b)
+    try:
+        slots = tx.init(_ParamsSlot())
+    except Exception:  # e.g. an optax.masked whose mask function reads the params' keys
+        slots = _slots_by_keys(fresh, params_b)
 
-    def like(struct):
-        def is_leaf(x):
-            return isinstance(x, Mapping) and jax.tree_util.tree_structure(x) == struct
+    def is_slot(x: Any) -> bool:
+        return isinstance(x, _ParamsSlot)
 
-        return is_leaf
+    def merge(slot: Any, a: Any, b: Any) -> Any:
+        if is_slot(slot):
+            return _map_tree(a, b, plan, zero_new_inputs=False)
+        same = jnp.shape(a) == jnp.shape(b)
+        return jnp.asarray(a, jnp.result_type(b)) if same else b
 
-    flat_a = jax.tree_util.tree_leaves(opt_state_a, is_leaf=like(struct_a))
-    flat_b, treedef = jax.tree_util.tree_flatten(opt_state_b, is_leaf=like(struct_b))
-    if len(flat_a) != len(flat_b):
+    try:
+        return jax.tree_util.tree_map(merge, slots, opt_state_a, fresh, is_leaf=is_slot)
+    except ValueError as error:
         raise ValueError(
-            "opt_state_a/opt_state_b: different optimizer structures "
-            f"({len(flat_a)} vs {len(flat_b)} entries); build both with the same optax transform"
-        )
-    out = []
-    for xa, xb in zip(flat_a, flat_b, strict=True):
-        a_like, b_like = like(struct_a)(xa), like(struct_b)(xb)
-        if a_like and b_like:
-            out.append(_map_tree(xa, xb, plan, zero_new_inputs=False))
-        elif not a_like and not b_like and jnp.shape(xa) == jnp.shape(xb):
-            out.append(xa)
-        else:
-            out.append(xb)
-    return jax.tree_util.tree_unflatten(treedef, out)
+            f"opt_state_a: not a state of this optimizer ({str(error).splitlines()[0][:200]}); "
+            "pass the tx that made it"
+        ) from None

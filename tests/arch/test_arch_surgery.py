@@ -198,7 +198,17 @@ def test_appended_block_is_fresh_and_the_rest_is_copied(random_variables):
     )
 
 
-@pytest.mark.parametrize("tx", [optax.adam(1e-3), optax.sgd(0.1, momentum=0.9)])
+@pytest.mark.parametrize(
+    "tx",
+    [
+        optax.adam(1e-3),
+        optax.sgd(0.1, momentum=0.9),
+        optax.chain(optax.clip_by_global_norm(1.0), optax.add_decayed_weights(1e-4), optax.adam(1e-3)),
+        optax.inject_hyperparams(optax.adam)(learning_rate=1e-3),
+        optax.masked(optax.adam(1e-3), lambda p: jax.tree_util.tree_map(lambda _: True, p)),
+    ],
+    ids=["adam", "sgd-momentum", "chain", "inject_hyperparams", "masked-all"],
+)
 def test_optimizer_state_follows_the_params(random_variables, tx):
     a = make()
     b = make(c0=4, fc=8)
@@ -210,18 +220,13 @@ def test_optimizer_state_follows_the_params(random_variables, tx):
         lambda x: x + jnp.arange(x.size, dtype=x.dtype).reshape(x.shape) + 1, oa
     )
     ob = tx.init(vb["params"])
-    ot = transplant_opt_state(a, va["params"], oa, b, vb["params"], ob, kept=kept)
+    ot = transplant_opt_state(tx, a, va["params"], oa, b, vb["params"], kept=kept)
     assert jax.tree_util.tree_structure(ot) == jax.tree_util.tree_structure(ob)
-    moments = [
-        x
-        for x in jax.tree_util.tree_leaves(ot, is_leaf=lambda x: isinstance(x, dict))
-        if isinstance(x, dict)
-    ]
-    src = [
-        x
-        for x in jax.tree_util.tree_leaves(oa, is_leaf=lambda x: isinstance(x, dict))
-        if isinstance(x, dict)
-    ]
+    def params_like(state):  # the params-shaped trees in a state (moments, traces)
+        nodes = jax.tree_util.tree_leaves(state, is_leaf=lambda x: isinstance(x, dict))
+        return [x for x in nodes if isinstance(x, dict) and "s0b0" in x]
+
+    moments, src = params_like(ot), params_like(oa)
     assert moments and len(moments) == len(src)
     for mt, ma in zip(moments, _np(src), strict=True):
         np.testing.assert_array_equal(
@@ -234,8 +239,9 @@ def test_optimizer_state_follows_the_params(random_variables, tx):
         fc = np.asarray(mt["head"]["fc0"]["kernel"])
         np.testing.assert_array_equal(fc[:, :6], ma["head"]["fc0"]["kernel"])
         assert np.all(fc[:, 6:] == 0.0)  # new hidden units start with zero moments
-    if isinstance(ot[0], optax.ScaleByAdamState):
-        assert int(ot[0].count) == int(oa[0].count)
+    counts = [(x, y) for x, y in zip(jax.tree_util.tree_leaves(ot), jax.tree_util.tree_leaves(oa),
+                                       strict=False) if np.ndim(x) == 0]  # fmt: skip
+    assert all(int(x) == int(y) for x, y in counts)  # step counts (and hyperparams) carried over
 
 
 def test_disagreeing_residual_sources_raise():
@@ -333,3 +339,34 @@ def test_inserting_a_block_mid_stage_with_a_block_map(random_variables):
     jax.tree_util.tree_map(
         np.testing.assert_array_equal, vt["params"]["s0b1"], vb["params"]["s0b1"]
     )
+
+
+def test_masked_adam_moments_survive_a_transplant(random_variables):
+    """Only some params train (optax.masked): their moments move, the frozen ones stay masked."""
+    a, b = make(), make(c0=4, fc=8)
+    va = random_variables(build_model(a), X, seed=0)
+    vb = random_variables(build_model(b), X, seed=1)
+
+    def trainable(params):  # the first block and the head train; everything else is frozen
+        return {k: jax.tree_util.tree_map(lambda _, k=k: k in ("s0b0", "head"), v)
+                for k, v in params.items()}  # fmt: skip
+
+    tx = optax.masked(optax.adam(1e-3), trainable)
+    oa = tx.init(va["params"])
+    oa = jax.tree_util.tree_map(lambda x: x + 1.0 if x.dtype == jnp.float32 else x + 3, oa)
+    kept = {"s0b0": [5, 0, 2, 3]}
+    ot = transplant_opt_state(tx, a, va["params"], oa, b, vb["params"], kept=kept)
+    adam_t, adam_a = ot.inner_state[0], oa.inner_state[0]
+    assert int(adam_t.count) == int(adam_a.count) == 3
+    for moment_t, moment_a in ((adam_t.mu, adam_a.mu), (adam_t.nu, adam_a.nu)):
+        np.testing.assert_array_equal(moment_t["s0b0"]["conv"]["kernel"],
+                                      np.asarray(moment_a["s0b0"]["conv"]["kernel"])[..., [5, 0, 2, 3]])  # fmt: skip
+        assert np.all(np.asarray(moment_t["s0b0"]["conv"]["kernel"]) == 1.0)  # not reset to 0
+        assert isinstance(moment_t["s0b1"]["dw"]["conv"]["kernel"], optax.MaskedNode)
+        fc = np.asarray(moment_t["head"]["fc0"]["kernel"])
+        assert np.all(fc[:, :6] == 1.0) and np.all(fc[:, 6:] == 0.0)
+    # The transplanted state is a valid state of tx for B's params: an update runs.
+    grads = jax.tree_util.tree_map(jnp.ones_like, vb["params"])
+    tx.update(grads, ot, vb["params"])
+    with pytest.raises(ValueError, match="not a state of this optimizer"):
+        transplant_opt_state(optax.sgd(0.1, momentum=0.9), a, va["params"], oa, b, vb["params"])

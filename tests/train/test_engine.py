@@ -242,8 +242,8 @@ def _widen_after_epoch_1(config, data, stop_at=None):
         model_b = build_model(spec_b)
         fresh = init_state(jax.random.key(5), model_b, data.input_shape, tx)
         variables = transplant_params(spec_a, state.variables(), spec_b, fresh.variables())
-        opt_state = transplant_opt_state(spec_a, state.params, state.opt_state, spec_b,
-                                         variables["params"], fresh.opt_state)  # fmt: skip
+        opt_state = transplant_opt_state(tx, spec_a, state.params, state.opt_state, spec_b,
+                                         variables["params"])  # fmt: skip
         new = state.replace(params=variables.pop("params"), collections=variables,
                             opt_state=opt_state)  # fmt: skip
         return NewModel(model_b, new, describe_spec(spec_b))
