@@ -8,6 +8,7 @@ The IR is split by concern: :mod:`~fnnjax.arch.spec` (dataclasses, validation, b
 """
 
 from fnnjax.arch.build import SpecNet, build_model, featuremap_stats, host_init, init_variables
+from fnnjax.arch.grow import Grown, insert_residual, net2wider
 from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
 from fnnjax.arch.serialize import from_dict, from_json, to_dict, to_json
@@ -16,6 +17,7 @@ from fnnjax.arch.spec import (
     Block,
     Cell,
     Conv,
+    Dense,
     Dropout,
     FnnHead,
     Head,
@@ -39,8 +41,10 @@ __all__ = [
     "Block",
     "Cell",
     "Conv",
+    "Dense",
     "Dropout",
     "FnnHead",
+    "Grown",
     "Head",
     "Identity",
     "LayerInfo",
@@ -62,9 +66,11 @@ __all__ = [
     "head_features",
     "host_init",
     "infer_layers",
+    "insert_residual",
     "init_variables",
     "is_filter_block",
     "iter_blocks",
+    "net2wider",
     "notation",
     "profile",
     "profile_table",

@@ -6,7 +6,8 @@ and the head last, each separated by `` || ``. Tokens:
 ``S64`` depthwise-separable conv; ``M``/``A`` 2x2 stride-2 max/avg pool (``M3s1p1`` otherwise);
 ``I`` identity; ``D0.5`` dropout; ``P2`` zero padding; ``[b1|b2|...]`` a concat cell whose
 branches are ops joined by ``>`` (``[...]+`` sums them); ``R(64k1>64>256k1)`` a residual block;
-``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input; ``*`` after a
+``fc64`` a :class:`~fnnjax.arch.spec.Dense` block (``fc64lin`` without activation, ``fc64r6``
+with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input; ``*`` after a
 stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
 average pool + Dense), ``flat`` prefix for flatten, ``D0.5-fc512-D0.5-fc10`` for dense heads,
 ``fnn10`` for FNN heads. E.g. VGG-19 is
@@ -27,6 +28,7 @@ from fnnjax.arch.spec import (
     Block,
     Cell,
     Conv,
+    Dense,
     Dropout,
     Identity,
     Pad,
@@ -45,6 +47,9 @@ def _fmt_num(x: float) -> str:
 
 
 def _op_token(op: Block) -> str:
+    if isinstance(op, Dense):
+        act = {"relu": "", "relu6": "r6", None: "lin"}[op.act]
+        return f"fc{op.filters}{act}" + ("bn" if op.norm else "")
     if isinstance(op, Conv | SepConv):
         t = ("S" if isinstance(op, SepConv) else "") + str(op.filters)
         if op.kernel != 3:

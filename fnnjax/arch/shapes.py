@@ -17,6 +17,7 @@ from fnnjax.arch.spec import (
     Block,
     Cell,
     Conv,
+    Dense,
     Pad,
     Pool,
     Residual,
@@ -125,7 +126,7 @@ class _ShapeWalker:
                 LayerInfo(
                     path,
                     field,
-                    "conv",
+                    "dense" if isinstance(op, Dense) else "conv",
                     c,
                     op.filters,
                     op.kernel,

@@ -19,7 +19,8 @@ lives with the templates, in :mod:`fnnjax.construct.layers`.
 
 Blocks
     Leaf ops (usable as stage blocks and inside cells / residual bodies):
-    :class:`Conv` (conv -> BN -> act, any kernel/stride/groups), :class:`SepConv` (depthwise kxk ->
+    :class:`Conv` (conv -> BN -> act, any kernel/stride/groups), :class:`Dense` (a dense layer on
+    the channel axis: MLPs on ``(1, 1, d)`` inputs), :class:`SepConv` (depthwise kxk ->
     [BN -> act] -> pointwise 1x1 -> BN -> act, MobileNet v1 block), :class:`Pool` (max/avg),
     :class:`Identity`, :class:`Dropout`, :class:`Pad` (zero padding, used to adapt 28x28 stems).
     Composite blocks: :class:`Cell` (parallel branches, each a sequence of leaf ops, merged by
@@ -58,6 +59,7 @@ __all__ = [
     "Block",
     "Cell",
     "Conv",
+    "Dense",
     "Dropout",
     "FnnHead",
     "Head",
@@ -172,7 +174,25 @@ class Pad(Block):
     kind: ClassVar[str] = "pad"
 
 
-LEAF_TYPES: tuple[type, ...] = (Conv, SepConv, Pool, Identity, Dropout, Pad)
+@_static
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Dense(Conv):
+    """A dense layer on the channel axis: ``act(x @ W + b)`` (optionally with BN), ``filters`` units.
+
+    On a ``(1, 1, d)`` input (a vector; ``SpecNet`` reshapes ``[batch, d]`` inputs to it) it is an
+    MLP layer; on a larger featuremap it acts on every position alike. It is a :class:`Conv` with
+    a 1x1 kernel and bias and no BN by default, stored as a ``[1, 1, cin, filters]`` kernel, so
+    masks, statistics, surgery and the profiler treat it like any conv (its units are filters).
+    Residual MLPs are :class:`Residual` blocks with a Dense body.
+    """
+
+    kernel: int = 1
+    bias: bool = True
+    norm: bool = False
+    kind: ClassVar[str] = "dense"
+
+
+LEAF_TYPES: tuple[type, ...] = (Conv, Dense, SepConv, Pool, Identity, Dropout, Pad)
 
 
 @_static
@@ -369,6 +389,11 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         _bool(f"{path}.bias", b.bias)
         _bool(f"{path}.norm", b.norm)
         _choice(f"{path}.act", b.act, ACTIVATIONS)
+    if isinstance(b, Dense):
+        for name in ("kernel", "stride", "groups"):
+            if getattr(b, name) != 1:
+                _fail(f"{path}.{name}", "1 (a Dense block has no kernel, stride or groups)",
+                      getattr(b, name))  # fmt: skip
     if isinstance(b, Conv):
         _pos_int(f"{path}.groups", b.groups)
         _bool(f"{path}.act_first", b.act_first)

@@ -106,7 +106,14 @@ def _default_src(n_a: int, n_b: int) -> np.ndarray:
 
 
 class _Planner:
-    def __init__(self, spec_a: Spec, spec_b: Spec, kept: Mapping[str, Sequence[int]] | None):
+    def __init__(
+        self,
+        spec_a: Spec,
+        spec_b: Spec,
+        kept: Mapping[str, Sequence[int]] | None,
+        replicate: bool = False,
+    ):
+        self.replicate = replicate
         self.a, self.b = spec_a, spec_b
         self.kept = {k: np.asarray(v, dtype=np.int64).reshape(-1) for k, v in (kept or {}).items()}
         self.units_a: dict[str, LayerInfo] = {u.path: u for u in infer_layers(spec_a)}
@@ -126,7 +133,7 @@ class _Planner:
         if np.any(src >= n_a) or np.any(src < -1):
             raise ValueError(f"kept[{key!r}]: indices must be in [-1, {n_a}), got {src}")
         valid = src[src >= 0]
-        if len(np.unique(valid)) != len(valid):
+        if len(np.unique(valid)) != len(valid) and not (self.replicate and what == "filters"):
             raise ValueError(f"kept[{key!r}]: indices must be distinct, got {src}")
         return src
 
@@ -376,15 +383,22 @@ class _Planner:
 
 
 def transplant_plan(
-    spec_a: Spec, spec_b: Spec, kept: Mapping[str, Sequence[int]] | None = None
+    spec_a: Spec,
+    spec_b: Spec,
+    kept: Mapping[str, Sequence[int]] | None = None,
+    *,
+    replicate: bool = False,
 ) -> dict[str, UnitMap]:
     """The per-unit source map used by :func:`transplant_params` (see module docstring).
+
+    ``replicate=True`` lets a unit's filter map name one of A's filters several times (copies, as
+    Net2Wider makes them); otherwise repeated indices are refused as a likely mistake.
 
     Raises:
         ValueError: malformed ``kept`` (wrong length, out of range, duplicate, unknown path) or
             additions whose operands would come from different channels of A.
     """
-    return _Planner(spec_a, spec_b, kept).run()
+    return _Planner(spec_a, spec_b, kept, replicate).run()
 
 
 def _unit_of(keys: tuple[str, ...], plan: Mapping[str, UnitMap]) -> tuple[str | None, int]:
@@ -452,6 +466,7 @@ def transplant_params(
     variables_b: Mapping[str, Any],
     *,
     kept: Mapping[str, Sequence[int]] | None = None,
+    replicate: bool = False,
 ) -> dict[str, Any]:
     """Fills B's freshly initialised variables from A's (all collections: params, batch_stats,
     masks, ...).
@@ -467,7 +482,7 @@ def transplant_params(
         Variables with B's structure. If ``spec_b == spec_a`` and ``kept`` is None the result equals
         ``variables_a``.
     """
-    plan = transplant_plan(spec_a, spec_b, kept)
+    plan = transplant_plan(spec_a, spec_b, kept, replicate=replicate)
     out = {}
     for col, tree_b in variables_b.items():
         if col not in variables_a:
@@ -514,6 +529,7 @@ def transplant_opt_state(
     params_b: Any,
     *,
     kept: Mapping[str, Sequence[int]] | None = None,
+    replicate: bool = False,
 ) -> Any:
     """The optimizer state of B transplanted from A's (``opt_state_a = tx``'s state of ``params_a``).
 
@@ -527,12 +543,12 @@ def transplant_opt_state(
         tx: the optimizer both states belong to.
         spec_a, params_a, opt_state_a: the old architecture, its params and optimizer state.
         spec_b, params_b: the new architecture and its params.
-        kept: as for :func:`transplant_params`.
+        kept, replicate: as for :func:`transplant_params`.
 
     Raises:
         ValueError: ``opt_state_a`` is not a state of ``tx`` (the message says how it differs).
     """
-    plan = transplant_plan(spec_a, spec_b, kept)
+    plan = transplant_plan(spec_a, spec_b, kept, replicate=replicate)
     fresh = tx.init(params_b)
     try:
         slots = tx.init(_ParamsSlot())

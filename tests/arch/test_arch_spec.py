@@ -387,3 +387,24 @@ def test_json_round_trip_is_identity_for_random_specs(spec):
     back = from_json(to_json(spec))
     assert back == spec and hash(back) == hash(spec)
     assert dataclasses.asdict(back) == dataclasses.asdict(spec)
+
+
+def test_dense_blocks_make_mlps_with_their_own_notation_json_and_checks():
+    from fnnjax.arch import Dense, Residual, build_model, init_variables
+
+    mlp = Spec(input_shape=(1, 1, 3), num_classes=1, head=Head(pool="flatten"),
+               stages=(Stage(blocks=(Dense(filters=16), Residual(
+                   body=(Dense(filters=8, norm=True), Dense(filters=16, act=None)),
+                   shortcut="identity"))),))  # fmt: skip
+    assert notation(mlp) == "fc16-R(fc8bn>fc16lin)/identity || flat-fc1"
+    assert from_json(to_json(mlp)) == mlp and from_json(to_json(mlp)).stages[0].blocks[0] != Conv(
+        filters=16, kernel=1, bias=True, norm=False)  # a Dense is not a 1x1 Conv, even if alike
+    layers = infer_layers(mlp)
+    assert [u.op for u in layers[:3]] == ["dense", "dense", "dense"]
+    assert layers[0].params == 3 * 16 + 16 and layers[1].params == 16 * 8 + 8 + 2 * 8
+    model = build_model(mlp)
+    v = init_variables(model, jax.random.key(0), (1, 1, 3))
+    y = model.apply(v, jnp.ones((4, 3)))  # [batch, d] vectors are reshaped to (1, 1, d)
+    assert y.shape == (4, 1)
+    with pytest.raises(ValueError, match=r"stages\[0\].blocks\[0\].kernel: expected 1"):
+        mlp.replace(stages=(Stage(blocks=(Dense(filters=4, kernel=3),)),))
