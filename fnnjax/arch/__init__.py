@@ -11,11 +11,19 @@ from fnnjax.arch.build import SpecNet, build_model, featuremap_stats, host_init,
 from fnnjax.arch.grow import Grown, insert_residual, net2wider
 from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
+from fnnjax.arch.select import (
+    choice_blocks,
+    materialize,
+    materialize_variables,
+    random_selections,
+    selection_of,
+)
 from fnnjax.arch.serialize import from_dict, from_json, to_dict, to_json
 from fnnjax.arch.shapes import LayerInfo, block_shapes, head_features, infer_layers
 from fnnjax.arch.spec import (
     Block,
     Cell,
+    Choice,
     Conv,
     Dense,
     Dropout,
@@ -40,6 +48,7 @@ __all__ = [
     "MODEL_NAMES",
     "Block",
     "Cell",
+    "Choice",
     "Conv",
     "Dense",
     "Dropout",
@@ -60,6 +69,7 @@ __all__ = [
     "block_filters",
     "block_shapes",
     "build_model",
+    "choice_blocks",
     "featuremap_stats",
     "from_dict",
     "from_json",
@@ -70,10 +80,14 @@ __all__ = [
     "init_variables",
     "is_filter_block",
     "iter_blocks",
+    "materialize",
+    "materialize_variables",
     "net2wider",
     "notation",
     "profile",
     "profile_table",
+    "random_selections",
+    "selection_of",
     "stage_notation",
     "to_dict",
     "to_json",

@@ -40,6 +40,7 @@ from fnnjax.arch.shapes import residual_projects, residual_stride
 from fnnjax.arch.spec import (
     Block,
     Cell,
+    Choice,
     Conv,
     Dropout,
     Head,
@@ -52,6 +53,7 @@ from fnnjax.arch.spec import (
     block_name,
     body_op_name,
     branch_op_name,
+    choice_op_name,
     stem_name,
 )
 
@@ -111,7 +113,9 @@ class ConvUnit(nn.Module):
     use_masks: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, active: jax.Array | None = None) -> jax.Array:
+        """``active``: a traced bool; when False, a training call leaves the BN statistics as
+        they were (a choice block's unselected candidate in ``"all"`` mode)."""
         cin = x.shape[-1]
         features = cin if self.depthwise else self.filters
         groups = cin if self.depthwise else self.groups
@@ -133,10 +137,17 @@ class ConvUnit(nn.Module):
             if self.norm
             else (lambda y: y)
         )
+        gate = (active is not None and self.norm and train and not self.is_initializing()
+                and self.is_mutable_collection("batch_stats"))  # fmt: skip
+        old = dict(self.variables["batch_stats"]["bn"]) if gate else None
         if self.act_first:
             x = bn(_activate(self.act, x))
         else:
             x = _activate(self.act, bn(x))
+        if old is not None:
+            for name, value in old.items():
+                bn.put_variable("batch_stats", name,
+                                jnp.where(active, bn.get_variable("batch_stats", name), value))  # fmt: skip
         if self.use_masks:
             mask = self.variable("masks", "filter_mask", lambda: jnp.ones((features,), x.dtype))
             x = x * mask.value.astype(x.dtype)
@@ -168,7 +179,7 @@ class SepConvUnit(nn.Module):
     use_masks: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+    def __call__(self, x: jax.Array, train: bool, active: jax.Array | None = None) -> jax.Array:
         op = self.op
         hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
         x = ConvUnit(
@@ -181,7 +192,7 @@ class SepConvUnit(nn.Module):
             act=op.act if op.mid_norm_act else None,
             name="dw",
             **hooks,
-        )(x, train)
+        )(x, train, active)
         return ConvUnit(
             filters=op.filters,
             kernel=1,
@@ -190,15 +201,26 @@ class SepConvUnit(nn.Module):
             act=op.act,
             name="pw",
             **hooks,
-        )(x, train)
+        )(x, train, active)
 
 
-def _apply_leaf(op: Block, x: jax.Array, name: str, train: bool, hooks: dict[str, bool]):
-    """Applies a leaf op inside the caller's ``nn.compact`` scope (parameter modules get ``name``)."""
+def _apply_leaf(
+    op: Block,
+    x: jax.Array,
+    name: str,
+    train: bool,
+    hooks: dict[str, bool],
+    *,
+    parent: nn.Module | None = None,
+    active: jax.Array | None = None,
+):
+    """Applies a leaf op inside the caller's ``nn.compact`` scope (parameter modules get ``name``;
+    ``parent``: the module to attach them to when called from a lifted transform's branch)."""
+    where = {} if parent is None else {"parent": parent}
     if isinstance(op, Conv):
-        return ConvUnit(name=name, **_unit_kwargs(op, hooks))(x, train)
+        return ConvUnit(name=name, **where, **_unit_kwargs(op, hooks))(x, train, active)
     if isinstance(op, SepConv):
-        return SepConvUnit(op, name=name, **hooks)(x, train)
+        return SepConvUnit(op, name=name, **where, **hooks)(x, train, active)
     if isinstance(op, Pool):
         pad = ((op.padding, op.padding), (op.padding, op.padding))
         win, strides = (op.window, op.window), (op.stride, op.stride)
@@ -209,7 +231,7 @@ def _apply_leaf(op: Block, x: jax.Array, name: str, train: bool, hooks: dict[str
         a = op.amount
         return jnp.pad(x, ((0, 0), (a, a), (a, a), (0, 0)))
     if isinstance(op, Dropout):
-        return nn.Dropout(op.rate, deterministic=not train)(x)
+        return nn.Dropout(op.rate, deterministic=not train, **where)(x)
     if isinstance(op, Identity):
         return x
     raise TypeError(f"not a leaf op: {type(op).__name__}")
@@ -235,6 +257,36 @@ class CellUnit(nn.Module):
         return _activate(self.cell.act, y)
 
 
+class ChoiceUnit(nn.Module):
+    """The selected candidate of a :class:`~fnnjax.arch.spec.Choice` (selector in ``"arch"``)."""
+
+    choice: Choice
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        candidates = self.choice.candidates
+        selector = self.variable("arch", "choice", lambda: jnp.zeros((), jnp.int32)).value
+        selector = jnp.clip(selector.astype(jnp.int32), 0, len(candidates) - 1)
+
+        def run(k: int, module: nn.Module, y: jax.Array, active=None) -> jax.Array:
+            for m, op in enumerate(candidates[k]):
+                y = _apply_leaf(op, y, choice_op_name(k, m), train, hooks, parent=module,
+                                active=active)  # fmt: skip
+            return y
+
+        if self.is_initializing():  # create every candidate's variables
+            outs = [run(k, self, x) for k in range(len(candidates))]
+            return outs[0]
+        if self.choice.mode == "all":
+            outs = [run(k, self, x, active=selector == k) for k in range(len(candidates))]
+            return jnp.select([selector == k for k in range(len(outs))], outs)
+        branches = [lambda module, y, k=k: run(k, module, y) for k in range(len(candidates))]
+        return nn.switch(selector, branches, self, x)
+
+
 class ResidualUnit(nn.Module):
     """``act(body(x) + shortcut(x))`` with the ResNet projection rule (see ``Residual``)."""
 
@@ -257,6 +309,8 @@ class ResidualUnit(nn.Module):
 
 
 def _apply_block(b: Block, x: jax.Array, name: str, train: bool, hooks: dict[str, bool]):
+    if isinstance(b, Choice):
+        return ChoiceUnit(b, name=name, **hooks)(x, train)
     if isinstance(b, Cell):
         return CellUnit(b, name=name, **hooks)(x, train)
     if isinstance(b, Residual):

@@ -6,7 +6,7 @@ and the head last, each separated by `` || ``. Tokens:
 ``S64`` depthwise-separable conv; ``M``/``A`` 2x2 stride-2 max/avg pool (``M3s1p1`` otherwise);
 ``I`` identity; ``D0.5`` dropout; ``P2`` zero padding; ``[b1|b2|...]`` a concat cell whose
 branches are ops joined by ``>`` (``[...]+`` sums them); ``R(64k1>64>256k1)`` a residual block;
-``fc64`` a :class:`~fnnjax.arch.spec.Dense` block (``fc64lin`` without activation, ``fc64r6``
+``<S36k3|M3s1p1>`` a choice block (candidates joined by ``|``); ``fc64`` a :class:`~fnnjax.arch.spec.Dense` block (``fc64lin`` without activation, ``fc64r6``
 with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input; ``*`` after a
 stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
 average pool + Dense), ``flat`` prefix for flatten, ``D0.5-fc512-D0.5-fc10`` for dense heads,
@@ -27,6 +27,7 @@ from fnnjax.arch.shapes import block_shapes
 from fnnjax.arch.spec import (
     Block,
     Cell,
+    Choice,
     Conv,
     Dense,
     Dropout,
@@ -70,6 +71,9 @@ def _op_token(op: Block) -> str:
         return f"D{_fmt_num(op.rate)}"
     if isinstance(op, Pad):
         return f"P{op.amount}"
+    if isinstance(op, Choice):
+        t = "<" + "|".join(">".join(_op_token(o) for o in seq) for seq in op.candidates) + ">"
+        return t + ("" if op.mode == "switch" else "all")
     if isinstance(op, Cell):
         t = "[" + "|".join(">".join(_op_token(o) for o in br) for br in op.branches) + "]"
         return t + ("+" if op.merge == "add" else "")

@@ -27,7 +27,7 @@ def _block_to_dict(b: Block) -> dict[str, Any]:
     d: dict[str, Any] = {"kind": b.kind}
     for f in dataclasses.fields(b):
         v = getattr(b, f.name)
-        if f.name == "branches":
+        if f.name in ("branches", "candidates"):
             v = [[_block_to_dict(op) for op in br] for br in v]
         elif f.name == "body":
             v = [_block_to_dict(op) for op in v]
@@ -57,13 +57,13 @@ def _block_from_dict(d: Any, path: str) -> Block:
             continue
         if key not in names:
             _fail(f"{path}.{key}", f"no such field for kind {kind!r}", key)
-        if key == "branches":
+        if key in ("branches", "candidates"):
             if not isinstance(v, list | tuple):
-                _fail(f"{path}.branches", "a list of lists", v)
+                _fail(f"{path}.{key}", "a list of lists", v)
             v = tuple(
-                tuple(_block_from_dict(op, f"{path}.branches[{k}][{m}]") for m, op in enumerate(br))
+                tuple(_block_from_dict(op, f"{path}.{key}[{k}][{m}]") for m, op in enumerate(br))
                 if isinstance(br, list | tuple)
-                else _fail(f"{path}.branches[{k}]", "a list", br)
+                else _fail(f"{path}.{key}[{k}]", "a list", br)
                 for k, br in enumerate(v)
             )
         elif key == "body":

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from fnnjax.arch.spec import (
     Block,
     Cell,
+    Choice,
     Conv,
     Dense,
     Pad,
@@ -26,6 +27,7 @@ from fnnjax.arch.spec import (
     block_name,
     body_op_name,
     branch_op_name,
+    choice_op_name,
     stem_name,
 )
 
@@ -186,6 +188,19 @@ class _ShapeWalker:
         return shape  # Identity, Dropout
 
     def block(self, b: Block, field: str, path: str, shape: tuple[int, int, int]):
+        if isinstance(b, Choice):
+            outs = []
+            for k, seq in enumerate(b.candidates):
+                s = shape
+                for m, op in enumerate(seq):
+                    s = self.leaf(op, f"{field}.candidates[{k}][{m}]",
+                                  f"{path}/{choice_op_name(k, m)}", s)  # fmt: skip
+                outs.append(s)
+            if len(set(outs)) > 1:
+                raise ValueError(f"{field}.candidates: every candidate must give one output shape, "
+                                 f"got {outs}")  # fmt: skip
+            self.blocks[path] = outs[0]
+            return outs[0]
         if isinstance(b, Cell):
             outs = []
             for k, branch in enumerate(b.branches):

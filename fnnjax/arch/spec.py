@@ -23,7 +23,8 @@ Blocks
     the channel axis: MLPs on ``(1, 1, d)`` inputs), :class:`SepConv` (depthwise kxk ->
     [BN -> act] -> pointwise 1x1 -> BN -> act, MobileNet v1 block), :class:`Pool` (max/avg),
     :class:`Identity`, :class:`Dropout`, :class:`Pad` (zero padding, used to adapt 28x28 stems).
-    Composite blocks: :class:`Cell` (parallel branches, each a sequence of leaf ops, merged by
+    Composite blocks: :class:`Choice` (candidate op sequences, one selected by an array leaf of
+    the ``"arch"`` collection: a search space), :class:`Cell` (parallel branches, each a sequence of leaf ops, merged by
     channel concat or sum: Inception modules, EnvelopeNet cells and wideners) and :class:`Residual`
     (a sequential body plus an identity / 1x1-projection shortcut: ResNet bottlenecks and basic
     blocks).
@@ -58,6 +59,7 @@ import jax
 __all__ = [
     "Block",
     "Cell",
+    "Choice",
     "Conv",
     "Dense",
     "Dropout",
@@ -226,7 +228,32 @@ class Residual(Block):
     kind: ClassVar[str] = "residual"
 
 
-BLOCK_TYPES: tuple[type, ...] = LEAF_TYPES + (Cell, Residual)
+CHOICE_MODES = ("switch", "all")
+
+
+@_static
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class Choice(Block):
+    """One of several candidate op sequences, chosen by an array leaf (a search space's layer).
+
+    The spec holds every candidate (each a sequence of leaf ops; their outputs must have one
+    shape); the selector is the int32 scalar ``arch/<path>/choice`` in the model's ``"arch"``
+    collection, so a population of architectures is a batch axis over that collection with one
+    set of weights (ENAS's shared-weight supernet). Only the selected candidate's batch
+    statistics update in training.
+
+    ``mode``: ``"switch"`` computes only the selected candidate (``lax.switch``; under ``vmap``
+    JAX computes all and selects); ``"all"`` computes every candidate and keeps the selected one
+    (BatchNorm updates of the others are discarded). BENCHMARKS.md compares the two.
+    :func:`fnnjax.arch.materialize` turns a selection into a plain spec.
+    """
+
+    candidates: tuple[tuple[Block, ...], ...]
+    mode: str = "switch"
+    kind: ClassVar[str] = "choice"
+
+
+BLOCK_TYPES: tuple[type, ...] = LEAF_TYPES + (Cell, Residual, Choice)
 
 
 @_static
@@ -420,6 +447,18 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
                 _validate_block(op, f"{path}.branches[{k}][{m}]", leaf_only=True, allow_skips=False)
         _choice(f"{path}.merge", b.merge, ("concat", "add"))
         _choice(f"{path}.act", b.act, ACTIVATIONS)
+    elif isinstance(b, Choice):
+        _tuple(f"{path}.candidates", b.candidates)
+        if not b.candidates:
+            _fail(f"{path}.candidates", "at least one candidate", b.candidates)
+        for k, seq in enumerate(b.candidates):
+            _tuple(f"{path}.candidates[{k}]", seq)
+            if not seq:
+                _fail(f"{path}.candidates[{k}]", "at least one op", seq)
+            for m, op in enumerate(seq):
+                _validate_block(op, f"{path}.candidates[{k}][{m}]", leaf_only=True,
+                                allow_skips=False)  # fmt: skip
+        _choice(f"{path}.mode", b.mode, CHOICE_MODES)
     elif isinstance(b, Residual):
         _tuple(f"{path}.body", b.body)
         if not any(isinstance(op, Conv | SepConv) for op in b.body):
@@ -566,6 +605,11 @@ def block_name(i: int, j: int) -> str:
 def branch_op_name(k: int, m: int) -> str:
     """Module name of op ``m`` of branch ``k`` of a cell."""
     return f"br{k}_{m}"
+
+
+def choice_op_name(k: int, m: int) -> str:
+    """Module name of op ``m`` of candidate ``k`` of a choice block."""
+    return f"c{k}_{m}"
 
 
 def body_op_name(m: int) -> str:

@@ -1,0 +1,157 @@
+"""Choice blocks and selections: a population over the "arch" collection shares one set of
+weights, evaluates with one compile, and materializes to plain specs that compute the same."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fnnjax.arch import (
+    Choice,
+    Conv,
+    Head,
+    Pool,
+    SepConv,
+    Spec,
+    Stage,
+    build_model,
+    from_json,
+    notation,
+    to_json,
+)
+from fnnjax.arch.build import init_variables
+from fnnjax.arch.select import (
+    choice_blocks,
+    materialize,
+    materialize_variables,
+    random_selections,
+    selection_of,
+)
+from fnnjax.train import Engine, TrainState, load_dataset
+
+C = 6
+ENAS_OPS = (
+    (Conv(filters=C, kernel=1), Conv(filters=C, kernel=3)),  # conv3x3
+    (Conv(filters=C, kernel=1), SepConv(filters=C, kernel=3, mid_norm_act=False)),  # sep3x3
+    (Conv(filters=C, kernel=1), Conv(filters=C, kernel=5)),  # conv5x5
+    (Conv(filters=C, kernel=1), SepConv(filters=C, kernel=5, mid_norm_act=False)),  # sep5x5
+    (Conv(filters=C, kernel=1), Pool(op="avg", window=3, stride=1, padding=1)),  # avgpool
+    (Conv(filters=C, kernel=1), Pool(op="max", window=3, stride=1, padding=1)),  # maxpool
+)
+
+
+def supernet(mode="switch"):
+    return Spec(input_shape=(8, 8, 1), num_classes=4, stem=(Conv(filters=C),),
+                stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode=mode),
+                                      Choice(candidates=ENAS_OPS, mode=mode, skips=(-1,)),
+                                      Choice(candidates=((Pool(window=3, stride=1, padding=1),),
+                                                         (Conv(filters=C),)), mode=mode))),),
+                head=Head())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def data():
+    return load_dataset("synthetic", limit_test=128)
+
+
+def _trained(spec, data, steps=6):
+    engine = Engine(build_model(spec), optax.adam(3e-3), eval_batch_size=64)
+    state = engine.init(jax.random.key(0), data.input_shape)
+    x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
+    for s in range(3):  # train a few selections so every candidate's weights and BN move
+        pick = selection_of(spec, {p: (s * 2 + i) % n for i, (p, n) in
+                                   enumerate(choice_blocks(spec).items())})  # fmt: skip
+        state = state.replace(collections={**state.collections, "arch": pick})
+        state, _ = engine.train_steps(state, x, y, np.arange(steps * 32).reshape(steps, 32))
+    return engine, state
+
+
+def test_the_ir_holds_choice_blocks():
+    spec = supernet()
+    assert from_json(to_json(spec)) == spec
+    assert notation(spec).startswith(f"{C} || <{C}k1>{C}|{C}k1>S{C}|")
+    assert choice_blocks(spec) == {"s0b0": 6, "s0b1": 6, "s0b2": 2}
+    with pytest.raises(ValueError, match=r"candidates: every candidate must give one output shape"):
+        Spec(input_shape=(8, 8, 1), num_classes=4,
+             stages=(Stage(blocks=(Choice(candidates=((Conv(filters=3),), (Conv(filters=4),))),)),))  # fmt: skip
+    with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'switch', 'all'"):
+        Choice(candidates=ENAS_OPS, mode="some") and Spec(
+            input_shape=(8, 8, 1), num_classes=4,
+            stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="some"),)),))  # fmt: skip
+
+
+@pytest.mark.parametrize("mode", ["switch", "all"])
+def test_only_the_selected_candidate_trains_and_updates_its_batch_statistics(data, mode):
+    spec = supernet(mode)
+    engine = Engine(build_model(spec), optax.adam(1e-2))
+    state = engine.init(jax.random.key(0), data.input_shape)
+    before = jax.device_get(state)
+    pick = selection_of(spec, {"s0b0": 2, "s0b1": 4, "s0b2": 1})
+    state = state.replace(collections={**state.collections, "arch": pick})
+    x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
+    state, _ = engine.train_steps(state, x, y, np.arange(64).reshape(2, 32))
+    after = jax.device_get(state)
+    for k in range(6):
+        changed_p = not np.array_equal(before.params["s0b0"][f"c{k}_0"]["conv"]["kernel"],
+                                       after.params["s0b0"][f"c{k}_0"]["conv"]["kernel"])  # fmt: skip
+        changed_s = not np.array_equal(before.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"],
+                                       after.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"])  # fmt: skip
+        assert changed_p == changed_s == (k == 2), k
+
+
+def test_switch_and_all_modes_compute_the_same_function(data):
+    spec_s, spec_a = supernet("switch"), supernet("all")
+    v = init_variables(build_model(spec_s), jax.random.key(1), spec_s.input_shape)
+    x = jnp.asarray(data.test.x[:16])
+    for s in range(4):
+        pick = selection_of(spec_s, {"s0b0": s, "s0b1": 5 - s, "s0b2": s % 2})
+        ys = build_model(spec_s).apply({**v, "arch": pick}, x)
+        ya = build_model(spec_a).apply({**v, "arch": pick}, x)
+        np.testing.assert_allclose(ys, ya, rtol=1e-5, atol=1e-6)
+
+
+def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_materialized_specs(data):
+    spec = supernet()
+    engine, state = _trained(spec, data)
+    population = random_selections(jax.random.key(7), spec, 100)
+    scores = engine.evaluate_population(state, data.test, "arch", population)
+    again = engine.evaluate_population(state, data.test, "arch",
+                                       random_selections(jax.random.key(8), spec, 100))  # fmt: skip
+    assert engine._population_steps["arch"]._cache_size() == 1  # one compile for 200 candidates
+    assert scores["loss"].shape == (100,) and len(set(np.round(scores["loss"], 6))) > 10
+    assert not np.array_equal(scores["loss"], again["loss"])
+    for p in np.random.default_rng(0).choice(100, 5, replace=False):
+        pick = jax.tree_util.tree_map(lambda a, p=p: a[p], population)
+        plain = materialize(spec, pick)
+        assert not any(isinstance(b, Choice) for st in plain.stages for b in st.blocks)
+        variables = materialize_variables(spec, state.variables(), pick)
+        alone = Engine(build_model(plain), optax.adam(1e-3), eval_batch_size=64)
+        own = TrainState(step=jnp.zeros((), jnp.int32), params=variables["params"],
+                         collections={"batch_stats": variables["batch_stats"]}, opt_state=(),
+                         rng=jnp.zeros((2,), jnp.uint32))  # evaluation needs only the variables
+        result = alone.evaluate(own, data.test)
+        assert result["loss"] == pytest.approx(scores["loss"][p], rel=1e-5, abs=1e-6)
+        assert result["accuracy"] == pytest.approx(scores["accuracy"][p], abs=1e-6)
+
+
+def test_materialize_and_transplant_give_the_supernets_outputs_in_training_mode_too(data):
+    spec = supernet()
+    _, state = _trained(spec, data, steps=2)
+    x = jnp.asarray(data.test.x[:32])
+    pick = selection_of(spec, {"s0b0": 3, "s0b1": 1, "s0b2": 0})
+    variables = {**state.variables(), "arch": pick}
+    plain = materialize(spec, pick)
+    moved = materialize_variables(spec, variables, pick)
+    assert "arch" not in moved
+    np.testing.assert_allclose(build_model(plain).apply(moved, x),
+                               build_model(spec).apply(variables, x), rtol=1e-5, atol=1e-6)  # fmt: skip
+    y1, u1 = build_model(plain).apply(moved, x, train=True, mutable=["batch_stats"])
+    y2, u2 = build_model(spec).apply(variables, x, train=True, mutable=["batch_stats"])
+    np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(u1["batch_stats"]["s0b0"]["br0_0"]["bn"]["mean"],
+                               u2["batch_stats"]["s0b0"]["c3_0"]["bn"]["mean"], rtol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="expected one selection .* index a population first"):
+        materialize(spec, random_selections(jax.random.key(0), spec, 3))
+    with pytest.raises(ValueError, match=r"choices\['s0b2'\]: expected 0..1, got 2"):
+        selection_of(spec, {"s0b2": 2})
