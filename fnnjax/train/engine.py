@@ -298,14 +298,16 @@ def make_population_eval_step(
     """A jitted ``eval(state, population, x, y, mask) -> {name: [P] sums}`` over a population.
 
     ``population`` replaces ``state.collections[collection]`` and has a leading axis ``P`` on
-    every leaf; the candidates share every other variable (params, batch statistics). One compile
-    serves any population of the same size.
+    every leaf; the candidates share every other variable (params, batch statistics). The
+    population axis is split across ``mesh``'s devices (each evaluates its share of candidates
+    on the whole, replicated batch), so ``P`` must be a multiple of the number of devices. One
+    compile serves any population of the same size.
     """
     objective = objective or classification()
-    batch = sharding.batch_sharding(mesh)
+    split = sharding.batch_sharding(mesh)
 
     def evaluate_batch(state: TrainState, population, x, y, mask):
-        x = jax.lax.with_sharding_constraint(x, batch)
+        population = jax.lax.with_sharding_constraint(population, split)
         base = state.variables()
 
         def one(selection):
@@ -313,7 +315,7 @@ def make_population_eval_step(
 
         return jax.vmap(one)(population)
 
-    return jax.jit(evaluate_batch, out_shardings=sharding.replicated_sharding(mesh))
+    return jax.jit(evaluate_batch, out_shardings=split)
 
 
 def _padded_batches(split: Split, batch_size: int, multiple: int) -> Iterator[tuple[Any, ...]]:
@@ -443,7 +445,9 @@ class Engine:
         """Mean loss and metrics on ``split`` of every candidate: ``{name: [P]}``.
 
         ``population`` is ``state.collections[collection]`` with a leading axis ``P`` on every leaf
-        (e.g. ``P`` mask sets); the candidates share params and batch statistics.
+        (e.g. ``P`` mask sets or architecture selections); the candidates share params and batch
+        statistics. The candidates are split across the engine's devices (the population is
+        padded to a multiple of their number; the padding is dropped from the result).
 
         Raises:
             ConfigError: ``state`` has no such collection, or the population's leaves do not
@@ -470,10 +474,16 @@ class Engine:
                 self.model, self.mesh, collection, objective=self.objective
             )
         step = self._population_steps[collection]
-        batch = sharding.batch_sharding(self.mesh)
-        population = sharding.replicate(population, self.mesh)
+        size = sizes.pop()
+        padded = -(-size // self.mesh.size) * self.mesh.size
+        population = jax.tree_util.tree_map(
+            lambda leaf: np.concatenate([np.asarray(leaf)] + [np.asarray(leaf)[-1:]] * (padded - size)),
+            population,
+        )  # fmt: skip
+        population = jax.device_put(population, sharding.batch_sharding(self.mesh))
+        repl = sharding.replicated_sharding(self.mesh)
         outputs = [
-            step(state, population, *jax.device_put((x, y, m), batch))
-            for x, y, m in _padded_batches(split, self.eval_batch_size, self.mesh.size)
+            step(state, population, *jax.device_put((x, y, m), repl))
+            for x, y, m in _padded_batches(split, self.eval_batch_size, 1)
         ]
-        return _means(_accumulate(outputs))
+        return {k: v[:size] for k, v in _means(_accumulate(outputs)).items()}

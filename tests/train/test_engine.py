@@ -293,3 +293,23 @@ def test_a_callback_that_returns_something_else_is_one_clear_error(synthetic):
     model = DenseBaseline(num_classes=4, hidden=(8,), input_dropout=0.0)
     with pytest.raises(ConfigError, match="on_epoch_end returned dict; expected None or a"):
         fit(model, synthetic, config, on_epoch_end=lambda record, state: {"model": model})
+
+
+def test_a_population_split_over_8_devices_scores_and_ranks_like_one_device(synthetic):
+    from fnnjax.train import make_mesh
+
+    one = Engine(_masked_net(), optax.adam(1e-2), eval_batch_size=64)
+    state = one.init(jax.random.key(0), synthetic.input_shape)
+    x, y = jnp.asarray(synthetic.train.x), jnp.asarray(synthetic.train.y)
+    state, _ = one.train_steps(state, x, y, np.arange(128).reshape(4, 32))
+    rng = np.random.default_rng(1)
+    population = jax.tree_util.tree_map(  # 13 candidates: not a multiple of 8 (padded)
+        lambda m: (rng.random((13, *m.shape)) < 0.6).astype(np.float32), state.collections["masks"])
+    eight = Engine(_masked_net(), optax.adam(1e-2), mesh=make_mesh(8), eval_batch_size=64)
+    state8 = jax.device_put(jax.device_get(state), jax.sharding.NamedSharding(eight.mesh, jax.sharding.PartitionSpec()))
+    a = one.evaluate_population(state, synthetic.test, "masks", population)
+    b = eight.evaluate_population(state8, synthetic.test, "masks", population)
+    assert a["loss"].shape == b["loss"].shape == (13,)
+    np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(a["accuracy"], b["accuracy"], atol=1e-6)
+    assert list(np.argsort(a["loss"], kind="stable")) == list(np.argsort(b["loss"], kind="stable"))
