@@ -34,3 +34,19 @@ def test_fnn_step_benchmark_runs(tmp_path):
     assert {"factored", "materialized", "fnn_1024", "dense"} <= set(result)
     assert result["summary"]["factored_speedup"] > 0 and result["summary"]["fnn1024_over_dense"] > 0
     assert "factored (A) vs materialized (B)" in result["table"]
+
+
+def test_substrate_benchmark_reports_its_three_ratios(tmp_path):
+    from benchmarks import substrate
+
+    result = substrate.main(["--quick"])
+    seconds, ratios = result["seconds"], result["ratios"]
+    assert set(seconds) == {"plain", "stats", "choice_switch", "choice_all", "sampled", "standalone"}
+    assert all(1e-5 < t < 5.0 for t in seconds.values()), seconds
+    assert ratios["stats_overhead"] == seconds["stats"] / seconds["plain"]
+    assert ratios["switch_over_all"] == seconds["choice_switch"] / seconds["choice_all"]
+    assert ratios["selected_over_standalone"] == seconds["sampled"] / seconds["standalone"]
+    # Sane ranges at this size: a recompile per call (selections are data) would be ~100x.
+    assert 0.5 < ratios["stats_overhead"] < 3 and 0.05 < ratios["switch_over_all"] < 5
+    assert 0.2 < ratios["selected_over_standalone"] < 5
+    assert result["faster_mode"] in ("switch", "all") and "sampled / standalone" in result["table"]

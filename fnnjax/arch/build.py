@@ -266,7 +266,10 @@ class ChoiceUnit(nn.Module):
 
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
-        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        # Statistics are sown for the block's output (the selected candidate), not per candidate
+        # unit: the candidates of a switch must touch the same variables, and an unselected
+        # candidate has no statistics of this batch.
+        hooks = dict(collect_stats=False, use_masks=self.use_masks)
         candidates = self.choice.candidates
         selector = self.variable("arch", "choice", lambda: jnp.zeros((), jnp.int32)).value
         selector = jnp.clip(selector.astype(jnp.int32), 0, len(candidates) - 1)
@@ -278,13 +281,17 @@ class ChoiceUnit(nn.Module):
             return y
 
         if self.is_initializing():  # create every candidate's variables
-            outs = [run(k, self, x) for k in range(len(candidates))]
-            return outs[0]
-        if self.choice.mode == "all":
+            y = [run(k, self, x) for k in range(len(candidates))][0]
+        elif self.choice.mode == "all":
             outs = [run(k, self, x, active=selector == k) for k in range(len(candidates))]
-            return jnp.select([selector == k for k in range(len(outs))], outs)
-        branches = [lambda module, y, k=k: run(k, module, y) for k in range(len(candidates))]
-        return nn.switch(selector, branches, self, x)
+            y = jnp.select([selector == k for k in range(len(outs))], outs)
+        else:
+            branches = [lambda module, z, k=k: run(k, module, z) for k in range(len(candidates))]
+            y = nn.switch(selector, branches, self, x)
+        if self.collect_stats and self.is_mutable_collection("intermediates"):
+            for key, value in featuremap_stats(y).items():
+                self.sow("intermediates", key, value)
+        return y
 
 
 class ResidualUnit(nn.Module):

@@ -244,7 +244,9 @@ class Choice(Block):
 
     ``mode``: ``"switch"`` computes only the selected candidate (``lax.switch``; under ``vmap``
     JAX computes all and selects); ``"all"`` computes every candidate and keeps the selected one
-    (BatchNorm updates of the others are discarded). BENCHMARKS.md compares the two.
+    (BatchNorm updates of the others are discarded). BENCHMARKS.md compares the two. With
+    ``collect_stats`` the block sows the statistics of its output (the selected candidate's),
+    not those of every candidate unit.
     :func:`fnnjax.arch.materialize` turns a selection into a plain spec.
     """
 

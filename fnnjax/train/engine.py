@@ -50,6 +50,7 @@ __all__ = [
 
 STATS = "stats"  # the collection of accumulated statistics in TrainState.collections
 SOWN = "intermediates"  # the Flax collection models sow statistics into
+TRAINED_COLLECTIONS = ("batch_stats", STATS)  # collections a train step updates (and donates)
 _RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
 
 
@@ -236,7 +237,8 @@ def make_train_step(
 
     The step trains on ``x_all[order[i]]``: ``x_all`` / ``y_all`` are the whole (replicated)
     training split, ``order`` is ``[steps_per_epoch, batch]`` indices; the gathered batch is
-    sharded across ``mesh``'s data axis. ``state`` is donated. ``metrics`` holds the batch means of
+    sharded across ``mesh``'s data axis. ``state`` is donated, except its read-only collections
+    (masks, ``"arch"``: arrays the caller may still hold). ``metrics`` holds the batch means of
     ``"loss"`` and of the objective's metrics (default: classification, ``"accuracy"``).
     """
     body = _step_body(model, tx, objective or classification(), augment,
@@ -246,7 +248,7 @@ def make_train_step(
     def step(state: TrainState, x_all, y_all, order, i):
         return body(state, x_all, y_all, order[i])
 
-    return jax.jit(step, out_shardings=(repl, repl), donate_argnums=(0,))
+    return _donating(step, repl)
 
 
 def make_train_steps(
@@ -269,7 +271,33 @@ def make_train_steps(
     def steps(state: TrainState, x_all, y_all, orders):
         return jax.lax.scan(lambda s, idx: body(s, x_all, y_all, idx), state, orders)
 
-    return jax.jit(steps, out_shardings=(repl, repl), donate_argnums=(0,))
+    return _donating(steps, repl)
+
+
+def _donating(fn: Callable[..., Any], repl: jax.sharding.NamedSharding) -> Callable[..., Any]:
+    """``jit(fn)`` donating the state's buffers except its read-only collections.
+
+    Selection collections (masks, ``"arch"``) are often arrays the caller still holds (a sampled
+    architecture it will export); they go in as a separate, undonated argument and come back
+    unchanged, so donation never deletes them under the caller.
+    """
+
+    def inner(state: TrainState, frozen: dict[str, Any], *args):
+        new, metrics = fn(state.replace(collections={**state.collections, **frozen}), *args)
+        kept = {k: v for k, v in new.collections.items() if k not in frozen}
+        return new.replace(collections=kept), metrics
+
+    jitted = jax.jit(inner, out_shardings=(repl, repl), donate_argnums=(0,))
+
+    def call(state: TrainState, *args):
+        frozen = {k: v for k, v in state.collections.items() if k not in TRAINED_COLLECTIONS}
+        trained = {k: v for k, v in state.collections.items() if k in TRAINED_COLLECTIONS}
+        new, metrics = jitted(state.replace(collections=trained), frozen, *args)
+        return new.replace(collections={**new.collections, **frozen}), metrics
+
+    call.jitted = jitted  # type: ignore[attr-defined]
+    call._cache_size = jitted._cache_size  # type: ignore[attr-defined]  (compile counting)
+    return call
 
 
 def _eval_sums(model: nn.Module, objective: Objective, variables, x, y, mask):

@@ -28,7 +28,7 @@ from fnnjax.arch.select import (
     random_selections,
     selection_of,
 )
-from fnnjax.train import Engine, TrainState, load_dataset
+from fnnjax.train import Engine, TrainState, load_dataset, read_stats
 
 C = 6
 ENAS_OPS = (
@@ -98,6 +98,20 @@ def test_only_the_selected_candidate_trains_and_updates_its_batch_statistics(dat
         changed_s = not np.array_equal(before.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"],
                                        after.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"])  # fmt: skip
         assert changed_p == changed_s == (k == 2), k
+
+
+@pytest.mark.parametrize("mode", ["switch", "all"])
+def test_statistics_of_a_choice_block_are_those_of_its_selected_output(data, mode):
+    spec = supernet(mode)
+    engine = Engine(build_model(spec, collect_stats=True), optax.adam(1e-3))
+    state = engine.init(jax.random.key(0), data.input_shape)
+    assert set(state.collections["stats"]["sum"]) == {"stem0", "s0b0", "s0b1", "s0b2"}
+    x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
+    pick = selection_of(spec, {"s0b0": 5, "s0b1": 1, "s0b2": 1})
+    state = state.replace(collections={**state.collections, "arch": pick})
+    state, _ = engine.train_steps(state, x, y, np.arange(64).reshape(2, 32))
+    means = jax.device_get(read_stats(state))
+    assert means["s0b0"]["featuremap_msq"].shape == (C,) and means["s0b0"]["featuremap_msq"].min() > 0
 
 
 def test_switch_and_all_modes_compute_the_same_function(data):

@@ -135,6 +135,12 @@ def test_a_population_of_masks_is_evaluated_with_one_compile_and_matches_one_by_
         return jax.tree_util.tree_map(
             lambda m: (rng.random((p, *m.shape)) < 0.7).astype(np.float32), masks)  # fmt: skip
 
+    held = jax.tree_util.tree_map(jnp.asarray, population(1))  # a selection the caller keeps
+    one = jax.tree_util.tree_map(lambda m: m[0], held)
+    trained, _ = engine.train_steps(state.replace(collections={**state.collections, "masks": one}),
+                                    x, y, np.arange(64).reshape(2, 32))  # fmt: skip
+    state = trained.replace(collections={**trained.collections, "masks": masks})
+    assert float(jax.tree_util.tree_leaves(one)[0].sum()) >= 0  # not donated: still readable
     first, second = population(5), population(5)
     scores = engine.evaluate_population(state, synthetic.test, "masks", first)
     engine.evaluate_population(state, synthetic.test, "masks", second)
