@@ -87,14 +87,14 @@ def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
     """Per-channel statistics of a featuremap ``y: [batch, h, w, c]`` -> each ``[c]`` float32.
 
     ``featuremap_msq``: mean of ``y**2`` over batch and space; ``featuremap_var``: variance over
-    batch and space.
+    batch and space, as ``E[y^2] - E[y]^2`` (clipped at 0; the single-pass form BatchNorm uses), so
+    both come from one read of ``y`` and a training step pays little for them (BENCHMARKS.md).
     """
     yf = y.astype(jnp.float32)
     axes = tuple(range(yf.ndim - 1))
-    return {
-        "featuremap_msq": jnp.mean(yf * yf, axis=axes),
-        "featuremap_var": jnp.var(yf, axis=axes),
-    }
+    msq = jnp.mean(yf * yf, axis=axes)
+    mean = jnp.mean(yf, axis=axes)
+    return {"featuremap_msq": msq, "featuremap_var": jnp.maximum(msq - mean * mean, 0.0)}
 
 
 class ConvUnit(nn.Module):
@@ -257,6 +257,13 @@ class CellUnit(nn.Module):
         return _activate(self.cell.act, y)
 
 
+def _choice_mode(choice: Choice) -> str:
+    """``"switch"`` or ``"all"``; ``"auto"`` is ``"all"`` on CPU, ``"switch"`` elsewhere."""
+    if choice.mode != "auto":
+        return choice.mode
+    return "all" if jax.default_backend() == "cpu" else "switch"
+
+
 class ChoiceUnit(nn.Module):
     """The selected candidate of a :class:`~fnnjax.arch.spec.Choice` (selector in ``"arch"``)."""
 
@@ -282,7 +289,7 @@ class ChoiceUnit(nn.Module):
 
         if self.is_initializing():  # create every candidate's variables
             y = [run(k, self, x) for k in range(len(candidates))][0]
-        elif self.choice.mode == "all":
+        elif _choice_mode(self.choice) == "all":
             outs = [run(k, self, x, active=selector == k) for k in range(len(candidates))]
             y = jnp.select([selector == k for k in range(len(outs))], outs)
         else:

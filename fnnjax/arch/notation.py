@@ -73,7 +73,7 @@ def _op_token(op: Block) -> str:
         return f"P{op.amount}"
     if isinstance(op, Choice):
         t = "<" + "|".join(">".join(_op_token(o) for o in seq) for seq in op.candidates) + ">"
-        return t + ("" if op.mode == "switch" else "all")
+        return t + ("" if op.mode == "auto" else op.mode)
     if isinstance(op, Cell):
         t = "[" + "|".join(">".join(_op_token(o) for o in br) for br in op.branches) + "]"
         return t + ("+" if op.merge == "add" else "")

@@ -228,7 +228,7 @@ class Residual(Block):
     kind: ClassVar[str] = "residual"
 
 
-CHOICE_MODES = ("switch", "all")
+CHOICE_MODES = ("auto", "switch", "all")
 
 
 @_static
@@ -244,14 +244,17 @@ class Choice(Block):
 
     ``mode``: ``"switch"`` computes only the selected candidate (``lax.switch``; under ``vmap``
     JAX computes all and selects); ``"all"`` computes every candidate and keeps the selected one
-    (BatchNorm updates of the others are discarded). BENCHMARKS.md compares the two. With
+    (BatchNorm updates of the others are discarded); ``"auto"`` (default) is ``"all"`` on CPU,
+    where XLA runs convolutions inside a conditional's branches 4-5x slower than computing all six
+    ENAS candidates (measured, BENCHMARKS.md), and ``"switch"`` on accelerators, where a
+    conditional runs only its branch (not yet measured there). With
     ``collect_stats`` the block sows the statistics of its output (the selected candidate's),
     not those of every candidate unit.
     :func:`fnnjax.arch.materialize` turns a selection into a plain spec.
     """
 
     candidates: tuple[tuple[Block, ...], ...]
-    mode: str = "switch"
+    mode: str = "auto"
     kind: ClassVar[str] = "choice"
 
 

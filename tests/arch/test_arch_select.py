@@ -41,7 +41,7 @@ ENAS_OPS = (
 )
 
 
-def supernet(mode="switch"):
+def supernet(mode="auto"):
     return Spec(input_shape=(8, 8, 1), num_classes=4, stem=(Conv(filters=C),),
                 stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode=mode),
                                       Choice(candidates=ENAS_OPS, mode=mode, skips=(-1,)),
@@ -75,7 +75,7 @@ def test_the_ir_holds_choice_blocks():
     with pytest.raises(ValueError, match=r"candidates: every candidate must give one output shape"):
         Spec(input_shape=(8, 8, 1), num_classes=4,
              stages=(Stage(blocks=(Choice(candidates=((Conv(filters=3),), (Conv(filters=4),))),)),))  # fmt: skip
-    with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'switch', 'all'"):
+    with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'auto', 'switch', 'all'"):
         Choice(candidates=ENAS_OPS, mode="some") and Spec(
             input_shape=(8, 8, 1), num_classes=4,
             stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="some"),)),))  # fmt: skip
