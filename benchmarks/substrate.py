@@ -91,7 +91,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.quick:
-        args.batch, args.width, args.layers, args.size, args.steps, args.repeats = 16, 8, 2, 8, 2, 3
+        args.batch, args.width, args.layers, args.size, args.steps, args.repeats = 8, 4, 1, 8, 1, 2
     shape = (args.size, args.size, 3)
 
     def timed(stepper):
