@@ -46,7 +46,7 @@ def test_substrate_benchmark_reports_its_three_ratios(tmp_path):
     assert ratios["stats_overhead"] == seconds["stats"] / seconds["plain"]
     assert ratios["switch_over_all"] == seconds["choice_switch"] / seconds["choice_all"]
     assert ratios["selected_over_standalone"] == seconds["sampled"] / seconds["standalone"]
-    # Sane ranges at this size: a recompile per call (selections are data) would be ~100x.
-    assert 0.5 < ratios["stats_overhead"] < 3 and 0.05 < ratios["switch_over_all"] < 5
-    assert 0.2 < ratios["selected_over_standalone"] < 5
+    # Sane ranges for this tiny size on a loaded machine: a recompile per call (selections are
+    # data, never static) would make a ratio ~100x; compute differences stay within 10x.
+    assert all(0.1 < r < 10 for r in ratios.values()), ratios
     assert result["faster_mode"] in ("switch", "all") and "sampled / standalone" in result["table"]

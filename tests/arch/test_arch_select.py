@@ -55,6 +55,13 @@ def data():
     return load_dataset("synthetic", limit_test=128)
 
 
+@pytest.fixture(scope="module")
+def trained(data):
+    """The auto-mode supernet trained on three selections: ``(spec, engine, state)``."""
+    spec = supernet()
+    return (spec, *_trained(spec, data))
+
+
 def _trained(spec, data, steps=6):
     engine = Engine(build_model(spec), optax.adam(3e-3), eval_batch_size=64)
     state = engine.init(jax.random.key(0), data.input_shape)
@@ -100,9 +107,8 @@ def test_only_the_selected_candidate_trains_and_updates_its_batch_statistics(dat
         assert changed_p == changed_s == (k == 2), k
 
 
-@pytest.mark.parametrize("mode", ["switch", "all"])
-def test_statistics_of_a_choice_block_are_those_of_its_selected_output(data, mode):
-    spec = supernet(mode)  # switch and all sow differently (branches must touch the same variables)
+def test_statistics_of_a_choice_block_are_those_of_its_selected_output(data):
+    spec = supernet("switch")  # a switch's branches must touch the same variables
     engine = Engine(build_model(spec, collect_stats=True), optax.adam(1e-3))
     state = engine.init(jax.random.key(0), data.input_shape)
     assert set(state.collections["stats"]["sum"]) == {"stem0", "s0b0", "s0b1"}
@@ -125,9 +131,10 @@ def test_switch_and_all_modes_compute_the_same_function(data):
         np.testing.assert_allclose(ys, ya, rtol=1e-5, atol=1e-6)
 
 
-def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_materialized_specs(data):
-    spec = supernet()
-    engine, state = _trained(spec, data)
+def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_materialized_specs(
+    data, trained
+):
+    spec, engine, state = trained
     population = random_selections(jax.random.key(7), spec, 100)
     scores = engine.evaluate_population(state, data.test, "arch", population)
     again = engine.evaluate_population(state, data.test, "arch",
@@ -149,9 +156,8 @@ def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_material
         assert result["accuracy"] == pytest.approx(scores["accuracy"][p], abs=1e-6)
 
 
-def test_materialize_and_transplant_give_the_supernets_outputs_in_training_mode_too(data):
-    spec = supernet()
-    _, state = _trained(spec, data, steps=2)
+def test_materialize_and_transplant_give_the_supernets_outputs_in_training_mode_too(data, trained):
+    spec, _, state = trained
     x = jnp.asarray(data.test.x[:32])
     pick = selection_of(spec, {"s0b0": 3, "s0b1": 0})
     variables = {**state.variables(), "arch": pick}
