@@ -502,6 +502,9 @@ class Engine:
                               "leading candidate axis on every leaf")  # fmt: skip
         sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None
                  for leaf in jax.tree_util.tree_leaves(population)}  # fmt: skip
+        if None in sizes:
+            raise ConfigError(f"population: every leaf of {collection!r} needs a leading candidate "
+                              "axis [P, ...]; got a single selection (add the axis: x[None])")  # fmt: skip
         for leaf, ref in zip(jax.tree_util.tree_leaves(population),
                              jax.tree_util.tree_leaves(state.collections[collection]), strict=True):  # fmt: skip
             if tuple(np.shape(leaf)[1:]) != tuple(np.shape(ref)) or len(sizes) != 1:

@@ -162,6 +162,9 @@ def test_a_population_of_masks_is_evaluated_with_one_compile_and_matches_one_by_
         engine.evaluate_population(state, synthetic.test, "arch", first)
     with pytest.raises(ConfigError, match=r"needs shape \[P, \*leaf shape\]"):
         engine.evaluate_population(state, synthetic.test, "masks", masks)
+    with pytest.raises(ConfigError, match=r"got a single selection"):
+        engine.evaluate_population(state, synthetic.test, "masks",
+                                   jax.tree_util.tree_map(lambda m: m.sum(), masks))  # fmt: skip
 
 
 def _sine_data(n=512, seed=0):
