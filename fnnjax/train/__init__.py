@@ -1,4 +1,6 @@
-"""The training engine: data, train state, jitted steps, data parallelism and checkpoints."""
+"""The training engine: data, train state with every collection, jitted steps (and a low-level
+``Engine`` for search loops), objectives, structure-changing ``fit``, data and population
+parallelism, and checkpoints that carry their model's description."""
 
 from fnnjax.train.checkpoint import Checkpoints, fingerprint
 from fnnjax.train.data import (

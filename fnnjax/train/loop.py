@@ -1,8 +1,10 @@
-"""The training engine: explicit train state, jitted train/eval steps, and :func:`fit`.
+""":func:`fit`: training with evaluation, checkpoints, resume and structure changes.
 
 The engine knows nothing about which paper produced a model: it takes any Flax Linen module that
 follows the convention of :mod:`fnnjax.models` (``__call__(x, *, train)``, rng stream ``"dropout"``,
-collection ``"batch_stats"``).
+BatchNorm statistics in ``"batch_stats"``; any other collection is carried along). The jitted
+steps, the train state and the population evaluation live in :mod:`fnnjax.train.engine`; the loss
+and metrics come from an :class:`~fnnjax.train.objectives.Objective`.
 
 Determinism and exact resume: three independent key streams are split from ``key(seed)`` —
 initialization, data order and training noise. Epoch ``e``'s batch order is
