@@ -88,7 +88,9 @@ def _producer(spec: Spec, stage: int, position: int) -> Block | None:
 
 
 def _ends_non_negative(b: Block | None) -> bool:
-    """Whether ``b``'s output is >= 0 everywhere (it ends with a ReLU)."""
+    """Whether ``b``'s output is >= 0 everywhere (it ends with a ReLU; no skips added after it)."""
+    if b is not None and b.skips and b.skip_merge == "add":
+        return False  # the skip sources are added after the block's own activation
     if isinstance(b, Conv | SepConv):
         return b.act in ("relu", "relu6") and not getattr(b, "act_first", False)
     if isinstance(b, Residual | Cell):

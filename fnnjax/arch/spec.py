@@ -250,7 +250,9 @@ class Choice(Block):
     conditional runs only its branch (not yet measured there). With
     ``collect_stats`` the block sows the statistics of its output (the selected candidate's),
     not those of every candidate unit.
-    :func:`fnnjax.arch.materialize` turns a selection into a plain spec.
+    :func:`fnnjax.arch.materialize` turns a selection into a plain spec. Inside the model a
+    selector out of range is clipped to the nearest candidate (jit cannot raise);
+    :func:`fnnjax.arch.selection_of` and :func:`~fnnjax.arch.materialize` check ranges.
     """
 
     candidates: tuple[tuple[Block, ...], ...]

@@ -253,8 +253,9 @@ class Checkpoints:
             if check is not None and not checked:
                 check(meta)  # a different run is not damage: its error goes to the caller
                 checked = True
+            # The template's own errors (e.g. "pass rebuild=") are not damage: they propagate.
+            target = template(meta) if callable(template) else template
             try:
-                target = template(meta) if callable(template) else template
                 state, meta = self.restore(step, target, meta)
             except CheckpointError as error:
                 problems.append(str(error))

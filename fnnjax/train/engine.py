@@ -369,6 +369,12 @@ def _check_shape(split: Split, input_shape: tuple[int, ...] | None) -> None:
         )
 
 
+def _check_not_empty(split: Split) -> None:
+    if len(split) == 0:
+        raise DataError("the evaluation split is empty (no validation split? load_dataset(..., "
+                        "validation_fraction=0.1) holds one out)")  # fmt: skip
+
+
 def _means(sums: Mapping[str, Any]) -> dict[str, Any]:
     count = np.maximum(np.asarray(sums["count"], np.float64), 1.0)
     return {k: np.asarray(v, np.float64) / count for k, v in sums.items() if k != "count"}
@@ -397,6 +403,7 @@ def evaluate(
         DataError: ``split`` holds examples of another shape than ``input_shape``.
     """
     _check_shape(split, input_shape)
+    _check_not_empty(split)
     batch = sharding.batch_sharding(mesh)
     outputs = [
         eval_step(state, *jax.device_put((x, y, m), batch))
@@ -493,6 +500,7 @@ class Engine:
             ConfigError: ``state`` has no such collection, or the population's leaves do not
                 match it (the message names the collection and the shapes).
         """
+        _check_not_empty(split)
         if collection not in state.collections:
             raise ConfigError(f"collection: the state has no {collection!r} collection; it has "
                               f"{', '.join(sorted(state.collections)) or 'none'}")  # fmt: skip

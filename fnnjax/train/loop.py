@@ -54,6 +54,7 @@ from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.data import Dataset, augmentation_for, validate_dataset
 from fnnjax.train.engine import (
+    STATS,
     TrainState,
     evaluate,
     init_state,
@@ -501,7 +502,7 @@ def fit(
                 change = on_epoch_end(record, state)
                 if change is not None:
                     changed = True
-                    model, state, current = _adopt(change, state, mesh)
+                    model, state, current = _adopt(change, state, mesh, data.input_shape, tx)
                     meta["model"] = current
                     train_step = make_train_step(model, tx, mesh, augment=augment,
                                                  objective=objective)  # fmt: skip
@@ -597,8 +598,20 @@ def restore_run(
     return models[json.dumps(description, sort_keys=True)], state, meta
 
 
-def _adopt(change: Any, old: TrainState, mesh: jax.sharding.Mesh) -> tuple[Any, TrainState, Any]:
-    """Checks what a callback returned and puts the new state on the mesh."""
+def _adopt(
+    change: Any,
+    old: TrainState,
+    mesh: jax.sharding.Mesh,
+    input_shape: tuple[int, ...],
+    tx: optax.GradientTransformation,
+) -> tuple[Any, TrainState, Any]:
+    """Checks what a callback returned against its model and puts the new state on the mesh.
+
+    The state must have the model's params, collections and ``tx``'s optimizer state, leaf for
+    leaf (shapes and dtypes), so that nothing is silently dropped or checkpointed unusable.
+    Accumulated statistics (``"stats"``), when the model sows them and the state has none, start
+    at zero (``state.variables()`` leaves them out, so a transplanted state usually lacks them).
+    """
     if not isinstance(change, NewModel):
         raise ConfigError(
             f"on_epoch_end returned {type(change).__name__}; expected None or a "
@@ -613,7 +626,38 @@ def _adopt(change: Any, old: TrainState, mesh: jax.sharding.Mesh) -> tuple[Any, 
             f"NewModel.state.step is {int(change.state.step)} but the run is at step "
             f"{int(old.step)}; carry step (and rng) over from the old state"
         )
-    return change.model, sharding.replicate(change.state, mesh), change.description
+    expected = jax.eval_shape(lambda k: init_state(k, change.model, input_shape, tx),
+                              jax.random.key(0))  # fmt: skip
+    state = change.state
+    if STATS in expected.collections and STATS not in state.collections:
+        zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype),
+                                       expected.collections[STATS])  # fmt: skip
+        state = state.replace(collections={**state.collections, STATS: zeros})
+    for name in ("params", "collections", "opt_state"):
+        problem = _first_difference(getattr(expected, name), getattr(state, name))
+        if problem:
+            raise ConfigError(
+                f"NewModel.state.{name} does not fit NewModel.model and the run's optimizer: "
+                f"{problem} (build it from a fresh init_state(key, model, input_shape, tx) and "
+                "transplant_params / transplant_opt_state)"
+            )
+    return change.model, sharding.replicate(state, mesh), change.description
+
+
+def _first_difference(expected: Any, got: Any) -> str | None:
+    """The first leaf where two pytrees differ in structure, shape or dtype, or None."""
+    flat_e = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
+    flat_g = dict(jax.tree_util.tree_flatten_with_path(got)[0])
+    for path in flat_e.keys() - flat_g.keys():
+        return f"{jax.tree_util.keystr(path)} is missing"
+    for path in flat_g.keys() - flat_e.keys():
+        return f"{jax.tree_util.keystr(path)} is not the model's"
+    for path, e in flat_e.items():
+        g = flat_g[path]
+        if tuple(np.shape(g)) != tuple(e.shape) or np.asarray(g).dtype != e.dtype:
+            return (f"{jax.tree_util.keystr(path)} is {np.asarray(g).dtype}{list(np.shape(g))}, "
+                    f"expected {e.dtype}{list(e.shape)}")  # fmt: skip
+    return None
 
 
 def _rebuild(rebuild: Any, description: Any, out: Path) -> nn.Module:

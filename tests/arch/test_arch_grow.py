@@ -116,3 +116,11 @@ def test_net2wider_refuses_what_it_cannot_widen():
         net2wider(CONV, v, 0, 0, 8)
     with pytest.raises(ValueError, match=r"blocks\[1\]: cannot widen it alone, its output is added"):
         net2wider(MLP, _trained_like(MLP), 0, 1, 20)  # it feeds an identity shortcut
+
+
+def test_a_relu_after_the_add_is_refused_after_a_block_with_added_skips():
+    spec = Spec(input_shape=(8, 8, 3), num_classes=2, stem=(Conv(filters=4, act=None),),
+                stages=(Stage(blocks=(Conv(filters=4), Conv(filters=4),
+                                      Conv(filters=4, skips=(-1,), skip_merge="add"))),))  # fmt: skip
+    with pytest.raises(ValueError, match="output can be negative"):
+        insert_residual(spec, _trained_like(spec), 0, 3, act="relu")

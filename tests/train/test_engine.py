@@ -328,3 +328,50 @@ def test_a_population_split_over_8_devices_scores_and_ranks_like_one_device(synt
     np.testing.assert_allclose(a["loss"], b["loss"], rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(a["accuracy"], b["accuracy"], atol=1e-6)
     assert list(np.argsort(a["loss"], kind="stable")) == list(np.argsort(b["loss"], kind="stable"))
+
+
+def test_a_new_model_state_is_checked_against_its_model_and_missing_statistics_start_at_zero(
+    synthetic,
+):
+    config = TrainConfig(epochs=2, batch_size=64, progress=False, num_devices=1)
+    tx = make_optimizer(config, len(synthetic.train) // config.batch_size)
+    seen = []
+
+    def change(stale_opt_state):
+        def callback(record, state):
+            if record["epoch"] != 1:
+                seen.append(state.collections.get("stats"))
+                return None
+            model_b = build_model(_grow_spec(7), collect_stats=True)
+            fresh = init_state(jax.random.key(5), model_b, synthetic.input_shape, tx)
+            variables = transplant_params(_grow_spec(4), state.variables(), _grow_spec(7),
+                                          fresh.variables())  # fmt: skip
+            opt = state.opt_state if stale_opt_state else fresh.opt_state
+            new = state.replace(params=variables.pop("params"), collections=variables, opt_state=opt)
+            return NewModel(model_b, new, describe_spec(_grow_spec(7), collect_stats=True))
+
+        return callback
+
+    fit(build_model(_grow_spec(4)), synthetic, config, on_epoch_end=change(False))
+    assert seen and int(seen[0]["count"]) == len(synthetic.train) // 64  # stats accumulated
+    with pytest.raises(ConfigError, match=r"NewModel.state.opt_state does not fit .*s0b0.*expected"):
+        fit(build_model(_grow_spec(4)), synthetic, config, on_epoch_end=change(True))
+
+
+def test_a_template_that_refuses_is_not_damage_and_moves_nothing(synthetic, tmp_path):
+    model = DenseBaseline(num_classes=4, hidden=(8,), input_dropout=0.0)
+    fit(model, synthetic, TrainConfig(epochs=2, batch_size=64, progress=False, num_devices=1),
+        out_dir=tmp_path)  # fmt: skip
+    manager = Checkpoints(tmp_path / "checkpoints")
+
+    def refuse(meta):
+        raise CheckpointError("pass rebuild=...")
+
+    with pytest.raises(CheckpointError, match="pass rebuild"):
+        manager.restore_latest(refuse)
+    assert len(manager.steps()) == 2 and not (tmp_path / "damaged").exists()
+    manager.close()
+    empty = Engine(model, optax.adam(1e-3))
+    with pytest.raises(DataError, match="the evaluation split is empty"):
+        empty.evaluate(empty.init(jax.random.key(0), synthetic.input_shape), synthetic.validation.__class__(
+            synthetic.test.x[:0], synthetic.test.y[:0]))  # fmt: skip
