@@ -30,7 +30,6 @@ from fnnjax.train.engine import (
 )
 from fnnjax.train.loop import (
     FitResult,
-    NewModel,
     TrainConfig,
     fit,
     make_optimizer,
@@ -48,6 +47,7 @@ from fnnjax.train.sharding import (
     replicated_sharding,
     sync_processes,
 )
+from fnnjax.train.structure import NewModel
 
 __all__ = [
     "Augmentation",

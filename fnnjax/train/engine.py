@@ -471,6 +471,8 @@ class Engine:
                 f"orders: expected [steps, batch] indices with batch a multiple of "
                 f"{self.mesh.size} devices, got shape {tuple(orders.shape)}"
             )
+        # Once per call, not per step (a no-op for arrays already there).
+        x, y = jax.device_put((x, y), sharding.replicated_sharding(self.mesh))
         if self.mesh.devices.flat[0].platform != "cpu":
             return self._train_steps(state, x, y, orders)
         # XLA:CPU runs convolutions inside a scan's while loop far slower (25x measured): on CPU

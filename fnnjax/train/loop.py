@@ -54,7 +54,6 @@ from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.data import Dataset, augmentation_for, validate_dataset
 from fnnjax.train.engine import (
-    STATS,
     TrainState,
     evaluate,
     init_state,
@@ -79,6 +78,7 @@ from fnnjax.train.rundir import (
     plot_history,
 )
 from fnnjax.train.sharding import is_primary, sync_processes
+from fnnjax.train.structure import NewModel, abstract_state, adopt, rebuild_model
 
 __all__ = [
     "FitResult",
@@ -231,25 +231,6 @@ def make_optimizer(config: TrainConfig, steps_per_epoch: int) -> optax.GradientT
     return optax.chain(*parts)
 
 
-@dataclasses.dataclass(frozen=True)
-class NewModel:
-    """What an ``on_epoch_end`` callback returns to change the network between epochs.
-
-    Attributes:
-        model: the new Flax module (same input shape and output convention).
-        state: its train state: params, collections and an optimizer state of the run's
-            optimizer, usually transplanted from the old state (``fnnjax.arch.transplant_params``
-            and ``transplant_opt_state``); ``step`` and ``rng`` carried over unchanged.
-        description: JSON-ready description of the new model (``{"spec": <spec JSON dict>}`` or
-            ``{"name": ..., "options": ...}``), stored with every later checkpoint so that a
-            resumed run rebuilds this structure (``fit``'s ``rebuild``).
-    """
-
-    model: nn.Module
-    state: TrainState
-    description: dict[str, Any]
-
-
 @dataclasses.dataclass
 class FitResult:
     """What :func:`fit` returns.
@@ -395,8 +376,8 @@ def fit(
                     return state
                 key = json.dumps(saved, sort_keys=True)
                 if key not in rebuilt:
-                    rebuilt[key] = _rebuild(rebuild, saved, out)
-                return _abstract_state(rebuilt[key], data.input_shape, tx, mesh)
+                    rebuilt[key] = rebuild_model(rebuild, saved, out)
+                return abstract_state(rebuilt[key], data.input_shape, tx, mesh)
 
             restored = checkpoints.restore_latest(
                 template, check=lambda meta: _check_meta(meta, run, out)
@@ -502,7 +483,7 @@ def fit(
                 change = on_epoch_end(record, state)
                 if change is not None:
                     changed = True
-                    model, state, current = _adopt(change, state, mesh, data.input_shape, tx)
+                    model, state, current = adopt(change, state, mesh, data.input_shape, tx)
                     meta["model"] = current
                     train_step = make_train_step(model, tx, mesh, augment=augment,
                                                  objective=objective)  # fmt: skip
@@ -585,7 +566,7 @@ def restore_run(
         key = json.dumps(description, sort_keys=True)
         models[key] = models.get(key) or rebuild(description)
         tx = make_optimizer(TrainConfig.from_dict(run["config"]), meta["steps_per_epoch"])
-        return _abstract_state(models[key], tuple(run["dataset"]["input_shape"]), tx, mesh)
+        return abstract_state(models[key], tuple(run["dataset"]["input_shape"]), tx, mesh)
 
     try:
         restored = checkpoints.restore_latest(template)
@@ -596,94 +577,6 @@ def restore_run(
     state, meta = restored
     description = meta.get("model", meta["run"]["model"])
     return models[json.dumps(description, sort_keys=True)], state, meta
-
-
-def _adopt(
-    change: Any,
-    old: TrainState,
-    mesh: jax.sharding.Mesh,
-    input_shape: tuple[int, ...],
-    tx: optax.GradientTransformation,
-) -> tuple[Any, TrainState, Any]:
-    """Checks what a callback returned against its model and puts the new state on the mesh.
-
-    The state must have the model's params, collections and ``tx``'s optimizer state, leaf for
-    leaf (shapes and dtypes), so that nothing is silently dropped or checkpointed unusable.
-    Accumulated statistics (``"stats"``), when the model sows them and the state has none, start
-    at zero (``state.variables()`` leaves them out, so a transplanted state usually lacks them).
-    """
-    if not isinstance(change, NewModel):
-        raise ConfigError(
-            f"on_epoch_end returned {type(change).__name__}; expected None or a "
-            "fnnjax.train.NewModel(model, state, description)"
-        )
-    try:
-        json.dumps(change.description)
-    except TypeError as error:
-        raise ConfigError(f"NewModel.description must be JSON-ready: {error}") from None
-    if int(change.state.step) != int(old.step):
-        raise ConfigError(
-            f"NewModel.state.step is {int(change.state.step)} but the run is at step "
-            f"{int(old.step)}; carry step (and rng) over from the old state"
-        )
-    expected = jax.eval_shape(lambda k: init_state(k, change.model, input_shape, tx),
-                              jax.random.key(0))  # fmt: skip
-    state = change.state
-    if STATS in expected.collections and STATS not in state.collections:
-        zeros = jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype),
-                                       expected.collections[STATS])  # fmt: skip
-        state = state.replace(collections={**state.collections, STATS: zeros})
-    for name in ("params", "collections", "opt_state"):
-        problem = _first_difference(getattr(expected, name), getattr(state, name))
-        if problem:
-            raise ConfigError(
-                f"NewModel.state.{name} does not fit NewModel.model and the run's optimizer: "
-                f"{problem} (build it from a fresh init_state(key, model, input_shape, tx) and "
-                "transplant_params / transplant_opt_state)"
-            )
-    return change.model, sharding.replicate(state, mesh), change.description
-
-
-def _first_difference(expected: Any, got: Any) -> str | None:
-    """The first leaf where two pytrees differ in structure, shape or dtype, or None."""
-    flat_e = dict(jax.tree_util.tree_flatten_with_path(expected)[0])
-    flat_g = dict(jax.tree_util.tree_flatten_with_path(got)[0])
-    for path in flat_e.keys() - flat_g.keys():
-        return f"{jax.tree_util.keystr(path)} is missing"
-    for path in flat_g.keys() - flat_e.keys():
-        return f"{jax.tree_util.keystr(path)} is not the model's"
-    for path, e in flat_e.items():
-        g = flat_g[path]
-        if tuple(np.shape(g)) != tuple(e.shape) or np.asarray(g).dtype != e.dtype:
-            return (f"{jax.tree_util.keystr(path)} is {np.asarray(g).dtype}{list(np.shape(g))}, "
-                    f"expected {e.dtype}{list(e.shape)}")  # fmt: skip
-    return None
-
-
-def _rebuild(rebuild: Any, description: Any, out: Path) -> nn.Module:
-    if rebuild is None:
-        raise CheckpointError(
-            f"the newest checkpoint in {out} holds a changed structure ({_short_json(description)}); "
-            "pass rebuild=fnnjax.models.model_from_description (or your own rebuild function) to "
-            "resume it"
-        )
-    return rebuild(description)
-
-
-def _short_json(value: Any) -> str:
-    text = json.dumps(value, sort_keys=True)
-    return text if len(text) <= 120 else text[:117] + "..."
-
-
-def _abstract_state(
-    model: nn.Module, input_shape: tuple[int, ...], tx: optax.GradientTransformation,
-    mesh: jax.sharding.Mesh,
-) -> Any:
-    """The train state of ``model`` as shapes and shardings only (a restore target, no compute)."""
-    shapes = jax.eval_shape(lambda k: init_state(k, model, input_shape, tx), jax.random.key(0))
-    repl = sharding.replicated_sharding(mesh)
-    return jax.tree_util.tree_map(lambda a: jax.ShapeDtypeStruct(a.shape, a.dtype, sharding=repl),
-                                  shapes)  # fmt: skip
 
 
 def _check_meta(meta: dict[str, Any], run: dict[str, Any], out: Path) -> None:

@@ -83,9 +83,8 @@ def test_the_ir_holds_choice_blocks():
         Spec(input_shape=(8, 8, 1), num_classes=4,
              stages=(Stage(blocks=(Choice(candidates=((Conv(filters=3),), (Conv(filters=4),))),)),))  # fmt: skip
     with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'auto', 'switch', 'all'"):
-        Choice(candidates=ENAS_OPS, mode="some") and Spec(
-            input_shape=(8, 8, 1), num_classes=4,
-            stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="some"),)),))  # fmt: skip
+        Spec(input_shape=(8, 8, 1), num_classes=4,
+             stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="some"),)),))  # fmt: skip
 
 
 @pytest.mark.parametrize("mode", ["switch", "all"])
