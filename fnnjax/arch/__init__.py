@@ -13,6 +13,7 @@ from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
 from fnnjax.arch.select import (
     choice_blocks,
+    gated_blocks,
     materialize,
     materialize_variables,
     random_selections,
@@ -70,6 +71,7 @@ __all__ = [
     "block_shapes",
     "build_model",
     "choice_blocks",
+    "gated_blocks",
     "featuremap_stats",
     "from_dict",
     "from_json",

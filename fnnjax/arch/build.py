@@ -20,9 +20,16 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
   ``featuremap_var`` = variance over batch and space. Flax ``sow`` appends, so each is a tuple with
   one array per call.
 * ``use_masks=True``: every conv unit multiplies its output by a ``[cout]`` array
-  ``masks/<path>/filter_mask`` (ones at init). Masks are ordinary array leaves: pass edited ones at
-  apply time (``{"params": ..., "batch_stats": ..., "masks": ...}``) and ``jax.vmap`` over a
-  population of them with shared params.
+  ``masks/<path>/filter_mask`` and its kernel by a ``[cin / groups, cout]`` array
+  ``masks/<path>/kernel_mask`` (which input channel each filter reads: kernel pruning; a
+  depthwise conv's is ``[1, c]``); every pooling and identity op (in cells, choice candidates,
+  residual bodies or as a block) multiplies its output by a ``[c]`` ``filter_mask`` too, so any
+  branch can be switched off (all zeros) or thinned. All are ones at init. Masks are ordinary
+  array leaves: pass edited ones at apply time (``{"params": ..., "batch_stats": ...,
+  "masks": ...}``) and ``jax.vmap`` over a population of them with shared params.
+* Selection leaves (collection ``"arch"``, created whenever the spec has them, independent of the
+  hooks): a :class:`~fnnjax.arch.spec.Choice` block's int32 ``choice`` and a gated-skip merge's
+  float ``gates`` (:mod:`fnnjax.arch.select`).
 """
 
 from __future__ import annotations
@@ -54,6 +61,9 @@ from fnnjax.arch.spec import (
     body_op_name,
     branch_op_name,
     choice_op_name,
+    reduce_name,
+    reduced_sources,
+    skip_merge_name,
     stem_name,
 )
 
@@ -120,6 +130,12 @@ class ConvUnit(nn.Module):
         features = cin if self.depthwise else self.filters
         groups = cin if self.depthwise else self.groups
         p = (self.kernel - 1) // 2
+        kernel_mask = None
+        if self.use_masks:  # [cin / groups, cout]: which input channel each filter reads
+            shape = (cin // groups, features)
+            kernel_mask = self.variable("masks", "kernel_mask", lambda: jnp.ones(shape, x.dtype))
+            kernel_mask = jnp.broadcast_to(kernel_mask.value.astype(x.dtype),
+                                           (self.kernel, self.kernel, *shape))  # fmt: skip
         x = nn.Conv(
             features,
             (self.kernel, self.kernel),
@@ -128,6 +144,7 @@ class ConvUnit(nn.Module):
             feature_group_count=groups,
             use_bias=self.bias,
             kernel_init=_KERNEL_INIT,
+            mask=kernel_mask,
             name="conv",
         )(x)
         bn = (
@@ -204,6 +221,17 @@ class SepConvUnit(nn.Module):
         )(x, train, active)
 
 
+class ChannelMask(nn.Module):
+    """Multiplies a featuremap by the ``[c]`` array ``masks/<path>/filter_mask`` (ones at init):
+    the filter mask of an op without filters (a pooling or identity op), so every branch of a
+    cell or candidate can be switched off or thinned like a conv's filters."""
+
+    @nn.compact
+    def __call__(self, x: jax.Array) -> jax.Array:
+        mask = self.variable("masks", "filter_mask", lambda: jnp.ones((x.shape[-1],), x.dtype))
+        return x * mask.value.astype(x.dtype)
+
+
 def _apply_leaf(
     op: Block,
     x: jax.Array,
@@ -221,6 +249,8 @@ def _apply_leaf(
         return ConvUnit(name=name, **where, **_unit_kwargs(op, hooks))(x, train, active)
     if isinstance(op, SepConv):
         return SepConvUnit(op, name=name, **where, **hooks)(x, train, active)
+    if isinstance(op, Pool | Identity) and hooks.get("use_masks"):
+        return ChannelMask(name=name, **where)(_apply_leaf(op, x, name, train, {}))
     if isinstance(op, Pool):
         pad = ((op.padding, op.padding), (op.padding, op.padding))
         win, strides = (op.window, op.window), (op.stride, op.stride)
@@ -299,6 +329,58 @@ class ChoiceUnit(nn.Module):
             for key, value in featuremap_stats(y).items():
                 self.sow("intermediates", key, value)
         return y
+
+
+class FactorizedReduce(nn.Module):
+    """ENAS's factorized reduction: halves height and width, maps to ``filters`` channels.
+
+    Two 1x1 stride-2 conv units (conv -> BN, no activation): ``p1`` reads the even pixels, ``p2``
+    the odd ones (the input shifted by one pixel, zero-padded at the bottom/right edge, ENAS's
+    ``pad``-and-slice), with ``filters // 2`` and ``filters - filters // 2`` filters; their
+    outputs are concatenated (BN per channel, so one BN over the concatenation is the same).
+    """
+
+    filters: int
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
+        half = self.filters // 2
+        shifted = jnp.pad(x, ((0, 0), (0, 1), (0, 1), (0, 0)))[:, 1:, 1:, :]
+        p1 = ConvUnit(filters=half, kernel=1, stride=2, act=None, name="p1", **hooks)(x, train)
+        p2 = ConvUnit(filters=self.filters - half, kernel=1, stride=2, act=None, name="p2",
+                      **hooks)(shifted, train)  # fmt: skip
+        return jnp.concatenate([p1, p2], axis=-1)
+
+
+class GatedSkips(nn.Module):
+    """The gated-skip merge of a stage block (``Block.gated_merge``; ``"arch"`` leaf ``gates``).
+
+    ``"sum_bn"``: ``BN(y + sum_s gate_s * src_s)``; ``"concat_conv"``:
+    ``BN(conv1x1(relu(concat(gate_s * src_s ..., y))))`` (a conv unit ``unit`` with its BN).
+    Gates are float ``[n]`` (ones at init); 0/1 switch sources off/on, other values scale them.
+    """
+
+    merge: str
+    n: int
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, y: jax.Array, sources: Sequence[jax.Array], train: bool) -> jax.Array:
+        gates = []
+        if self.n:
+            g = self.variable("arch", "gates", lambda: jnp.ones((self.n,), jnp.float32)).value
+            gates = [g[k].astype(y.dtype) for k in range(self.n)]
+        gated = [gate * src for gate, src in zip(gates, sources, strict=True)]
+        if self.merge == "sum_bn":
+            return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
+                                epsilon=BN_EPSILON, name="bn")(y + sum(gated))  # fmt: skip
+        z = nn.relu(jnp.concatenate([*gated, y], axis=-1))
+        return ConvUnit(filters=y.shape[-1], kernel=1, act=None, name="unit",
+                        collect_stats=self.collect_stats, use_masks=self.use_masks)(z, train)  # fmt: skip
 
 
 class ResidualUnit(nn.Module):
@@ -389,7 +471,15 @@ class SpecNet(nn.Module):
         hooks = dict(collect_stats=self.collect_stats, use_masks=self.use_masks)
         for j, b in enumerate(spec.stem):
             x = _apply_block(b, x, stem_name(j), train, hooks)
+        sources = {-1: x}  # flat block index -> its output, reduced as stages go (gated skips)
+        g = 0
         for i, st in enumerate(spec.stages):
+            if st.reduce is not None:
+                for s in reduced_sources(spec, i):
+                    sources[s] = FactorizedReduce(st.reduce, name=reduce_name(i, s), **hooks)(
+                        sources[s], train
+                    )
+                x = sources[g - 1]
             stage_in, outs = x, []
             for j, b in enumerate(st.blocks):
                 srcs = [stage_in if s == -1 else outs[s] for s in b.skips]
@@ -398,7 +488,12 @@ class SpecNet(nn.Module):
                 x = _apply_block(b, x, block_name(i, j), train, hooks)
                 if srcs and b.skip_merge == "add":
                     x = x + sum(srcs)
+                if b.gated_merge is not None:
+                    x = GatedSkips(b.gated_merge, len(b.gated_skips), name=skip_merge_name(i, j),
+                                   **hooks)(x, [sources[s] for s in b.gated_skips], train)  # fmt: skip
                 outs.append(x)
+                sources[g] = x
+                g += 1
         return HeadUnit(spec.head, spec.num_classes, name="head")(x, train)
 
 
@@ -440,7 +535,7 @@ def host_init(
 
     Nothing is compiled (``jax.eval_shape`` gives the structure), which matters on CPU where a
     many-layer threefry ``init`` takes seconds to compile. Values: ``kernel`` He-normal over its
-    fan-in, BN ``scale``/``var`` 1, masks 1, everything else 0. Meant for benchmarks and profiling,
+    fan-in, BN ``scale``/``var`` 1, masks and skip gates 1, everything else 0. Meant for benchmarks and profiling,
     where only shapes and realistic magnitudes matter; train with :func:`init_variables`.
     """
     x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
@@ -459,7 +554,7 @@ def _host_values(abstract: Any, *, seed: int = 0) -> Any:
         if name == "kernel" and len(leaf.shape) >= 2:
             fan_in = int(np.prod(leaf.shape[:-1]))
             value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
-        elif name in ("scale", "var", "filter_mask"):
+        elif name in ("scale", "var", "filter_mask", "kernel_mask", "gates"):
             value = np.ones(leaf.shape, np.float32)
         else:
             value = np.zeros(leaf.shape, np.float32)

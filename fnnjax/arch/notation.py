@@ -7,8 +7,10 @@ and the head last, each separated by `` || ``. Tokens:
 ``I`` identity; ``D0.5`` dropout; ``P2`` zero padding; ``[b1|b2|...]`` a concat cell whose
 branches are ops joined by ``>`` (``[...]+`` sums them); ``R(64k1>64>256k1)`` a residual block;
 ``<S36k3|M3s1p1>`` a choice block (candidates joined by ``|``); ``fc64`` a :class:`~fnnjax.arch.spec.Dense` block (``fc64lin`` without activation, ``fc64r6``
-with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input; ``*`` after a
-stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
+with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input;
+``{g+0,3}`` / ``{gc0,3}`` gated skips from flat blocks 0 and 3 merged by ``sum_bn`` /
+``concat_conv`` (``{g+}``: the merge with no sources); ``r72:`` before a stage its entry
+reduction to 72 channels; ``*`` after a stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
 average pool + Dense), ``flat`` prefix for flatten, ``D0.5-fc512-D0.5-fc10`` for dense heads,
 ``fnn10`` for FNN heads. E.g. VGG-19 is
 ``64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10`` and a ResNet-50 stage is
@@ -87,6 +89,9 @@ def _block_token(b: Block) -> str:
     t = _op_token(b)
     if b.skips:
         t += "{" + ("+" if b.skip_merge == "add" else "c") + ",".join(map(str, b.skips)) + "}"
+    if b.gated_merge is not None:
+        t += "{g" + ("+" if b.gated_merge == "sum_bn" else "c")
+        t += ",".join(map(str, b.gated_skips)) + "}"
     return t
 
 
@@ -128,7 +133,9 @@ def notation(spec: Spec) -> str:
     '64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10'
     """
     stages = " | ".join(
-        _join_runs([_block_token(b) for b in st.blocks]) + ("*" if st.tied else "")
+        ("" if st.reduce is None else f"r{st.reduce}: ")
+        + _join_runs([_block_token(b) for b in st.blocks])
+        + ("*" if st.tied else "")
         for st in spec.stages
     )
     parts = ([_join_runs([_block_token(b) for b in spec.stem])] if spec.stem else []) + [

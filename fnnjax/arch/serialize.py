@@ -1,7 +1,7 @@
 """JSON for :class:`~fnnjax.arch.spec.Spec`: ``from_json(to_json(s)) == s``.
 
 Format ``fnnjax.arch.spec/2``: ``{"format", "name", "input_shape", "num_classes", "stem",
-"stages": [{"name", "tied", "blocks"}], "head": {"kind", "pool", "hidden", "dropout", "fnn"}}``,
+"stages": [{"name", "tied", "reduce" (when set), "blocks"}], "head": {"kind", "pool", "hidden", "dropout", "fnn"}}``,
 a block as ``{"kind": "conv", ...its fields}``. Version 1 files (an FNN head's settings as an
 untyped ``"options"`` object) are still read. Every error names the offending field, e.g.
 ``stages[1].blocks[3].filters: expected a positive int, got -2``.
@@ -21,12 +21,15 @@ __all__ = ["FORMAT", "from_dict", "from_json", "to_dict", "to_json"]
 FORMAT = "fnnjax.arch.spec/2"
 _READABLE = (FORMAT, "fnnjax.arch.spec/1")
 _KIND_TO_TYPE = {cls.kind: cls for cls in BLOCK_TYPES}
+_OMITTED_AT_DEFAULT = ("gated_skips", "gated_merge")
 
 
 def _block_to_dict(b: Block) -> dict[str, Any]:
     d: dict[str, Any] = {"kind": b.kind}
     for f in dataclasses.fields(b):
         v = getattr(b, f.name)
+        if f.name in _OMITTED_AT_DEFAULT and v == f.default:
+            continue  # files without gated skips read the same in versions before them
         if f.name in ("branches", "candidates"):
             v = [[_block_to_dict(op) for op in br] for br in v]
         elif f.name == "body":
@@ -94,7 +97,12 @@ def to_dict(spec: Spec) -> dict[str, Any]:
         "num_classes": spec.num_classes,
         "stem": [_block_to_dict(b) for b in spec.stem],
         "stages": [
-            {"name": st.name, "tied": st.tied, "blocks": [_block_to_dict(b) for b in st.blocks]}
+            {
+                "name": st.name,
+                "tied": st.tied,
+                **({} if st.reduce is None else {"reduce": st.reduce}),
+                "blocks": [_block_to_dict(b) for b in st.blocks],
+            }
             for st in spec.stages
         ],
         "head": {
@@ -131,7 +139,7 @@ def from_dict(d: Mapping[str, Any]) -> Spec:
         if not isinstance(st, Mapping):
             _fail(f"stages[{i}]", "an object", st)
         for key in st:
-            if key not in ("name", "tied", "blocks"):
+            if key not in ("name", "tied", "reduce", "blocks"):
                 _fail(f"stages[{i}].{key}", "no such field", key)
         blocks = st.get("blocks")
         if not isinstance(blocks, list | tuple):
@@ -143,6 +151,7 @@ def from_dict(d: Mapping[str, Any]) -> Spec:
                 ),
                 tied=st.get("tied", False),
                 name=st.get("name", ""),
+                reduce=st.get("reduce"),
             )
         )
     hd = d.get("head", {})

@@ -28,12 +28,16 @@ from fnnjax.arch.spec import (
     body_op_name,
     branch_op_name,
     choice_op_name,
+    reduce_name,
+    reduced_sources,
+    skip_merge_name,
     stem_name,
 )
 
 __all__ = [
     "LayerInfo",
     "block_shapes",
+    "gated_source_shapes",
     "head_features",
     "infer_layers",
     "residual_projects",
@@ -109,6 +113,7 @@ class _ShapeWalker:
         self.spec = spec
         self.layers: list[LayerInfo] = []
         self.blocks: dict[str, tuple[int, int, int]] = {}
+        self.gated: dict[str, tuple[tuple[int, int, int], ...]] = {}
 
     def _check_hw(self, field: str, h: int, w: int) -> None:
         if h <= 0 or w <= 0:
@@ -260,12 +265,54 @@ class _ShapeWalker:
         self.blocks[path] = out
         return out
 
+    def _unit(self, path, field, op, cin, cout, kernel, stride, in_hw, out_hw, norm=True):
+        self.layers.append(LayerInfo(path, field, op, cin, cout, kernel, stride, 1, in_hw, out_hw,
+                                     False, norm))  # fmt: skip
+
+    def reduce(self, field: str, path: str, shape: tuple[int, int, int], filters: int):
+        """A factorized reduction: two 1x1 stride-2 convs (``p1``, ``p2``) to half the filters
+        each (with their BN), outputs concatenated."""
+        h, w, c = shape
+        if filters < 2:
+            raise ValueError(f"{field}: expected at least 2 filters (two halves), got {filters}")
+        out_hw = ((h + 1) // 2, (w + 1) // 2)
+        self._unit(f"{path}/p1", field, "conv", c, filters // 2, 1, 2, (h, w), out_hw)
+        self._unit(f"{path}/p2", field, "conv", c, filters - filters // 2, 1, 2, (h, w), out_hw)
+        return (*out_hw, filters)
+
+    def gated_merge(self, b: Block, field: str, path: str, shape, sources) -> None:
+        """Checks the gated sources against the block's output; records the merge's unit."""
+        self.gated[path] = tuple(sources)
+        for n, (s, src) in enumerate(zip(b.gated_skips, sources, strict=True)):
+            ok = src == shape if b.gated_merge == "sum_bn" else src[:2] == shape[:2]
+            if not ok:
+                want = f"shape {shape}" if b.gated_merge == "sum_bn" else f"size {shape[:2]}"
+                raise ValueError(
+                    f"{field}.gated_skips[{n}]: source {s} arrives with shape {src}, the "
+                    f"{b.gated_merge!r} merge needs {want}; give the stages in between a "
+                    f"'reduce' to the block's width"
+                )
+        hw = shape[:2]
+        if b.gated_merge == "sum_bn":
+            self._unit(f"{path}/bn", f"{field}.gated_merge", "norm", shape[2], shape[2], 0, 1, hw,
+                       hw)  # fmt: skip
+        else:
+            cin = shape[2] + sum(src[2] for src in sources)
+            self._unit(f"{path}/unit", f"{field}.gated_merge", "conv", cin, shape[2], 1, 1, hw, hw)
+
     def run(self) -> list[LayerInfo]:
         spec = self.spec
         shape = tuple(spec.input_shape)
         for j, b in enumerate(spec.stem):
             shape = self.block(b, f"stem[{j}]", stem_name(j), shape)
+        sources = {-1: shape}  # flat index -> current (reduced) output shape, for gated skips
+        g = 0
         for i, st in enumerate(spec.stages):
+            if st.reduce is not None:
+                for s in reduced_sources(spec, i):
+                    sources[s] = self.reduce(f"stages[{i}].reduce", reduce_name(i, s),
+                                             sources[s], st.reduce)  # fmt: skip
+                shape = sources[g - 1]
             stage_in = shape
             outs: list[tuple[int, int, int]] = []
             for j, b in enumerate(st.blocks):
@@ -281,7 +328,12 @@ class _ShapeWalker:
                         raise ValueError(
                             f"{field}.skips: add merge needs shape {shape}, got {[x for x in srcs]}"
                         )
+                if b.gated_merge is not None:
+                    self.gated_merge(b, field, skip_merge_name(i, j), shape,
+                                     [sources[s] for s in b.gated_skips])  # fmt: skip
                 outs.append(shape)
+                sources[g] = shape
+                g += 1
         self.features_shape = shape
         h = spec.head
         feats = shape[2] if h.pool == "avg" else math.prod(shape)
@@ -365,6 +417,7 @@ class _Shapes:
     blocks: tuple[tuple[str, tuple[int, int, int]], ...]
     features_shape: tuple[int, int, int]
     head_features: int
+    gated: tuple[tuple[str, tuple[tuple[int, int, int], ...]], ...]
 
 
 @functools.lru_cache(maxsize=512)
@@ -372,7 +425,7 @@ def _shapes(spec: Spec) -> _Shapes:
     w = _ShapeWalker(spec)
     w.run()
     return _Shapes(tuple(w.layers), tuple(w.blocks.items()), tuple(w.features_shape),
-                   w.head_features)  # fmt: skip
+                   w.head_features, tuple(w.gated.items()))  # fmt: skip
 
 
 def infer_layers(spec: Spec) -> list[LayerInfo]:
@@ -389,6 +442,12 @@ def infer_layers(spec: Spec) -> list[LayerInfo]:
 def block_shapes(spec: Spec) -> dict[str, tuple[int, int, int]]:
     """Output ``(h, w, c)`` of every stem / stage block, by module path (``"s1b2"``)."""
     return dict(_shapes(spec).blocks)
+
+
+def gated_source_shapes(spec: Spec) -> dict[str, tuple[tuple[int, int, int], ...]]:
+    """``{merge path ("s1b2_skip"): shape of each gated source as it arrives}`` (after the
+    reductions of the stages in between), for every block with a gated merge."""
+    return dict(_shapes(spec).gated)
 
 
 def head_features(spec: Spec) -> tuple[tuple[int, int, int], int]:

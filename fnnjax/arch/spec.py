@@ -30,11 +30,23 @@ Blocks
     blocks).
 
 Skip connections
-    Every stage block has ``skips`` (indices of *earlier blocks of the same stage*, ``-1`` = the
-    stage's input) and ``skip_merge``: ``"add"`` sums their outputs onto the block's output (ENAS
-    macro style, shapes must match), ``"concat"`` concatenates them to the block's input along
+    Static skips: every stage block has ``skips`` (indices of *earlier blocks of the same stage*,
+    ``-1`` = the stage's input) and ``skip_merge``: ``"add"`` sums their outputs onto the block's
+    output (shapes must match), ``"concat"`` concatenates them to the block's input along
     channels (DenseNet / EnvelopeNet style, usually followed by a 1x1 conv that sets the width).
-    Skips never cross stage boundaries.
+    Static skips never cross stage boundaries.
+
+    Gated skips (ENAS macro search): ``gated_skips`` are *flat* indices of earlier stage blocks
+    anywhere in the network (blocks numbered 0, 1, ... across all stages in order; ``-1`` = the
+    stem's output), each switched on or off by a gate, the float ``[n]`` leaf
+    ``arch/<block>_skip/gates`` (ones at init). Sources from earlier stages arrive through the
+    factorized reductions of the stages in between (``Stage.reduce``), so they match the block's
+    spatial size. ``gated_merge`` says how they join the block's output ``y`` (set, it applies
+    even with no sources on, as ENAS does for every layer after the first):
+    ``"sum_bn"`` is ``BN(y + sum_s gate_s * src_s)`` (ENAS's search child; the sources must have
+    ``y``'s shape); ``"concat_conv"`` is ``BN(conv1x1(relu(concat(gate_s * src_s ..., y))))`` to
+    ``y``'s width (ENAS's fixed-arc child, same order and ReLU as the released code). Static and
+    gated skips may be combined; the static ones apply first.
 
 Filter counts
     :func:`block_filters` is a block's filter count: ``filters`` for Conv/SepConv; the first
@@ -79,6 +91,7 @@ __all__ = [
 ]
 
 ACTIVATIONS = ("relu", "relu6", None)
+GATED_MERGES = (None, "sum_bn", "concat_conv")
 
 
 def _static(cls):
@@ -92,10 +105,13 @@ def _static(cls):
 
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Block:
-    """Base of every block. ``skips``/``skip_merge`` only mean something on stage blocks."""
+    """Base of every block. The skip fields only mean something on stage blocks (module
+    docstring, "Skip connections")."""
 
     skips: tuple[int, ...] = ()
     skip_merge: str = "add"
+    gated_skips: tuple[int, ...] = ()
+    gated_merge: str | None = None
     kind: ClassVar[str] = "block"
 
 
@@ -266,11 +282,20 @@ BLOCK_TYPES: tuple[type, ...] = LEAF_TYPES + (Cell, Residual, Choice)
 @_static
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Stage:
-    """A sequence of blocks; ``tied`` makes the whole stage one template layer (ResNet stages)."""
+    """A sequence of blocks; ``tied`` makes the whole stage one template layer (ResNet stages).
+
+    ``reduce``: ``None``, or the width of a factorized reduction at the stage's entry (ENAS's
+    pooling layers): the previous stage's output and every earlier output that a gated skip of
+    this stage or a later one reads are each halved in height and width and mapped to ``reduce``
+    channels by their own :func:`factorized reduction <fnnjax.arch.build.FactorizedReduce>`; the
+    stage's first block reads the reduced previous output. Module ``s{i}red{g}`` reduces source
+    ``g`` (``s{i}red_in`` the stem's output).
+    """
 
     blocks: tuple[Block, ...]
     tied: bool = False
     name: str = ""
+    reduce: int | None = None
 
 
 HEAD_KINDS = ("linear", "dense", "fnn")
@@ -416,6 +441,18 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
     if b.skips and not allow_skips:
         _fail(f"{path}.skips", "() (skips are only allowed on stage blocks)", b.skips)
     _choice(f"{path}.skip_merge", b.skip_merge, ("add", "concat"))
+    _tuple(f"{path}.gated_skips", b.gated_skips)
+    for i, s in enumerate(b.gated_skips):
+        if not _is_int(s) or s < -1:
+            _fail(f"{path}.gated_skips[{i}]", "an int >= -1", s)
+    if list(b.gated_skips) != sorted(set(b.gated_skips)):
+        _fail(f"{path}.gated_skips", "distinct indices in increasing order", b.gated_skips)
+    _choice(f"{path}.gated_merge", b.gated_merge, GATED_MERGES)
+    if b.gated_merge is not None and not allow_skips:
+        _fail(f"{path}.gated_merge", "None (gated skips are only allowed on stage blocks)",
+              b.gated_merge)  # fmt: skip
+    if b.gated_skips and b.gated_merge is None:
+        _fail(f"{path}.gated_merge", "'sum_bn' or 'concat_conv' (the block has gated_skips)", None)
     if isinstance(b, Conv | SepConv):
         _pos_int(f"{path}.filters", b.filters)
         _pos_int(f"{path}.kernel", b.kernel)
@@ -491,6 +528,7 @@ def _validate_fields(spec: Spec) -> None:
     _tuple("stages", spec.stages)
     if not spec.stages:
         _fail("stages", "at least one stage", spec.stages)
+    flat = 0  # flat index of the stage's first block
     for i, st in enumerate(spec.stages):
         if not isinstance(st, Stage):
             _fail(f"stages[{i}]", "a Stage", type(st).__name__)
@@ -498,14 +536,21 @@ def _validate_fields(spec: Spec) -> None:
         _bool(f"stages[{i}].tied", st.tied)
         if not isinstance(st.name, str):
             _fail(f"stages[{i}].name", "a str", st.name)
+        if st.reduce is not None:
+            _pos_int(f"stages[{i}].reduce", st.reduce)
         for j, b in enumerate(st.blocks):
             p = f"stages[{i}].blocks[{j}]"
             _validate_block(b, p, leaf_only=False, allow_skips=True)
+            g = flat + j
+            if b.gated_skips and b.gated_skips[-1] >= g:
+                _fail(f"{p}.gated_skips", f"flat indices in [-1, {g - 1}] (earlier blocks)",
+                      b.gated_skips)  # fmt: skip
             for s in b.skips:
                 if not (j >= 1 and -1 <= s < j - 1):
                     _fail(f"{p}.skips", f"indices in [-1, {j - 2}] (earlier blocks)", b.skips)
             if len(set(b.skips)) != len(b.skips):
                 _fail(f"{p}.skips", "distinct indices", b.skips)
+        flat += len(st.blocks)
         if st.tied:
             widths = {block_filters(b) for b in st.blocks if is_filter_block(b)}
             if len(widths) > 1:
@@ -612,6 +657,40 @@ def block_name(i: int, j: int) -> str:
 def branch_op_name(k: int, m: int) -> str:
     """Module name of op ``m`` of branch ``k`` of a cell."""
     return f"br{k}_{m}"
+
+
+def skip_merge_name(i: int, j: int) -> str:
+    """Module name of the gated-skip merge of block ``j`` of stage ``i`` (holds the gates)."""
+    return f"{block_name(i, j)}_skip"
+
+
+def reduce_name(i: int, g: int) -> str:
+    """Module name of stage ``i``'s factorized reduction of flat source ``g`` (-1: the stem)."""
+    return f"s{i}red{g}" if g >= 0 else f"s{i}red_in"
+
+
+def stage_starts(spec: Spec) -> list[int]:
+    """The flat index of every stage's first block (gated skips count blocks across stages)."""
+    starts, n = [], 0
+    for st in spec.stages:
+        starts.append(n)
+        n += len(st.blocks)
+    return starts
+
+
+def reduced_sources(spec: Spec, i: int) -> tuple[int, ...]:
+    """Flat sources that stage ``i``'s entry reduction maps (``()`` without ``Stage.reduce``).
+
+    The previous output (the main path; ``-1`` when no block precedes) and every earlier output
+    that a gated skip of stage ``i`` or a later stage reads, in increasing order.
+    """
+    if spec.stages[i].reduce is None:
+        return ()
+    start = stage_starts(spec)[i]
+    used = {start - 1}
+    for st in spec.stages[i:]:
+        used.update(s for b in st.blocks for s in b.gated_skips if s < start)
+    return tuple(sorted(used))
 
 
 def choice_op_name(k: int, m: int) -> str:
