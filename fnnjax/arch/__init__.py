@@ -12,6 +12,7 @@ from fnnjax.arch.grow import Grown, insert_residual, net2wider
 from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
 from fnnjax.arch.select import (
+    addon_blocks,
     choice_blocks,
     gated_blocks,
     materialize,
@@ -22,6 +23,7 @@ from fnnjax.arch.select import (
 from fnnjax.arch.serialize import from_dict, from_json, to_dict, to_json
 from fnnjax.arch.shapes import LayerInfo, block_shapes, head_features, infer_layers
 from fnnjax.arch.spec import (
+    AddOn,
     Block,
     Cell,
     Choice,
@@ -47,6 +49,7 @@ from fnnjax.arch.zoo import MODEL_NAMES, zoo_spec
 
 __all__ = [
     "MODEL_NAMES",
+    "AddOn",
     "Block",
     "Cell",
     "Choice",
@@ -70,6 +73,7 @@ __all__ = [
     "block_filters",
     "block_shapes",
     "build_model",
+    "addon_blocks",
     "choice_blocks",
     "gated_blocks",
     "featuremap_stats",

@@ -28,8 +28,9 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
   array leaves: pass edited ones at apply time (``{"params": ..., "batch_stats": ...,
   "masks": ...}``) and ``jax.vmap`` over a population of them with shared params.
 * Selection leaves (collection ``"arch"``, created whenever the spec has them, independent of the
-  hooks): a :class:`~fnnjax.arch.spec.Choice` block's int32 ``choice`` and a gated-skip merge's
-  float ``gates`` (:mod:`fnnjax.arch.select`).
+  hooks): a :class:`~fnnjax.arch.spec.Choice` block's int32 ``choice``, a gated-skip merge's
+  float ``gates`` and an add-on edge's float ``gate`` and ``connections``
+  (:mod:`fnnjax.arch.select`).
 """
 
 from __future__ import annotations
@@ -45,6 +46,7 @@ import numpy as np
 from fnnjax._checks import check_float_input
 from fnnjax.arch.shapes import residual_projects, residual_stride
 from fnnjax.arch.spec import (
+    AddOn,
     Block,
     Cell,
     Choice,
@@ -57,6 +59,7 @@ from fnnjax.arch.spec import (
     Residual,
     SepConv,
     Spec,
+    addon_name,
     block_name,
     body_op_name,
     branch_op_name,
@@ -123,18 +126,27 @@ class ConvUnit(nn.Module):
     use_masks: bool = False
 
     @nn.compact
-    def __call__(self, x: jax.Array, train: bool, active: jax.Array | None = None) -> jax.Array:
+    def __call__(
+        self,
+        x: jax.Array,
+        train: bool,
+        active: jax.Array | None = None,
+        connections: jax.Array | None = None,
+    ) -> jax.Array:
         """``active``: a traced bool; when False, a training call leaves the BN statistics as
-        they were (a choice block's unselected candidate in ``"all"`` mode)."""
+        they were (a choice block's unselected candidate in ``"all"`` mode). ``connections``:
+        a ``[cin / groups, cout]`` array multiplying the kernel (an add-on edge's arch leaf)."""
         cin = x.shape[-1]
         features = cin if self.depthwise else self.filters
         groups = cin if self.depthwise else self.groups
         p = (self.kernel - 1) // 2
-        kernel_mask = None
+        shape = (cin // groups, features)
+        kernel_mask = connections
         if self.use_masks:  # [cin / groups, cout]: which input channel each filter reads
-            shape = (cin // groups, features)
-            kernel_mask = self.variable("masks", "kernel_mask", lambda: jnp.ones(shape, x.dtype))
-            kernel_mask = jnp.broadcast_to(kernel_mask.value.astype(x.dtype),
+            mask = self.variable("masks", "kernel_mask", lambda: jnp.ones(shape, x.dtype)).value
+            kernel_mask = mask if kernel_mask is None else kernel_mask * mask
+        if kernel_mask is not None:
+            kernel_mask = jnp.broadcast_to(kernel_mask.astype(x.dtype),
                                            (self.kernel, self.kernel, *shape))  # fmt: skip
         x = nn.Conv(
             features,
@@ -309,7 +321,7 @@ class ChoiceUnit(nn.Module):
         hooks = dict(collect_stats=False, use_masks=self.use_masks)
         candidates = self.choice.candidates
         selector = self.variable("arch", "choice", lambda: jnp.zeros((), jnp.int32)).value
-        selector = jnp.clip(selector.astype(jnp.int32), 0, len(candidates) - 1)
+        selector = jnp.clip(jnp.asarray(selector, jnp.int32), 0, len(candidates) - 1)
 
         def run(k: int, module: nn.Module, y: jax.Array, active=None) -> jax.Array:
             for m, op in enumerate(candidates[k]):
@@ -373,7 +385,8 @@ class GatedSkips(nn.Module):
         gates = []
         if self.n:
             g = self.variable("arch", "gates", lambda: jnp.ones((self.n,), jnp.float32)).value
-            gates = [g[k].astype(y.dtype) for k in range(self.n)]
+            g = jnp.asarray(g, y.dtype)
+            gates = [g[k] for k in range(self.n)]
         gated = [gate * src for gate, src in zip(gates, sources, strict=True)]
         if self.merge == "sum_bn":
             return nn.BatchNorm(use_running_average=not train, momentum=BN_MOMENTUM,
@@ -381,6 +394,28 @@ class GatedSkips(nn.Module):
         z = nn.relu(jnp.concatenate([*gated, y], axis=-1))
         return ConvUnit(filters=y.shape[-1], kernel=1, act=None, name="unit",
                         collect_stats=self.collect_stats, use_masks=self.use_masks)(z, train)  # fmt: skip
+
+
+class AddOnUnit(nn.Module):
+    """An add-on edge (:class:`~fnnjax.arch.spec.AddOn`): ``gate * unit(x; kernel * connections)``,
+    ``unit`` a conv -> BN -> ReLU unit; ``gate`` and ``connections`` are ``"arch"`` leaves."""
+
+    addon: AddOn
+    collect_stats: bool = False
+    use_masks: bool = False
+
+    @nn.compact
+    def __call__(self, x: jax.Array, train: bool) -> jax.Array:
+        a = self.addon
+        gate = self.variable("arch", "gate", lambda: jnp.ones((), jnp.float32)).value
+        connections = self.variable(
+            "arch", "connections", lambda: jnp.ones((x.shape[-1], a.neurons), jnp.float32)
+        ).value
+        y = ConvUnit(filters=a.neurons, kernel=a.kernel, name="unit",
+                     collect_stats=self.collect_stats, use_masks=self.use_masks)(
+            x, train, connections=connections
+        )  # fmt: skip
+        return jnp.asarray(gate, y.dtype) * y
 
 
 class ResidualUnit(nn.Module):
@@ -485,6 +520,10 @@ class SpecNet(nn.Module):
                 srcs = [stage_in if s == -1 else outs[s] for s in b.skips]
                 if srcs and b.skip_merge == "concat":
                     x = jnp.concatenate([x, *srcs], axis=-1)
+                if b.addons:
+                    x = jnp.concatenate([x, *(
+                        AddOnUnit(a, name=addon_name(i, j, e), **hooks)(sources[a.source], train)
+                        for e, a in enumerate(b.addons))], axis=-1)  # fmt: skip
                 x = _apply_block(b, x, block_name(i, j), train, hooks)
                 if srcs and b.skip_merge == "add":
                     x = x + sum(srcs)

@@ -3,7 +3,9 @@
 A selection is the ``"arch"`` collection of a spec's model: ``{path: {"choice": int32}}`` for
 every :class:`~fnnjax.arch.spec.Choice` block (``path`` as in ``"s0b2"``) and
 ``{merge path: {"gates": float32 [n]}}`` for every block with gated skips (the merge module
-``"s0b2_skip"``; ``gates[n]`` switches ``gated_skips[n]`` on with 1 and off with 0). A population
+``"s0b2_skip"``; ``gates[n]`` switches ``gated_skips[n]`` on with 1 and off with 0) and
+``{edge path: {"gate": float32, "connections": float32 [cin, neurons]}}`` for every add-on edge
+(module ``"s0b2_addon0"``). A population
 is the same tree with a leading axis ``[P]`` on every leaf; :class:`fnnjax.train.Engine` evaluates
 one with a single compile. :func:`materialize` turns a spec and one selection into a plain spec
 that holds only what is selected, and :func:`materialize_variables` moves the selected weights
@@ -11,9 +13,11 @@ into it (the export path of every search; ``fnnjax train --spec`` then retrains 
 
 A selected candidate of one op becomes that op as a stage block; a candidate of several ops
 becomes a one-branch :class:`~fnnjax.arch.spec.Cell` (the ops in sequence). A block keeps the
-gated skips whose gate is 1 (its merge stays, as ENAS keeps it with no skip on); a stage's entry
-reduction keeps only the sources still read. The materialized model still has ``gates`` leaves,
-all ones.
+gated skips whose gate is 1 (its merge stays, as ENAS keeps it with no skip on) and the add-on
+edges whose gate is 1 (renumbered in order; the block's first convs lose the kernel rows of the
+edges switched off); a stage's entry reduction keeps only the sources still read. The
+materialized model's skip and edge gates are ones; an edge keeps its ``connections``, which are
+arrays, not spec: they travel in the variables (a checkpoint's ``"arch"`` collection).
 """
 
 from __future__ import annotations
@@ -26,7 +30,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from fnnjax.arch.shapes import block_shapes, gated_source_shapes
+from fnnjax.arch.shapes import block_shapes, entry_units, gated_source_shapes, infer_layers
 from fnnjax.arch.spec import (
     Block,
     Cell,
@@ -40,6 +44,7 @@ from fnnjax.arch.spec import (
 )
 
 __all__ = [
+    "addon_blocks",
     "choice_blocks",
     "gated_blocks",
     "materialize",
@@ -64,21 +69,39 @@ def _merge_path(block_path: str) -> str:
     return f"{block_path}_skip"
 
 
+def addon_blocks(spec: Spec) -> dict[str, int]:
+    """``{block path: number of add-on edges}`` of every block with add-on edges, in order."""
+    return {path: len(b.addons) for path, _, b in iter_blocks(spec) if b.addons}
+
+
+def _connection_shapes(spec: Spec) -> dict[str, tuple[int, int]]:
+    """``{add-on module path: [cin_source, neurons]}`` (the shape of its ``connections``)."""
+    return {u.path[: -len("/unit")]: (u.cin, u.cout) for u in infer_layers(spec)
+            if "_addon" in u.path}  # fmt: skip
+
+
 def selection_of(
     spec: Spec,
     choices: Mapping[str, int] | None = None,
     skips: Mapping[str, Sequence[int]] | None = None,
+    addons: Mapping[str, Sequence[int]] | None = None,
 ) -> dict[str, Any]:
-    """The ``"arch"`` collection selecting ``choices[path]`` (default 0) in every choice block and
-    switching on the gated skips ``skips[path]`` (0/1 per source, default all on) of every block
-    with gated skips (``path``: the block's, e.g. ``"s1b2"``).
+    """The ``"arch"`` collection selecting ``choices[path]`` (default 0) in every choice block,
+    switching on the gated skips ``skips[path]`` (0/1 per source, default all on) and the add-on
+    edges ``addons[path]`` (0/1 per edge, default all on; their connections all on) of every
+    block (``path``: the block's, e.g. ``"s1b2"``).
 
     Raises:
         ValueError: an unknown path, a candidate index out of range, or gates of the wrong length
             or not 0/1.
     """
-    blocks, gated = choice_blocks(spec), gated_blocks(spec)
-    choices, skips = dict(choices or {}), dict(skips or {})
+    blocks, gated, edges = choice_blocks(spec), gated_blocks(spec), addon_blocks(spec)
+    choices, skips, addons = dict(choices or {}), dict(skips or {}), dict(addons or {})
+    for path, gates in addons.items():
+        if path not in edges:
+            raise ValueError(f"addons: {path!r} has no add-on edges; blocks with them are "
+                             f"{', '.join(edges) or 'none'}")  # fmt: skip
+        _check_gates(f"addons[{path!r}]", np.asarray(gates), edges[path])
     for path, k in choices.items():
         if path not in blocks:
             raise ValueError(f"choices: {path!r} is not a choice block; they are "
@@ -98,6 +121,14 @@ def selection_of(
             out[_merge_path(path)] = {
                 "gates": jnp.asarray(skips.get(path, np.ones(n)), jnp.float32).reshape(n)
             }
+    shapes = _connection_shapes(spec)
+    for path, n in edges.items():
+        gates = np.asarray(addons.get(path, np.ones(n)), np.float32).reshape(n)
+        for e in range(n):
+            out[_addon_path(path, e)] = {
+                "gate": jnp.asarray(gates[e]),
+                "connections": jnp.ones(shapes[_addon_path(path, e)], jnp.float32),
+            }
     return out
 
 
@@ -110,14 +141,26 @@ def _check_gates(what: str, gates: np.ndarray, n: int) -> None:
 
 
 def random_selections(
-    key: jax.Array, spec: Spec, n: int, *, skip_prob: float = 0.5
+    key: jax.Array,
+    spec: Spec,
+    n: int,
+    *,
+    skip_prob: float = 0.5,
+    addon_prob: float = 0.5,
+    connection_prob: float = 1.0,
 ) -> dict[str, Any]:
     """A population of ``n`` random selections: uniform candidates (leaves ``[n]`` int32), each
-    gated skip on with probability ``skip_prob`` (leaves ``[n, sources]`` float32)."""
-    if not 0.0 <= skip_prob <= 1.0:
-        raise ValueError(f"skip_prob: expected a probability in [0, 1], got {skip_prob}")
+    gated skip on with probability ``skip_prob`` (leaves ``[n, sources]`` float32), each add-on
+    edge on with probability ``addon_prob`` (``gate`` ``[n]``) and each of its connections with
+    probability ``connection_prob`` (``connections`` ``[n, cin, neurons]``; NHN's direction
+    search keeps 0.1)."""
+    for name, prob in (("skip_prob", skip_prob), ("addon_prob", addon_prob),
+                       ("connection_prob", connection_prob)):  # fmt: skip
+        if not 0.0 <= prob <= 1.0:
+            raise ValueError(f"{name}: expected a probability in [0, 1], got {prob}")
     blocks, gated = choice_blocks(spec), {p: k for p, k in gated_blocks(spec).items() if k}
-    keys = iter(jax.random.split(key, max(len(blocks) + len(gated), 1)))
+    shapes = _connection_shapes(spec)
+    keys = iter(jax.random.split(key, len(blocks) + len(gated) + 2 * len(shapes) + 1))
     out: dict[str, Any] = {
         path: {"choice": jax.random.randint(next(keys), (n,), 0, size, jnp.int32)}
         for path, size in blocks.items()
@@ -125,6 +168,11 @@ def random_selections(
     for path, k in gated.items():
         on = jax.random.bernoulli(next(keys), skip_prob, (n, k))
         out[_merge_path(path)] = {"gates": on.astype(jnp.float32)}
+    for path, shape in shapes.items():
+        gate = jax.random.bernoulli(next(keys), addon_prob, (n,))
+        connections = jax.random.bernoulli(next(keys), connection_prob, (n, *shape))
+        out[path] = {"gate": gate.astype(jnp.float32),
+                     "connections": connections.astype(jnp.float32)}  # fmt: skip
     return out
 
 
@@ -158,27 +206,53 @@ def _gates(selection: Mapping[str, Any], path: str, n: int) -> np.ndarray:
     return gates.astype(bool)
 
 
+def _addon_path(path: str, e: int) -> str:
+    return f"{path}_addon{e}"
+
+
+def _addon_gates(selection: Mapping[str, Any], path: str, n: int) -> np.ndarray:
+    """Which of block ``path``'s ``n`` add-on edges are on (all when the selection has none)."""
+    on = np.ones(n, bool)
+    for e in range(n):
+        entry = selection.get(_addon_path(path, e))
+        if entry is None or "gate" not in entry:
+            continue
+        gate = np.asarray(entry["gate"])
+        what = f"selection[{_addon_path(path, e)!r}]['gate']"
+        if gate.ndim:
+            raise ValueError(f"{what}: expected one selection (a scalar), got shape {gate.shape}; "
+                             "index a population first")  # fmt: skip
+        if gate not in (0, 1):
+            raise ValueError(f"{what}: expected 0 or 1, got {gate.item()}")
+        on[e] = bool(gate)
+    return on
+
+
+_SKIP_FIELDS = tuple(f.name for f in dataclasses.fields(Block))
+
+
 def _selected_block(b: Block, selection: Mapping[str, Any], path: str, n_cand: int) -> Block:
     if isinstance(b, Choice):
         ops = b.candidates[_chosen(selection, path, n_cand)]
         block = ops[0] if len(ops) == 1 else Cell(branches=(ops,))
-        block = dataclasses.replace(block, skips=b.skips, skip_merge=b.skip_merge,
-                                    gated_skips=b.gated_skips, gated_merge=b.gated_merge)  # fmt: skip
-        b = block
+        b = dataclasses.replace(block, **{name: getattr(b, name) for name in _SKIP_FIELDS})
     if b.gated_skips:
         on = _gates(selection, path, len(b.gated_skips))
-        b = dataclasses.replace(b, gated_skips=tuple(s for s, k in zip(b.gated_skips, on) if k))
+        b = dataclasses.replace(b, gated_skips=tuple(s for s, k in zip(b.gated_skips, on, strict=True) if k))
+    if b.addons:
+        on = _addon_gates(selection, path, len(b.addons))
+        b = dataclasses.replace(b, addons=tuple(a for a, k in zip(b.addons, on, strict=True) if k))
     return b
 
 
 def materialize(spec: Spec, selection: Mapping[str, Any]) -> Spec:
     """``spec`` with every choice block replaced by its selected candidate and every gated skip
-    that is switched off removed.
+    and add-on edge that is switched off removed.
 
     Args:
         spec: a spec with choice blocks and/or gated skips.
-        selection: one selection (the ``"arch"`` collection, scalar choices and ``[n]`` gates);
-            a block without gates in it keeps all its gated skips.
+        selection: one selection (the ``"arch"`` collection: scalar choices, ``[n]`` skip gates,
+            scalar add-on gates); a block without gates in it keeps all its skips / edges.
 
     Raises:
         ValueError: a missing choice, an index out of range, gates not 0/1, or a population
@@ -212,21 +286,6 @@ def _move_choice(tree: dict, path: str, ops: Sequence[Block], k: int) -> None:
         tree[path] = moved
 
 
-def _slice_merge_inputs(tree: dict, merge: str, rows: np.ndarray) -> None:
-    """Keeps input rows ``rows`` of a concat_conv merge's 1x1 kernel (and kernel mask)."""
-    unit = tree.get(merge, {}).get("unit")
-    if unit is None:
-        return
-    unit = dict(unit)
-    if "conv" in unit:
-        conv = dict(unit["conv"])
-        conv["kernel"] = jnp.take(conv["kernel"], rows, axis=-2)
-        unit["conv"] = conv
-    if "kernel_mask" in unit:
-        unit["kernel_mask"] = jnp.take(unit["kernel_mask"], rows, axis=-2)
-    tree[merge] = {**tree[merge], "unit": unit}
-
-
 def materialize_variables(
     spec: Spec, variables: Mapping[str, Any], selection: Mapping[str, Any]
 ) -> dict[str, Any]:
@@ -254,22 +313,79 @@ def materialize_variables(
             rows[_merge_path(path)] = np.concatenate(keep)
     dropped = {reduce_name(i, g) for i in range(len(spec.stages))
                for g in set(reduced_sources(spec, i)) - set(reduced_sources(new_spec, i))}  # fmt: skip
+    # Add-on edges: kept ones are renumbered; their entry units keep the rows of kept edges.
+    new_blocks = {p: b for p, _, b in iter_blocks(new_spec)}
+    renames: dict[str, str] = {}  # old add-on module -> new
+    entry_rows: dict[str, tuple[list[str], np.ndarray]] = {}
+    for path, b in by_path.items():
+        if not b.addons:
+            continue
+        on = _addon_gates(selection, path, len(b.addons))
+        kept = [e for e in range(len(b.addons)) if on[e]]
+        renames.update({_addon_path(path, e): _addon_path(path, n) for n, e in enumerate(kept)})
+        width = sum(a.neurons for a in b.addons)
+        w0 = _input_width(spec, path) - width
+        offsets = w0 + np.concatenate([[0], np.cumsum([a.neurons for a in b.addons])]).astype(int)
+        keep = [np.arange(w0)] + [np.arange(offsets[e], offsets[e + 1]) for e in kept]
+        entry_rows[path] = (entry_units(new_blocks[path], path), np.concatenate(keep))
+    addon_modules = {_addon_path(p, e) for p, b in by_path.items() for e in range(len(b.addons))}
     out = {}
     for collection, tree in variables.items():
         tree = {k: v for k, v in dict(tree).items() if k not in dropped}
+        tree = {renames.get(k, k): v for k, v in tree.items()
+                if k not in addon_modules or k in renames}  # fmt: skip
         if collection == "arch":
             merges = {_merge_path(p) for p in gated_blocks(spec)}
-            tree = {k: v for k, v in tree.items() if k not in blocks and k not in merges}
+            tree = {k: v for k, v in tree.items()
+                    if k not in blocks and k not in merges and k not in renames.values()}  # fmt: skip
             for path, n in gated_blocks(new_spec).items():
                 if n:
                     tree[_merge_path(path)] = {"gates": jnp.ones((n,), jnp.float32)}
+            for old, new in renames.items():
+                connections = (selection.get(old) or {}).get("connections")
+                if connections is None:
+                    connections = variables["arch"][old]["connections"]
+                tree[new] = {"gate": jnp.ones((), jnp.float32),
+                             "connections": jnp.asarray(connections, jnp.float32)}  # fmt: skip
             if tree:
                 out[collection] = tree
             continue
         for path, k in choices.items():
             _move_choice(tree, path, by_path[path].candidates[k], k)
         for merge, keep in rows.items():
-            _slice_merge_inputs(tree, merge, keep)
+            _slice_unit_inputs(tree, f"{merge}/unit", keep)
+        for units, keep in entry_rows.values():
+            for unit in units:
+                _slice_unit_inputs(tree, unit, keep)
         out[collection] = tree
     return out
+
+
+def _input_width(spec: Spec, path: str) -> int:
+    """Input channels of block ``path`` as its first unit sees them (add-ons included)."""
+    b = next(b for p, _, b in iter_blocks(spec) if p == path)
+    first = entry_units(b, path)[0]
+    return next(u.cin for u in infer_layers(spec) if u.path == first)
+
+
+def _slice_unit_inputs(tree: dict, unit: str, rows: np.ndarray) -> None:
+    """Keeps input rows ``rows`` of conv unit ``unit``'s kernel (params) or kernel mask (masks)."""
+    keys = unit.split("/")
+    node = tree
+    for k in keys:
+        if not isinstance(node, Mapping) or k not in node:
+            return
+        node = node[k]
+    new = dict(node)
+    if "conv" in new:
+        new["conv"] = {**new["conv"], "kernel": jnp.take(new["conv"]["kernel"], rows, axis=-2)}
+    if "kernel_mask" in new:
+        new["kernel_mask"] = jnp.take(new["kernel_mask"], rows, axis=-2)
+    parents = [tree]
+    for k in keys[:-1]:
+        parents.append(parents[-1][k])
+    for k, parent in zip(reversed(keys), reversed(parents), strict=True):
+        new = {**parent, k: new}
+    tree.clear()
+    tree.update(new)
 

@@ -14,14 +14,14 @@ import json
 from collections.abc import Mapping
 from typing import Any
 
-from fnnjax.arch.spec import BLOCK_TYPES, Block, FnnHead, Head, Spec, Stage, _fail
+from fnnjax.arch.spec import BLOCK_TYPES, AddOn, Block, FnnHead, Head, Spec, Stage, _fail
 
 __all__ = ["FORMAT", "from_dict", "from_json", "to_dict", "to_json"]
 
 FORMAT = "fnnjax.arch.spec/2"
 _READABLE = (FORMAT, "fnnjax.arch.spec/1")
 _KIND_TO_TYPE = {cls.kind: cls for cls in BLOCK_TYPES}
-_OMITTED_AT_DEFAULT = ("gated_skips", "gated_merge")
+_OMITTED_AT_DEFAULT = ("gated_skips", "gated_merge", "addons")
 
 
 def _block_to_dict(b: Block) -> dict[str, Any]:
@@ -34,6 +34,8 @@ def _block_to_dict(b: Block) -> dict[str, Any]:
             v = [[_block_to_dict(op) for op in br] for br in v]
         elif f.name == "body":
             v = [_block_to_dict(op) for op in v]
+        elif f.name == "addons":
+            v = [dataclasses.asdict(a) for a in v]
         elif isinstance(v, tuple):
             v = list(v)
         d[f.name] = v
@@ -73,6 +75,10 @@ def _block_from_dict(d: Any, path: str) -> Block:
             if not isinstance(v, list | tuple):
                 _fail(f"{path}.body", "a list", v)
             v = tuple(_block_from_dict(op, f"{path}.body[{m}]") for m, op in enumerate(v))
+        elif key == "addons":
+            if not isinstance(v, list | tuple):
+                _fail(f"{path}.addons", "a list", v)
+            v = tuple(_addon_from_dict(a, f"{path}.addons[{e}]") for e, a in enumerate(v))
         else:
             v = _to_tuple(v)
         kwargs[key] = v
@@ -86,6 +92,19 @@ def _block_from_dict(d: Any, path: str) -> Block:
     if missing:
         _fail(f"{path}.{missing[0]}", "a value (required field)", None)
     return cls(**kwargs)
+
+
+def _addon_from_dict(d: Any, path: str) -> AddOn:
+    if not isinstance(d, Mapping):
+        _fail(path, "an object", d)
+    names = [f.name for f in dataclasses.fields(AddOn)]
+    for key in d:
+        if key not in names:
+            _fail(f"{path}.{key}", "a field of AddOn (" + ", ".join(names) + ")", key)
+    for key in ("source", "neurons"):
+        if key not in d:
+            _fail(f"{path}.{key}", "a value (required field)", None)
+    return AddOn(**d)
 
 
 def to_dict(spec: Spec) -> dict[str, Any]:

@@ -24,6 +24,7 @@ from fnnjax.arch.spec import (
     Residual,
     SepConv,
     Spec,
+    addon_name,
     block_name,
     body_op_name,
     branch_op_name,
@@ -37,6 +38,7 @@ from fnnjax.arch.spec import (
 __all__ = [
     "LayerInfo",
     "block_shapes",
+    "entry_units",
     "gated_source_shapes",
     "head_features",
     "infer_layers",
@@ -280,6 +282,24 @@ class _ShapeWalker:
         self._unit(f"{path}/p2", field, "conv", c, filters - filters // 2, 1, 2, (h, w), out_hw)
         return (*out_hw, filters)
 
+    def addons(self, b: Block, field: str, i: int, j: int, shape, sources):
+        """Records the add-on units of block ``(i, j)``; returns its widened input shape."""
+        entry_units(b, block_name(i, j), field)  # the block's input is read by plain convs
+        c = shape[2]
+        for e, a in enumerate(b.addons):
+            src = sources[a.source]
+            if src[:2] != shape[:2]:
+                raise ValueError(
+                    f"{field}.addons[{e}].source: block {a.source}'s output is {src[0]}x{src[1]}, "
+                    f"the block's input {shape[0]}x{shape[1]}; an add-on edge joins blocks of one "
+                    f"spatial size"
+                )
+            self.layers.append(LayerInfo(f"{addon_name(i, j, e)}/unit", f"{field}.addons[{e}]",
+                                         "conv", src[2], a.neurons, a.kernel, 1, 1, src[:2],
+                                         src[:2], False, True))  # fmt: skip
+            c += a.neurons
+        return (*shape[:2], c)
+
     def gated_merge(self, b: Block, field: str, path: str, shape, sources) -> None:
         """Checks the gated sources against the block's output; records the merge's unit."""
         self.gated[path] = tuple(sources)
@@ -322,6 +342,8 @@ class _ShapeWalker:
                     raise ValueError(f"{field}.skips: spatial sizes differ from the block input")
                 if b.skip_merge == "concat" and srcs:
                     shape = (*shape[:2], shape[2] + sum(x[2] for x in srcs))
+                if b.addons:
+                    shape = self.addons(b, field, i, j, shape, sources)
                 shape = self.block(b, field, block_name(i, j), shape)
                 if b.skip_merge == "add" and srcs:
                     if any(x != shape for x in srcs):
@@ -391,6 +413,31 @@ class _ShapeWalker:
             )
         self.head_features = feats
         return self.layers
+
+
+def entry_units(b: Block, path: str, field: str = "block") -> list[str]:
+    """Paths of the conv units that read block ``b``'s input (module ``path``).
+
+    Raises:
+        ValueError: some op reading the input is not a plain (ungrouped) conv; add-on edges need
+            every reader to be one, so that an edge's channels are kernel rows.
+    """
+    if isinstance(b, Conv):
+        firsts = [(path, b)]
+    elif isinstance(b, Cell):
+        firsts = [(f"{path}/{branch_op_name(k, 0)}", br[0]) for k, br in enumerate(b.branches)]
+    elif isinstance(b, Choice):
+        firsts = [(f"{path}/{choice_op_name(k, 0)}", c[0]) for k, c in enumerate(b.candidates)]
+    else:
+        firsts = [(path, b)]
+    for p, op in firsts:
+        if not isinstance(op, Conv) or op.groups != 1:
+            raise ValueError(
+                f"{field}.addons: the block's input must be read by plain convs only (a Conv "
+                f"block, or cells / choices whose every branch starts with one); {p} is a "
+                f"{type(op).__name__}" + (f" with groups={op.groups}" if isinstance(op, Conv) else "")
+            )
+    return [p for p, _ in firsts]
 
 
 def residual_stride(b: Residual) -> int:

@@ -48,6 +48,14 @@ Skip connections
     ``y``'s width (ENAS's fixed-arc child, same order and ReLU as the released code). Static and
     gated skips may be combined; the static ones apply first.
 
+Add-on edges (NHN)
+    ``addons``: :class:`AddOn` edges into a stage block, each ``neurons`` new kxk conv units
+    reading an earlier block's output (flat index, as for gated skips, of the same spatial size
+    as the block's input), concatenated to the block's input after any static concat skips.
+    The block's input must be read by plain (ungrouped) convs only (a Conv block, or cells /
+    choices whose every branch starts with one), so switching an edge off removes exactly the
+    kernel rows that read it.
+
 Filter counts
     :func:`block_filters` is a block's filter count: ``filters`` for Conv/SepConv; the first
     filter op of the body for a Residual (the bottleneck width, output = expansion x width); for a
@@ -69,6 +77,7 @@ from typing import Any, ClassVar
 import jax
 
 __all__ = [
+    "AddOn",
     "Block",
     "Cell",
     "Choice",
@@ -103,6 +112,24 @@ def _static(cls):
 # ----------------------------------------------------------------------------------------------
 
 
+@_static
+@dataclasses.dataclass(frozen=True, kw_only=True)
+class AddOn:
+    """An add-on edge (NHN, section 2.3): ``neurons`` new conv units (``kernel`` x ``kernel``,
+    conv -> BN -> ReLU) reading the output of flat block ``source`` (``-1``: the stem's), their
+    outputs concatenated to the input of the block that lists them.
+
+    Two ``"arch"`` leaves of module ``<block>_addon{e}`` select it: ``gate`` (a float scalar, 1
+    at init) switches the edge on or off, ``connections`` (``[cin_source, neurons]``, ones at
+    init) says which input channels each add-on neuron reads (NHN's direction search). Which of
+    the block's filters read an add-on neuron is that filter's ``kernel_mask`` row (masks).
+    """
+
+    source: int
+    neurons: int
+    kernel: int = 3
+
+
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Block:
     """Base of every block. The skip fields only mean something on stage blocks (module
@@ -112,6 +139,7 @@ class Block:
     skip_merge: str = "add"
     gated_skips: tuple[int, ...] = ()
     gated_merge: str | None = None
+    addons: tuple[AddOn, ...] = ()
     kind: ClassVar[str] = "block"
 
 
@@ -285,8 +313,8 @@ class Stage:
     """A sequence of blocks; ``tied`` makes the whole stage one template layer (ResNet stages).
 
     ``reduce``: ``None``, or the width of a factorized reduction at the stage's entry (ENAS's
-    pooling layers): the previous stage's output and every earlier output that a gated skip of
-    this stage or a later one reads are each halved in height and width and mapped to ``reduce``
+    pooling layers): the previous stage's output and every earlier output that a gated skip or
+    an add-on edge of this stage or a later one reads are each halved in height and width and mapped to ``reduce``
     channels by their own :func:`factorized reduction <fnnjax.arch.build.FactorizedReduce>`; the
     stage's first block reads the reduced previous output. Module ``s{i}red{g}`` reduces source
     ``g`` (``s{i}red_in`` the stem's output).
@@ -453,6 +481,16 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
               b.gated_merge)  # fmt: skip
     if b.gated_skips and b.gated_merge is None:
         _fail(f"{path}.gated_merge", "'sum_bn' or 'concat_conv' (the block has gated_skips)", None)
+    _tuple(f"{path}.addons", b.addons)
+    if b.addons and not allow_skips:
+        _fail(f"{path}.addons", "() (add-on edges are only allowed on stage blocks)", b.addons)
+    for e, a in enumerate(b.addons):
+        if not isinstance(a, AddOn):
+            _fail(f"{path}.addons[{e}]", "an AddOn", type(a).__name__)
+        if not _is_int(a.source) or a.source < -1:
+            _fail(f"{path}.addons[{e}].source", "an int >= -1", a.source)
+        _pos_int(f"{path}.addons[{e}].neurons", a.neurons)
+        _choice(f"{path}.addons[{e}].kernel", a.kernel, (1, 3, 5, 7))
     if isinstance(b, Conv | SepConv):
         _pos_int(f"{path}.filters", b.filters)
         _pos_int(f"{path}.kernel", b.kernel)
@@ -545,6 +583,10 @@ def _validate_fields(spec: Spec) -> None:
             if b.gated_skips and b.gated_skips[-1] >= g:
                 _fail(f"{p}.gated_skips", f"flat indices in [-1, {g - 1}] (earlier blocks)",
                       b.gated_skips)  # fmt: skip
+            for e, a in enumerate(b.addons):
+                if a.source >= g:
+                    _fail(f"{p}.addons[{e}].source", f"a flat index in [-1, {g - 1}] (an earlier "
+                          "block)", a.source)  # fmt: skip
             for s in b.skips:
                 if not (j >= 1 and -1 <= s < j - 1):
                     _fail(f"{p}.skips", f"indices in [-1, {j - 2}] (earlier blocks)", b.skips)
@@ -664,6 +706,11 @@ def skip_merge_name(i: int, j: int) -> str:
     return f"{block_name(i, j)}_skip"
 
 
+def addon_name(i: int, j: int, e: int) -> str:
+    """Module name of add-on edge ``e`` of block ``j`` of stage ``i`` (holds its arch leaves)."""
+    return f"{block_name(i, j)}_addon{e}"
+
+
 def reduce_name(i: int, g: int) -> str:
     """Module name of stage ``i``'s factorized reduction of flat source ``g`` (-1: the stem)."""
     return f"s{i}red{g}" if g >= 0 else f"s{i}red_in"
@@ -682,7 +729,7 @@ def reduced_sources(spec: Spec, i: int) -> tuple[int, ...]:
     """Flat sources that stage ``i``'s entry reduction maps (``()`` without ``Stage.reduce``).
 
     The previous output (the main path; ``-1`` when no block precedes) and every earlier output
-    that a gated skip of stage ``i`` or a later stage reads, in increasing order.
+    that a gated skip or an add-on edge of stage ``i`` or a later stage reads, in increasing order.
     """
     if spec.stages[i].reduce is None:
         return ()
@@ -690,6 +737,7 @@ def reduced_sources(spec: Spec, i: int) -> tuple[int, ...]:
     used = {start - 1}
     for st in spec.stages[i:]:
         used.update(s for b in st.blocks for s in b.gated_skips if s < start)
+        used.update(a.source for b in st.blocks for a in b.addons if a.source < start)
     return tuple(sorted(used))
 
 

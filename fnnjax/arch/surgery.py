@@ -15,7 +15,7 @@ shapes allow:
   position, ``-1`` for new channels) through pooling, concatenation (with A's branch offsets),
   additions, depthwise convs (a depthwise filter follows its channel, so pruning a channel also
   removes the depthwise filter reading it) and flattening.
-* A leaf of B (kernel, bias, BN scale/bias/mean/var, filter mask, optimizer moment) takes A's
+* A leaf of B (kernel, bias, BN scale/bias/mean/var, filter and kernel masks, optimizer moment) takes A's
   entry where both its filter and its input channel have a source. New filters keep B's fresh
   values; an *old* filter's weights on a *new* input channel are set to zero, so growing a layer
   initially leaves the function unchanged (new channels must learn to contribute). When *no*
@@ -55,6 +55,7 @@ from fnnjax.arch.shapes import LayerInfo, head_features, infer_layers
 from fnnjax.arch.spec import (
     Block,
     Cell,
+    Choice,
     Conv,
     Dropout,
     Identity,
@@ -66,6 +67,7 @@ from fnnjax.arch.spec import (
     block_name,
     body_op_name,
     branch_op_name,
+    iter_blocks,
     stem_name,
 )
 
@@ -105,6 +107,28 @@ def _default_src(n_a: int, n_b: int) -> np.ndarray:
     return out
 
 
+def _check_plannable(name: str, spec: Spec) -> None:
+    """Refuses search-space features the planner does not follow (one message naming the field)."""
+    for i, st in enumerate(spec.stages):
+        if st.reduce is not None:
+            _refuse(name, f"stages[{i}].reduce", "a stage entry reduction")
+    for _, field, b in iter_blocks(spec):
+        if isinstance(b, Choice):
+            _refuse(name, field, "a choice block")
+        if b.gated_merge is not None:
+            _refuse(name, f"{field}.gated_merge", "gated skips")
+        if b.addons:
+            _refuse(name, f"{field}.addons", "add-on edges")
+
+
+def _refuse(name: str, field: str, what: str) -> None:
+    raise ValueError(
+        f"{name}.{field}: transplant_plan does not follow {what} (search-space features); export "
+        f"one selection with fnnjax.arch.materialize and materialize_variables first, or edit "
+        f"such a spec through the selection leaves and masks instead of its shape"
+    )
+
+
 class _Planner:
     def __init__(
         self,
@@ -113,6 +137,8 @@ class _Planner:
         kept: Mapping[str, Sequence[int]] | None,
         replicate: bool = False,
     ):
+        for name, spec in (("spec_a", spec_a), ("spec_b", spec_b)):
+            _check_plannable(name, spec)
         self.replicate = replicate
         self.a, self.b = spec_a, spec_b
         self.kept = {k: np.asarray(v, dtype=np.int64).reshape(-1) for k, v in (kept or {}).items()}
@@ -395,8 +421,10 @@ def transplant_plan(
     Net2Wider makes them); otherwise repeated indices are refused as a likely mistake.
 
     Raises:
-        ValueError: malformed ``kept`` (wrong length, out of range, duplicate, unknown path) or
-            additions whose operands would come from different channels of A.
+        ValueError: malformed ``kept`` (wrong length, out of range, duplicate, unknown path),
+            additions whose operands would come from different channels of A, or a spec with
+            search-space features (choice blocks, gated skips, add-on edges, stage reductions:
+            export a selection with :func:`~fnnjax.arch.materialize` first).
     """
     return _Planner(spec_a, spec_b, kept, replicate).run()
 

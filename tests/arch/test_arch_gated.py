@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from fnnjax.arch import (
+    AddOn,
     Cell,
     Choice,
     Conv,
@@ -183,8 +184,8 @@ def test_selections_and_materialize_check_their_gates():
 
 
 def test_gated_skips_are_validated_with_field_paths():
-    def spec(blocks, reduce=None, stem=(Conv(filters=C),)):
-        return Spec(input_shape=(8, 8, 2), num_classes=3, stem=stem,
+    def spec(blocks, reduce=None, stem=None):
+        return Spec(input_shape=(8, 8, 2), num_classes=3, stem=stem or (Conv(filters=C),),
                     stages=(Stage(blocks=(Conv(filters=C),)),
                             Stage(blocks=tuple(blocks), reduce=reduce)))  # fmt: skip
 
@@ -246,3 +247,91 @@ def _set(tree, keys, value):
     if not keys:
         return value
     return {**tree, keys[0]: _set(tree[keys[0]], keys[1:], value)}
+
+
+def addon_net():
+    """A segment of NHN-like layers (1x1 conv first) with add-on edges from earlier blocks."""
+    layer = Choice(candidates=((Conv(filters=C, kernel=1), Conv(filters=C)),
+                               (Conv(filters=C, kernel=1), Pool(window=3, stride=1, padding=1))))  # fmt: skip
+    blocks = (
+        layer,
+        Conv(filters=C),
+        dataclasses.replace(layer, addons=(AddOn(source=0, neurons=3),
+                                           AddOn(source=-1, neurons=2, kernel=5))),
+        Cell(branches=((Conv(filters=C, kernel=1),), (Conv(filters=2),)),
+             addons=(AddOn(source=1, neurons=2), AddOn(source=0, neurons=1))),
+    )  # fmt: skip
+    return Spec(input_shape=(8, 8, 2), num_classes=3, stem=(Conv(filters=C),),
+                stages=(Stage(blocks=blocks),))  # fmt: skip
+
+
+def test_addon_edges_export_with_their_connections_and_drop_the_rows_of_edges_switched_off(
+    random_variables,
+):
+    spec = addon_net()
+    assert from_json(to_json(spec)) == spec
+    assert "a0:3k3>a-1:2k5>" in notation(spec) or "a-1:2k5>a0:3k3>" in notation(spec)
+    units = {u.path: u for u in infer_layers(spec)}
+    assert units["s0b2_addon1/unit"].kernel == 5 and units["s0b2/c0_0"].cin == C + 5
+    model = build_model(spec, use_masks=True)
+    x = _x()
+    v = random_variables(model, x)
+    assert v["arch"]["s0b3_addon0"]["connections"].shape == (C, 2)
+    # A zero connection == a zero kernel slice of the add-on neuron.
+    sel = selection_of(spec, addons={"s0b3": [1, 0]})
+    conn = sel["s0b2_addon0"]["connections"].at[1, 2].set(0.0)
+    apply = jax.jit(model.apply)
+    y_conn = apply({**v, "arch": {**sel, "s0b2_addon0": {"gate": jnp.ones(()), "connections": conn}}},
+                   x)  # fmt: skip
+    kernel = v["params"]["s0b2_addon0"]["unit"]["conv"]["kernel"].at[:, :, 1, 2].set(0.0)
+    v_zero = {**v, "params": _set(v["params"], ("s0b2_addon0", "unit", "conv", "kernel"), kernel)}
+    np.testing.assert_allclose(y_conn, apply({**v_zero, "arch": sel}, x), rtol=1e-5,
+                               atol=1e-6)  # fmt: skip
+    pop = random_selections(jax.random.key(1), spec, 2, addon_prob=0.5, connection_prob=0.5)
+    gates = np.stack([pop[f"s0b{j}_addon{e}"]["gate"] for j in (2, 3) for e in (0, 1)])
+    assert 0 < gates.mean() < 1
+    supernet = _both_modes(model)
+    for p in range(2):
+        one = jax.tree_util.tree_map(lambda a, p=p: a[p], pop)
+        plain = materialize(spec, one)
+        assert [len(b.addons) for b in plain.stages[0].blocks[2:]] == gates[:, p].reshape(2, 2).sum(1).tolist()
+        pv = materialize_variables(spec, v, one)
+        pm = build_model(plain, use_masks=True)
+        want = init_variables(pm, jax.random.key(0), plain.input_shape, abstract=True)
+        assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
+        for y1, y2 in zip(supernet({**v, "arch": one}, x), _both_modes(pm)(pv, x), strict=True):
+            np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+
+
+def test_addon_edges_are_validated():
+    base = addon_net()
+
+    def with_block3(b):
+        blocks = base.stages[0].blocks
+        return base.replace(stages=(Stage(blocks=(*blocks[:3], b)),))
+
+    with pytest.raises(ValueError, match=r"addons\[0\]\.source: expected a flat index in \[-1, 2\]"):
+        with_block3(Conv(filters=C, addons=(AddOn(source=3, neurons=1),)))
+    with pytest.raises(ValueError, match=r"blocks\[3\]\.addons: the block's input must be read by "
+                                         r"plain convs.*SepConv"):  # fmt: skip
+        with_block3(SepConv(filters=C, addons=(AddOn(source=0, neurons=1),)))
+    with pytest.raises(ValueError, match=r"addons\[0\]\.kernel: expected one of"):
+        with_block3(Conv(filters=C, addons=(AddOn(source=0, neurons=1, kernel=4),)))
+    with pytest.raises(ValueError, match=r"addons\[0\]\.source: block -1's output is 8x8, the "
+                                         r"block's input 4x4"):  # fmt: skip
+        base.replace(stages=(Stage(blocks=(Conv(filters=C, stride=2),
+                                           Conv(filters=C, addons=(AddOn(source=-1, neurons=1),)))),))  # fmt: skip
+    with pytest.raises(ValueError, match=r"addons\[0\]\.neurons"):
+        from_json(to_json(base).replace('"neurons": 3', '"neurons": 0'))
+
+
+def test_surgery_refuses_search_space_features_with_the_way_out():
+    from fnnjax.arch import transplant_plan
+
+    spec = search_space("sum_bn", layers=1, stages=2)
+    with pytest.raises(ValueError, match=r"spec_a\.stages\[1\]\.reduce: transplant_plan does not "
+                                         r"follow.*materialize"):  # fmt: skip
+        transplant_plan(spec, spec)
+    one = materialize(spec, selection_of(spec))
+    with pytest.raises(ValueError, match=r"spec_a\.stages\[0\]\.blocks\[0\]: .*a choice block"):
+        transplant_plan(spec.replace(stages=(Stage(blocks=spec.stages[0].blocks),)), one)
