@@ -8,7 +8,9 @@ Module names mirror the spec (they are the ``path`` of :func:`fnnjax.arch.shapes
 stem block ``j`` is ``stem{j}``, block ``j`` of stage ``i`` is ``s{i}b{j}``, op ``m`` of branch
 ``k`` of a cell is ``br{k}_{m}``, op ``m`` of a residual body is ``body{m}``, a projection shortcut
 is ``shortcut``, a separable conv has ``dw`` and ``pw`` units, and the head is ``head`` (``fc{n}``,
-``bn{n}``, ``out``). Every conv unit holds ``conv`` (``kernel [k, k, cin/groups, cout]``, optional
+``bn{n}``, ``out``). Search-space modules sit beside the blocks: ``s{i}b{j}_skip`` a gated-skip
+merge (``bn``, or ``unit`` for ``concat_conv``), ``s{i}b{j}_addon{e}`` an add-on edge (``unit``),
+``s{i}red{g}`` stage ``i``'s factorized reduction of flat source ``g`` (``p1``, ``p2``). Every conv unit holds ``conv`` (``kernel [k, k, cin/groups, cout]``, optional
 ``bias``) and ``bn`` (``scale``, ``bias``; running ``mean``/``var`` in ``"batch_stats"``).
 
 Hooks, both off by default so that ordinary training traces exactly the plain network:
@@ -22,9 +24,9 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
 * ``use_masks=True``: every conv unit multiplies its output by a ``[cout]`` array
   ``masks/<path>/filter_mask`` and its kernel by a ``[cin / groups, cout]`` array
   ``masks/<path>/kernel_mask`` (which input channel each filter reads: kernel pruning; a
-  depthwise conv's is ``[1, c]``); every pooling and identity op (in cells, choice candidates,
-  residual bodies or as a block) multiplies its output by a ``[c]`` ``filter_mask`` too, so any
-  branch can be switched off (all zeros) or thinned. All are ones at init. Masks are ordinary
+  depthwise conv's is ``[1, c]``); every op without filters (pooling, identity, dropout,
+  padding; in cells, choice candidates, residual bodies or as a block) multiplies its output by a
+  ``[c]`` ``filter_mask`` too, so any branch can be switched off (all zeros) or thinned. All are ones at init. Masks are ordinary
   array leaves: pass edited ones at apply time (``{"params": ..., "batch_stats": ...,
   "masks": ...}``) and ``jax.vmap`` over a population of them with shared params.
 * Selection leaves (collection ``"arch"``, created whenever the spec has them, independent of the
@@ -235,8 +237,8 @@ class SepConvUnit(nn.Module):
 
 class ChannelMask(nn.Module):
     """Multiplies a featuremap by the ``[c]`` array ``masks/<path>/filter_mask`` (ones at init):
-    the filter mask of an op without filters (a pooling or identity op), so every branch of a
-    cell or candidate can be switched off or thinned like a conv's filters."""
+    the filter mask of an op without filters (pooling, identity, dropout, padding), so every
+    branch of a cell or candidate can be switched off or thinned like a conv's filters."""
 
     @nn.compact
     def __call__(self, x: jax.Array) -> jax.Array:
@@ -261,7 +263,7 @@ def _apply_leaf(
         return ConvUnit(name=name, **where, **_unit_kwargs(op, hooks))(x, train, active)
     if isinstance(op, SepConv):
         return SepConvUnit(op, name=name, **where, **hooks)(x, train, active)
-    if isinstance(op, Pool | Identity) and hooks.get("use_masks"):
+    if isinstance(op, Pool | Identity | Dropout | Pad) and hooks.get("use_masks"):
         return ChannelMask(name=name, **where)(_apply_leaf(op, x, name, train, {}))
     if isinstance(op, Pool):
         pad = ((op.padding, op.padding), (op.padding, op.padding))
@@ -485,7 +487,8 @@ class SpecNet(nn.Module):
     Attributes:
         spec: the architecture.
         collect_stats: sow per-filter featuremap statistics into ``"intermediates"``.
-        use_masks: multiply every conv unit's output by a ``"masks"`` collection array.
+        use_masks: filter and kernel masks on every conv unit, filter masks on every op without
+            filters (``"masks"`` collection; module docstring).
     """
 
     spec: Spec
@@ -574,7 +577,7 @@ def host_init(
 
     Nothing is compiled (``jax.eval_shape`` gives the structure), which matters on CPU where a
     many-layer threefry ``init`` takes seconds to compile. Values: ``kernel`` He-normal over its
-    fan-in, BN ``scale``/``var`` 1, masks and skip gates 1, everything else 0. Meant for benchmarks and profiling,
+    fan-in, BN ``scale``/``var`` 1, masks, gates and add-on connections 1, everything else 0. Meant for benchmarks and profiling,
     where only shapes and realistic magnitudes matter; train with :func:`init_variables`.
     """
     x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
@@ -593,7 +596,7 @@ def _host_values(abstract: Any, *, seed: int = 0) -> Any:
         if name == "kernel" and len(leaf.shape) >= 2:
             fan_in = int(np.prod(leaf.shape[:-1]))
             value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
-        elif name in ("scale", "var", "filter_mask", "kernel_mask", "gates"):
+        elif name in ("scale", "var", "filter_mask", "kernel_mask", "gates", "gate", "connections"):
             value = np.ones(leaf.shape, np.float32)
         else:
             value = np.zeros(leaf.shape, np.float32)

@@ -10,8 +10,8 @@ branches are ops joined by ``>`` (``[...]+`` sums them); ``R(64k1>64>256k1)`` a 
 with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips from blocks 0 and 2 / the stage input;
 ``{g+0,3}`` / ``{gc0,3}`` gated skips from flat blocks 0 and 3 merged by ``sum_bn`` /
 ``concat_conv`` (``{g+}``: the merge with no sources); ``r72:`` before a stage its entry
-reduction to 72 channels; ``a3:8k5>`` before a block an add-on edge of 8 5x5 neurons from flat
-block 3; ``*`` after a stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
+reduction to 72 channels; ``{a8k5@3,2k3@-1}`` add-on edges of 8 5x5 neurons from flat block 3
+and of 2 3x3 neurons from the stem; ``*`` after a stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
 average pool + Dense), ``flat`` prefix for flatten, ``D0.5-fc512-D0.5-fc10`` for dense heads,
 ``fnn10`` for FNN heads. E.g. VGG-19 is
 ``64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10`` and a ResNet-50 stage is
@@ -93,8 +93,8 @@ def _block_token(b: Block) -> str:
     if b.gated_merge is not None:
         t += "{g" + ("+" if b.gated_merge == "sum_bn" else "c")
         t += ",".join(map(str, b.gated_skips)) + "}"
-    for a in b.addons:
-        t = f"a{a.source}:{a.neurons}k{a.kernel}>" + t
+    if b.addons:
+        t += "{a" + ",".join(f"{a.neurons}k{a.kernel}@{a.source}" for a in b.addons) + "}"
     return t
 
 
@@ -136,8 +136,8 @@ def notation(spec: Spec) -> str:
     '64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10'
     """
     stages = " | ".join(
-        ("" if st.reduce is None else f"r{st.reduce}: ")
-        + _join_runs([_block_token(b) for b in st.blocks])
+        " ".join(([] if st.reduce is None else [f"r{st.reduce}:"])
+                 + [_join_runs([_block_token(b) for b in st.blocks])]).strip()
         + ("*" if st.tied else "")
         for st in spec.stages
     )

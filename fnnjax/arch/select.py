@@ -134,7 +134,7 @@ def selection_of(
 
 def _check_gates(what: str, gates: np.ndarray, n: int) -> None:
     if gates.shape != (n,):
-        raise ValueError(f"{what}: expected {n} gates (one per gated source), got shape "
+        raise ValueError(f"{what}: expected {n} gates (one per gated source or edge), got shape "
                          f"{gates.shape}")  # fmt: skip
     if not np.all((gates == 0) | (gates == 1)):
         raise ValueError(f"{what}: expected gates of 0 or 1, got {gates.tolist()}")
@@ -329,27 +329,13 @@ def materialize_variables(
         keep = [np.arange(w0)] + [np.arange(offsets[e], offsets[e + 1]) for e in kept]
         entry_rows[path] = (entry_units(new_blocks[path], path), np.concatenate(keep))
     addon_modules = {_addon_path(p, e) for p, b in by_path.items() for e in range(len(b.addons))}
-    out = {}
+    out: dict[str, Any] = {}
     for collection, tree in variables.items():
+        if collection == "arch":
+            continue
         tree = {k: v for k, v in dict(tree).items() if k not in dropped}
         tree = {renames.get(k, k): v for k, v in tree.items()
                 if k not in addon_modules or k in renames}  # fmt: skip
-        if collection == "arch":
-            merges = {_merge_path(p) for p in gated_blocks(spec)}
-            tree = {k: v for k, v in tree.items()
-                    if k not in blocks and k not in merges and k not in renames.values()}  # fmt: skip
-            for path, n in gated_blocks(new_spec).items():
-                if n:
-                    tree[_merge_path(path)] = {"gates": jnp.ones((n,), jnp.float32)}
-            for old, new in renames.items():
-                connections = (selection.get(old) or {}).get("connections")
-                if connections is None:
-                    connections = variables["arch"][old]["connections"]
-                tree[new] = {"gate": jnp.ones((), jnp.float32),
-                             "connections": jnp.asarray(connections, jnp.float32)}  # fmt: skip
-            if tree:
-                out[collection] = tree
-            continue
         for path, k in choices.items():
             _move_choice(tree, path, by_path[path].candidates[k], k)
         for merge, keep in rows.items():
@@ -358,6 +344,31 @@ def materialize_variables(
             for unit in units:
                 _slice_unit_inputs(tree, unit, keep)
         out[collection] = tree
+    arch = _materialized_arch(spec, new_spec, variables.get("arch", {}), selection, renames)
+    if arch:
+        out["arch"] = arch
+    return out
+
+
+def _materialized_arch(spec, new_spec, arch_in, selection, renames) -> dict[str, Any]:
+    """The materialized model's ``"arch"`` collection: skip and edge gates ones, each kept edge's
+    connections from the selection (else the supernet's variables, else all on)."""
+    shapes = _connection_shapes(spec)
+    out: dict[str, Any] = {}
+    for path, n in gated_blocks(new_spec).items():
+        if n:
+            out[_merge_path(path)] = {"gates": jnp.ones((n,), jnp.float32)}
+    for old, new in renames.items():
+        connections = (selection.get(old) or {}).get("connections")
+        if connections is None:
+            connections = (arch_in.get(old) or {}).get("connections")
+        if connections is None:
+            connections = np.ones(shapes[old], np.float32)
+        if np.shape(connections) != shapes[old]:
+            raise ValueError(f"selection[{old!r}]['connections']: expected shape {shapes[old]} "
+                             f"(one selection), got {np.shape(connections)}")  # fmt: skip
+        out[new] = {"gate": jnp.ones((), jnp.float32),
+                    "connections": jnp.asarray(connections, jnp.float32)}  # fmt: skip
     return out
 
 

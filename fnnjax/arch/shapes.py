@@ -55,7 +55,8 @@ class LayerInfo:
         path: module path, ``/``-joined Flax module names (``"s1b3/br0_0/dw"``); the params of a
             conv unit are ``params[...path...]["conv"]`` and ``["bn"]``.
         field: the spec field path of the op (``"stages[1].blocks[3].branches[0][0]"``).
-        op: ``"conv"``, ``"dwconv"`` (depthwise), ``"dense"`` or ``"norm"`` (a dense head's BN).
+        op: ``"conv"``, ``"dwconv"`` (depthwise), ``"dense"`` or ``"norm"`` (a BatchNorm on its
+            own: a dense head's, or a ``sum_bn`` gated-skip merge's).
         cin, cout: input / output channels (features for dense).
         kernel, stride, groups: conv geometry (1 for dense).
         in_hw, out_hw: spatial sizes (``(1, 1)`` for dense).

@@ -116,13 +116,16 @@ def _static(cls):
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class AddOn:
     """An add-on edge (NHN, section 2.3): ``neurons`` new conv units (``kernel`` x ``kernel``,
-    conv -> BN -> ReLU) reading the output of flat block ``source`` (``-1``: the stem's), their
-    outputs concatenated to the input of the block that lists them.
+    conv -> BN -> ReLU; NHN uses 3 and 5) reading the output of flat block ``source``, their
+    outputs concatenated to the input of the block that lists them. The source is an earlier
+    block of the same stage or the stage's input (flat index ``start - 1``; ``-1`` is the stem's
+    output): NHN keeps add-on neurons within a segment.
 
     Two ``"arch"`` leaves of module ``<block>_addon{e}`` select it: ``gate`` (a float scalar, 1
     at init) switches the edge on or off, ``connections`` (``[cin_source, neurons]``, ones at
     init) says which input channels each add-on neuron reads (NHN's direction search). Which of
-    the block's filters read an add-on neuron is that filter's ``kernel_mask`` row (masks).
+    the block's filters read an add-on neuron is a row of the ``kernel_mask`` (masks) of each
+    unit reading the block's input.
     """
 
     source: int
@@ -313,11 +316,11 @@ class Stage:
     """A sequence of blocks; ``tied`` makes the whole stage one template layer (ResNet stages).
 
     ``reduce``: ``None``, or the width of a factorized reduction at the stage's entry (ENAS's
-    pooling layers): the previous stage's output and every earlier output that a gated skip or
-    an add-on edge of this stage or a later one reads are each halved in height and width and mapped to ``reduce``
+    pooling layers): the previous stage's output and every earlier output that a gated skip of
+    this stage or a later one reads are each halved in height and width and mapped to ``reduce``
     channels by their own :func:`factorized reduction <fnnjax.arch.build.FactorizedReduce>`; the
     stage's first block reads the reduced previous output. Module ``s{i}red{g}`` reduces source
-    ``g`` (``s{i}red_in`` the stem's output).
+    ``g`` (``s{i}red_in`` the stem's output, or the network's input when there is no stem).
     """
 
     blocks: tuple[Block, ...]
@@ -470,6 +473,9 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         _fail(f"{path}.skips", "() (skips are only allowed on stage blocks)", b.skips)
     _choice(f"{path}.skip_merge", b.skip_merge, ("add", "concat"))
     _tuple(f"{path}.gated_skips", b.gated_skips)
+    if b.gated_skips and not allow_skips:
+        _fail(f"{path}.gated_skips", "() (gated skips are only allowed on stage blocks)",
+              b.gated_skips)  # fmt: skip
     for i, s in enumerate(b.gated_skips):
         if not _is_int(s) or s < -1:
             _fail(f"{path}.gated_skips[{i}]", "an int >= -1", s)
@@ -584,9 +590,10 @@ def _validate_fields(spec: Spec) -> None:
                 _fail(f"{p}.gated_skips", f"flat indices in [-1, {g - 1}] (earlier blocks)",
                       b.gated_skips)  # fmt: skip
             for e, a in enumerate(b.addons):
-                if a.source >= g:
-                    _fail(f"{p}.addons[{e}].source", f"a flat index in [-1, {g - 1}] (an earlier "
-                          "block)", a.source)  # fmt: skip
+                if not flat - 1 <= a.source < g:
+                    _fail(f"{p}.addons[{e}].source", f"a flat index in [{flat - 1}, {g - 1}] (an "
+                          "earlier block of the stage, or its input: add-on edges stay within a "
+                          "segment)", a.source)  # fmt: skip
             for s in b.skips:
                 if not (j >= 1 and -1 <= s < j - 1):
                     _fail(f"{p}.skips", f"indices in [-1, {j - 2}] (earlier blocks)", b.skips)
@@ -729,7 +736,7 @@ def reduced_sources(spec: Spec, i: int) -> tuple[int, ...]:
     """Flat sources that stage ``i``'s entry reduction maps (``()`` without ``Stage.reduce``).
 
     The previous output (the main path; ``-1`` when no block precedes) and every earlier output
-    that a gated skip or an add-on edge of stage ``i`` or a later stage reads, in increasing order.
+    that a gated skip of stage ``i`` or a later stage reads, in increasing order.
     """
     if spec.stages[i].reduce is None:
         return ()
@@ -737,7 +744,6 @@ def reduced_sources(spec: Spec, i: int) -> tuple[int, ...]:
     used = {start - 1}
     for st in spec.stages[i:]:
         used.update(s for b in st.blocks for s in b.gated_skips if s < start)
-        used.update(a.source for b in st.blocks for a in b.addons if a.source < start)
     return tuple(sorted(used))
 
 

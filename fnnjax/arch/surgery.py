@@ -22,6 +22,12 @@ shapes allow:
   input channel of a unit has a known source (it reads a newly inserted block), its input
   channels are matched positionally instead. Units without a compatible counterpart (new block,
   different kernel size or op) stay fresh.
+* Search-space features of an exported child follow the same rules: a stage's factorized
+  reductions (``s{i}red{g}``) read their source's channels, a gated-skip merge's input is the
+  concatenation (``concat_conv``) or sum (``sum_bn``) of its sources as they arrive, add-on edges
+  read their source and widen the block's input; each is matched to A's when A has the same
+  feature on the matched blocks. Choice blocks are refused (materialize a selection first).
+* Pooling / identity ops' filter masks (``use_masks``) follow their channels like filters.
 * Additions must combine channels with the same source: pruning the last conv of a residual body
   needs the same ``kept`` for the shortcut's input; disagreeing sources raise ``ValueError``.
   Projection shortcuts follow their body's last conv.
@@ -64,10 +70,16 @@ from fnnjax.arch.spec import (
     Residual,
     SepConv,
     Spec,
+    Stage,
+    addon_name,
     block_name,
     body_op_name,
     branch_op_name,
     iter_blocks,
+    reduce_name,
+    reduced_sources,
+    skip_merge_name,
+    stage_starts,
     stem_name,
 )
 
@@ -108,25 +120,15 @@ def _default_src(n_a: int, n_b: int) -> np.ndarray:
 
 
 def _check_plannable(name: str, spec: Spec) -> None:
-    """Refuses search-space features the planner does not follow (one message naming the field)."""
-    for i, st in enumerate(spec.stages):
-        if st.reduce is not None:
-            _refuse(name, f"stages[{i}].reduce", "a stage entry reduction")
+    """Refuses choice blocks (a supernet's candidates have no single provenance)."""
     for _, field, b in iter_blocks(spec):
         if isinstance(b, Choice):
-            _refuse(name, field, "a choice block")
-        if b.gated_merge is not None:
-            _refuse(name, f"{field}.gated_merge", "gated skips")
-        if b.addons:
-            _refuse(name, f"{field}.addons", "add-on edges")
-
-
-def _refuse(name: str, field: str, what: str) -> None:
-    raise ValueError(
-        f"{name}.{field}: transplant_plan does not follow {what} (search-space features); export "
-        f"one selection with fnnjax.arch.materialize and materialize_variables first, or edit "
-        f"such a spec through the selection leaves and masks instead of its shape"
-    )
+            raise ValueError(
+                f"{name}.{field}: transplant_plan does not follow a choice block (a supernet's "
+                f"candidates); export one selection with fnnjax.arch.materialize and "
+                f"materialize_variables first, or edit the supernet through its selection leaves "
+                f"and masks instead of its shape"
+            )
 
 
 class _Planner:
@@ -222,9 +224,11 @@ class _Planner:
         self, op: Block, op_a: Any, path: str, a_path: str | None, prov: np.ndarray, a_w: int | None
     ):
         """``op_a``: A's op at this position, ``None`` if A has none, ``_OTHER`` if A's differs."""
-        if isinstance(op, _PASS):
+        if isinstance(op, _PASS):  # its filter mask (use_masks) follows the channels
             if op_a is None or isinstance(op_a, _PASS):
+                self.plan[path] = UnitMap(prov.copy(), None, a_path) if op_a else _FRESH
                 return prov, a_w  # channels pass through unchanged
+            self.plan[path] = _FRESH
             return _new(len(prov)), None
         if isinstance(op, Conv):
             p = self.unit(path, a_path, prov) if isinstance(op_a, Conv) else self._fresh(path)
@@ -336,6 +340,11 @@ class _Planner:
         for j, blk in enumerate(b.stem):
             blk_a = a.stem[j] if j < len(a.stem) else None
             prov, a_w = self.block(blk, blk_a, stem_name(j), stem_name(j), f"stem[{j}]", prov, a_w)
+        # Gated skips and add-on edges read flat blocks: B's flat index -> (provenance, A's width)
+        # of its output as it arrives (after stage reductions), and -> A's matched flat index.
+        self.src: dict[int, tuple[np.ndarray, int | None]] = {-1: (prov, a_w)}
+        self.b_to_a: dict[int, int | None] = {-1: -1}
+        starts_a, g = stage_starts(a), 0
         for i, st in enumerate(b.stages):
             st_a = a.stages[i] if i < len(a.stages) else None
             n_a = len(st_a.blocks) if st_a is not None else 0
@@ -343,6 +352,9 @@ class _Planner:
             identity = smap is None
             if smap is None:
                 smap = np.array([j if j < n_a else -1 for j in range(len(st.blocks))])
+            if st.reduce is not None:
+                self.reductions(i, st_a)
+                prov, a_w = self.src[g - 1]
             stage_in = (prov, a_w)
             outs: list[tuple[np.ndarray, int | None]] = []
             for j, blk in enumerate(st.blocks):
@@ -357,20 +369,18 @@ class _Planner:
                     and (blk_a.skips, blk_a.skip_merge) == (blk.skips, blk.skip_merge)
                 )
                 if srcs and blk.skip_merge == "concat":
-                    if same_skips and a_w is not None and all(w is not None for _, w in srcs):
-                        offs = np.cumsum([a_w] + [w for _, w in srcs])
-                        prov = np.concatenate(
-                            [prov]
-                            + [np.where(p >= 0, p + offs[n], -1) for n, (p, _) in enumerate(srcs)]
-                        )
-                        a_w = int(offs[-1])
-                    else:
-                        prov = _new(len(prov) + sum(len(p) for p, _ in srcs))
-                        a_w = None
+                    prov, a_w = self._concat([(prov, a_w), *srcs], same_skips)
+                if blk.addons:
+                    prov, a_w = self.addons(i, j, ja, blk, blk_a, prov, a_w)
                 prov, a_w = self.block(blk, blk_a, block_name(i, j), a_path, field, prov, a_w)
                 if srcs and blk.skip_merge == "add" and same_skips:
                     prov = self._merge_add(f"{field}.skips", [prov] + [p for p, _ in srcs])
+                self.b_to_a[g] = starts_a[i] + ja if ja >= 0 and st_a is not None else None
+                if blk.gated_merge is not None:
+                    prov, a_w = self.gated(i, j, ja, blk, blk_a, field, prov, a_w)
                 outs.append((prov, a_w))
+                self.src[g] = (prov, a_w)
+                g += 1
         self.head(prov)
         unknown = set(self.kept) - self.used_kept
         if unknown:
@@ -379,6 +389,68 @@ class _Planner:
                 f"unit paths look like {sorted(self.units_b)[:3]}, stages like 's0'"
             )
         return self.plan
+
+    @staticmethod
+    def _concat(parts, same: bool = True) -> tuple[np.ndarray, int | None]:
+        """Provenance of a channel concatenation of ``parts`` ``(prov, A's width)``, A holding the
+        matched tensors in the same order (``same=False``: A's differs, every channel is new).
+        A part after one of unknown width in A has unknown channels too."""
+        out, offset = [], 0
+        for p, w in parts:
+            known = same and offset is not None
+            out.append(np.where(p >= 0, p + offset, -1) if known else _new(len(p)))
+            offset = offset + w if known and w is not None else None
+        return np.concatenate(out), offset
+
+    def _a_source(self, s: int) -> int | None:
+        return self.b_to_a.get(s)
+
+    def reductions(self, i: int, st_a: Stage | None) -> None:
+        """Plans stage ``i``'s factorized reductions (``p1``, ``p2`` of each source)."""
+        a_sources = reduced_sources(self.a, i) if st_a is not None and st_a.reduce else ()
+        for s in reduced_sources(self.b, i):
+            prov, _ = self.src[s]
+            sa = self._a_source(s)
+            a_path = reduce_name(i, sa) if sa is not None and sa in a_sources else None
+            path = reduce_name(i, s)
+            p1 = self.unit(f"{path}/p1", a_path and f"{a_path}/p1", prov)
+            p2 = self.unit(f"{path}/p2", a_path and f"{a_path}/p2", prov)
+            if a_path is None:
+                self.src[s] = (_new(len(p1) + len(p2)), None)
+            else:
+                half = self.units_a[f"{a_path}/p1"].cout
+                self.src[s] = (np.concatenate([p1, np.where(p2 >= 0, p2 + half, -1)]), st_a.reduce)
+
+    def addons(self, i, j, ja, blk, blk_a, prov, a_w) -> tuple[np.ndarray, int | None]:
+        """Plans block ``(i, j)``'s add-on units; returns the provenance of its widened input."""
+        edges_a = blk_a.addons if blk_a is not None else ()
+        parts = [(prov, a_w)]
+        for e, ad in enumerate(blk.addons):
+            ad_a = edges_a[e] if e < len(edges_a) else None
+            ok = (ad_a is not None and ad_a.kernel == ad.kernel
+                  and self._a_source(ad.source) == ad_a.source)  # fmt: skip
+            a_path = f"{addon_name(i, ja, e)}/unit" if ok else None
+            out = self.unit(f"{addon_name(i, j, e)}/unit", a_path, self.src[ad.source][0])
+            parts.append((out if ok else _new(len(out)), ad_a.neurons if ad_a is not None else None))
+        return self._concat(parts)
+
+    def gated(self, i, j, ja, blk, blk_a, field, prov, a_w) -> tuple[np.ndarray, int | None]:
+        """Plans block ``(i, j)``'s gated-skip merge; returns its output provenance."""
+        path = skip_merge_name(i, j)
+        a_path = (skip_merge_name(i, ja) if blk_a is not None
+                  and blk_a.gated_merge == blk.gated_merge else None)  # fmt: skip
+        same = a_path is not None and [self._a_source(s) for s in blk.gated_skips] == list(
+            blk_a.gated_skips
+        )
+        srcs = [self.src[s] for s in blk.gated_skips]
+        if blk.gated_merge == "sum_bn":
+            out = (self._merge_add(f"{field}.gated_skips", [prov] + [p for p, _ in srcs]) if same
+                   else _new(len(prov)))  # fmt: skip
+            self.plan[f"{path}/bn"] = UnitMap(out, None, f"{a_path}/bn") if a_path else _FRESH
+            return out, a_w
+        in_prov, _ = self._concat([*srcs, (prov, a_w)], same)
+        out = self.unit(f"{path}/unit", a_path and f"{a_path}/unit", in_prov)
+        return out, (self.units_a[f"{a_path}/unit"].cout if a_path else None)
 
     def head(self, prov: np.ndarray) -> None:
         ha, hb = self.a.head, self.b.head

@@ -21,7 +21,7 @@ def _fill(path, leaf, rng):
         return (1.0 + 0.2 * rng.normal(size=shape)).astype(dtype)
     if name == "var":
         return rng.uniform(0.5, 1.5, size=shape).astype(dtype)
-    if name in ("filter_mask", "kernel_mask", "gates"):
+    if name in ("filter_mask", "kernel_mask", "gates", "gate", "connections"):
         return np.ones(shape, dtype)
     return (0.1 * rng.normal(size=shape)).astype(dtype)
 

@@ -24,7 +24,7 @@ from fnnjax.arch import (
     notation,
     to_json,
 )
-from fnnjax.arch.build import BN_EPSILON, init_variables
+from fnnjax.arch.build import BN_EPSILON, host_init, init_variables
 from fnnjax.arch.select import (
     gated_blocks,
     materialize,
@@ -203,6 +203,9 @@ def test_gated_skips_are_validated_with_field_paths():
         spec([Conv(filters=C)], reduce=0)
     with pytest.raises(ValueError, match=r"stem\[0\]\.gated_merge: expected None"):
         spec([Conv(filters=C)], stem=(Conv(filters=C, gated_merge="sum_bn"),))
+    inner = Cell(branches=((Conv(filters=C, gated_skips=(0,)),),))
+    with pytest.raises(ValueError, match=r"branches\[0\]\[0\]\.gated_skips: expected \(\) "):
+        spec([inner])
 
 
 def test_json_and_notation_carry_gated_skips_and_reductions():
@@ -270,7 +273,7 @@ def test_addon_edges_export_with_their_connections_and_drop_the_rows_of_edges_sw
 ):
     spec = addon_net()
     assert from_json(to_json(spec)) == spec
-    assert "a0:3k3>a-1:2k5>" in notation(spec) or "a-1:2k5>a0:3k3>" in notation(spec)
+    assert "{a3k3@0,2k5@-1}-[4k1|2]{a2k3@1,1k3@0}" in notation(spec)
     units = {u.path: u for u in infer_layers(spec)}
     assert units["s0b2_addon1/unit"].kernel == 5 and units["s0b2/c0_0"].cin == C + 5
     model = build_model(spec, use_masks=True)
@@ -301,6 +304,16 @@ def test_addon_edges_export_with_their_connections_and_drop_the_rows_of_edges_sw
         assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
         for y1, y2 in zip(supernet({**v, "arch": one}, x), _both_modes(pm)(pv, x), strict=True):
             np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    # Without an "arch" collection in the variables, the export is still complete.
+    weights = {k: v[k] for k in ("params", "batch_stats", "masks")}
+    pv = materialize_variables(spec, weights, one)
+    assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
+    with pytest.raises(ValueError, match=r"\['connections'\]: expected shape \(4, 3\)"):
+        materialize_variables(spec, weights, {**one, "s0b2_addon0": {
+            "gate": jnp.ones(()), "connections": pop["s0b2_addon0"]["connections"]}})  # fmt: skip
+    host = host_init(model, spec.input_shape)
+    assert float(host["arch"]["s0b2_addon0"]["gate"]) == 1.0
+    assert float(host["arch"]["s0b2_addon0"]["connections"].min()) == 1.0
 
 
 def test_addon_edges_are_validated():
@@ -312,6 +325,10 @@ def test_addon_edges_are_validated():
 
     with pytest.raises(ValueError, match=r"addons\[0\]\.source: expected a flat index in \[-1, 2\]"):
         with_block3(Conv(filters=C, addons=(AddOn(source=3, neurons=1),)))
+    with pytest.raises(ValueError, match=r"stages\[1\]\.blocks\[0\]\.addons\[0\]\.source: "
+                                         r"expected a flat index in \[1, 1\].*within a segment"):  # fmt: skip
+        base.replace(stages=(Stage(blocks=base.stages[0].blocks[:2]), Stage(blocks=(
+            Conv(filters=C, addons=(AddOn(source=0, neurons=1),)),), reduce=C)))  # fmt: skip
     with pytest.raises(ValueError, match=r"blocks\[3\]\.addons: the block's input must be read by "
                                          r"plain convs.*SepConv"):  # fmt: skip
         with_block3(SepConv(filters=C, addons=(AddOn(source=0, neurons=1),)))
@@ -325,13 +342,80 @@ def test_addon_edges_are_validated():
         from_json(to_json(base).replace('"neurons": 3', '"neurons": 0'))
 
 
-def test_surgery_refuses_search_space_features_with_the_way_out():
+def exported_child(c0=C, c1=C):
+    """An exported (retraining-form) child: concat_conv merges, a reduction, an add-on edge."""
+    blocks0 = (Conv(filters=c0),
+               Conv(filters=c1, gated_skips=(-1, 0), gated_merge="concat_conv",
+                    addons=(AddOn(source=0, neurons=2),)))  # fmt: skip
+    blocks1 = (Conv(filters=C, gated_skips=(0, 1), gated_merge="concat_conv"),)
+    return Spec(input_shape=(8, 8, 2), num_classes=3, stem=(Conv(filters=C),),
+                stages=(Stage(blocks=blocks0), Stage(blocks=blocks1, reduce=C)))  # fmt: skip
+
+
+def _dead(v, unit, k):
+    """Filter ``k`` of conv unit ``unit`` outputs exactly 0 (BN scale and bias 0)."""
+    bn = dict(_get(v["params"], unit)["bn"])
+    bn = {"scale": bn["scale"].at[k].set(0.0), "bias": bn["bias"].at[k].set(0.0)}
+    return {**v, "params": _set(v["params"], (*unit.split("/"), "bn"), bn)}
+
+
+def _get(tree, path):
+    for k in path.split("/"):
+        tree = tree[k]
+    return tree
+
+
+def test_surgery_follows_channels_through_reductions_gated_merges_and_addon_edges(
+    random_variables,
+):
+    from fnnjax.arch import transplant_params
+
+    a, b = exported_child(), exported_child(c0=C - 1, c1=C - 1)
+    x = _x()
+    va = random_variables(build_model(a, use_masks=True), x)
+    for unit in ("s0b0", "s0b1", "s0b1_skip/unit"):
+        va = _dead(va, unit, 2)
+    # Masks travel too: a kernel-mask entry of the last merge (reduced block 1's channel 1).
+    km = va["masks"]["s1b0_skip"]["unit"]["kernel_mask"].at[5, 1].set(0.0)
+    va = {**va, "masks": _set(va["masks"], ("s1b0_skip", "unit", "kernel_mask"), km)}
+    kept = {"s0b0": [0, 1, 3], "s0b1": [0, 1, 3], "s0b1_skip/unit": [0, 1, 3]}
+    vb = random_variables(build_model(b, use_masks=True), x, seed=1)
+    vt = transplant_params(a, va, b, vb, kept=kept)
+    ya = build_model(a, use_masks=True).apply(va, x)
+    assert np.abs(np.asarray(ya)).max() > 1e-2
+    np.testing.assert_allclose(build_model(b, use_masks=True).apply(vt, x), ya, rtol=2e-5,
+                               atol=2e-5)  # fmt: skip
+    # The add-on unit reads block 0 (pruned rows); block 1 reads [block 0, add-on]: A's rows
+    # 0, 1, 3 then the add-on's 4, 5.
+    k_a, k_t = va["params"]["s0b1"]["conv"]["kernel"], vt["params"]["s0b1"]["conv"]["kernel"]
+    np.testing.assert_array_equal(k_t, k_a[:, :, [0, 1, 3, 4, 5]][..., [0, 1, 3]])
+    assert vt["params"]["s0b1_addon0"]["unit"]["conv"]["kernel"].shape[2] == C - 1
+
+
+def test_surgery_moves_the_masks_of_pooling_ops_with_their_channels(random_variables):
+    from fnnjax.arch import transplant_params
+
+    def net(c):
+        return Spec(input_shape=(8, 8, 2), num_classes=3, stem=(Conv(filters=C),),
+                    stages=(Stage(blocks=(Conv(filters=c), Pool())),))  # fmt: skip
+
+    x = _x()
+    va = random_variables(build_model(net(C), use_masks=True), x)
+    va = {**va, "masks": _set(va["masks"], ("s0b1", "filter_mask"), jnp.asarray([1.0, 0, 1, 1]))}
+    vb = random_variables(build_model(net(C), use_masks=True), x, seed=1)
+    vt = transplant_params(net(C), va, net(C), vb, kept={"s0b0": [3, 2, 1, 0]})
+    assert vt["masks"]["s0b1"]["filter_mask"].tolist() == [1.0, 1.0, 0.0, 1.0]
+    np.testing.assert_allclose(build_model(net(C), use_masks=True).apply(vt, x),
+                               build_model(net(C), use_masks=True).apply(va, x), rtol=2e-5,
+                               atol=2e-5)  # fmt: skip
+
+
+def test_surgery_refuses_choice_blocks_with_the_way_out():
     from fnnjax.arch import transplant_plan
 
     spec = search_space("sum_bn", layers=1, stages=2)
-    with pytest.raises(ValueError, match=r"spec_a\.stages\[1\]\.reduce: transplant_plan does not "
-                                         r"follow.*materialize"):  # fmt: skip
+    with pytest.raises(ValueError, match=r"spec_a\.stages\[0\]\.blocks\[0\]: transplant_plan "
+                                         r"does not follow a choice block.*materialize"):  # fmt: skip
         transplant_plan(spec, spec)
     one = materialize(spec, selection_of(spec))
-    with pytest.raises(ValueError, match=r"spec_a\.stages\[0\]\.blocks\[0\]: .*a choice block"):
-        transplant_plan(spec.replace(stages=(Stage(blocks=spec.stages[0].blocks),)), one)
+    assert transplant_plan(one, one)  # the export plans

@@ -15,6 +15,7 @@ from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.serialize import from_json, to_json
 from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import (
+    AddOn,
     Cell,
     Conv,
     Dropout,
@@ -372,11 +373,21 @@ def tiny_specs(draw):
             [Head(), Head(kind="dense", hidden=(5,), dropout=0.5), Head(pool="flatten")]
         )
     )
+    stages = [Stage(blocks=tuple(blocks))]
+    if draw(st.booleans()):  # a reduced stage reading earlier blocks through the search leaves
+        skips = tuple(draw(st.lists(st.sampled_from([n - 1, n]), unique=True).map(sorted)))
+        addons = tuple(AddOn(source=draw(st.sampled_from([n - 1, n])),
+                             neurons=draw(st.integers(1, 3)), kernel=draw(st.sampled_from([3, 5])))
+                       for _ in range(draw(st.integers(0, 2))))  # fmt: skip
+        merge = draw(st.sampled_from(["sum_bn", "concat_conv"]))
+        stages.append(Stage(blocks=(Conv(filters=4), Conv(filters=4, gated_skips=skips,
+                                                          gated_merge=merge, addons=addons)),
+                            reduce=4))  # fmt: skip
     return Spec(
-        input_shape=(8, 8, 2),
+        input_shape=(16, 16, 2),  # room for four halvings after the pad
         num_classes=3,
         stem=(Pad(amount=1),),
-        stages=(Stage(blocks=tuple(blocks)),),
+        stages=tuple(stages),
         head=head,
     )
 
