@@ -270,7 +270,8 @@ def _apply_leaf(
         win, strides = (op.window, op.window), (op.stride, op.stride)
         if op.op == "max":
             return nn.max_pool(x, win, strides=strides, padding=pad)
-        return nn.avg_pool(x, win, strides=strides, padding=pad, count_include_pad=True)
+        return nn.avg_pool(x, win, strides=strides, padding=pad,
+                           count_include_pad=op.count_include_pad)  # fmt: skip
     if isinstance(op, Pad):
         a = op.amount
         return jnp.pad(x, ((0, 0), (a, a), (a, a), (0, 0)))

@@ -3,7 +3,7 @@
 Blocks are joined by ``-`` inside a stage, stages by `` | ``; the stem (when present) comes first
 and the head last, each separated by `` || ``. Tokens:
 ``64`` 3x3 stride-1 conv with 64 filters; suffixes ``k5`` kernel, ``s2`` stride, ``g4`` groups;
-``S64`` depthwise-separable conv; ``M``/``A`` 2x2 stride-2 max/avg pool (``M3s1p1`` otherwise);
+``S64`` depthwise-separable conv; ``M``/``A`` 2x2 stride-2 max/avg pool (``M3s1p1`` otherwise; a ``v`` suffix: an average over the valid pixels only);
 ``I`` identity; ``D0.5`` dropout; ``P2`` zero padding; ``[b1|b2|...]`` a concat cell whose
 branches are ops joined by ``>`` (``[...]+`` sums them); ``R(64k1>64>256k1)`` a residual block;
 ``<S36k3|M3s1p1>`` a choice block (candidates joined by ``|``); ``fc64`` a :class:`~fnnjax.arch.spec.Dense` block (``fc64lin`` without activation, ``fc64r6``
@@ -67,6 +67,8 @@ def _op_token(op: Block) -> str:
         t = "M" if op.op == "max" else "A"
         if (op.window, op.stride, op.padding) != (2, 2, 0):
             t += f"{op.window}s{op.stride}" + (f"p{op.padding}" if op.padding else "")
+        if not op.count_include_pad:
+            t += "v"  # average over valid pixels only
         return t
     if isinstance(op, Identity):
         return "I"

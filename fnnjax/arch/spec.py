@@ -188,12 +188,17 @@ class SepConv(Block):
 @_static
 @dataclasses.dataclass(frozen=True, kw_only=True)
 class Pool(Block):
-    """Max (``"max"``) or average (``"avg"``) pooling with symmetric zero/-inf padding."""
+    """Max (``"max"``) or average (``"avg"``) pooling with symmetric zero/-inf padding.
+
+    ``count_include_pad``: an average divides by the whole window (PyTorch's default, True) or
+    by its valid pixels only (False: TensorFlow's ``SAME`` pooling, which ENAS uses).
+    """
 
     op: str = "max"
     window: int = 2
     stride: int = 2
     padding: int = 0
+    count_include_pad: bool = True
     kind: ClassVar[str] = "pool"
 
 
@@ -521,6 +526,7 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         _pos_int(f"{path}.window", b.window)
         _pos_int(f"{path}.stride", b.stride)
         _nonneg_int(f"{path}.padding", b.padding)
+        _bool(f"{path}.count_include_pad", b.count_include_pad)
     elif isinstance(b, Dropout):
         _rate(f"{path}.rate", b.rate)
     elif isinstance(b, Pad):

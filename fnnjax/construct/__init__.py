@@ -1,5 +1,11 @@
-"""Construction algorithms as pure spec transforms (one paper per module)."""
+"""Construction algorithms as pure spec transforms (one paper per module).
 
+:mod:`fnnjax.construct.templates` (filter redistribution templates) and
+:mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller) are imported as
+modules: ``from fnnjax.construct import enas``.
+"""
+
+from fnnjax.construct import enas
 from fnnjax.construct.layers import (
     apportion,
     count_filters,
@@ -19,6 +25,7 @@ from fnnjax.construct.templates import (
 
 __all__ = [
     "TEMPLATE_NAMES",
+    "enas",
     "apply_template",
     "apportion",
     "count_filters",

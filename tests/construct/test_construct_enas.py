@@ -1,0 +1,129 @@
+"""ENAS macro search: the search space on the substrate, arcs and their two exports, the controller
+and REINFORCE."""
+
+import itertools
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fnnjax.arch import block_shapes, build_model, from_json, infer_layers, notation, to_json
+from fnnjax.arch.build import init_variables
+from fnnjax.arch.select import materialize_variables
+from fnnjax.construct import enas
+from fnnjax.train import Engine
+
+L, C = 4, 4  # reductions after layers 0 and 1 (L // 3 = 1): segments [0], [1], [2, 3]
+SHAPE = (8, 8, 1)
+
+
+def test_arcs_have_the_released_layout_and_text_form():
+    assert enas.arc_size(12) == 78 and enas.pool_layers(12) == (3, 7)
+    assert enas.stage_of_layers(12) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
+    assert enas.stage_of_layers(L) == [[0], [1], [2, 3]]
+    # layer 0: op 1; layer 1: op 4, skip [stem]; layer 2: op 0, skips [stem, l0]; layer 3: ...
+    arc = np.array([1, 4, 1, 0, 0, 1, 5, 1, 0, 1])
+    assert enas.arc_to_string(arc, L) == "1 4 1 0 0 1 5 1 0 1"
+    np.testing.assert_array_equal(enas.arc_from_string("[1, 4, 1, 0, 0, 1, 5, 1, 0, 1]"), arc)
+    sel = enas.arc_to_selection(arc, L)
+    assert int(sel["s2b1"]["choice"]) == 5 and sel["s2b1_skip"]["gates"].tolist() == [1, 0, 1]
+    np.testing.assert_array_equal(enas.selection_to_arc(sel, L), arc)
+    with pytest.raises(ValueError, match=r"arc\[2\] \(a skip bit of layer 1\): expected 0 or 1"):
+        enas.check_arc([1, 4, 2, 0, 0, 1, 5, 1, 0, 1], L)
+    with pytest.raises(ValueError, match=r"arc\[6\] \(layer 3's op\): expected 0..5, got 6"):
+        enas.check_arc([1, 4, 1, 0, 0, 1, 6, 1, 0, 1], L)
+    with pytest.raises(ValueError, match="expected 10 integers for 4 layers"):
+        enas.check_arc([1, 4], L)
+    with pytest.raises(ValueError, match="11 integers is no arc size"):
+        enas.arc_from_string(" ".join(["0"] * 11))
+    arcs = np.asarray(enas.random_arcs(jax.random.key(0), 12, 50, skip_prob=0.4))
+    for a in arcs:
+        enas.check_arc(a, 12)
+    assert set(arcs[:, 0]) == set(range(6))
+
+
+def test_the_supernet_computes_each_arcs_search_form_and_a_hundred_arcs_compile_once():
+    spec = enas.macro_space(L, C, input_shape=SHAPE, num_classes=3)
+    assert spec.stages[1].reduce == C and spec.stages[2].blocks[1].gated_skips == (-1, 0, 1)
+    model = build_model(spec)
+    v = init_variables(model, jax.random.key(0), SHAPE)
+    x = jax.random.normal(jax.random.key(1), (4, *SHAPE))
+
+    @jax.jit
+    def forward(v, arc, x):
+        return model.apply({**v, "arch": enas.arc_to_selection(arc, L)}, x)
+
+    arcs = enas.random_arcs(jax.random.key(2), L, 100)
+    outs = [forward(v, arcs[p], x) for p in range(100)]
+    assert forward._cache_size() == 1  # 100 arcs, one compilation
+    assert len({round(float(o[0, 0]), 5) for o in outs}) > 20
+    for p in (0, 1):
+        arc = np.asarray(arcs[p])
+        plain = enas.search_spec(arc, L, C, input_shape=SHAPE, num_classes=3)
+        pv = materialize_variables(spec, v, enas.arc_to_selection(arc, L))
+        n = sum(int(np.prod(a.shape)) for a in jax.tree_util.tree_leaves(pv["params"]))
+        assert sum(u.params for u in infer_layers(plain)) == n  # the selected sub-network's count
+        np.testing.assert_allclose(build_model(plain).apply(pv, x), outs[p], rtol=1e-5, atol=1e-5)
+
+
+def test_the_retraining_form_doubles_widths_concatenates_skips_and_trains():
+    arc = np.array([1, 4, 1, 0, 0, 1, 5, 1, 0, 1])
+    spec = enas.retrain_spec(arc, L, C, input_shape=SHAPE, num_classes=3, dropout=0.2)
+    assert from_json(to_json(spec)) == spec
+    shapes = block_shapes(spec)
+    assert [shapes[p][2] for p in ("s0b0", "s1b0", "s2b1")] == [C, 2 * C, 4 * C]
+    assert spec.stages[2].blocks[1].gated_skips == (-1, 1)  # bits [1, 0, 1] over [stem, l0, l1]
+    assert "{gc-1,1}" in notation(spec) and spec.head.dropout == 0.2
+    data_x = np.random.default_rng(0).normal(size=(16, *SHAPE)).astype(np.float32)
+    data_y = np.arange(16, dtype=np.int32) % 3
+    engine = Engine(build_model(spec), optax.sgd(0.05))
+    state = engine.init(jax.random.key(0), SHAPE)
+    state, metrics = engine.train_steps(state, data_x, data_y, np.arange(16).reshape(2, 8))
+    assert np.all(np.isfinite(np.asarray(metrics["loss"])))
+
+
+def test_an_arcs_log_probability_is_the_sum_of_its_decisions_and_all_arcs_sum_to_one():
+    ctrl = enas.Controller(layers=2, lstm_size=16)
+    params = enas.init_controller(ctrl, jax.random.key(0))
+    out = enas.sample_arcs(ctrl, params, jax.random.key(2), 8)
+    assert out["arc"].shape == (8, 3) and out["log_probs"].shape == (8, 3)
+    np.testing.assert_allclose(out["log_prob"], out["log_probs"].sum(1), rtol=1e-6)
+    forced = jax.jit(jax.vmap(lambda a: ctrl.apply(params, jax.random.key(9), a)))(out["arc"])
+    np.testing.assert_allclose(forced["log_prob"], out["log_prob"], rtol=1e-6)
+    every = jnp.asarray([(a, b, s) for a, b, s in itertools.product(range(6), range(6), (0, 1))])
+    log_p = jax.jit(jax.vmap(lambda a: ctrl.apply(params, jax.random.key(0), a)["log_prob"]))
+    probs = jnp.exp(log_p(every))
+    assert float(probs.sum()) == pytest.approx(1.0, abs=1e-5)  # a distribution over the 72 arcs
+    assert float(out["entropy"][0]) > 0 and float(out["skip_penalty"][0]) >= 0
+
+
+def test_reinforce_concentrates_on_the_arc_a_synthetic_reward_prefers():
+    ctrl = enas.Controller(layers=3, lstm_size=32)
+    params = enas.init_controller(ctrl, jax.random.key(0))
+    target = jnp.asarray([4, 1, 0, 2, 0, 0])
+    tx = optax.adam(0.02, b1=0.0, eps=1e-3)
+
+    @jax.jit
+    def step(params, opt, key, baseline):
+        arcs = enas.sample_arcs(ctrl, params, key, 20)["arc"]
+        reward = jnp.mean(arcs == target, axis=1).astype(jnp.float32)
+        grads, aux = jax.grad(enas.reinforce_loss, has_aux=True)(
+            params, ctrl, arcs, reward, baseline, skip_weight=0.0, baseline_decay=0.9
+        )
+        updates, opt = tx.update(grads, opt, params)
+        return optax.apply_updates(params, updates), opt, aux["baseline"]
+
+    opt, baseline = tx.init(params), jnp.zeros(())
+    for i in range(120):
+        params, opt, baseline = step(params, opt, jax.random.key(100 + i), baseline)
+    arcs = np.asarray(enas.sample_arcs(ctrl, params, jax.random.key(7), 200)["arc"])
+    hits = float(np.all(arcs == np.asarray(target), axis=1).mean())
+    assert hits > 0.2, hits  # uniform sampling would hit it 1 time in 1,728
+    assert float(baseline) > 0.7
+
+
+def test_the_baseline_moves_before_each_reward_is_used():
+    b = enas.moving_baselines(jnp.asarray(0.0), jnp.asarray([1.0, 1.0, 0.0]), 0.5)
+    np.testing.assert_allclose(b, [0.5, 0.75, 0.375])
