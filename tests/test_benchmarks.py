@@ -10,8 +10,9 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def _run(args, tmp_path):
     out = tmp_path / "bench.json"
-    subprocess.run([sys.executable, *args, "--quick", "--out", str(out)], cwd=ROOT, check=True,
-                   capture_output=True, text=True, timeout=300)
+    done = subprocess.run([sys.executable, *args, "--quick", "--out", str(out)], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)  # fmt: skip
+    assert done.returncode == 0, f"{args} exited {done.returncode}:\n{done.stderr[-3000:]}"
     return json.loads(out.read_text())
 
 

@@ -1,7 +1,9 @@
 """ENAS macro search: the search space on the substrate, arcs and their two exports, the controller
 and REINFORCE."""
 
+import dataclasses
 import itertools
+import json
 
 import jax
 import jax.numpy as jnp
@@ -127,3 +129,40 @@ def test_reinforce_concentrates_on_the_arc_a_synthetic_reward_prefers():
 def test_the_baseline_moves_before_each_reward_is_used():
     b = enas.moving_baselines(jnp.asarray(0.0), jnp.asarray([1.0, 1.0, 0.0]), 0.5)
     np.testing.assert_allclose(b, [0.5, 0.75, 0.375])
+
+
+def test_cosine_restarts_follow_the_released_schedule():
+    config = enas.SearchConfig()
+    lr = [float(enas.cosine_restarts(jnp.asarray(e * 3), 3, config)) for e in (0, 9, 10, 29, 30, 310)]
+    assert lr[0] == lr[2] == lr[4] == lr[5] == pytest.approx(0.05)  # restarts at 10, 30, 70, 150, 310
+    assert lr[1] < 0.002 and lr[3] < 0.001
+
+
+def test_a_killed_search_resumes_to_the_same_arc_and_weights(tmp_path):
+    from fnnjax.train import load_dataset
+
+    data = load_dataset("digits", validation_fraction=0.2, limit_train=400)
+    config = enas.SearchConfig(layers=2, filters=4, epochs=2, batch_size=64, controller_steps=2,
+                               arcs_per_step=3, reward_batch=32, derive_arcs=6, derive_batches=1)  # fmt: skip
+    whole = enas.search(data, config, tmp_path / "whole", log=lambda _: None)
+    first = enas.search(data, dataclasses.replace(config, epochs=1), tmp_path / "cut",
+                        log=lambda _: None)  # fmt: skip
+    assert len(first["history"]) == 1
+    lines = []
+    resumed = enas.search(data, config, tmp_path / "cut", log=lines.append)
+    assert any("resuming the search after epoch 0" in ln for ln in lines)
+    np.testing.assert_array_equal(resumed["best_arc"], whole["best_arc"])
+    jax.tree_util.tree_map(np.testing.assert_array_equal, resumed["state"], whole["state"])
+    assert [h["epoch"] for h in resumed["history"]] == [0, 1]
+    out = tmp_path / "cut"
+    assert (out / "best_arc.txt").read_text().split() == [str(v) for v in whole["best_arc"]]
+    best = from_json((out / "best_spec.json").read_text())
+    assert best == enas.retrain_spec(whole["best_arc"], 2, 4, input_shape=data.input_shape,
+                                     num_classes=10)  # fmt: skip
+    records = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()]
+    assert [r["epoch"] for r in records] == [0, 1]
+    assert {"reward", "entropy", "baseline", "skip_rate", "valid_accuracy"} <= set(records[0])
+    assert len(json.loads((out / "top_arcs.json").read_text())) == 6
+    assert (out / "search.png").exists()
+    with pytest.raises(ValueError, match="validation_fraction > 0"):
+        enas.search(load_dataset("digits", limit_train=200), config)
