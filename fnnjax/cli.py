@@ -13,6 +13,7 @@ after the command name) shows the traceback instead. Warnings are one ``fnnjax: 
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import math
 import sys
@@ -209,6 +210,38 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("--classes", type=_positive_int, default=10, help="default 10")
     spec.add_argument("--write", type=Path, metavar="PATH", help="write the spec as JSON here")
 
+    enas = commands.add_parser(
+        "enas", help="ENAS macro search (NHN step 1): search, derive, export the best arc",
+        parents=debug, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Trains one shared-weight supernet of L layers and an LSTM controller by "
+        "REINFORCE (Pham et al. 2018), then exports the best sampled arc. OUT gets best_arc.txt "
+        "(the released code's format), best_spec.json (the retraining form: `fnnjax train --spec "
+        "OUT/best_spec.json`), search_spec.json, top_arcs.json, search.jsonl and search.png. "
+        "Rerunning the command resumes an interrupted search.",
+        epilog="examples:\n  fnnjax enas --quick --out runs/enas-quick\n"
+        "  fnnjax enas --dataset fashion_mnist --layers 6 --filters 16 --epochs 10 --out runs/enas\n"
+        "  fnnjax enas --dataset cifar10 --layers 12 --filters 36 --epochs 310 --out runs/enas-c10"
+        "   (paper scale; a GPU)",
+    )  # fmt: skip
+    enas.add_argument("--dataset", default="fashion_mnist",
+                      help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
+    enas.add_argument("--layers", type=_positive_int, default=12, help="L; default 12")
+    enas.add_argument("--filters", type=_positive_int, default=36, help="width C; default 36")
+    enas.add_argument("--epochs", type=_positive_int, default=310, help="default 310")
+    enas.add_argument("--batch-size", type=_positive_int, default=128, help="default 128")
+    enas.add_argument("--validation", type=float, default=0.1,
+                      help="share of the training split held out for rewards; default 0.1 "
+                      "(45k/5k of CIFAR-10's 50k in the paper)")  # fmt: skip
+    enas.add_argument("--random", action="store_true",
+                      help="the random-search baseline: uniform arcs, no controller")  # fmt: skip
+    enas.add_argument("--limit-train", type=_positive_int, help="use only this many examples")
+    enas.add_argument("--seed", type=int, default=0, help="default 0")
+    enas.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has "
+                      "checkpoints (the old ones are replaced)")  # fmt: skip
+    enas.add_argument("--quick", action="store_true",
+                      help="tiny sizes (digits, 2 layers, 4 filters, 2 epochs): a smoke test")  # fmt: skip
+    enas.add_argument("--out", type=Path, required=True, help="output folder")
+
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -279,7 +312,6 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _profile(args: argparse.Namespace) -> int:
-    import dataclasses  # noqa: PLC0415
 
     from fnnjax import arch, models  # noqa: PLC0415
     from fnnjax.construct import layer_filters, templates  # noqa: PLC0415
@@ -390,6 +422,31 @@ def _spec(args: argparse.Namespace) -> int:
     return 0
 
 
+def _enas(args: argparse.Namespace) -> int:
+    from fnnjax.construct import enas  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+    from fnnjax.train import load_dataset  # noqa: PLC0415
+
+    if not 0.0 < args.validation < 1.0:
+        raise ConfigError(f"--validation: expected a share in (0, 1), got {args.validation}")
+    config = enas.SearchConfig(layers=args.layers, filters=args.filters, epochs=args.epochs,
+                               batch_size=args.batch_size, random_search=args.random)  # fmt: skip
+    dataset, limit = args.dataset, args.limit_train
+    if args.quick:
+        dataset, limit = "digits", limit or 400
+        config = dataclasses.replace(config, layers=2, filters=4, epochs=2, batch_size=64,
+                                     controller_steps=2, arcs_per_step=4, reward_batch=32,
+                                     derive_arcs=10, derive_batches=1)  # fmt: skip
+    data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed,
+                        limit_train=limit)  # fmt: skip
+    result = enas.search(data, config, args.out, seed=args.seed, resume=not args.no_resume)
+    what = "random search" if args.random else "ENAS"
+    print(f"{what} on {dataset}: best arc {enas.arc_to_string(result['best_arc'], config.layers)} "
+          f"(shared-weight validation accuracy {result['best_accuracy']:.2%}); retrain it: "
+          f"fnnjax train --spec {args.out / 'best_spec.json'} --dataset {dataset}")  # fmt: skip
+    return 0
+
+
 def _list_models() -> int:
     from fnnjax import models  # noqa: PLC0415
 
@@ -416,7 +473,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if args.command is None:
         parser.print_help()
         return 2
-    handlers = {"train": _train, "profile": _profile, "spec": _spec,
+    handlers = {"train": _train, "profile": _profile, "spec": _spec, "enas": _enas,
                 "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning

@@ -639,8 +639,9 @@ def search(
     if steps < 1:
         raise ValueError(f"data.train: {len(data.train)} examples is less than one batch of "
                          f"{config.batch_size}")  # fmt: skip
+    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1)  # unused
     model, engine, controller, ctx, controller_step, score = _search_parts(
-        config, tuple(data.input_shape), data.num_classes, steps
+        parts_key, tuple(data.input_shape), data.num_classes, steps
     )
     k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
     cparams = init_controller(controller, k_controller)
