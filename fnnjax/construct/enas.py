@@ -3,12 +3,15 @@ Sharing", section 2.3; NHN section 2.1) as pure functions on the architecture IR
 
 Search space
     ``L`` layers of one width ``C``; layer ``k`` picks one of six ops (:data:`OPS`, indices 0-5:
-    conv3x3, sep3x3, conv5x5, sep5x5, avgpool, maxpool) and may read every output *before its
-    input* through a skip: the stem's and those of layers ``0 .. k-2`` (``k`` decisions; layer
-    ``k - 1`` is already its input). This is the released code's indexing: its ``prev_layers``
-    starts with the stem output, and skip bit ``i`` of layer ``k`` reads ``prev_layers[i]``.
-    After layers ``L//3 - 1`` and ``2L//3 - 1`` every earlier output is halved by a factorized
-    reduction (channel-preserving during the search, doubling the width when retraining).
+    conv3x3, sep3x3, conv5x5, sep5x5, avgpool, maxpool) and makes ``k`` skip decisions, bit ``j``
+    reading the output of layer ``j`` (the paper: "up to k-1 previous indices" for its 1-based
+    layer k; the controller's attention anchor ``j`` is layer ``j``). The released child instead
+    reads ``prev_layers[j]``, a list that starts with the stem's output: the stem and layers
+    ``0 .. k-2``, one off from its own controller's anchors. ``skips="released"`` builds that
+    reading (to retrain arcs the released code found as it connected them); the default,
+    ``"paper"``, is the consistent one. After layers ``L//3 - 1`` and ``2L//3 - 1`` every
+    earlier output is halved by a factorized reduction (channel-preserving during the search,
+    doubling the width when retraining).
 
     An *arc* is ``L + L(L-1)/2`` integers: for each layer its op, then its skip bits (the released
     code's ``sample_arc`` and ``best_arc.txt`` order).
@@ -33,7 +36,11 @@ Two exports of an arc
     and here both forms build the same six ops.
 
 Average pooling divides by the valid pixels only (TensorFlow's ``SAME`` pooling, as released).
-The dense classifier has a bias (the released one has none).
+Differences kept on purpose: the dense classifier has a bias (the released one has none);
+BatchNorm's epsilon is the library's 1e-5 (released: 1e-3); both forms order every unit conv ->
+BN -> ReLU (the released fixed-arc child orders ReLU -> conv -> BN), so that a search-form
+sub-network and its retraining form compute the same kind of layer; the minimum learning rate
+is the issue's and ENAS's 0.0005 (NHN section 2.1 says 0.001).
 """
 
 from __future__ import annotations
@@ -66,6 +73,7 @@ from fnnjax.arch.spec import (
 
 __all__ = [
     "OPS",
+    "SKIP_CONVENTIONS",
     "Controller",
     "arc_from_string",
     "arc_size",
@@ -134,9 +142,15 @@ def layer_ops(width: int) -> tuple[tuple[Block, ...], ...]:
     )
 
 
-def _skips(k: int) -> tuple[int, ...]:
-    """Flat sources of layer ``k``'s skips: the stem (-1) and layers ``0 .. k-2``."""
-    return tuple(range(-1, k - 1))
+SKIP_CONVENTIONS = ("paper", "released")
+
+
+def _skips(k: int, convention: str = "paper") -> tuple[int, ...]:
+    """Flat sources of layer ``k``'s skip bits: layers ``0 .. k-1`` (``"paper"``), or the stem
+    (-1) and layers ``0 .. k-2`` (``"released"``: the released child's ``prev_layers``)."""
+    if convention not in SKIP_CONVENTIONS:
+        raise ValueError(f"skips: expected one of {SKIP_CONVENTIONS}, got {convention!r}")
+    return tuple(range(k)) if convention == "paper" else tuple(range(-1, k - 1))
 
 
 def macro_space(
@@ -146,6 +160,7 @@ def macro_space(
     input_shape: Sequence[int] = (32, 32, 3),
     num_classes: int = 10,
     mode: str = "auto",
+    skips: str = "paper",
 ) -> Spec:
     """The shared-weight supernet of ENAS's macro search space (module docstring).
 
@@ -155,6 +170,8 @@ def macro_space(
         input_shape, num_classes: the data's.
         mode: the choice blocks' ``mode`` (``"auto"``: all candidates on CPU, ``lax.switch``
             elsewhere).
+        skips: which outputs the skip bits read: ``"paper"`` or ``"released"`` (module
+            docstring).
 
     Raises:
         ValueError: fewer than 1 layer or 2 filters (a reduction splits the width in two halves).
@@ -163,7 +180,7 @@ def macro_space(
     stages = []
     for i, ks in enumerate(stage_of_layers(layers)):
         blocks = tuple(
-            Choice(candidates=layer_ops(filters), mode=mode, gated_skips=_skips(k),
+            Choice(candidates=layer_ops(filters), mode=mode, gated_skips=_skips(k, skips),
                    gated_merge="sum_bn" if k else None)
             for k in ks
         )  # fmt: skip
@@ -295,6 +312,7 @@ def retrain_spec(
     input_shape: Sequence[int] = (32, 32, 3),
     num_classes: int = 10,
     dropout: float = 0.0,
+    skips: str = "paper",
 ) -> Spec:
     """The retraining form of ``arc`` (ENAS's fixed-arc child; module docstring).
 
@@ -311,8 +329,8 @@ def retrain_spec(
         for k in ks:
             op = layer_ops(width)[int(a[offsets[k]])]
             bits = a[offsets[k] + 1 : offsets[k] + 1 + k]
-            skips = tuple(s for s, on in zip(_skips(k), bits, strict=True) if on)
-            blocks.append(Cell(branches=(op,), gated_skips=skips,
+            chosen = tuple(s for s, on in zip(_skips(k, skips), bits, strict=True) if on)
+            blocks.append(Cell(branches=(op,), gated_skips=chosen,
                                gated_merge="concat_conv" if k else None))  # fmt: skip
         stages.append(Stage(blocks=tuple(blocks), reduce=width if i else None,
                             name=f"segment{i}"))  # fmt: skip
@@ -506,13 +524,16 @@ class SearchConfig:
     loss gains ``l2 * sum(w^2)``, as released), cosine learning rate with warm restarts from
     ``child_lr_max`` to ``child_lr_min`` (first period ``lr_t0`` epochs, then ``lr_tmul`` times
     longer; 310 epochs is 4 restarts), global-norm clipping at ``child_clip`` (``None``: off; the
-    released code computes a clipped gradient and then applies the unclipped one), a fresh arc
-    every step, no dropout. Controller: ``controller_steps`` Adam steps (``controller_lr``,
-    beta1 0, eps 1e-3) after each child epoch, each over ``arcs_per_step`` arcs scored on their
-    own validation minibatch of ``reward_batch`` examples (train-mode BatchNorm, as released).
-    ``random_search``: the baseline (uniform arcs with skip probability ``skip_target``, no
-    controller). Derivation: ``derive_arcs`` arcs scored on ``derive_batches`` validation
-    minibatches each; the best is exported.
+    released code computes clipped gradients and then applies the unclipped ones), a fresh arc
+    every step, no dropout, ``augment``: the dataset's crop (+ flip where labels allow;
+    :func:`fnnjax.train.augmentation_for`; the released search pads 4, crops and flips CIFAR).
+    Controller: ``controller_steps`` Adam steps (``controller_lr``, beta1 0, eps 1e-3) after each
+    child epoch, each over ``arcs_per_step`` arcs scored on their own validation minibatch of
+    ``reward_batch`` examples (inference-mode BatchNorm, as released). ``random_search``: the
+    baseline (uniform arcs: every op and every skip bit equally likely; no controller).
+    Derivation: ``derive_arcs`` arcs scored on the same ``derive_batches`` validation
+    minibatches (the paper: one); the best is exported. ``skips``: the skip convention
+    (:func:`macro_space`).
     """
 
     layers: int = 12
@@ -540,6 +561,8 @@ class SearchConfig:
     derive_batches: int = 4
     random_search: bool = False
     mode: str = "auto"
+    augment: bool = True
+    skips: str = "paper"
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -568,11 +591,11 @@ def child_optimizer(config: SearchConfig, steps_per_epoch: int) -> optax.Gradien
 def arc_accuracies(model: nn.Module, variables: Any, arcs: jax.Array, x: jax.Array, y: jax.Array,
                    layers: int) -> jax.Array:  # fmt: skip
     """Accuracy of each arc ``[P, size]`` on its own batch ``x [P, B, ...]`` with the shared
-    weights, BatchNorm on batch statistics (running ones untouched), as ENAS scores rewards."""
+    weights in inference mode (BatchNorm on the shared running statistics), as the released
+    ``build_valid_rl`` scores rewards."""
 
     def one(arc, xb, yb):
-        logits, _ = model.apply({**variables, "arch": arc_to_selection(arc, layers)}, xb,
-                                train=True, mutable=["batch_stats"])  # fmt: skip
+        logits = model.apply({**variables, "arch": arc_to_selection(arc, layers)}, xb)
         return jnp.mean(jnp.argmax(logits, -1) == yb)
 
     return jax.vmap(one)(arcs, x, y)
@@ -641,7 +664,8 @@ def search(
                          f"{config.batch_size}")  # fmt: skip
     parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1)  # unused
     model, engine, controller, ctx, controller_step, score = _search_parts(
-        parts_key, tuple(data.input_shape), data.num_classes, steps
+        parts_key, tuple(data.input_shape), data.num_classes, steps,
+        data.name if config.augment else None,
     )
     k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
     cparams = init_controller(controller, k_controller)
@@ -673,7 +697,7 @@ def search(
         order = rng.permutation(len(data.train))[: steps * config.batch_size]
         order = order.reshape(steps, config.batch_size)
         if config.random_search:
-            arcs = random_arcs(k_arcs, config.layers, steps, skip_prob=config.skip_target)
+            arcs = random_arcs(k_arcs, config.layers, steps)
         else:
             arcs = sample_arcs(controller, state["controller"], k_arcs, steps)["arc"]
         child, losses, accs = state["child"], [], []
@@ -718,6 +742,7 @@ def search(
     if out is not None:
         (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
         kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
+        kw["skips"] = config.skips
         (out / "best_spec.json").write_text(
             to_json(retrain_spec(best, config.layers, config.filters, **kw), indent=1))
         (out / "search_spec.json").write_text(
@@ -734,16 +759,18 @@ def search(
 
 
 @functools.lru_cache(maxsize=8)
-def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classes: int, steps: int):
+def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classes: int, steps: int,
+                  augment: str | None):  # fmt: skip
     """The supernet, its engine, the controller, its optimizer and the jitted steps of a search,
     built once per setting in a process (a resumed or repeated search compiles nothing new)."""
     from fnnjax.arch.build import build_model  # noqa: PLC0415
-    from fnnjax.train import Engine  # noqa: PLC0415
+    from fnnjax.train import Engine, augmentation_for  # noqa: PLC0415
 
     space = macro_space(config.layers, config.filters, input_shape=input_shape,
-                        num_classes=num_classes, mode=config.mode)  # fmt: skip
+                        num_classes=num_classes, mode=config.mode, skips=config.skips)  # fmt: skip
     model = build_model(space)
-    engine = Engine(model, child_optimizer(config, steps))
+    aug = None if augment is None else augmentation_for(augment, input_shape)
+    engine = Engine(model, child_optimizer(config, steps), augment=aug)
     controller = Controller(config.layers, config.lstm_size, tanh_constant=config.tanh_constant,
                             skip_target=config.skip_target)  # fmt: skip
     ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
@@ -758,7 +785,7 @@ def derive(model, controller, state, data, config: SearchConfig, key, *, score=N
     returns them best first as ``[{"arc", "accuracy"}]`` (ties keep sampling order)."""
     k_arcs, k_data = jax.random.split(key)
     if config.random_search:
-        arcs = random_arcs(k_arcs, config.layers, config.derive_arcs, skip_prob=config.skip_target)
+        arcs = random_arcs(k_arcs, config.layers, config.derive_arcs)
     else:
         arcs = sample_arcs(controller, state["controller"], k_arcs, config.derive_arcs)["arc"]
     variables = state["child"].variables()

@@ -25,7 +25,7 @@ def test_arcs_have_the_released_layout_and_text_form():
     assert enas.arc_size(12) == 78 and enas.pool_layers(12) == (3, 7)
     assert enas.stage_of_layers(12) == [[0, 1, 2, 3], [4, 5, 6, 7], [8, 9, 10, 11]]
     assert enas.stage_of_layers(L) == [[0], [1], [2, 3]]
-    # layer 0: op 1; layer 1: op 4, skip [stem]; layer 2: op 0, skips [stem, l0]; layer 3: ...
+    # layer 0: op 1; layer 1: op 4, skip [l0]; layer 2: op 0, skips [l0, l1]; layer 3: ...
     arc = np.array([1, 4, 1, 0, 0, 1, 5, 1, 0, 1])
     assert enas.arc_to_string(arc, L) == "1 4 1 0 0 1 5 1 0 1"
     np.testing.assert_array_equal(enas.arc_from_string("[1, 4, 1, 0, 0, 1, 5, 1, 0, 1]"), arc)
@@ -48,7 +48,11 @@ def test_arcs_have_the_released_layout_and_text_form():
 
 def test_the_supernet_computes_each_arcs_search_form_and_a_hundred_arcs_compile_once():
     spec = enas.macro_space(L, C, input_shape=SHAPE, num_classes=3)
-    assert spec.stages[1].reduce == C and spec.stages[2].blocks[1].gated_skips == (-1, 0, 1)
+    assert spec.stages[1].reduce == C and spec.stages[2].blocks[1].gated_skips == (0, 1, 2)
+    released = enas.macro_space(L, C, input_shape=SHAPE, num_classes=3, skips="released")
+    assert released.stages[2].blocks[1].gated_skips == (-1, 0, 1)  # prev_layers: stem first
+    with pytest.raises(ValueError, match="skips: expected one of"):
+        enas.macro_space(L, C, skips="other")
     model = build_model(spec)
     v = init_variables(model, jax.random.key(0), SHAPE)
     x = jax.random.normal(jax.random.key(1), (4, *SHAPE))
@@ -76,8 +80,8 @@ def test_the_retraining_form_doubles_widths_concatenates_skips_and_trains():
     assert from_json(to_json(spec)) == spec
     shapes = block_shapes(spec)
     assert [shapes[p][2] for p in ("s0b0", "s1b0", "s2b1")] == [C, 2 * C, 4 * C]
-    assert spec.stages[2].blocks[1].gated_skips == (-1, 1)  # bits [1, 0, 1] over [stem, l0, l1]
-    assert "{gc-1,1}" in notation(spec) and spec.head.dropout == 0.2
+    assert spec.stages[2].blocks[1].gated_skips == (0, 2)  # bits [1, 0, 1] over layers 0, 1, 2
+    assert "{gc0,2}" in notation(spec) and spec.head.dropout == 0.2
     data_x = np.random.default_rng(0).normal(size=(16, *SHAPE)).astype(np.float32)
     data_y = np.arange(16, dtype=np.int32) % 3
     engine = Engine(build_model(spec), optax.sgd(0.05))
