@@ -169,6 +169,83 @@ assert difference < 1e-3'''
 ]
 
 
+NOTEBOOKS["03_enas.ipynb"] = [
+    new_markdown_cell(
+        "# ENAS macro search in JAX (NHN step 1)\n\nOne shared-weight supernet of `L` layers (each "
+        "a choice among conv3x3, sep3x3, conv5x5, sep5x5, avgpool and maxpool, with gated skips from "
+        "earlier layers), an LSTM controller trained by REINFORCE, and the export of the best arc "
+        "as a spec that `fnnjax train --spec` retrains. On Colab pick a GPU runtime and set "
+        "`DATASET = \"cifar10\"` (tfds downloads it), `LAYERS = 12`, `FILTERS = 36`; locally the "
+        "bundled `digits` set needs nothing and `fashion_mnist` comes from "
+        "`apt-get install dataset-fashion-mnist`."
+    ),
+    new_code_cell(INSTALL_CELL),
+    new_code_cell(
+        '''# parameters
+import os
+
+TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
+DATASET = "digits" if TINY else "fashion_mnist"
+LAYERS = 2 if TINY else 6
+FILTERS = 4 if TINY else 16
+EPOCHS = 1 if TINY else 10
+RETRAIN_EPOCHS = 1 if TINY else 10'''
+    ),
+    new_code_cell(
+        '''import dataclasses
+
+import jax
+import matplotlib.pyplot as plt
+
+from fnnjax import arch, train
+from fnnjax.construct import enas
+
+data = train.load_dataset(DATASET, validation_fraction=0.1, limit_train=400 if TINY else None)
+print(data.describe())
+space = enas.macro_space(LAYERS, FILTERS, input_shape=data.input_shape, num_classes=data.num_classes)
+print("supernet:", arch.notation(space))
+
+# The controller samples arcs (the released code's L + L(L-1)/2 integers) with their log-probabilities.
+controller = enas.Controller(LAYERS)
+params = enas.init_controller(controller, jax.random.key(0))
+untrained = enas.sample_arcs(controller, params, jax.random.key(1), 3)
+for arc, logp in zip(untrained["arc"], untrained["log_prob"]):
+    print(enas.arc_to_string(arc, LAYERS), f"log p = {float(logp):.2f}")'''
+    ),
+    new_code_cell(
+        '''config = enas.SearchConfig(layers=LAYERS, filters=FILTERS, epochs=EPOCHS)
+if TINY:
+    config = dataclasses.replace(config, batch_size=64, controller_steps=2, arcs_per_step=4,
+                                 reward_batch=32, derive_arcs=10, derive_batches=1)
+result = enas.search(data, config)  # give an out_dir to checkpoint, resume and write best_arc.txt
+
+history = result["history"]
+fig, ax = plt.subplots(figsize=(5, 3))
+epochs = [h["epoch"] for h in history]
+ax.plot(epochs, [h["valid_accuracy"] for h in history], "o-", label="sampled arcs (validation)")
+ax.plot(epochs, [h["child_accuracy"] for h in history], "o-", label="shared weights (train)")
+ax.set(xlabel="epoch", ylabel="accuracy", title="ENAS search")
+ax.legend()
+plt.show()
+print("best arc:", enas.arc_to_string(result["best_arc"], LAYERS),
+      f"({result['best_accuracy']:.1%} with the shared weights)")'''
+    ),
+    new_code_cell(
+        '''# Retrain the best arc from scratch in its retraining form (skips concatenated, then a 1x1
+# conv; widths doubled at each reduction). The search never read the test split.
+spec = enas.retrain_spec(result["best_arc"], LAYERS, FILTERS, input_shape=data.input_shape,
+                         num_classes=data.num_classes)
+print(arch.notation(spec))
+print(f"{arch.analytic_counts(spec)['params']:,} parameters")
+config = train.TrainConfig(epochs=RETRAIN_EPOCHS, optimizer="sgd", learning_rate=0.05, momentum=0.9,
+                           nesterov=True, schedule="cosine", weight_decay=5e-4)
+run = train.fit(arch.build_model(spec), data, config)
+print(f"test accuracy {run.history[-1]['test_accuracy']:.2%}")
+assert 0.0 <= run.history[-1]["test_accuracy"] <= 1.0'''
+    ),
+]
+
+
 def render(name: str) -> str:
     """The text of ``colab/<name>``: stable cell ids, so regenerating changes nothing."""
     cells = [nbformat.from_dict(dict(cell)) for cell in NOTEBOOKS[name]]
