@@ -97,11 +97,8 @@ def selection_of(
     """
     blocks, gated, edges = choice_blocks(spec), gated_blocks(spec), addon_blocks(spec)
     choices, skips, addons = dict(choices or {}), dict(skips or {}), dict(addons or {})
-    for path, gates in addons.items():
-        if path not in edges:
-            raise ValueError(f"addons: {path!r} has no add-on edges; blocks with them are "
-                             f"{', '.join(edges) or 'none'}")  # fmt: skip
-        _check_gates(f"addons[{path!r}]", np.asarray(gates), edges[path])
+    _check_gate_args("addons", addons, edges, "add-on edges")
+    _check_gate_args("skips", skips, gated, "gated skips")
     for path, k in choices.items():
         if path not in blocks:
             raise ValueError(f"choices: {path!r} is not a choice block; they are "
@@ -111,11 +108,6 @@ def selection_of(
     out: dict[str, Any] = {
         path: {"choice": jnp.asarray(int(choices.get(path, 0)), jnp.int32)} for path in blocks
     }
-    for path, gates in skips.items():
-        if path not in gated:
-            raise ValueError(f"skips: {path!r} has no gated skips; blocks with them are "
-                             f"{', '.join(gated) or 'none'}")  # fmt: skip
-        _check_gates(f"skips[{path!r}]", np.asarray(gates), gated[path])
     for path, n in gated.items():
         if n:
             out[_merge_path(path)] = {
@@ -130,6 +122,15 @@ def selection_of(
                 "connections": jnp.ones(shapes[_addon_path(path, e)], jnp.float32),
             }
     return out
+
+
+def _check_gate_args(arg: str, given: Mapping[str, Any], known: Mapping[str, int], what: str):
+    """Checks ``selection_of``'s ``arg``: known block paths, 0/1 gates of the right length."""
+    for path, gates in given.items():
+        if path not in known:
+            raise ValueError(f"{arg}: {path!r} has no {what}; blocks with them are "
+                             f"{', '.join(known) or 'none'}")  # fmt: skip
+        _check_gates(f"{arg}[{path!r}]", np.asarray(gates), known[path])
 
 
 def _check_gates(what: str, gates: np.ndarray, n: int) -> None:

@@ -140,6 +140,19 @@ def test_odd_sizes_reduce_like_enas_and_profile_counts_every_parameter():
     assert {"s1red_in", "s2red_in"} <= {u.path.split("/")[0] for u in units}
 
 
+def _check_export(spec, v, selection, supernet, x):
+    """The materialized spec's variables have its model's tree and give the supernet's outputs
+    (eval and train mode); returns that tree's shapes."""
+    plain = materialize(spec, selection)
+    pv = materialize_variables(spec, v, selection)
+    pm = build_model(plain, use_masks=True)
+    want = init_variables(pm, jax.random.key(0), plain.input_shape, abstract=True)
+    assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
+    for y1, y2 in zip(supernet({**v, "arch": selection}, x), _both_modes(pm)(pv, x), strict=True):
+        np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+    return want
+
+
 def test_materialized_selections_compute_the_supernets_outputs(random_variables):
     # Block 2 reads the stem and block 0 reduced twice; blocks 1 and 2 merge differently.
     spec = search_space(("sum_bn", "concat_conv"), layers=1)
@@ -156,12 +169,7 @@ def test_materialized_selections_compute_the_supernets_outputs(random_variables)
         assert not any(isinstance(b, Choice) for st in plain.stages for b in st.blocks)
         for path, n in gated_blocks(plain).items():
             assert n == int(sel[f"{path}_skip"]["gates"].sum())
-        pv = materialize_variables(spec, v, sel)
-        pm = build_model(plain, use_masks=True)
-        want = init_variables(pm, jax.random.key(0), plain.input_shape, abstract=True)
-        assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
-        for y1, y2 in zip(supernet({**v, "arch": sel}, x), _both_modes(pm)(pv, x), strict=True):
-            np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+        _check_export(spec, v, sel, supernet, x)
 
 
 def test_selections_and_materialize_check_their_gates():
@@ -298,12 +306,7 @@ def test_addon_edges_export_with_their_connections_and_drop_the_rows_of_edges_sw
         one = jax.tree_util.tree_map(lambda a, p=p: a[p], pop)
         plain = materialize(spec, one)
         assert [len(b.addons) for b in plain.stages[0].blocks[2:]] == gates[:, p].reshape(2, 2).sum(1).tolist()
-        pv = materialize_variables(spec, v, one)
-        pm = build_model(plain, use_masks=True)
-        want = init_variables(pm, jax.random.key(0), plain.input_shape, abstract=True)
-        assert jax.tree_util.tree_map(jnp.shape, pv) == jax.tree_util.tree_map(jnp.shape, want)
-        for y1, y2 in zip(supernet({**v, "arch": one}, x), _both_modes(pm)(pv, x), strict=True):
-            np.testing.assert_allclose(y1, y2, rtol=1e-5, atol=1e-5)
+        want = _check_export(spec, v, one, supernet, x)
     # Without an "arch" collection in the variables, the export is still complete.
     weights = {k: v[k] for k in ("params", "batch_stats", "masks")}
     pv = materialize_variables(spec, weights, one)
