@@ -14,7 +14,8 @@ command (a GPU, CIFAR-10 under tfds):
 
     python experiments/enas_search.py --dataset cifar10 --layers 12 --filters 36 --epochs 310 \\
         --retrain-epochs 310 --limit-train 0
-    python experiments/enas_search.py                       # the CPU size REPRODUCTION.md records
+    python experiments/enas_search.py --epochs 6 --controller-steps 10 --reward-batch 32
+                                                            # the CPU size REPRODUCTION.md records
     python experiments/enas_search.py --quick               # seconds, for CI
 
 Writes ``results.json`` (per entry: arc, parameters, test accuracy per seed) under ``--out``;
@@ -73,13 +74,16 @@ def main(argv=None) -> dict:
     p.add_argument("--retrain-epochs", type=int, default=5)
     p.add_argument("--limit-train", type=int, default=6000, help="0: the whole training split")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    p.add_argument("--controller-steps", type=int, default=50)
+    p.add_argument("--controller-steps", type=int, default=50, help="per epoch (paper: 50)")
+    p.add_argument("--reward-batch", type=int, default=128,
+                   help="validation examples per arc and controller step (released: 128)")  # fmt: skip
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("experiments/out/enas"))
     add_devices_arg(p)
     args = p.parse_args(argv)
     search_config = enas.SearchConfig(layers=args.layers, filters=args.filters,
-                                      epochs=args.epochs, controller_steps=args.controller_steps)  # fmt: skip
+                                      epochs=args.epochs, controller_steps=args.controller_steps,
+                                      reward_batch=args.reward_batch)  # fmt: skip
     if args.quick:
         quick_devices(args)
         args.dataset, args.limit_train, args.seeds, args.retrain_epochs = "digits", 400, [0], 1
