@@ -523,7 +523,8 @@ class SearchConfig:
     Child: ``layers`` x ``filters``, Nesterov momentum ``child_momentum``, L2 ``child_l2`` (the
     loss gains ``l2 * sum(w^2)``, as released), cosine learning rate with warm restarts from
     ``child_lr_max`` to ``child_lr_min`` (first period ``lr_t0`` epochs, then ``lr_tmul`` times
-    longer; 310 epochs is 4 restarts), global-norm clipping at ``child_clip`` (``None``: off; the
+    longer; 310 epochs is 4 restarts), clipping at ``child_clip`` (``None``: off) by global norm
+    (``clip_mode="global"``) or per tensor (``"tensor"``, the released default mode; the
     released code computes clipped gradients and then applies the unclipped ones), a fresh arc
     every step, no dropout, ``augment``: the dataset's crop (+ flip where labels allow;
     :func:`fnnjax.train.augmentation_for`; the released search pads 4, crops and flips CIFAR).
@@ -547,6 +548,7 @@ class SearchConfig:
     child_momentum: float = 0.9
     child_l2: float = 2.5e-4
     child_clip: float | None = 5.0
+    clip_mode: str = "global"
     lstm_size: int = 64
     tanh_constant: float = 1.5
     controller_lr: float = 1e-3
@@ -578,11 +580,27 @@ def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig)
     return lo + 0.5 * (hi - lo) * (1.0 + jnp.cos(jnp.pi * rate))
 
 
+def _clip_each_tensor(bound: float) -> optax.GradientTransformation:
+    """Scales every gradient tensor whose l2 norm exceeds ``bound`` down to it (``tf.clip_by_norm``
+    per variable, the released code's ``clip_mode="norm"``)."""
+
+    def clip(updates, params=None):
+        del params
+        return jax.tree_util.tree_map(
+            lambda g: g * jnp.minimum(1.0, bound / jnp.maximum(jnp.linalg.norm(g), 1e-12)), updates
+        )
+
+    return optax.stateless(clip)
+
+
 def child_optimizer(config: SearchConfig, steps_per_epoch: int) -> optax.GradientTransformation:
     """L2 (as a gradient ``2 * l2 * w``), optional clipping, Nesterov SGD on the cosine rate."""
     parts = [optax.add_decayed_weights(2.0 * config.child_l2)]
     if config.child_clip is not None:
-        parts.append(optax.clip_by_global_norm(config.child_clip))
+        if config.clip_mode not in ("global", "tensor"):
+            raise ValueError(f"clip_mode: expected 'global' or 'tensor', got {config.clip_mode!r}")
+        parts.append(optax.clip_by_global_norm(config.child_clip) if config.clip_mode == "global"
+                     else _clip_each_tensor(config.child_clip))  # fmt: skip
     schedule = functools.partial(cosine_restarts, steps_per_epoch=steps_per_epoch, config=config)
     parts.append(optax.sgd(schedule, momentum=config.child_momentum, nesterov=True))
     return optax.chain(*parts)
@@ -616,8 +634,8 @@ def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: Se
             cparams, controller, arcs, acc, baseline, entropy_weight=config.entropy_weight,
             skip_weight=config.skip_weight, baseline_decay=config.baseline_decay)  # fmt: skip
         updates, copt = tx.update(grads, copt, cparams)
-        return optax.apply_updates(cparams, updates), copt, aux["baseline"], {**aux, "accuracy":
-                                                                              jnp.mean(acc)}  # fmt: skip
+        aux = {**aux, "accuracy": jnp.mean(acc), "arcs": arcs, "accuracies": acc}
+        return optax.apply_updates(cparams, updates), copt, aux["baseline"], aux
 
     return jax.jit(step)
 
@@ -640,7 +658,8 @@ def search(
     every epoch in ``out_dir/checkpoints``; keys and data orders derive from ``(seed, epoch)``,
     so a killed search resumed from its folder ends as an uninterrupted one. ``out_dir`` receives
     ``search.jsonl`` (per epoch: child loss and accuracy, controller reward, entropy, baseline,
-    skip rate, validation accuracy of the sampled arcs), ``search.png``, and at the end
+    skip rate, validation accuracy of the sampled arcs), ``arcs.jsonl`` (every arc the controller
+    sampled in its steps, with its reward accuracy), ``search.png``, and at the end
     ``best_arc.txt`` (released format), ``best_spec.json`` (retraining form),
     ``search_spec.json`` (search form) and ``top_arcs.json``.
 
@@ -652,7 +671,7 @@ def search(
     """
     from fnnjax.arch.serialize import to_json  # noqa: PLC0415
     from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
-    from fnnjax.train.rundir import _truncate_jsonl, append_jsonl, plot_history  # noqa: PLC0415
+    from fnnjax.train.rundir import _truncate_jsonl, append_jsonl  # noqa: PLC0415
 
     if len(data.validation) < config.reward_batch:
         raise ValueError(f"data.validation: ENAS scores arcs on validation batches of "
@@ -684,11 +703,13 @@ def search(
             state, meta = restored
             start = int(meta["epoch"]) + 1
             _truncate_jsonl(out / "search.jsonl", start - 1)
+            _truncate_jsonl(out / "arcs.jsonl", start - 1)
             history = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()
                        if ln.strip()] if (out / "search.jsonl").exists() else []  # fmt: skip
             log(f"resuming the search after epoch {start - 1} from {out / 'checkpoints'}")
-        elif (out / "search.jsonl").exists():
-            (out / "search.jsonl").unlink()
+        else:
+            for name in ("search.jsonl", "arcs.jsonl"):
+                (out / name).unlink(missing_ok=True)
     x_train, y_train = jax.device_put(data.train.x), jax.device_put(data.train.y)
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     for epoch in range(start, config.epochs):
@@ -723,13 +744,20 @@ def search(
                     x_val[idx], y_val[idx])  # fmt: skip
                 auxes.append(aux)
             state = {**state, "controller": cparams, "controller_opt": copt, "baseline": baseline}
-            mean = {k: float(np.mean([a[k] for a in auxes])) for k in auxes[0]}
+            sampled = [{"epoch": epoch, "step": t,
+                        "arcs": [arc_to_string(a, config.layers) for a in np.asarray(aux["arcs"])],
+                        "accuracy": np.asarray(aux["accuracies"]).round(6).tolist()}
+                       for t, aux in enumerate(auxes)]  # fmt: skip
+            scalars = [k for k in auxes[0] if k not in ("arcs", "accuracies")]
+            mean = {k: float(np.mean([a[k] for a in auxes])) for k in scalars}
             record.update(reward=mean["reward"], entropy=mean["entropy"], skip_rate=mean["skip_rate"],
                           valid_accuracy=mean["accuracy"], baseline=float(baseline))  # fmt: skip
         history.append(record)
         log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
                      for k, v in record.items()))  # fmt: skip
         if out is not None:
+            for line in [] if config.random_search else sampled:
+                append_jsonl(out / "arcs.jsonl", line)
             append_jsonl(out / "search.jsonl", record)
             ckpt.save(epoch, state, {"epoch": epoch, "config": dataclasses.asdict(config),
                                      "seed": seed})  # fmt: skip
@@ -750,11 +778,8 @@ def search(
         (out / "top_arcs.json").write_text(json.dumps(
             [{"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"]}
              for t in top], indent=1))  # fmt: skip
-        if history and "reward" in history[0]:
-            plot_history([{"epoch": h["epoch"], "train_loss": h["child_loss"],
-                           "train_accuracy": h["child_accuracy"],
-                           "validation_accuracy": h["valid_accuracy"]} for h in history],
-                         out / "search.png", title="ENAS search")  # fmt: skip
+        if history:
+            _plot_search(history, out / "search.png")
     return result
 
 
@@ -776,6 +801,39 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
     ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
     score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
     return model, engine, controller, ctx, _controller_step_fn(model, controller, ctx, config), score
+
+
+def _plot_search(history: list[dict[str, Any]], path: Path) -> None:
+    """The search's curves: child loss and accuracy; with a controller, its reward, baseline,
+    sampled arcs' validation accuracy, entropy and skip rate."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    epochs = [h["epoch"] for h in history]
+    controlled = "reward" in history[0]
+    fig, axes = plt.subplots(1, 3 if controlled else 1, figsize=(12 if controlled else 4, 3.2),
+                             squeeze=False)  # fmt: skip
+    ax = axes[0, 0]
+    ax.plot(epochs, [h["child_accuracy"] for h in history], "o-", label="child accuracy (train)")
+    ax.plot(epochs, [h["child_loss"] for h in history], "o-", label="child loss")
+    if controlled:
+        ax.plot(epochs, [h["valid_accuracy"] for h in history], "o-",
+                label="sampled arcs (validation)")  # fmt: skip
+        for key in ("reward", "baseline"):
+            axes[0, 1].plot(epochs, [h[key] for h in history], "o-", label=key)
+        axes[0, 2].plot(epochs, [h["skip_rate"] for h in history], "o-", label="skip rate")
+        twin = axes[0, 2].twinx()
+        twin.plot(epochs, [h["entropy"] for h in history], "s--", color="gray", label="entropy")
+        twin.set_ylabel("entropy")
+    for a in axes[0]:
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
 
 
 def derive(model, controller, state, data, config: SearchConfig, key, *, score=None

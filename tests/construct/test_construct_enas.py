@@ -142,6 +142,25 @@ def test_cosine_restarts_follow_the_released_schedule():
     assert lr[1] < 0.002 and lr[3] < 0.001
 
 
+def test_child_gradients_clip_by_global_norm_or_per_tensor():
+    grads = {"a": jnp.full((4,), 3.0), "b": jnp.full((1,), 0.5)}  # norms 6 and 0.5
+    params = jax.tree_util.tree_map(jnp.zeros_like, grads)
+
+    def first_update(mode):
+        config = enas.SearchConfig(child_clip=1.0, clip_mode=mode, child_l2=0.0)
+        tx = enas.child_optimizer(config, steps_per_epoch=1)
+        updates, _ = tx.update(grads, tx.init(params), params)
+        return {k: float(jnp.linalg.norm(v)) / 0.05 for k, v in updates.items()}  # lr 0.05
+
+    per_tensor = first_update("tensor")  # a: 6 -> 1, b: 0.5 stays (Nesterov: x (1 + 0.9))
+    assert per_tensor["a"] == pytest.approx(1.9, rel=1e-4)
+    assert per_tensor["b"] == pytest.approx(0.95, rel=1e-4)
+    total = first_update("global")  # both scaled by 1 / sqrt(36.25)
+    assert total["b"] == pytest.approx(0.95 / np.sqrt(36.25), rel=1e-4)
+    with pytest.raises(ValueError, match="clip_mode: expected 'global' or 'tensor'"):
+        enas.child_optimizer(enas.SearchConfig(clip_mode="layer"), 1)
+
+
 def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted(tmp_path, capsys):
     from fnnjax.cli import main
     from fnnjax.train import load_dataset
@@ -159,7 +178,7 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted
     resumed = enas.search(data, config, tmp_path / "cut", log=lines.append)
     assert any("resuming the search after epoch 0" in ln for ln in lines)
     whole, cut = tmp_path / "whole", tmp_path / "cut"
-    for name in ("best_arc.txt", "search.jsonl", "top_arcs.json", "best_spec.json"):
+    for name in ("best_arc.txt", "search.jsonl", "arcs.jsonl", "top_arcs.json", "best_spec.json"):
         assert (cut / name).read_text() == (whole / name).read_text(), name  # bitwise the same
     records = [json.loads(ln) for ln in (cut / "search.jsonl").read_text().splitlines()]
     assert [r["epoch"] for r in records] == [0, 1]
