@@ -5,7 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from experiments import fnn_table1, fnn_table2, templates_table1, templates_width
+from experiments import enas_search, fnn_table1, fnn_table2, templates_table1, templates_width
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -22,6 +22,17 @@ def test_fnn_table1_quick_writes_table_curves_and_figures(tmp_path, capsys):
     assert all(row["final_test_accuracy"][0] > 0.3 for row in payload["table"])  # chance is 0.1
     summary = json.loads((tmp_path / "runs" / "fnn-1024-seed0" / "summary.json").read_text())
     assert len(summary["devices"]) == 1  # --quick: one device (the suite simulates 8)
+
+
+def test_enas_quick_searches_both_ways_and_retrains_three_nets(tmp_path, capsys):
+    payload = enas_search.main(["--quick", "--out", str(tmp_path)])
+    rows = payload["rows"]
+    assert set(rows) == {"enas", "random", "plain"}
+    assert rows["plain"]["arc"] == "0 0 0"  # conv3x3 everywhere, no skip
+    assert all(0.0 <= a <= 1.0 for row in rows.values() for a in row["test_accuracy"])
+    assert abs(rows["plain"]["params"] - rows["enas"]["params"]) <= rows["enas"]["params"] // 2
+    assert (tmp_path / "enas" / "best_arc.txt").exists() and (tmp_path / "results.json").exists()
+    assert "random " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize("script", [fnn_table1, fnn_table2, templates_table1, templates_width],

@@ -681,7 +681,10 @@ def search(
     if steps < 1:
         raise ValueError(f"data.train: {len(data.train)} examples is less than one batch of "
                          f"{config.batch_size}")  # fmt: skip
-    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1)  # unused
+    # Fields the compiled parts do not read are normalized, so that e.g. a random search after an
+    # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
+    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
+                                    random_search=False)  # fmt: skip
     model, engine, controller, ctx, controller_step, score = _search_parts(
         parts_key, tuple(data.input_shape), data.num_classes, steps,
         data.name if config.augment else None,
