@@ -671,7 +671,11 @@ def search(
     """
     from fnnjax.arch.serialize import to_json  # noqa: PLC0415
     from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
-    from fnnjax.train.rundir import _truncate_jsonl, append_jsonl  # noqa: PLC0415
+    from fnnjax.train.rundir import (  # noqa: PLC0415
+        _truncate_jsonl,
+        append_jsonl,
+        archive_previous_run,
+    )
 
     if len(data.validation) < config.reward_batch:
         raise ValueError(f"data.validation: ENAS scores arcs on validation batches of "
@@ -700,8 +704,11 @@ def search(
     ckpt = None
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            archive_previous_run(out, SEARCH_FILES)
         ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
-        restored = ckpt.restore_latest(state) if resume else None
+        check = functools.partial(_check_same_search, config=config, seed=seed, out=out)
+        restored = ckpt.restore_latest(state, check=check) if resume else None
         if restored is not None:
             state, meta = restored
             start = int(meta["epoch"]) + 1
@@ -804,6 +811,22 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
     ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
     score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
     return model, engine, controller, ctx, _controller_step_fn(model, controller, ctx, config), score
+
+
+SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.png",
+                "best_arc.txt", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
+
+
+def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path) -> None:
+    """Refuses to resume a folder holding another search (any setting but ``epochs`` differs)."""
+    saved = dict(meta.get("config", {}), seed=meta.get("seed"))
+    now = dict(dataclasses.asdict(config), seed=seed)
+    diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now
+            if k != "epochs" and saved.get(k) != now[k]]  # fmt: skip
+    if diff:
+        raise ValueError(f"{out} holds a different search ({'; '.join(diff[:3])}); pass another "
+                         f"out folder, or resume=False (--no-resume) to start afresh (the old "
+                         f"files are moved to {out}/previous-<time>/)")  # fmt: skip
 
 
 def _plot_search(history: list[dict[str, Any]], path: Path) -> None:

@@ -151,9 +151,10 @@ _RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json",
               "curves.png", "tensorboard")  # fmt: skip
 
 
-def archive_previous_run(out: Path) -> None:
-    """Moves an earlier run's files aside so that starting afresh loses nothing."""
-    names = [n for n in _RUN_FILES if (out / n).exists()]
+def archive_previous_run(out: Path, names: tuple[str, ...] = _RUN_FILES) -> None:
+    """Moves an earlier run's files (``names`` in ``out``; default: ``fit``'s) into
+    ``out/previous-<time>/`` so that starting afresh loses nothing."""
+    names = [n for n in names if (out / n).exists()]
     if names:
         archive = out / time.strftime("previous-%Y%m%d-%H%M%S")
         archive.mkdir()

@@ -189,3 +189,13 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted
     assert (cut / "search.png").exists()
     with pytest.raises(ValueError, match="validation_fraction > 0"):
         enas.search(load_dataset("digits", limit_train=200), config)
+    # A folder holding another search is refused; --no-resume moves its files aside.
+    with pytest.raises(ValueError, match=r"holds a different search \(seed: 0 there, 1 now\)"):
+        enas.search(data, config, cut, seed=1, log=lambda _: None)
+    enas.search(data, dataclasses.replace(config, epochs=1), cut, seed=1, resume=False,
+                log=lambda _: None)  # fmt: skip
+    archived = list(cut.glob("previous-*"))
+    assert len(archived) == 1 and (archived[0] / "arcs.jsonl").read_text() == (
+        whole / "arcs.jsonl").read_text()
+    assert len((cut / "search.jsonl").read_text().splitlines()) == 1
+
