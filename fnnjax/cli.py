@@ -236,8 +236,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="the random-search baseline: uniform arcs, no controller")  # fmt: skip
     enas.add_argument("--limit-train", type=_positive_int, help="use only this many examples")
     enas.add_argument("--seed", type=int, default=0, help="default 0")
-    enas.add_argument("--no-resume", action="store_true", help="start afresh even if OUT has "
-                      "checkpoints (the old ones are replaced)")  # fmt: skip
+    enas.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
+                      "a search (its files are moved to OUT/previous-<time>/)")  # fmt: skip
     enas.add_argument("--quick", action="store_true",
                       help="tiny sizes (digits, 2 layers, 4 filters, 2 epochs): a smoke test")  # fmt: skip
     enas.add_argument("--out", type=Path, required=True, help="output folder")
