@@ -28,25 +28,14 @@ import numpy as np
 import optax
 
 from benchmarks.common import machine, median_seconds, write_json
-from fnnjax.arch import Choice, Conv, Head, Pool, SepConv, Spec, Stage, build_model
+from fnnjax.arch import Choice, Conv, Head, Spec, Stage, build_model
 from fnnjax.arch.select import materialize, random_selections, selection_of
+from fnnjax.construct.enas import layer_ops
 from fnnjax.train import Engine
 
 
-def enas_ops(c: int) -> tuple[tuple, ...]:
-    """ENAS macro search's six candidates at width ``c`` (1x1 conv first, as in the search)."""
-    return (
-        (Conv(filters=c, kernel=1), Conv(filters=c, kernel=3)),
-        (Conv(filters=c, kernel=1), SepConv(filters=c, kernel=3, mid_norm_act=False)),
-        (Conv(filters=c, kernel=1), Conv(filters=c, kernel=5)),
-        (Conv(filters=c, kernel=1), SepConv(filters=c, kernel=5, mid_norm_act=False)),
-        (Conv(filters=c, kernel=1), Pool(op="avg", window=3, stride=1, padding=1)),
-        (Conv(filters=c, kernel=1), Pool(op="max", window=3, stride=1, padding=1)),
-    )
-
-
 def supernet(width: int, layers: int, mode: str, shape: tuple[int, int, int]) -> Spec:
-    blocks = tuple(Choice(candidates=enas_ops(width), mode=mode) for _ in range(layers))
+    blocks = tuple(Choice(candidates=layer_ops(width), mode=mode) for _ in range(layers))
     return Spec(input_shape=shape, num_classes=10, stem=(Conv(filters=width),),
                 stages=(Stage(blocks=blocks),), head=Head(), name=f"supernet-{mode}")  # fmt: skip
 

@@ -532,26 +532,11 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
     elif isinstance(b, Pad):
         _nonneg_int(f"{path}.amount", b.amount)
     elif isinstance(b, Cell):
-        _tuple(f"{path}.branches", b.branches)
-        if not b.branches:
-            _fail(f"{path}.branches", "at least one branch", b.branches)
-        for k, branch in enumerate(b.branches):
-            _tuple(f"{path}.branches[{k}]", branch)
-            for m, op in enumerate(branch):
-                _validate_block(op, f"{path}.branches[{k}][{m}]", leaf_only=True, allow_skips=False)
+        _validate_sequences(f"{path}.branches", b.branches, "branch", empty_ok=True)
         _choice(f"{path}.merge", b.merge, ("concat", "add"))
         _choice(f"{path}.act", b.act, ACTIVATIONS)
     elif isinstance(b, Choice):
-        _tuple(f"{path}.candidates", b.candidates)
-        if not b.candidates:
-            _fail(f"{path}.candidates", "at least one candidate", b.candidates)
-        for k, seq in enumerate(b.candidates):
-            _tuple(f"{path}.candidates[{k}]", seq)
-            if not seq:
-                _fail(f"{path}.candidates[{k}]", "at least one op", seq)
-            for m, op in enumerate(seq):
-                _validate_block(op, f"{path}.candidates[{k}][{m}]", leaf_only=True,
-                                allow_skips=False)  # fmt: skip
+        _validate_sequences(f"{path}.candidates", b.candidates, "candidate", empty_ok=False)
         _choice(f"{path}.mode", b.mode, CHOICE_MODES)
     elif isinstance(b, Residual):
         _tuple(f"{path}.body", b.body)
@@ -561,6 +546,20 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
             _validate_block(op, f"{path}.body[{m}]", leaf_only=True, allow_skips=False)
         _choice(f"{path}.shortcut", b.shortcut, ("auto", "identity", "projection"))
         _choice(f"{path}.act", b.act, ACTIVATIONS)
+
+
+def _validate_sequences(path: str, seqs: Any, what: str, *, empty_ok: bool) -> None:
+    """A non-empty tuple of tuples of leaf ops (a cell's branches, a choice's candidates);
+    ``empty_ok``: whether one sequence may hold no op (an identity branch)."""
+    _tuple(path, seqs)
+    if not seqs:
+        _fail(path, f"at least one {what}", seqs)
+    for k, seq in enumerate(seqs):
+        _tuple(f"{path}[{k}]", seq)
+        if not seq and not empty_ok:
+            _fail(f"{path}[{k}]", "at least one op", seq)
+        for m, op in enumerate(seq):
+            _validate_block(op, f"{path}[{k}][{m}]", leaf_only=True, allow_skips=False)
 
 
 def _validate_fields(spec: Spec) -> None:

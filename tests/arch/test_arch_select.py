@@ -12,7 +12,6 @@ from fnnjax.arch import (
     Conv,
     Head,
     Pool,
-    SepConv,
     Spec,
     Stage,
     build_model,
@@ -28,17 +27,11 @@ from fnnjax.arch.select import (
     random_selections,
     selection_of,
 )
+from fnnjax.construct.enas import layer_ops
 from fnnjax.train import Engine, TrainState, load_dataset, read_stats
 
 C = 6
-ENAS_OPS = (
-    (Conv(filters=C, kernel=1), Conv(filters=C, kernel=3)),  # conv3x3
-    (Conv(filters=C, kernel=1), SepConv(filters=C, kernel=3, mid_norm_act=False)),  # sep3x3
-    (Conv(filters=C, kernel=1), Conv(filters=C, kernel=5)),  # conv5x5
-    (Conv(filters=C, kernel=1), SepConv(filters=C, kernel=5, mid_norm_act=False)),  # sep5x5
-    (Conv(filters=C, kernel=1), Pool(op="avg", window=3, stride=1, padding=1)),  # avgpool
-    (Conv(filters=C, kernel=1), Pool(op="max", window=3, stride=1, padding=1)),  # maxpool
-)
+ENAS_OPS = layer_ops(C)  # the six ENAS candidates, 1x1 conv first
 
 
 def supernet(mode="auto"):

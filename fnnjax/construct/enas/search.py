@@ -1,0 +1,403 @@
+"""ENAS's search: a thin resumable driver over the space and the controller
+(see :mod:`fnnjax.construct.enas`)."""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import json
+from pathlib import Path
+from typing import Any
+
+import flax.linen as nn
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnnjax.construct.enas.controller import (
+    Controller,
+    init_controller,
+    reinforce_loss,
+    sample_arcs,
+)
+from fnnjax.construct.enas.space import (
+    arc_to_selection,
+    arc_to_string,
+    macro_space,
+    random_arcs,
+    retrain_spec,
+    search_spec,
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class SearchConfig:
+    """ENAS macro search settings (defaults: the paper and the released macro script).
+
+    Child: ``layers`` x ``filters``, Nesterov momentum ``child_momentum``, L2 ``child_l2`` (the
+    loss gains ``l2 * sum(w^2)``, as released), cosine learning rate with warm restarts from
+    ``child_lr_max`` to ``child_lr_min`` (first period ``lr_t0`` epochs, then ``lr_tmul`` times
+    longer; 310 epochs is 4 restarts), clipping at ``child_clip`` (``None``: off) by global norm
+    (``clip_mode="global"``) or per tensor (``"tensor"``, the released default mode; the
+    released code computes clipped gradients and then applies the unclipped ones), a fresh arc
+    every step, no dropout, ``augment``: the dataset's crop (+ flip where labels allow;
+    :func:`fnnjax.train.augmentation_for`; the released search pads 4, crops and flips CIFAR).
+    Controller: ``controller_steps`` Adam steps (``controller_lr``, beta1 0, eps 1e-3) after each
+    child epoch, each over ``arcs_per_step`` arcs scored on their own validation minibatch of
+    ``reward_batch`` examples (inference-mode BatchNorm, as released). ``random_search``: the
+    baseline (uniform arcs: every op and every skip bit equally likely; no controller).
+    Derivation: ``derive_arcs`` arcs scored on the same ``derive_batches`` validation
+    minibatches (the paper: one); the best is exported. ``skips``: the skip convention
+    (:func:`macro_space`).
+    """
+
+    layers: int = 12
+    filters: int = 36
+    epochs: int = 310
+    batch_size: int = 128
+    child_lr_max: float = 0.05
+    child_lr_min: float = 0.0005
+    lr_t0: int = 10
+    lr_tmul: int = 2
+    child_momentum: float = 0.9
+    child_l2: float = 2.5e-4
+    child_clip: float | None = 5.0
+    clip_mode: str = "global"
+    lstm_size: int = 64
+    tanh_constant: float = 1.5
+    controller_lr: float = 1e-3
+    controller_steps: int = 50
+    arcs_per_step: int = 20
+    reward_batch: int = 128
+    entropy_weight: float = 1e-4
+    skip_weight: float = 0.8
+    skip_target: float = 0.4
+    baseline_decay: float = 0.99
+    derive_arcs: int = 100
+    derive_batches: int = 4
+    random_search: bool = False
+    mode: str = "auto"
+    augment: bool = True
+    skips: str = "paper"
+
+
+def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
+    """ENAS's learning rate at ``step``: cosine within a period, epoch-granular (released)."""
+    epoch = (step // steps_per_epoch).astype(jnp.float32)
+    t_i, start = jnp.asarray(config.lr_t0, jnp.float32), jnp.asarray(0.0, jnp.float32)
+    for _ in range(64):  # enough restarts for any run (floats: the periods grow geometrically)
+        passed = epoch >= start + t_i
+        start = jnp.where(passed, start + t_i, start)
+        t_i = jnp.where(passed, t_i * config.lr_tmul, t_i)
+    rate = (epoch - start) / t_i
+    lo, hi = config.child_lr_min, config.child_lr_max
+    return lo + 0.5 * (hi - lo) * (1.0 + jnp.cos(jnp.pi * rate))
+
+
+def _clip_each_tensor(bound: float) -> optax.GradientTransformation:
+    """Scales every gradient tensor whose l2 norm exceeds ``bound`` down to it (``tf.clip_by_norm``
+    per variable, the released code's ``clip_mode="norm"``)."""
+
+    def clip(updates, params=None):
+        del params
+        return jax.tree_util.tree_map(
+            lambda g: g * jnp.minimum(1.0, bound / jnp.maximum(jnp.linalg.norm(g), 1e-12)), updates
+        )
+
+    return optax.stateless(clip)
+
+
+def child_optimizer(config: SearchConfig, steps_per_epoch: int) -> optax.GradientTransformation:
+    """L2 (as a gradient ``2 * l2 * w``), optional clipping, Nesterov SGD on the cosine rate."""
+    parts = [optax.add_decayed_weights(2.0 * config.child_l2)]
+    if config.child_clip is not None:
+        if config.clip_mode not in ("global", "tensor"):
+            raise ValueError(f"clip_mode: expected 'global' or 'tensor', got {config.clip_mode!r}")
+        parts.append(optax.clip_by_global_norm(config.child_clip) if config.clip_mode == "global"
+                     else _clip_each_tensor(config.child_clip))  # fmt: skip
+    schedule = functools.partial(cosine_restarts, steps_per_epoch=steps_per_epoch, config=config)
+    parts.append(optax.sgd(schedule, momentum=config.child_momentum, nesterov=True))
+    return optax.chain(*parts)
+
+
+def arc_accuracies(model: nn.Module, variables: Any, arcs: jax.Array, x: jax.Array, y: jax.Array,
+                   layers: int) -> jax.Array:  # fmt: skip
+    """Accuracy of each arc ``[P, size]`` on its own batch ``x [P, B, ...]`` with the shared
+    weights in inference mode (BatchNorm on the shared running statistics), as the released
+    ``build_valid_rl`` scores rewards."""
+
+    def one(arc, xb, yb):
+        logits = model.apply({**variables, "arch": arc_to_selection(arc, layers)}, xb)
+        return jnp.mean(jnp.argmax(logits, -1) == yb)
+
+    return jax.vmap(one)(arcs, x, y)
+
+
+_selection = jax.jit(arc_to_selection, static_argnums=1)
+_learning_rate = jax.jit(cosine_restarts, static_argnums=(1, 2))
+
+
+def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: SearchConfig):
+    """One jitted controller step: sample arcs, score them, REINFORCE, Adam."""
+
+    def step(cparams, copt, baseline, variables, key, x, y):
+        k_sample, _ = jax.random.split(key)
+        arcs = sample_arcs(controller, cparams, k_sample, config.arcs_per_step)["arc"]
+        acc = arc_accuracies(model, variables, arcs, x, y, config.layers)
+        grads, aux = jax.grad(reinforce_loss, has_aux=True)(
+            cparams, controller, arcs, acc, baseline, entropy_weight=config.entropy_weight,
+            skip_weight=config.skip_weight, baseline_decay=config.baseline_decay)  # fmt: skip
+        updates, copt = tx.update(grads, copt, cparams)
+        aux = {**aux, "accuracy": jnp.mean(acc), "arcs": arcs, "accuracies": acc}
+        return optax.apply_updates(cparams, updates), copt, aux["baseline"], aux
+
+    return jax.jit(step)
+
+
+def search(
+    data: Any,
+    config: SearchConfig = SearchConfig(),
+    out_dir: str | None = None,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    log: Any = print,
+) -> dict[str, Any]:
+    """Runs ENAS's macro search on ``data`` (a :class:`fnnjax.train.Dataset` with a validation
+    split; the test split is never read) and exports the result.
+
+    Each epoch: one pass of child training (a fresh arc per step, sampled by the controller, or
+    uniform with ``random_search``), then the controller's steps. The whole search state (shared
+    weights and their optimizer, controller and its optimizer, baseline) is checkpointed after
+    every epoch in ``out_dir/checkpoints``; keys and data orders derive from ``(seed, epoch)``,
+    so a killed search resumed from its folder ends as an uninterrupted one. ``out_dir`` receives
+    ``search.jsonl`` (per epoch: child loss and accuracy, controller reward, entropy, baseline,
+    skip rate, validation accuracy of the sampled arcs), ``arcs.jsonl`` (every arc the controller
+    sampled in its steps, with its reward accuracy), ``search.png``, and at the end
+    ``best_arc.txt`` (released format), ``best_spec.json`` (retraining form),
+    ``search_spec.json`` (search form) and ``top_arcs.json``.
+
+    Returns:
+        ``{"best_arc", "best_accuracy", "top", "history", "state"}``.
+
+    Raises:
+        ValueError: no validation split, or too few training examples for one batch.
+    """
+    from fnnjax.arch.serialize import to_json  # noqa: PLC0415
+    from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
+    from fnnjax.train.rundir import (  # noqa: PLC0415
+        _truncate_jsonl,
+        append_jsonl,
+        archive_previous_run,
+    )
+
+    if len(data.validation) < config.reward_batch:
+        raise ValueError(f"data.validation: ENAS scores arcs on validation batches of "
+                         f"{config.reward_batch}; load the dataset with validation_fraction > 0 "
+                         f"(it has {len(data.validation)} examples)")  # fmt: skip
+    steps = len(data.train) // config.batch_size
+    if steps < 1:
+        raise ValueError(f"data.train: {len(data.train)} examples is less than one batch of "
+                         f"{config.batch_size}")  # fmt: skip
+    # Fields the compiled parts do not read are normalized, so that e.g. a random search after an
+    # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
+    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
+                                    random_search=False)  # fmt: skip
+    model, engine, controller, ctx, controller_step, score = _search_parts(
+        parts_key, tuple(data.input_shape), data.num_classes, steps,
+        data.name if config.augment else None,
+    )
+    k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
+    cparams = init_controller(controller, k_controller)
+    state = {"child": engine.init(k_child, data.input_shape),
+             "controller": cparams, "controller_opt": ctx.init(cparams),
+             "baseline": jnp.zeros((), jnp.float32)}  # fmt: skip
+    out = None if out_dir is None else Path(out_dir)
+    history: list[dict[str, Any]] = []
+    start = 0
+    ckpt = None
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            archive_previous_run(out, SEARCH_FILES)
+        ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
+        check = functools.partial(_check_same_search, config=config, seed=seed, out=out)
+        restored = ckpt.restore_latest(state, check=check) if resume else None
+        if restored is not None:
+            state, meta = restored
+            start = int(meta["epoch"]) + 1
+            _truncate_jsonl(out / "search.jsonl", start - 1)
+            _truncate_jsonl(out / "arcs.jsonl", start - 1)
+            history = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()
+                       if ln.strip()] if (out / "search.jsonl").exists() else []  # fmt: skip
+            log(f"resuming the search after epoch {start - 1} from {out / 'checkpoints'}")
+        else:
+            for name in ("search.jsonl", "arcs.jsonl"):
+                (out / name).unlink(missing_ok=True)
+    x_train, y_train = jax.device_put(data.train.x), jax.device_put(data.train.y)
+    x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
+    for epoch in range(start, config.epochs):
+        k_arcs, k_ctrl = jax.random.split(jax.random.fold_in(k_epochs, epoch))
+        rng = np.random.default_rng([seed, epoch])
+        order = rng.permutation(len(data.train))[: steps * config.batch_size]
+        order = order.reshape(steps, config.batch_size)
+        if config.random_search:
+            arcs = random_arcs(k_arcs, config.layers, steps)
+        else:
+            arcs = sample_arcs(controller, state["controller"], k_arcs, steps)["arc"]
+        child, losses, accs = state["child"], [], []
+        for s in range(steps):
+            child = child.replace(collections={**child.collections,
+                                               "arch": _selection(arcs[s], config.layers)})  # fmt: skip
+            child, metrics = engine.train_steps(child, x_train, y_train, order[s : s + 1])
+            losses.append(metrics["loss"])
+            accs.append(metrics["accuracy"])
+        state = {**state, "child": child}
+        record = {"epoch": epoch, "child_loss": float(np.mean(losses)),
+                  "child_accuracy": float(np.mean(accs)),
+                  "lr": float(_learning_rate(child.step - 1, steps, config))}  # fmt: skip
+        if not config.random_search:
+            variables = child.variables()
+            cparams, copt, baseline = (state["controller"], state["controller_opt"],
+                                       state["baseline"])  # fmt: skip
+            auxes = []
+            for t in range(config.controller_steps):
+                idx = rng.integers(0, len(x_val), (config.arcs_per_step, config.reward_batch))
+                cparams, copt, baseline, aux = controller_step(
+                    cparams, copt, baseline, variables, jax.random.fold_in(k_ctrl, t),
+                    x_val[idx], y_val[idx])  # fmt: skip
+                auxes.append(aux)
+            state = {**state, "controller": cparams, "controller_opt": copt, "baseline": baseline}
+            sampled = [{"epoch": epoch, "step": t,
+                        "arcs": [arc_to_string(a, config.layers) for a in np.asarray(aux["arcs"])],
+                        "accuracy": np.asarray(aux["accuracies"]).round(6).tolist()}
+                       for t, aux in enumerate(auxes)]  # fmt: skip
+            scalars = [k for k in auxes[0] if k not in ("arcs", "accuracies")]
+            mean = {k: float(np.mean([a[k] for a in auxes])) for k in scalars}
+            record.update(reward=mean["reward"], entropy=mean["entropy"], skip_rate=mean["skip_rate"],
+                          valid_accuracy=mean["accuracy"], baseline=float(baseline))  # fmt: skip
+        history.append(record)
+        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                     for k, v in record.items()))  # fmt: skip
+        if out is not None:
+            for line in [] if config.random_search else sampled:
+                append_jsonl(out / "arcs.jsonl", line)
+            append_jsonl(out / "search.jsonl", record)
+            ckpt.save(epoch, state, {"epoch": epoch, "config": dataclasses.asdict(config),
+                                     "seed": seed})  # fmt: skip
+    if ckpt is not None:
+        ckpt.close()
+    top = derive(model, controller, state, data, config, k_derive, score=score)
+    best = np.asarray(top[0]["arc"])
+    result = {"best_arc": best, "best_accuracy": top[0]["accuracy"], "top": top,
+              "history": history, "state": state}  # fmt: skip
+    if out is not None:
+        (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
+        kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
+        kw["skips"] = config.skips
+        (out / "best_spec.json").write_text(
+            to_json(retrain_spec(best, config.layers, config.filters, **kw), indent=1))
+        (out / "search_spec.json").write_text(
+            to_json(search_spec(best, config.layers, config.filters, **kw), indent=1))  # fmt: skip
+        (out / "top_arcs.json").write_text(json.dumps(
+            [{"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"]}
+             for t in top], indent=1))  # fmt: skip
+        if history:
+            _plot_search(history, out / "search.png")
+    return result
+
+
+@functools.lru_cache(maxsize=8)
+def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classes: int, steps: int,
+                  augment: str | None):  # fmt: skip
+    """The supernet, its engine, the controller, its optimizer and the jitted steps of a search,
+    built once per setting in a process (a resumed or repeated search compiles nothing new)."""
+    from fnnjax.arch.build import build_model  # noqa: PLC0415
+    from fnnjax.train import Engine, augmentation_for  # noqa: PLC0415
+
+    space = macro_space(config.layers, config.filters, input_shape=input_shape,
+                        num_classes=num_classes, mode=config.mode, skips=config.skips)  # fmt: skip
+    model = build_model(space)
+    aug = None if augment is None else augmentation_for(augment, input_shape)
+    engine = Engine(model, child_optimizer(config, steps), augment=aug)
+    controller = Controller(config.layers, config.lstm_size, tanh_constant=config.tanh_constant,
+                            skip_target=config.skip_target)  # fmt: skip
+    ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
+    score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
+    return model, engine, controller, ctx, _controller_step_fn(model, controller, ctx, config), score
+
+
+SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.png",
+                "best_arc.txt", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
+
+
+def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path) -> None:
+    """Refuses to resume a folder holding another search (any setting but ``epochs`` differs)."""
+    saved = dict(meta.get("config", {}), seed=meta.get("seed"))
+    now = dict(dataclasses.asdict(config), seed=seed)
+    diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now
+            if k != "epochs" and saved.get(k) != now[k]]  # fmt: skip
+    if diff:
+        raise ValueError(f"{out} holds a different search ({'; '.join(diff[:3])}); pass another "
+                         f"out folder, or resume=False (--no-resume) to start afresh (the old "
+                         f"files are moved to {out}/previous-<time>/)")  # fmt: skip
+
+
+def _plot_search(history: list[dict[str, Any]], path: Path) -> None:
+    """The search's curves: child loss and accuracy; with a controller, its reward, baseline,
+    sampled arcs' validation accuracy, entropy and skip rate."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    epochs = [h["epoch"] for h in history]
+    controlled = "reward" in history[0]
+    fig, axes = plt.subplots(1, 3 if controlled else 1, figsize=(12 if controlled else 4, 3.2),
+                             squeeze=False)  # fmt: skip
+    ax = axes[0, 0]
+    ax.plot(epochs, [h["child_accuracy"] for h in history], "o-", label="child accuracy (train)")
+    ax.plot(epochs, [h["child_loss"] for h in history], "o-", label="child loss")
+    if controlled:
+        ax.plot(epochs, [h["valid_accuracy"] for h in history], "o-",
+                label="sampled arcs (validation)")  # fmt: skip
+        for key in ("reward", "baseline"):
+            axes[0, 1].plot(epochs, [h[key] for h in history], "o-", label=key)
+        axes[0, 2].plot(epochs, [h["skip_rate"] for h in history], "o-", label="skip rate")
+        twin = axes[0, 2].twinx()
+        twin.plot(epochs, [h["entropy"] for h in history], "s--", color="gray", label="entropy")
+        twin.set_ylabel("entropy")
+    for a in axes[0]:
+        a.set_xlabel("epoch")
+        a.legend(fontsize=7)
+        a.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def derive(model, controller, state, data, config: SearchConfig, key, *, score=None
+           ) -> list[dict[str, Any]]:  # fmt: skip
+    """Scores ``config.derive_arcs`` arcs (sampled by the controller, or uniform for random
+    search) on ``config.derive_batches`` validation minibatches each with the shared weights;
+    returns them best first as ``[{"arc", "accuracy"}]`` (ties keep sampling order)."""
+    k_arcs, k_data = jax.random.split(key)
+    if config.random_search:
+        arcs = random_arcs(k_arcs, config.layers, config.derive_arcs)
+    else:
+        arcs = sample_arcs(controller, state["controller"], k_arcs, config.derive_arcs)["arc"]
+    variables = state["child"].variables()
+    rng = np.random.default_rng(np.asarray(jax.random.key_data(k_data)).tolist())
+    x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
+    if score is None:
+        score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
+    total = np.zeros(config.derive_arcs)
+    for _ in range(config.derive_batches):
+        idx = rng.integers(0, len(x_val), config.reward_batch)
+        xs = np.broadcast_to(x_val[idx], (config.derive_arcs, *x_val[idx].shape))
+        ys = np.broadcast_to(y_val[idx], (config.derive_arcs, config.reward_batch))
+        total += np.asarray(score(variables, arcs, xs, ys))
+    acc = total / config.derive_batches
+    order = np.argsort(-acc, kind="stable")
+    return [{"arc": np.asarray(arcs[i]), "accuracy": float(acc[i])} for i in order]
