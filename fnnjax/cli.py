@@ -242,6 +242,57 @@ def build_parser() -> argparse.ArgumentParser:
                       help="tiny sizes (digits, 2 layers, 4 filters, 2 epochs): a smoke test")  # fmt: skip
     enas.add_argument("--out", type=Path, required=True, help="output folder")
 
+    env = commands.add_parser(
+        "envelopenet", help="EnvelopeNet construction: train with statistics, prune, add cells",
+        parents=debug, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Constructs a network from an EnvelopeNet C/n1-n2-.../M (Kamath et al. "
+        "2018): each iteration trains the current network from scratch while per-block "
+        "featuremap statistics accumulate, prunes the weakest blocks of every stage and appends "
+        "a cell at its tail. OUT gets construction.json (one record per iteration), "
+        "final_spec.json (`fnnjax train --spec OUT/final_spec.json`), statistics.png and "
+        "widths.png. Rerunning the command resumes an interrupted construction.",
+        epilog="examples:\n  fnnjax envelopenet --quick --out runs/env-quick\n"
+        "  fnnjax envelopenet --init 16/4-1-1/6 --epochs-per-iteration 2 --limit-train 10000 "
+        "--out runs/env\n"
+        "  fnnjax envelopenet --init 128/10-1-1-1/6 --max-layers 15,5,3,3 --dataset cifar10 "
+        "--final-epochs 100 --out runs/env-c10   (paper scale; a GPU)",
+    )  # fmt: skip
+    env.add_argument("--init", default="128/10-1-1-1/6",
+                     help="the EnvelopeNet C/n1-n2-.../M; default 128/10-1-1-1/6")  # fmt: skip
+    env.add_argument("--cell", help="the cell's blocks, comma-separated (default "
+                     "1x1,3x3,3x3sep,5x5,5x5sep,7x7sep; M must match)")  # fmt: skip
+    env.add_argument("--iterations", type=_positive_int, default=5, help="N; default 5")
+    env.add_argument("--epochs-per-iteration", type=_positive_int, default=10, help="default 10")
+    env.add_argument("--max-layers", help="per stage, the depth past which a stage is left "
+                     "unchanged, comma-separated (the released code's for 10-1-1-1: 15,5,3,3); "
+                     "default: no limit")  # fmt: skip
+    env.add_argument("--max-prune", type=_positive_int, default=6, help="default 6")
+    env.add_argument("--statistic", choices=("l2", "variance"), default="l2", help="default l2")
+    env.add_argument("--order", choices=("paper", "released"), default="paper",
+                     help="conv-ReLU-BN (paper, default) or conv-BN-ReLU (released code)")  # fmt: skip
+    env.add_argument("--width", choices=("layer", "block"), default="layer",
+                     help="fixed layer width (default) or fixed channels per block")  # fmt: skip
+    env.add_argument("--dense-skips", action="store_true", help="DenseNet-style skips")
+    env.add_argument("--worst-case", action="store_true", help="prune the highest statistics")
+    env.add_argument("--batch-size", type=_positive_int, default=50, help="default 50")
+    env.add_argument("--lr", type=_positive_float, default=0.1, help="SGD rate; default 0.1")
+    env.add_argument("--no-augment", action="store_true", help="no random crops / flips")
+    env.add_argument("--final-epochs", type=int, default=0,
+                     help="then train the constructed network this long; default 0")  # fmt: skip
+    env.add_argument("--dataset", default="fashion_mnist",
+                     help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
+    env.add_argument("--validation", type=float, default=0.0,
+                     help="share of the training split held out; default 0")  # fmt: skip
+    env.add_argument("--limit-train", type=_positive_int, help="use only this many examples")
+    env.add_argument("--devices", type=_positive_int, help="data-parallel devices; default all")
+    env.add_argument("--seed", type=int, default=0, help="default 0")
+    env.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
+                     "a construction (its files are moved to OUT/previous-<time>/)")  # fmt: skip
+    env.add_argument("--quick", action="store_true",
+                     help="tiny sizes (digits, 6/2-1/3 with a 3-block cell, 2 iterations of 3 "
+                     "epochs, batch 40): a smoke test")  # fmt: skip
+    env.add_argument("--out", type=Path, required=True, help="output folder")
+
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -447,6 +498,58 @@ def _enas(args: argparse.Namespace) -> int:
     return 0
 
 
+def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
+    if text is None:
+        return None
+    try:
+        return tuple(int(v) for v in text.split(","))
+    except ValueError:
+        raise ValueError(f"{flag}: expected comma-separated integers such as 15,5,3,3, got "
+                         f"{text!r}") from None  # fmt: skip
+
+
+def _envelopenet(args: argparse.Namespace) -> int:
+    from fnnjax.arch import analytic_counts  # noqa: PLC0415
+    from fnnjax.construct import envelope as ev  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+    from fnnjax.train import load_dataset  # noqa: PLC0415
+
+    if not 0.0 <= args.validation < 1.0:
+        raise ConfigError(f"--validation: expected a share in [0, 1), got {args.validation}")
+    if args.final_epochs < 0:
+        raise ConfigError(f"--final-epochs: expected an integer >= 0, got {args.final_epochs}")
+    init, dataset, limit = args.init, args.dataset, args.limit_train
+    cell = ev.CELL_OPS if args.cell is None else tuple(c.strip() for c in args.cell.split(","))
+    iterations, epochs, batch = args.iterations, args.epochs_per_iteration, args.batch_size
+    if args.quick:
+        init, cell, dataset, limit = "6/2-1/3", ("1x1", "3x3", "3x3sep"), "digits", limit or 400
+        iterations, epochs, batch = 2, 3, 40
+    try:
+        envelope = ev.EnvelopeConfig(cell=cell, order=args.order, width=args.width,
+                                     dense_skips=args.dense_skips)  # fmt: skip
+        restructure = ev.RestructureConfig(max_prune=args.max_prune, worst_case=args.worst_case,
+                                           max_layers=_int_list(args.max_layers, "--max-layers"))  # fmt: skip
+        config = ev.ConstructionConfig.from_notation(
+            init, envelope=envelope, restructure=restructure, iterations=iterations,
+            epochs_per_iteration=epochs, batch_size=batch, learning_rate=args.lr,
+            augment=not args.no_augment, statistic=args.statistic, final_epochs=args.final_epochs)
+    except ValueError as e:
+        raise ConfigError(f"--init/--cell/--max-layers: {e}") from None
+    data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed,
+                        limit_train=limit)  # fmt: skip
+    result = ev.construct(data, config, args.out, seed=args.seed, resume=not args.no_resume,
+                          progress=True, num_devices=args.devices)  # fmt: skip
+    first = result["records"][0]
+    ratio = analytic_counts(result["spec"])["params"] / first["params"]
+    print(f"EnvelopeNet {first['notation']} -> {result['notation']} on {dataset} in "
+          f"{config.construction_epochs()} epochs (parameters x{ratio:.2f}; blocks per layer "
+          f"{' | '.join('-'.join(map(str, s)) for s in ev.block_counts(result['layers']))})")  # fmt: skip
+    if result["final"] is not None:
+        print(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")
+    print(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {dataset}")
+    return 0
+
+
 def _list_models() -> int:
     from fnnjax import models  # noqa: PLC0415
 
@@ -474,6 +577,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"train": _train, "profile": _profile, "spec": _spec, "enas": _enas,
+                "envelopenet": _envelopenet,
                 "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning

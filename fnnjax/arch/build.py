@@ -221,6 +221,7 @@ class SepConvUnit(nn.Module):
             bias=op.bias,
             norm=op.norm and op.mid_norm_act,
             act=op.act if op.mid_norm_act else None,
+            act_first=op.act_first,
             name="dw",
             **hooks,
         )(x, train, active)
@@ -230,6 +231,7 @@ class SepConvUnit(nn.Module):
             bias=op.bias,
             norm=op.norm,
             act=op.act,
+            act_first=op.act_first,
             name="pw",
             **hooks,
         )(x, train, active)

@@ -173,6 +173,8 @@ class SepConv(Block):
 
     With ``mid_norm_act=True`` this is the MobileNet v1 block; with False, the NASNet/ENAS
     separable conv. ``filters`` is the pointwise output width (the depthwise width is the input's).
+    ``act_first``: each unit applies its activation before its BN (conv -> act -> BN, the
+    EnvelopeNets paper's order), as :class:`Conv`'s.
     """
 
     filters: int
@@ -182,6 +184,7 @@ class SepConv(Block):
     norm: bool = True
     act: str | None = "relu"
     mid_norm_act: bool = True
+    act_first: bool = False
     kind: ClassVar[str] = "sepconv"
 
 
@@ -521,6 +524,7 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
             _fail(f"{path}.filters", f"a multiple of groups={b.groups}", b.filters)
     elif isinstance(b, SepConv):
         _bool(f"{path}.mid_norm_act", b.mid_norm_act)
+        _bool(f"{path}.act_first", b.act_first)
     elif isinstance(b, Pool):
         _choice(f"{path}.op", b.op, ("max", "avg"))
         _pos_int(f"{path}.window", b.window)

@@ -1,11 +1,12 @@
 """Construction algorithms as pure spec transforms (one paper per module).
 
-:mod:`fnnjax.construct.templates` (filter redistribution templates) and
-:mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller) are imported as
-modules: ``from fnnjax.construct import enas``.
+:mod:`fnnjax.construct.templates` (filter redistribution templates),
+:mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller) and
+:mod:`fnnjax.construct.envelope` (EnvelopeNets' cells, statistic, restructuring and
+construction) are imported as modules: ``from fnnjax.construct import enas, envelope``.
 """
 
-from fnnjax.construct import enas
+from fnnjax.construct import enas, envelope
 from fnnjax.construct.layers import (
     apportion,
     count_filters,
@@ -26,6 +27,7 @@ from fnnjax.construct.templates import (
 __all__ = [
     "TEMPLATE_NAMES",
     "enas",
+    "envelope",
     "apply_template",
     "apportion",
     "count_filters",

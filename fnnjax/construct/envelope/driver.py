@@ -1,0 +1,377 @@
+"""EnvelopeNet construction: the featuremap statistic and the thin resumable driver."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import time
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from fnnjax.construct.envelope.net import (
+    EnvelopeConfig,
+    Layers,
+    block_counts,
+    block_modules,
+    envelope_notation_of,
+    envelope_spec,
+    initial_layers,
+    layer_widths,
+    parse_notation,
+)
+from fnnjax.construct.envelope.restructure import RestructureConfig, restructure_layers
+
+__all__ = ["STATISTICS", "ConstructionConfig", "block_statistics", "construct"]
+
+STATISTICS = ("l2", "variance")
+CONSTRUCTION_FILES = ("construction.json", "final_spec.json", "iterations", "final",
+                      "statistics.png", "widths.png")  # fmt: skip
+
+
+def block_statistics(
+    stats: Mapping[str, Any], layers: Layers, envelope: EnvelopeConfig, *, batch_size: int,
+    statistic: str = "l2",
+) -> dict[str, float]:  # fmt: skip
+    """Per-block featuremap statistics from the engine's accumulated ``stats``.
+
+    Args:
+        stats: :func:`fnnjax.train.read_stats` of a model built with ``collect_stats=True``
+            (per conv unit, the means over the steps of ``featuremap_msq`` and
+            ``featuremap_var``, each ``[channels]``).
+        layers, envelope: the network the statistics come from.
+        batch_size: the training batch size.
+        statistic: ``"l2"``: the paper's squared l2 norm of the block's output normalized by the
+            featuremap size, as the released code computes it: per batch, the sum over the
+            examples of ``y**2`` averaged over height, width and channels, then averaged over
+            the batches (``batch_size * mean_c(featuremap_msq)``). ``"variance"``: the running
+            featuremap variance (the paper's second statistic), averaged over the channels.
+
+    Returns:
+        ``{"s{i}/l{j}/{op}": value}`` for every block.
+    """
+    if statistic not in STATISTICS:
+        raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got {statistic!r}")
+    out = {}
+    for key, path in block_modules(layers, envelope).items():
+        node: Any = stats
+        for part in path.split("/"):
+            if not isinstance(node, Mapping) or part not in node:
+                raise ValueError(f"stats: no statistics at {path!r} for block {key!r}; build the "
+                                 "model with collect_stats=True")  # fmt: skip
+            node = node[part]
+        if statistic == "l2":
+            out[key] = float(batch_size * np.mean(np.asarray(node["featuremap_msq"])))
+        else:
+            out[key] = float(np.mean(np.asarray(node["featuremap_var"])))
+    return out
+
+
+@dataclasses.dataclass(frozen=True)
+class ConstructionConfig:
+    """An EnvelopeNet construction (defaults: the paper's section 5 where it says).
+
+    Attributes:
+        stages: the initial layers per stage (the paper's A: ``(10, 1, 1, 1)``).
+        envelope: the cell, widths, block order and classifier (:class:`EnvelopeConfig`; its
+            ``channels`` is ``C``).
+        restructure: pruning and depth limits (:class:`RestructureConfig`).
+        iterations: restructuring iterations ``N`` (5).
+        epochs_per_iteration: training epochs that collect the statistics in each iteration
+            (10; the network is trained from scratch every iteration: no weight inheritance).
+        batch_size, learning_rate, momentum: SGD (50, 0.1, none; the paper's exponential decay
+            by 0.1 per 350 epochs is a constant rate over an iteration).
+        augment: random crops (and flips where labels allow) during training; the paper used
+            crops and brightness/contrast changes.
+        statistic: ``"l2"`` (default) or ``"variance"`` (:func:`block_statistics`).
+        final_epochs: train the constructed network this many epochs at the end (0: don't; the
+            paper trains it for 100 and counts them in the construction time).
+    """
+
+    stages: tuple[int, ...] = (10, 1, 1, 1)
+    envelope: EnvelopeConfig = EnvelopeConfig()
+    restructure: RestructureConfig = RestructureConfig()
+    iterations: int = 5
+    epochs_per_iteration: int = 10
+    batch_size: int = 50
+    learning_rate: float = 0.1
+    momentum: float = 0.0
+    augment: bool = True
+    statistic: str = "l2"
+    final_epochs: int = 0
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "stages", tuple(self.stages))
+        if not self.stages or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
+                                  for n in self.stages):  # fmt: skip
+            raise ValueError(f"stages: expected positive layer counts, got {self.stages!r}")
+        for name in ("iterations", "epochs_per_iteration", "batch_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if isinstance(self.final_epochs, bool) or not isinstance(self.final_epochs, int) \
+                or self.final_epochs < 0:  # fmt: skip
+            raise ValueError(f"final_epochs: expected an int >= 0, got {self.final_epochs!r}")
+        if self.statistic not in STATISTICS:
+            raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got "
+                             f"{self.statistic!r}")  # fmt: skip
+        if self.restructure.max_layers is not None and len(self.restructure.max_layers) != len(self.stages):
+            raise ValueError(f"max_layers: expected one value per stage ({len(self.stages)}), got "
+                             f"{self.restructure.max_layers!r}")  # fmt: skip
+
+    @classmethod
+    def from_notation(cls, text: str, *, envelope: EnvelopeConfig | None = None,
+                      **fields: Any) -> ConstructionConfig:  # fmt: skip
+        """A config whose initial network is ``C/n1-n2-.../M`` (``M`` must be the cell's size;
+        ``envelope`` gives the rest of the network, its ``channels`` replaced by ``C``)."""
+        envelope = envelope or EnvelopeConfig()
+        c, stages, m = parse_notation(text)
+        if m != envelope.m:
+            raise ValueError(f"notation {text!r}: M = {m}, but the cell has {envelope.m} blocks "
+                             f"{envelope.cell}; give a cell of {m} blocks")  # fmt: skip
+        return cls(stages=stages, envelope=dataclasses.replace(envelope, channels=c), **fields)
+
+    @property
+    def notation(self) -> str:
+        return envelope_notation_of(self.envelope.channels, initial_layers(self.stages, self.envelope),
+                                    self.envelope.m)  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    def construction_epochs(self, final_epochs: int | None = None) -> int:
+        """The paper's construction time in epochs, ``N * f * t_train + t_train``: the statistics
+        epochs of every iteration plus the final training (``final_epochs``, default the
+        config's)."""
+        final = self.final_epochs if final_epochs is None else final_epochs
+        return self.iterations * self.epochs_per_iteration + final
+
+
+def _train_config(config: ConstructionConfig, epochs: int, seed: int, progress: bool,
+                  num_devices: int | None):  # fmt: skip
+    from fnnjax.train import TrainConfig  # noqa: PLC0415
+
+    return TrainConfig(epochs=epochs, batch_size=config.batch_size, optimizer="sgd",
+                       learning_rate=config.learning_rate, momentum=config.momentum,
+                       augment=config.augment, seed=seed, progress=progress,
+                       keep_checkpoints=1, num_devices=num_devices)  # fmt: skip
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    os.replace(tmp, path)
+
+
+def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    saved_config = dict(meta.get("config", {}))
+    now_config = dict(now["config"])
+    for c in (saved_config, now_config):
+        c.pop("iterations", None)  # more iterations continue a construction
+        c.pop("final_epochs", None)
+    diff = [f"{k}: {saved_config.get(k)!r} there, {v!r} now" for k, v in now_config.items()
+            if saved_config.get(k) != v]  # fmt: skip
+    diff += [f"{k}: {meta.get(k)!r} there, {now[k]!r} now" for k in ("seed", "dataset")
+             if meta.get(k) != now[k]]  # fmt: skip
+    if diff:
+        raise ValueError(f"{out} holds a different construction ({'; '.join(diff[:3])}); pass "
+                         f"another out folder, or resume=False (--no-resume) to start afresh (the "
+                         f"old files are moved to {out}/previous-<time>/)")  # fmt: skip
+
+
+def construct(
+    data: Any,
+    config: ConstructionConfig = ConstructionConfig(),
+    out_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+    num_devices: int | None = None,
+) -> dict[str, Any]:
+    """Constructs an EnvelopeNet (section 4.3): ``iterations`` times, train the current network
+    from scratch for ``epochs_per_iteration`` epochs while the statistics accumulate, then
+    restructure it; optionally train the result for ``final_epochs``.
+
+    Each iteration trains through :func:`fnnjax.train.fit` in ``out_dir/iterations/<k>/``
+    (checkpointed every epoch), so a killed construction resumes inside the iteration it was
+    in. ``out_dir`` receives ``construction.json`` (the configuration and one record per
+    iteration: ``notation``, ``block_counts``, ``spec``, per-block ``statistics``, ``pruned``,
+    ``added``, parameters and FLOPs, the iteration's test accuracy), the running statistics of
+    every epoch (``iterations/<k>/statistics.json``), ``final_spec.json`` (trainable with
+    ``fnnjax train --spec``), ``statistics.png`` (Figure 2: the running statistic of the blocks
+    of several layers in the first iteration) and ``widths.png`` (blocks and channels per layer
+    of the constructed network). Seeds derive from ``seed`` and the iteration, so the same seed
+    gives the same construction. ``num_devices``: data-parallel devices (default: all local
+    ones; the batch size must be a multiple of their number).
+
+    Returns:
+        ``{"spec", "layers", "notation", "records", "final"}`` (``final``: the final training's
+        summary, or None).
+    """
+    from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
+    from fnnjax.train import fit, read_stats  # noqa: PLC0415
+    from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
+
+    env = config.envelope
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
+    now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
+    records: list[dict[str, Any]] = []
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            archive_previous_run(out, CONSTRUCTION_FILES)
+        path = out / "construction.json"
+        if path.exists():
+            saved = json.loads(path.read_text())
+            _check_same_construction(saved, now, out)
+            records = saved["records"][: config.iterations]
+    say = log or (lambda _: None)
+
+    def save() -> None:
+        if out is not None:
+            _write_json(out / "construction.json", {**now, "records": records})
+
+    layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
+    shape, classes = data.input_shape, data.num_classes
+    for k in range(len(records), config.iterations):
+        spec = envelope_spec(layers, env, shape, classes)
+        run_dir = None if out is None else out / "iterations" / str(k)
+        running: list[dict[str, Any]] = []
+        if run_dir is not None and (run_dir / "statistics.json").exists():
+            running = json.loads((run_dir / "statistics.json").read_text())
+
+        def on_epoch_end(record, state, layers=layers, run_dir=run_dir, running=running):
+            stats = block_statistics(read_stats(state), layers, env, batch_size=config.batch_size,
+                                     statistic=config.statistic)  # fmt: skip
+            running[:] = [r for r in running if r["epoch"] < record["epoch"]]
+            running.append({"epoch": record["epoch"], "step": record["step"], "statistics": stats})
+            if run_dir is not None:
+                _write_json(run_dir / "statistics.json", running)
+
+        started = time.perf_counter()
+        result = fit(build_model(spec, collect_stats=True), data,
+                     _train_config(config, config.epochs_per_iteration, seed * 1000 + k, progress,
+                                   num_devices),
+                     out_dir=run_dir, resume=resume, description=to_dict(spec),
+                     on_epoch_end=on_epoch_end)  # fmt: skip
+        stats = block_statistics(read_stats(result.state), layers, env,
+                                 batch_size=config.batch_size, statistic=config.statistic)  # fmt: skip
+        done = restructure_layers(layers, stats, env, config.restructure)
+        counts = analytic_counts(spec)
+        records.append({
+            "iteration": k,
+            "notation": envelope_notation_of(env.channels, layers, env.m),
+            "block_counts": block_counts(layers),
+            "widths": layer_widths(layers, env),
+            "params": counts["params"],
+            "flops": counts["flops"],
+            "spec": to_dict(spec),
+            "statistics": stats,
+            "pruned": list(done.pruned),
+            "added": [None if a is None else {"stage": i, "layer": a}
+                      for i, a in enumerate(done.added)],
+            "next_layers": [[list(layer) for layer in stage] for stage in done.layers],
+            "next_notation": envelope_notation_of(env.channels, done.layers, env.m),
+            "test_accuracy": result.summary.get("final_test_accuracy"),
+            "validation_accuracy": result.summary.get("final_validation_accuracy"),
+            "seconds": time.perf_counter() - started,
+        })  # fmt: skip
+        save()
+        say(f"iteration {k + 1}/{config.iterations}: {records[-1]['notation']} -> "
+            f"{records[-1]['next_notation']}, pruned {len(done.pruned)} blocks")  # fmt: skip
+        layers = done.layers
+
+    spec = envelope_spec(layers, env, shape, classes)
+    final = None
+    if out is not None:
+        (out / "final_spec.json").write_text(to_json(spec))
+        if records:
+            _plot_statistics(records[0], out / "iterations" / "0" / "statistics.json",
+                             out / "statistics.png")  # fmt: skip
+        _plot_widths(layers, env, out / "widths.png")
+    if config.final_epochs:
+        result = fit(build_model(spec), data,
+                     _train_config(config, config.final_epochs, seed * 1000 + config.iterations,
+                                   progress, num_devices),
+                     out_dir=None if out is None else out / "final", resume=resume,
+                     description=to_dict(spec))  # fmt: skip
+        final = result.summary
+    return {"spec": spec, "layers": layers,
+            "notation": envelope_notation_of(env.channels, layers, env.m),
+            "records": records, "final": final}  # fmt: skip
+
+
+def _next_layers(record: dict[str, Any]) -> Layers:
+    return tuple(tuple(tuple(layer) for layer in stage) for stage in record["next_layers"])
+
+
+def _figure_layers(counts: list[list[int]]) -> list[tuple[int, int]]:
+    """Layers whose blocks Figure 2 shows: the first, middle and last of the first stage, and the
+    first layer of every later stage."""
+    first = sorted({0, len(counts[0]) // 2, len(counts[0]) - 1})
+    return [(0, j) for j in first] + [(i, 0) for i in range(1, len(counts))]
+
+
+def _plot_statistics(record: dict[str, Any], running_path: Path, path: Path) -> None:
+    """Figure 2: the running statistic of every block of several layers against training steps."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    if not running_path.exists():
+        return
+    running = json.loads(running_path.read_text())
+    panels = _figure_layers(record["block_counts"])
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
+    steps = [r["step"] for r in running]
+    for ax, (i, j) in zip(axes[0], panels, strict=True):
+        prefix = f"s{i}/l{j}/"
+        for key in record["statistics"]:
+            if key.startswith(prefix):
+                ax.plot(steps, [r["statistics"][key] for r in running], "o-", ms=3,
+                        label=key[len(prefix):])  # fmt: skip
+        ax.set_title(f"stage {i}, layer {j}", fontsize=9)
+        ax.set_xlabel("training step")
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=6)
+    axes[0, 0].set_ylabel("running featuremap statistic")
+    fig.suptitle(f"{record['notation']}: featuremap statistics, iteration 1", fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def _plot_widths(layers: Layers, env: EnvelopeConfig, path: Path) -> None:
+    """Blocks and channels per layer (depth on the x axis, stages shaded)."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    counts = [n for stage in block_counts(layers) for n in stage]
+    widths = [w * n for stage_w, stage_n in zip(layer_widths(layers, env), block_counts(layers),
+                                                 strict=True)
+              for w, n in zip(stage_w, stage_n, strict=True)]  # fmt: skip
+    fig, ax = plt.subplots(figsize=(6, 3))
+    depth = np.arange(1, len(counts) + 1)
+    ax.bar(depth, counts, color="tab:blue", alpha=0.7, label="blocks")
+    ax.set_xlabel("layer (depth)")
+    ax.set_ylabel("blocks in the layer")
+    twin = ax.twinx()
+    twin.plot(depth, widths, "o-", color="tab:red", label="channels")
+    twin.set_ylabel("channels")
+    start = 0
+    for i, stage in enumerate(layers):
+        if i % 2:
+            ax.axvspan(start + 0.5, start + len(stage) + 0.5, color="gray", alpha=0.1)
+        start += len(stage)
+    ax.set_title(envelope_notation_of(env.channels, layers, env.m), fontsize=10)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)

@@ -1,0 +1,282 @@
+"""EnvelopeNets: the network, the statistic, restructuring, baselines and the resumable driver."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+import pytest
+
+from fnnjax.arch import (
+    Conv,
+    SepConv,
+    analytic_counts,
+    build_model,
+    from_json,
+    init_variables,
+    notation,
+    zoo_spec,
+)
+from fnnjax.construct import envelope as ev
+from fnnjax.train import Engine, read_stats
+
+ENV = ev.EnvelopeConfig(channels=12)
+
+
+def test_the_papers_envelopenet_a_has_its_13m_parameters_and_notation():
+    env = ev.EnvelopeConfig()
+    spec = ev.envelope_spec(ev.initial_layers((10, 1, 1, 1), env), env, (32, 32, 3), 10)
+    assert ev.envelope_notation(spec, env) == "128/10-1-1-1/6"
+    assert 12.5e6 < analytic_counts(spec)["params"] < 13.5e6  # Table 1: 13M
+    # 128 channels over six blocks: 21 each; the wideners double the width.
+    assert notation(spec).startswith("128 || [21k1|21|S21|21k5|S21k5|S21k7]x10 | [M|126s2]-[42k1|")
+
+
+def test_widths_follow_the_layer_or_the_block_and_the_order_the_paper_or_the_code():
+    layers = (((("1x1", "3x3", "5x5sep")), ("3x3",)), (("1x1", "3x3"),))
+    spec = ev.envelope_spec(layers, ENV, (16, 16, 1), 10)
+    cells = [b for b in spec.stages[0].blocks]
+    assert [br[0].filters for br in cells[0].branches] == [4, 4, 4]  # int(12 / 3)
+    assert [br[0].filters for br in cells[1].branches] == [12]  # a lone block takes the layer
+    assert [br[0].filters for br in spec.stages[1].blocks[1].branches] == [12, 12]  # W = 24
+    widener = spec.stages[1].blocks[0]
+    assert widener.branches[1][0].filters == 12 and widener.branches[1][0].stride == 2
+    fixed = dataclasses.replace(ENV, width="block")
+    spec_b = ev.envelope_spec(layers, fixed, (16, 16, 1), 10)
+    assert [br[0].filters for br in spec_b.stages[0].blocks[1].branches] == [2]  # int(12 / 6)
+    ops = [br[0] for br in cells[0].branches]
+    assert isinstance(ops[2], SepConv) and ops[2].kernel == 5 and not ops[2].mid_norm_act
+    assert all(op.act_first for op in ops) and spec.stem[0].act_first
+    released = ev.envelope_spec(layers, dataclasses.replace(ENV, order="released"), (16, 16, 1), 10)
+    assert not any(br[0].act_first for br in released.stages[0].blocks[0].branches)
+    # conv -> ReLU -> BN: the block's output is BatchNorm's, so it can be negative.
+    small = ev.envelope_spec(((("1x1",),),), ENV, (4, 4, 1), 2)
+    model = build_model(small)
+    x = jax.random.normal(jax.random.key(1), (4, 4, 4, 1))
+    variables = init_variables(model, jax.random.key(0), (4, 4, 1))
+    _, inter = model.apply(variables, x, train=True, capture_intermediates=True,
+                           rngs={"dropout": jax.random.key(2)},
+                           mutable=["batch_stats", "intermediates"])  # fmt: skip
+    out = inter["intermediates"]["s0b0"]["br0_0"]["__call__"][0]
+    assert float(out.min()) < 0 and abs(float(out.mean())) < 1e-5  # batch-normalized last
+
+
+def test_layers_read_back_from_the_spec_and_other_specs_are_refused():
+    layers = ((("1x1", "3x3sep"), ("5x5", "7x7sep"), ev.CELL_OPS), (("3x3",),))
+    for env in (ENV, dataclasses.replace(ENV, dense_skips=True)):
+        spec = ev.envelope_spec(layers, env, (16, 16, 1), 10)
+        assert ev.envelope_layers(spec, env) == layers
+    with pytest.raises(ValueError, match="not an EnvelopeNet built with this EnvelopeConfig"):
+        ev.envelope_layers(ev.envelope_spec(layers, ENV, (16, 16, 1), 10),
+                           dataclasses.replace(ENV, channels=16))  # fmt: skip
+    with pytest.raises(ValueError, match="not an EnvelopeNet"):
+        ev.envelope_layers(zoo_spec("vgg16"), ENV)
+    with pytest.raises(ValueError, match=r"layers\[0\]\[0\]: expected the cell's order"):
+        ev.envelope_spec(((("3x3", "1x1"),),), ENV, (16, 16, 1), 10)
+    with pytest.raises(ValueError, match="notation: expected C/n1-n2-.../M"):
+        ev.parse_notation("128/10-1-1")
+    assert ev.parse_notation(" 128/10-1-1-1/6") == (128, (10, 1, 1, 1), 6)
+    with pytest.raises(ValueError, match="M = 4, but the cell has 6 blocks"):
+        ev.ConstructionConfig.from_notation("16/2-1/4")
+
+
+def test_dense_skips_concatenate_the_stages_earlier_outputs_before_a_1x1_conv():
+    env = dataclasses.replace(ENV, dense_skips=True)
+    spec = ev.envelope_spec(((ev.CELL_OPS,) * 3, (ev.CELL_OPS,) * 2), env, (16, 16, 1), 10)
+    s0, s1 = spec.stages[0].blocks, spec.stages[1].blocks
+    assert isinstance(s0[1], Conv) and s0[1].kernel == 1 and s0[1].skips == (-1,)
+    assert s0[3].skips == (-1, 0) and s0[3].skip_merge == "concat" and s0[3].filters == 12
+    assert s1[2].skips == (0,) and s1[2].filters == 24  # the widener's output is the stage input
+    variables = init_variables(build_model(spec), jax.random.key(0), (16, 16, 1), abstract=True)
+    assert variables["params"]["s0b3"]["conv"]["kernel"].shape == (1, 1, 3 * 12, 12)
+
+
+# -- restructuring on hand-made statistics -----------------------------------------------------
+
+
+def _stats(layers, values):
+    return {ev.block_key(i, j, op): values(i, j, op) for i, stage in enumerate(layers)
+            for j, layer in enumerate(stage) for op in layer}  # fmt: skip
+
+
+def test_pruning_takes_the_lowest_keeps_a_block_per_layer_and_appends_a_cell():
+    layers = ((ev.CELL_OPS, ("3x3", "5x5")), )
+    # Lowest: layer 1's two blocks, then layer 0's 7x7sep, 5x5sep, ...
+    values = {"s0/l1/3x3": 0.1, "s0/l1/5x5": 0.2, "s0/l0/7x7sep": 0.3, "s0/l0/5x5sep": 0.4}
+    stats = _stats(layers, lambda i, j, op: values.get(ev.block_key(i, j, op), 1.0 + j))
+    done = ev.restructure_layers(layers, stats, ENV)
+    # 8 blocks: a third is 2; layer 1's second block cannot go (one block per layer stays).
+    assert done.pruned == ("s0/l1/3x3", "s0/l0/7x7sep")
+    assert done.layers == ((("1x1", "3x3", "3x3sep", "5x5", "5x5sep"), ("5x5",), ev.CELL_OPS),)
+    assert done.added == (2,) and done.kept == ((0, 1, -1),)
+
+
+def test_ties_break_by_position_and_the_worst_case_is_the_inverse():
+    layers = ((ev.CELL_OPS,) * 3,)
+    flat = _stats(layers, lambda i, j, op: 1.0)
+    done = ev.restructure_layers(layers, flat, ENV)
+    assert done.pruned == ("s0/l0/1x1", "s0/l0/3x3", "s0/l0/3x3sep", "s0/l0/5x5", "s0/l0/5x5sep",
+                           "s0/l1/1x1")  # 18 blocks: min(6, 6); layer 0 keeps its last block  # fmt: skip
+    worst = dataclasses.replace(ev.RestructureConfig(), worst_case=True)
+    rng = np.random.default_rng(0)
+    for _ in range(5):
+        s = _stats(layers, lambda *_: float(rng.integers(0, 4)))  # many ties
+        assert ev.restructure_layers(layers, s, ENV, worst) == ev.restructure_layers(
+            layers, {k: -v for k, v in s.items()}, ENV)
+    top = ev.restructure_layers(layers, _stats(layers, lambda i, j, op: float(j)), ENV, worst)
+    assert all(k.startswith("s0/l2/") for k in top.pruned[:5])  # the highest go first
+
+
+def test_the_one_third_cap_the_six_cap_and_single_block_layers():
+    one = ((ev.CELL_OPS,),)
+    assert len(ev.restructure_layers(one, _stats(one, lambda *_: 1.0), ENV).pruned) == 2  # 6 / 3
+    many = ((ev.CELL_OPS,) * 10,)
+    assert len(ev.restructure_layers(many, _stats(many, lambda *_: 1.0), ENV).pruned) == 6
+    single = ((("3x3",), ("1x1",)),)  # nothing can be pruned: only append
+    done = ev.restructure_layers(single, _stats(single, lambda *_: 1.0), ENV)
+    assert done.pruned == () and done.layers == ((("3x3",), ("1x1",), ev.CELL_OPS),)
+    with pytest.raises(ValueError, match="statistics: no value for block 's0/l0/3x3'"):
+        ev.restructure_layers(single, {}, ENV)
+    with pytest.raises(ValueError, match=r"statistics\['s0/l0/3x3'\]: expected a finite number"):
+        ev.restructure_layers(single, {"s0/l0/3x3": float("nan"), "s0/l1/1x1": 1.0}, ENV)
+
+
+def test_five_iterations_with_the_released_maxima_turn_10_1_1_1_into_15_6_4_4():
+    config = ev.RestructureConfig(max_layers=(15, 5, 3, 3))
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        layers = ev.initial_layers((10, 1, 1, 1), ENV)
+        for _ in range(5):
+            stats = _stats(layers, lambda *_: float(rng.normal()))
+            layers = ev.restructure_layers(layers, stats, ENV, config).layers
+        assert [len(stage) for stage in layers] == [15, 6, 4, 4]
+        assert all(len(layer) >= 1 for stage in layers for layer in stage)
+    # A stage past its maximum is left unchanged (no pruning, no cell).
+    deep = ((ev.CELL_OPS,) * 4, (ev.CELL_OPS,))
+    done = ev.restructure_layers(deep, _stats(deep, lambda *_: 1.0), ENV,
+                                 ev.RestructureConfig(max_layers=(3, 3)))  # fmt: skip
+    assert done.layers[0] == deep[0] and done.added == (None, 1)
+    assert all(k.startswith("s1/") for k in done.pruned)
+    spec = ev.envelope_spec(deep, ENV, (16, 16, 1), 10)
+    assert ev.restructure(spec, _stats(deep, lambda *_: 1.0), ENV) == ev.envelope_spec(
+        ev.restructure_layers(deep, _stats(deep, lambda *_: 1.0), ENV).layers, ENV, (16, 16, 1), 10)
+
+
+def test_random_equivalents_keep_each_stages_depth_and_blocks_and_are_keyed():
+    layers = ((("1x1",), ("3x3", "5x5"), ev.CELL_OPS), (("3x3",), ("1x1", "5x5sep")))
+    draws = [ev.random_equivalent_layers(jax.random.key(s), layers, ENV) for s in range(6)]
+    for r in draws:
+        assert ev.block_counts(r) != [] and [len(st) for st in r] == [3, 2]
+        assert [sum(map(len, st)) for st in r] == [9, 3]
+        assert all(len(layer) >= 1 for st in r for layer in st)
+    assert draws[0] == ev.random_equivalent_layers(jax.random.key(0), layers, ENV)
+    assert len(set(draws)) > 1
+    spec = ev.envelope_spec(layers, ENV, (16, 16, 1), 10)
+    assert ev.envelope_layers(ev.random_equivalent(jax.random.key(0), spec, ENV), ENV) == draws[0]
+
+
+# -- the statistic ---------------------------------------------------------------------------
+
+
+def test_the_statistic_is_the_released_codes_per_batch_sum_of_normalized_squared_norms():
+    layers = ((("1x1", "3x3sep"), ("5x5",)), (("3x3",),))
+    spec = ev.envelope_spec(layers, ENV, (8, 8, 1), 3)
+    model = build_model(spec, collect_stats=True)
+    engine = Engine(model, optax.sgd(0.0))  # a zero step: every batch sees the same weights
+    state = engine.init(jax.random.key(0), (8, 8, 1))
+    x = jax.random.normal(jax.random.key(1), (2 * 5, 8, 8, 1))
+    y = jnp.zeros((10,), jnp.int32)
+    orders = jnp.arange(10).reshape(2, 5)
+    state, _ = engine.train_steps(state, x, y, orders)
+    got = ev.block_statistics(read_stats(state), layers, ENV, batch_size=5)
+    # The released code's formula, from the blocks' outputs themselves.
+    variables = {"params": state.params, **engine_collections(state)}
+    want = {}
+    for b in range(2):
+        _, inter = model.apply(variables, x[5 * b: 5 * b + 5], train=True,
+                               capture_intermediates=True, mutable=["batch_stats", "intermediates"],
+                               rngs={"dropout": jax.random.key(0)})  # fmt: skip
+        inter = inter["intermediates"]
+        for key, path in ev.block_modules(layers, ENV).items():
+            node = inter
+            for part in path.split("/"):
+                node = node[part]
+            out = np.asarray(node["__call__"][0], np.float64)
+            per_batch = np.mean(np.sum(out**2, axis=0))  # sum over examples, mean over h, w, c
+            want[key] = want.get(key, 0.0) + per_batch / 2
+    assert set(got) == set(want) == {"s0/l0/1x1", "s0/l0/3x3sep", "s0/l1/5x5", "s1/l0/3x3"}
+    for key in want:
+        np.testing.assert_allclose(got[key], want[key], rtol=1e-4)
+    var = ev.block_statistics(read_stats(state), layers, ENV, batch_size=5, statistic="variance")
+    assert all(0 <= var[k] for k in var) and var != got
+    with pytest.raises(ValueError, match="build the model with collect_stats=True"):
+        ev.block_statistics({}, layers, ENV, batch_size=5)
+
+
+def engine_collections(state):
+    return {k: v for k, v in state.collections.items() if k == "batch_stats"}
+
+
+# -- the driver ------------------------------------------------------------------------------
+
+
+def _quick():
+    """The configuration of ``fnnjax envelopenet --quick``."""
+    return ev.ConstructionConfig.from_notation(
+        "6/2-1/3", envelope=ev.EnvelopeConfig(cell=("1x1", "3x3", "3x3sep")), iterations=2,
+        epochs_per_iteration=3, batch_size=40)  # fmt: skip
+
+
+def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_result(
+    tmp_path, monkeypatch, capsys
+):
+    from fnnjax.cli import main
+    from fnnjax.construct.envelope import driver
+    from fnnjax.train import load_dataset
+
+    assert main(["envelopenet", "--quick", "--devices", "1", "--out", str(tmp_path / "whole")]) == 0
+    printed = capsys.readouterr().out
+    assert "EnvelopeNet 6/2-1/3 -> 6/4-3/3 on digits in 6 epochs (parameters x" in printed
+    assert f"fnnjax train --spec {tmp_path / 'whole' / 'final_spec.json'}" in printed
+    data = load_dataset("digits", limit_train=400)
+    saved = json.loads((tmp_path / "whole/construction.json").read_text())
+    assert [r["notation"] for r in saved["records"]] == ["6/2-1/3", "6/3-2/3"]
+    # Killed at the end of epoch 2 of iteration 1 (its epoch-1 checkpoint written), then resumed.
+    real, calls = driver.block_statistics, []
+
+    def dying(*args, **kwargs):
+        calls.append(1)
+        if len(calls) == 6:  # iteration 0: 3 epochs + the final read; iteration 1: epoch 2
+            raise KeyboardInterrupt
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(driver, "block_statistics", dying)
+    with pytest.raises(KeyboardInterrupt):
+        ev.construct(data, _quick(), tmp_path / "cut", log=None, num_devices=1)
+    monkeypatch.setattr(driver, "block_statistics", real)
+    cut = ev.construct(data, _quick(), tmp_path / "cut", log=None, num_devices=1)
+    saved = [json.loads((tmp_path / d / "construction.json").read_text()) for d in ("whole", "cut")]
+    for a, b in zip(saved[0]["records"], saved[1]["records"], strict=True):
+        for key in ("notation", "statistics", "pruned", "added", "spec", "next_notation"):
+            assert a[key] == b[key], key
+    assert cut["notation"] == "6/4-3/3"
+    record = saved[0]["records"][0]
+    assert set(record["statistics"]) == {f"s{i}/l{j}/{op}" for i, n in ((0, 2), (1, 1))
+                                         for j in range(n) for op in ("1x1", "3x3", "3x3sep")}  # fmt: skip
+    assert len(record["pruned"]) == 3 and record["added"] == [{"stage": 0, "layer": 2},
+                                                               {"stage": 1, "layer": 1}]  # fmt: skip
+    running = json.loads((tmp_path / "whole/iterations/0/statistics.json").read_text())
+    assert [r["epoch"] for r in running] == [1, 2, 3]
+    assert running[-1]["statistics"] == record["statistics"]
+    final = from_json((tmp_path / "whole/final_spec.json").read_text())
+    assert final == cut["spec"] and ev.envelope_notation(final, _quick().envelope) == "6/4-3/3"
+    for name in ("statistics.png", "widths.png"):
+        assert (tmp_path / "whole" / name).stat().st_size > 0
+    # Another seed is refused in the same folder; resume=False moves the old files aside.
+    with pytest.raises(ValueError, match=r"holds a different construction \(seed: 0 there, 1 now\)"):
+        ev.construct(data, _quick(), tmp_path / "cut", seed=1, log=None, num_devices=1)
+    assert _quick().construction_epochs(100) == 2 * 3 + 100
