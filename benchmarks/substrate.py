@@ -49,8 +49,8 @@ def conv_net(width: int, layers: int, shape: tuple[int, int, int]) -> Spec:
 class _Stepper:
     """Calls one engine's k-step scan on fresh data indices; the state is carried along."""
 
-    def __init__(self, model, shape, batch, steps, arch=None):
-        self.engine = Engine(model, optax.adam(1e-3))
+    def __init__(self, model, shape, batch, steps, arch=None, tx=None):
+        self.engine = Engine(model, tx or optax.adam(1e-3))
         self.state = self.engine.init(jax.random.key(0), shape)
         rng = np.random.default_rng(0)
         self.x = jnp.asarray(rng.normal(size=(batch * steps, *shape)).astype(np.float32))

@@ -273,6 +273,8 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--width", choices=("layer", "block"), default="layer",
                      help="fixed layer width (default) or fixed channels per block")  # fmt: skip
     env.add_argument("--dense-skips", action="store_true", help="DenseNet-style skips")
+    env.add_argument("--stem-stride", type=int, choices=(1, 2), default=1,
+                     help="2 halves every featuremap (CPU-size runs); default 1 (the paper)")  # fmt: skip
     env.add_argument("--worst-case", action="store_true", help="prune the highest statistics")
     env.add_argument("--batch-size", type=_positive_int, default=50, help="default 50")
     env.add_argument("--lr", type=_positive_float, default=0.1, help="SGD rate; default 0.1")
@@ -526,7 +528,7 @@ def _envelopenet(args: argparse.Namespace) -> int:
         iterations, epochs, batch = 2, 3, 40
     try:
         envelope = ev.EnvelopeConfig(cell=cell, order=args.order, width=args.width,
-                                     dense_skips=args.dense_skips)  # fmt: skip
+                                     dense_skips=args.dense_skips, stem_stride=args.stem_stride)  # fmt: skip
         restructure = ev.RestructureConfig(max_prune=args.max_prune, worst_case=args.worst_case,
                                            max_layers=_int_list(args.max_layers, "--max-layers"))  # fmt: skip
         config = ev.ConstructionConfig.from_notation(

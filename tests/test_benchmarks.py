@@ -51,3 +51,13 @@ def test_substrate_benchmark_reports_its_three_ratios(tmp_path):
     # data, never static) would make a ratio ~100x; compute differences stay within 10x.
     assert all(0.1 < r < 10 for r in ratios.values()), ratios
     assert result["faster_mode"] in ("switch", "all") and "sampled / standalone" in result["table"]
+
+
+def test_envelope_benchmark_reports_the_statistics_overhead():
+    from benchmarks import envelope
+
+    result = envelope.main(["--quick"])
+    seconds = result["seconds"]
+    assert set(seconds) == {"plain", "stats"} and all(1e-5 < t < 5.0 for t in seconds.values())
+    assert result["ratio"] == seconds["stats"] / seconds["plain"]
+    assert 0.1 < result["ratio"] < 10 and "statistics overhead" in result["table"]

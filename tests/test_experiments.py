@@ -5,7 +5,14 @@ from pathlib import Path
 
 import pytest
 
-from experiments import enas_search, fnn_table1, fnn_table2, templates_table1, templates_width
+from experiments import (
+    enas_search,
+    envelopenets,
+    fnn_table1,
+    fnn_table2,
+    templates_table1,
+    templates_width,
+)
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -51,3 +58,22 @@ def test_scripts_use_typed_prng_keys():
     files = [*sorted((ROOT / "experiments").glob("*.py")), ROOT / "benchmarks" / "train_step.py"]
     legacy = [f.relative_to(ROOT).as_posix() for f in files if "PRNGKey" in f.read_text()]
     assert legacy == []
+
+
+def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_path, capsys):
+    payload = envelopenets.main(["--quick", "--out", str(tmp_path)])
+    rows = payload["rows"]
+    assert set(rows) == {"envelopenet", "constructed", "worst case", "random-1", "random-2"}
+    assert rows["envelopenet"]["notation"] == "6/2-1/3"
+    assert rows["constructed"]["notation"] == rows["worst case"]["notation"] == "6/3-2/3"
+    assert rows["constructed"]["layers"] != rows["worst case"]["layers"]
+    for name in ("random-1", "random-2"):  # each stage's depth and block count, random blocks
+        assert rows[name]["notation"] == "6/3-2/3"
+        assert [sum(s) for s in rows[name]["blocks_per_layer"]] == [
+            sum(s) for s in rows["constructed"]["blocks_per_layer"]]
+    assert rows["constructed"]["construction_epochs"] == 1 * 1 + 1
+    assert len(payload["constructions"]) == 2 and payload["verdict"]["random_count"] == 2
+    for name in ("table1.md", "fig2_statistics.png", "fig3_accuracy.png", "fig4_widths.png",
+                 "construction-constructed.json", "construction-worst.json", "results.json"):
+        assert (tmp_path / name).stat().st_size > 0, name
+    assert "| constructed | 6/3-2/3 |" in capsys.readouterr().out

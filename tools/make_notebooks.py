@@ -169,6 +169,90 @@ assert difference < 1e-3'''
 ]
 
 
+NOTEBOOKS["02_envelopenets.ipynb"] = [
+    new_markdown_cell(
+        "# EnvelopeNets: construct a network from featuremap statistics\n\nAn EnvelopeNet "
+        "`C/n1-n2-.../M` stacks cells of `M` conv blocks in parallel (1x1, 3x3, 3x3 sep, 5x5, 5x5 sep, "
+        "7x7 sep). Construction trains it for a few epochs while every block's squared l2 norm "
+        "accumulates inside the jitted step, prunes the weakest blocks of each stage, appends a cell "
+        "at the stage's tail and repeats (Kamath et al. 2018). On Colab pick a GPU runtime and set "
+        "`DATASET = \"cifar10\"`, `INIT = \"128/10-1-1-1/6\"`, `MAX_LAYERS = (15, 5, 3, 3)`, "
+        "`EPOCHS_PER_ITERATION = 10`, `ITERATIONS = 5` (the paper); locally the bundled `digits` set "
+        "needs nothing and `fashion_mnist` comes from `apt-get install dataset-fashion-mnist`."
+    ),
+    new_code_cell(INSTALL_CELL),
+    new_code_cell(
+        '''# parameters
+import os
+
+TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
+DATASET = "digits" if TINY else "fashion_mnist"
+INIT = "6/2-1/3" if TINY else "16/4-1-1/6"
+CELL = ("1x1", "3x3", "3x3sep") if TINY else ("1x1", "3x3", "3x3sep", "5x5", "5x5sep", "7x7sep")
+MAX_LAYERS = None  # per stage; the paper's 10-1-1-1 used (15, 5, 3, 3)
+ITERATIONS = 1 if TINY else 5
+EPOCHS_PER_ITERATION = 1 if TINY else 2
+TRAIN_EPOCHS = 1 if TINY else 10'''
+    ),
+    new_code_cell(
+        '''import dataclasses
+
+import jax
+import matplotlib.pyplot as plt
+
+from fnnjax import arch, train
+from fnnjax.construct import envelope as ev
+
+data = train.load_dataset(DATASET, limit_train=400 if TINY else 10000)
+print(data.describe())
+config = ev.ConstructionConfig.from_notation(
+    INIT, envelope=ev.EnvelopeConfig(cell=CELL), iterations=ITERATIONS,
+    epochs_per_iteration=EPOCHS_PER_ITERATION,
+    restructure=ev.RestructureConfig(max_layers=MAX_LAYERS))
+envelope = ev.envelope_spec(ev.initial_layers(config.stages, config.envelope), config.envelope,
+                            data.input_shape, data.num_classes)
+print(config.notation, "=", arch.notation(envelope))
+print(f"{arch.analytic_counts(envelope)['params']:,} parameters")'''
+    ),
+    new_code_cell(
+        '''# Restructuring is a pure function of the layers and the statistics: here on made-up numbers.
+layers = ev.initial_layers(config.stages, config.envelope)
+made_up = {key: float(i) for i, key in enumerate(ev.block_modules(layers, config.envelope))}
+step = ev.restructure_layers(layers, made_up, config.envelope, config.restructure)
+print("pruned:", step.pruned)
+print("blocks per layer:", ev.block_counts(layers), "->", ev.block_counts(step.layers))
+
+# The real thing: train, collect the statistics inside the jitted step, restructure, repeat.
+result = ev.construct(data, config, num_devices=1)  # give an out_dir to checkpoint and resume
+for record in result["records"]:
+    print(record["notation"], "->", record["next_notation"], "pruned", record["pruned"])
+constructed = result["spec"]
+print("constructed:", result["notation"], ev.block_counts(result["layers"]))'''
+    ),
+    new_code_cell(
+        '''# Figure 2: each block's statistic in the first iteration (the mean over the iteration's steps).
+stats = result["records"][0]["statistics"]
+fig, ax = plt.subplots(figsize=(7, 3))
+ax.bar(range(len(stats)), list(stats.values()))
+ax.set_xticks(range(len(stats)), list(stats), rotation=90, fontsize=6)
+ax.set(ylabel="squared l2 norm / featuremap size", title="featuremap statistics, iteration 1")
+plt.tight_layout()
+plt.show()
+
+# Train the EnvelopeNet, the constructed network and one random equivalent from scratch.
+random_net = ev.random_equivalent(jax.random.key(0), constructed, config.envelope)
+train_config = train.TrainConfig(epochs=TRAIN_EPOCHS, batch_size=50, optimizer="sgd",
+                                 learning_rate=0.1, momentum=0.0, num_devices=1, progress=False)
+for name, spec in (("envelopenet", envelope), ("constructed", constructed), ("random", random_net)):
+    run = train.fit(arch.build_model(spec), data, train_config)
+    acc = run.history[-1]["test_accuracy"]
+    print(f"{name:12s} {ev.envelope_notation(spec, config.envelope):10s} "
+          f"{arch.analytic_counts(spec)['params']:>9,} params  test accuracy {acc:.2%}")
+    assert 0.0 <= acc <= 1.0'''
+    ),
+]
+
+
 NOTEBOOKS["03_enas.ipynb"] = [
     new_markdown_cell(
         "# ENAS macro search in JAX (NHN step 1)\n\nOne shared-weight supernet of `L` layers (each "

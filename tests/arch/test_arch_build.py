@@ -4,6 +4,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import pytest
 
 from fnnjax import models
 from fnnjax.arch import zoo
@@ -220,3 +221,32 @@ def test_fnn_head_builds_and_applies_in_train_mode(random_variables):
     )(v, _x(), jax.random.key(2))
     assert y.shape == (3, 4)
     assert np.all(np.isfinite(np.asarray(y)))
+
+
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 2), (7, 1)])
+def test_depthwise_convs_by_shifts_equal_the_convolution_and_its_gradients(kernel, stride):
+    from fnnjax.arch.build import depthwise_conv_by_shifts
+
+    x = jax.random.normal(jax.random.key(0), (2, 9, 8, 3))
+    w = jax.random.normal(jax.random.key(1), (kernel, kernel, 1, 3))
+    p = (kernel - 1) // 2
+    dn = ("NHWC", "HWIO", "NHWC")
+
+    def loss(conv, x, w):
+        y = conv(x, w, (stride, stride), ((p, p), (p, p)), dimension_numbers=dn,
+                 feature_group_count=3)  # fmt: skip
+        return jnp.sum(jnp.sin(y)), y
+
+    (_, want), want_g = jax.value_and_grad(lambda *a: loss(jax.lax.conv_general_dilated, *a),
+                                           argnums=(0, 1), has_aux=True)(x, w)  # fmt: skip
+    (_, got), got_g = jax.value_and_grad(lambda *a: loss(depthwise_conv_by_shifts, *a),
+                                         argnums=(0, 1), has_aux=True)(x, w)  # fmt: skip
+    assert got.shape == want.shape
+    np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-5)
+    for g, h in zip(got_g, want_g, strict=True):
+        np.testing.assert_allclose(g, h, rtol=1e-4, atol=1e-4)
+    # Anything but a plain depthwise conv goes to the convolution unchanged.
+    dense = jax.random.normal(jax.random.key(2), (3, 3, 3, 4))
+    np.testing.assert_array_equal(
+        depthwise_conv_by_shifts(x, dense, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn),
+        jax.lax.conv_general_dilated(x, dense, (1, 1), ((1, 1), (1, 1)), dimension_numbers=dn))

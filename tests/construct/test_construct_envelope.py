@@ -51,6 +51,9 @@ def test_widths_follow_the_layer_or_the_block_and_the_order_the_paper_or_the_cod
     ops = [br[0] for br in cells[0].branches]
     assert isinstance(ops[2], SepConv) and ops[2].kernel == 5 and not ops[2].mid_norm_act
     assert all(op.act_first for op in ops) and spec.stem[0].act_first
+    strided = dataclasses.replace(ENV, stem_stride=2)
+    spec_s = ev.envelope_spec(layers, strided, (16, 16, 1), 10)
+    assert spec_s.stem[0].stride == 2 and ev.envelope_layers(spec_s, strided) == layers
     released = ev.envelope_spec(layers, dataclasses.replace(ENV, order="released"), (16, 16, 1), 10)
     assert not any(br[0].act_first for br in released.stages[0].blocks[0].branches)
     # conv -> ReLU -> BN: the block's output is BatchNorm's, so it can be negative.

@@ -63,9 +63,13 @@ class EnvelopeConfig:
             has the stage's size, so no pooling is needed; skips do not cross wideners.
         dropout: the classifier's dropout rate (global average pool -> dropout -> dense ->
             softmax; the paper gives no rate, 0.5 is ours).
+        stem_stride: the stem conv's stride (1, the paper's CIFAR stem). 2 halves every
+            featuremap, a quarter of the cost: our CPU-size runs use it (the paper's ImageNet
+            stem downsamples too, with three parallel convs).
 
     A widener (between stages) is a 2x2/s2 max-pool and a 3x3/s2 conv of the incoming width in
-    parallel, concatenated: half the size, twice the channels. The stem is a 3x3 conv to ``C``.
+    parallel, concatenated: half the size, twice the channels (on an odd size, a 3x3/s2 pool
+    padded by 1, to match the conv's ``ceil(size / 2)``). The stem is a 3x3 conv to ``C``.
     """
 
     channels: int = 128
@@ -74,6 +78,7 @@ class EnvelopeConfig:
     width: str = "layer"
     dense_skips: bool = False
     dropout: float = 0.5
+    stem_stride: int = 1
 
     def __post_init__(self) -> None:
         if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
@@ -95,6 +100,8 @@ class EnvelopeConfig:
             raise ValueError(f"dense_skips: expected a bool, got {self.dense_skips!r}")
         if isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
             raise ValueError(f"dropout: expected a float in [0, 1), got {self.dropout!r}")
+        if self.stem_stride not in (1, 2):
+            raise ValueError(f"stem_stride: expected 1 or 2, got {self.stem_stride!r}")
         if self.channels < len(cell) and self.width == "block":
             raise ValueError(f"channels: expected at least M = {len(cell)} (one channel per "
                              f"block), got {self.channels}")  # fmt: skip
@@ -178,13 +185,15 @@ def envelope_spec(
     layers = _check_layers(layers, config)
     first = config.order == "paper"
     widths = layer_widths(layers, config)
+    size = [-(-d // config.stem_stride) for d in input_shape[:2]]  # after the stem
     stages = []
     for s, stage in enumerate(layers):
         blocks: list[Block] = []
         if s > 0:
             prev = _layer_width(layers[s - 1][-1], widths[s - 1][-1])
-            blocks.append(Cell(branches=((Pool(op="max", window=2, stride=2),),
+            blocks.append(Cell(branches=((_widener_pool(size),),
                                          (Conv(filters=prev, kernel=3, stride=2, act_first=first),))))  # fmt: skip
+            size = [-(-d // 2) for d in size]
         cells: list[int] = []  # block index of each layer's cell
         for j, layer in enumerate(stage):
             if config.dense_skips and j > 0:
@@ -198,11 +207,20 @@ def envelope_spec(
     return Spec(
         input_shape=tuple(input_shape),
         num_classes=num_classes,
-        stem=(Conv(filters=config.channels, kernel=3, act_first=first),),
+        stem=(Conv(filters=config.channels, kernel=3, stride=config.stem_stride, act_first=first),),
         stages=tuple(stages),
         head=Head(kind="dense", dropout=config.dropout),
         name=f"envelopenet {notation}",
     )
+
+
+def _widener_pool(size: Sequence[int]) -> Pool:
+    """The widener's max-pool: 2x2/s2 (the paper) on even sizes; on an odd size, where the
+    widener's 3x3/s2 conv gives ``ceil(size / 2)``, a 3x3/s2 pool padded by 1, which gives the same
+    (TensorFlow's ``SAME`` 2x2 pool pads one side instead)."""
+    if all(d % 2 == 0 for d in size):
+        return Pool(op="max", window=2, stride=2)
+    return Pool(op="max", window=3, stride=2, padding=1)
 
 
 def _dense_sources(s: int, cells: Sequence[int]) -> tuple[int, ...]:
@@ -244,7 +262,7 @@ def envelope_layers(spec: Spec, config: EnvelopeConfig) -> Layers:
         raise ValueError(f"spec: not an EnvelopeNet of this configuration ({e})") from None
     if dataclasses.replace(rebuilt, name=spec.name) != spec:
         raise ValueError("spec: not an EnvelopeNet built with this EnvelopeConfig (channels, "
-                         "cell, order, width, dense_skips and dropout must match)")  # fmt: skip
+                         "cell, order, width, dense_skips, dropout and stem_stride must match)")  # fmt: skip
     return tuple(layers)
 
 
