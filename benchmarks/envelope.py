@@ -29,6 +29,7 @@ from fnnjax.construct import envelope as ev
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--init", default="32/4-1-1/6", help="the EnvelopeNet C/n1-n2-.../M")
+    parser.add_argument("--cell", default=",".join(ev.CELL_OPS), help="the cell's blocks")
     parser.add_argument("--batch", type=int, default=50, help="the paper's CIFAR batch: 50")
     parser.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
     parser.add_argument("--steps", type=int, default=2, help="train steps per timed call")
@@ -37,9 +38,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--out")
     args = parser.parse_args(argv)
     if args.quick:
-        args.init, args.batch, args.size, args.steps, args.repeats = "4/1-1/6", 8, 8, 1, 2
+        args.init, args.cell, args.batch, args.size, args.steps, args.repeats = (
+            "4/1-1/2", "1x1,3x3", 8, 8, 1, 2)  # fmt: skip
     channels, stages, _ = ev.parse_notation(args.init)
-    env = ev.EnvelopeConfig(channels=channels)
+    env = ev.EnvelopeConfig(channels=channels, cell=tuple(args.cell.split(",")))
     shape = (args.size, args.size, 3)
     spec = ev.envelope_spec(ev.initial_layers(stages, env), env, shape, 10)
     seconds = {}

@@ -138,7 +138,7 @@ def main(argv=None) -> dict:
     cell = ev.CELL_OPS
     if args.quick:
         quick_devices(args)
-        args.dataset, args.limit_train, args.init, cell = "digits", 200, "6/2-1/3", ("1x1", "3x3", "3x3sep")
+        args.dataset, args.limit_train, args.init, cell = "digits", 200, "6/2-1/2", ("1x1", "3x3")
         args.iterations, args.epochs_per_iteration, args.train_epochs = 1, 1, 1
         args.seeds, args.constructions, args.random = [0], 2, 2
     max_layers = None if args.max_layers is None else tuple(int(v) for v in args.max_layers.split(","))

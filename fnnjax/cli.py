@@ -254,7 +254,7 @@ def build_parser() -> argparse.ArgumentParser:
         epilog="examples:\n  fnnjax envelopenet --quick --out runs/env-quick\n"
         "  fnnjax envelopenet --init 16/4-1-1/6 --epochs-per-iteration 2 --limit-train 10000 "
         "--out runs/env\n"
-        "  fnnjax envelopenet --init 128/10-1-1-1/6 --max-layers 15,5,3,3 --dataset cifar10 "
+        "  fnnjax envelopenet --init 128/10-1-1-1/6 --dataset cifar10 "
         "--final-epochs 100 --out runs/env-c10   (paper scale; a GPU)",
     )  # fmt: skip
     env.add_argument("--init", default="128/10-1-1-1/6",
@@ -264,8 +264,9 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--iterations", type=_positive_int, default=5, help="N; default 5")
     env.add_argument("--epochs-per-iteration", type=_positive_int, default=10, help="default 10")
     env.add_argument("--max-layers", help="per stage, the depth past which a stage is left "
-                     "unchanged, comma-separated (the released code's for 10-1-1-1: 15,5,3,3); "
-                     "default: no limit")  # fmt: skip
+                     "unchanged, comma-separated, or 'none'; default: the released code's "
+                     "15,5,3,3 for an n-1-1-1 init with n = 10 (the paper's, giving 15-6-4-4), "
+                     "none otherwise")  # fmt: skip
     env.add_argument("--max-prune", type=_positive_int, default=6, help="default 6")
     env.add_argument("--statistic", choices=("l2", "variance"), default="l2", help="default l2")
     env.add_argument("--order", choices=("paper", "released"), default="paper",
@@ -501,7 +502,7 @@ def _enas(args: argparse.Namespace) -> int:
 
 
 def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
-    if text is None:
+    if text is None or text.strip().lower() == "none":
         return None
     try:
         return tuple(int(v) for v in text.split(","))
@@ -529,8 +530,11 @@ def _envelopenet(args: argparse.Namespace) -> int:
     try:
         envelope = ev.EnvelopeConfig(cell=cell, order=args.order, width=args.width,
                                      dense_skips=args.dense_skips, stem_stride=args.stem_stride)  # fmt: skip
+        max_layers = _int_list(args.max_layers, "--max-layers")
+        if args.max_layers is None and ev.parse_notation(init)[1] == (10, 1, 1, 1):
+            max_layers = ev.RELEASED_MAX_LAYERS  # the released code's defaults for 10-1-1-1
         restructure = ev.RestructureConfig(max_prune=args.max_prune, worst_case=args.worst_case,
-                                           max_layers=_int_list(args.max_layers, "--max-layers"))  # fmt: skip
+                                           max_layers=max_layers)  # fmt: skip
         config = ev.ConstructionConfig.from_notation(
             init, envelope=envelope, restructure=restructure, iterations=iterations,
             epochs_per_iteration=epochs, batch_size=batch, learning_rate=args.lr,
@@ -544,7 +548,9 @@ def _envelopenet(args: argparse.Namespace) -> int:
     first = result["records"][0]
     ratio = analytic_counts(result["spec"])["params"] / first["params"]
     print(f"EnvelopeNet {first['notation']} -> {result['notation']} on {dataset} in "
-          f"{config.construction_epochs()} epochs (parameters x{ratio:.2f}; blocks per layer "
+          f"{config.iterations} x {config.epochs_per_iteration} statistics epochs + "
+          f"{config.final_epochs} final = {config.construction_epochs()} epochs "
+          f"(parameters x{ratio:.2f}; blocks per layer "
           f"{' | '.join('-'.join(map(str, s)) for s in ev.block_counts(result['layers']))})")  # fmt: skip
     if result["final"] is not None:
         print(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")

@@ -61,3 +61,12 @@ def test_envelope_benchmark_reports_the_statistics_overhead():
     assert set(seconds) == {"plain", "stats"} and all(1e-5 < t < 5.0 for t in seconds.values())
     assert result["ratio"] == seconds["stats"] / seconds["plain"]
     assert 0.1 < result["ratio"] < 10 and "statistics overhead" in result["table"]
+
+
+def test_depthwise_benchmark_times_both_ways():
+    from benchmarks import depthwise
+
+    result = depthwise.main(["--quick"])
+    row = result["rows"][3]
+    assert all(1e-6 < row[k] < 5.0 for k in ("grouped_conv", "shifts"))
+    assert row["ratio"] == row["grouped_conv"] / row["shifts"] and "3x3" in result["table"]

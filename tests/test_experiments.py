@@ -64,11 +64,11 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
     payload = envelopenets.main(["--quick", "--out", str(tmp_path)])
     rows = payload["rows"]
     assert set(rows) == {"envelopenet", "constructed", "worst case", "random-1", "random-2"}
-    assert rows["envelopenet"]["notation"] == "6/2-1/3"
-    assert rows["constructed"]["notation"] == rows["worst case"]["notation"] == "6/3-2/3"
+    assert rows["envelopenet"]["notation"] == "6/2-1/2"
+    assert rows["constructed"]["notation"] == rows["worst case"]["notation"] == "6/3-2/2"
     assert rows["constructed"]["layers"] != rows["worst case"]["layers"]
     for name in ("random-1", "random-2"):  # each stage's depth and block count, random blocks
-        assert rows[name]["notation"] == "6/3-2/3"
+        assert rows[name]["notation"] == "6/3-2/2"
         assert [sum(s) for s in rows[name]["blocks_per_layer"]] == [
             sum(s) for s in rows["constructed"]["blocks_per_layer"]]
     assert rows["constructed"]["construction_epochs"] == 1 * 1 + 1
@@ -76,4 +76,4 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
     for name in ("table1.md", "fig2_statistics.png", "fig3_accuracy.png", "fig4_widths.png",
                  "construction-constructed.json", "construction-worst.json", "results.json"):
         assert (tmp_path / name).stat().st_size > 0, name
-    assert "| constructed | 6/3-2/3 |" in capsys.readouterr().out
+    assert "| constructed | 6/3-2/2 |" in capsys.readouterr().out

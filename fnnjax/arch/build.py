@@ -15,12 +15,14 @@ merge (``bn``, or ``unit`` for ``concat_conv``), ``s{i}b{j}_addon{e}`` an add-on
 
 Hooks, both off by default so that ordinary training traces exactly the plain network:
 
-* ``collect_stats=True``: every conv unit sows, into ``"intermediates"`` and only when that
-  collection is mutable, per-filter featuremap statistics of its output (after BN, activation and
-  mask), each ``[cout]`` float32: ``featuremap_msq`` = mean over batch and space of ``y**2`` (the
-  EnvelopeNets squared l2-norm normalized by featuremap size, averaged over the batch) and
-  ``featuremap_var`` = variance over batch and space. Flax ``sow`` appends, so each is a tuple with
-  one array per call.
+* ``collect_stats=True`` (or ``"output"``): every conv unit sows, into ``"intermediates"`` and
+  only when that collection is mutable, per-filter featuremap statistics of its output (after BN,
+  activation and mask), each ``[cout]`` float32: ``featuremap_msq`` = mean over batch and space of
+  ``y**2`` (the EnvelopeNets squared l2-norm normalized by featuremap size, averaged over the
+  batch) and ``featuremap_var`` = variance over batch and space. ``collect_stats="conv"`` sows the
+  same statistics of the convolution's own output instead (before BN and activation: the
+  ``||W x||^2`` of EnvelopeNets' section 4.2; a separable unit's is its pointwise conv's). Flax
+  ``sow`` appends, so each is a tuple with one array per call.
 * ``use_masks=True``: every conv unit multiplies its output by a ``[cout]`` array
   ``masks/<path>/filter_mask`` and its kernel by a ``[cin / groups, cout]`` array
   ``masks/<path>/kernel_mask`` (which input channel each filter reads: kernel pruning; a
@@ -112,6 +114,11 @@ def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
     return {"featuremap_msq": msq, "featuremap_var": jnp.maximum(msq - mean * mean, 0.0)}
 
 
+SHIFTS_MIN_ELEMENTS = 16385
+"""Depthwise units on CPU compute by shifts from this input size (batch x height x width x
+channels) up; smaller ones keep XLA's grouped convolution, which compiles faster."""
+
+
 def depthwise_conv_by_shifts(
     lhs: jax.Array,
     rhs: jax.Array,
@@ -130,7 +137,9 @@ def depthwise_conv_by_shifts(
     convolutions: a 3x3 depthwise forward + backward on ``[50, 28, 28, 16]`` took 58 ms as a
     convolution and 6.4 ms as shifts (7x7: 215 ms and 68 ms; BENCHMARKS.md), and separable convs
     are in every EnvelopeNet cell and ENAS layer. Used for depthwise units on the CPU backend only
-    (accelerators have fast depthwise kernels); any other convolution goes to
+    (accelerators have fast depthwise kernels), on inputs of at least :data:`SHIFTS_MIN_ELEMENTS`
+    elements: the ``k*k`` shifts compile slower (a 7x7's forward + backward: 2.3 s against
+    0.1 s), which a short run on a small featuremap never wins back. Any other convolution goes to
     ``lax.conv_general_dilated`` unchanged. The result equals the convolution's up to float32
     rounding (the sum runs in another order).
     """
@@ -170,7 +179,7 @@ class ConvUnit(nn.Module):
     norm: bool = True
     act: str | None = "relu"
     act_first: bool = False
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -206,9 +215,13 @@ class ConvUnit(nn.Module):
             kernel_init=_KERNEL_INIT,
             mask=kernel_mask,
             conv_general_dilated=(depthwise_conv_by_shifts
-                                  if self.depthwise and jax.default_backend() == "cpu" else None),
+                                  if self.depthwise and jax.default_backend() == "cpu"
+                                  and x.size >= SHIFTS_MIN_ELEMENTS else None),  # fmt: skip
             name="conv",
         )(x)
+        if self.collect_stats == "conv" and self.is_mutable_collection("intermediates"):
+            for key, value in featuremap_stats(x).items():  # the filters' own output, ||W x||^2
+                self.sow("intermediates", key, value)
         bn = (
             nn.BatchNorm(
                 use_running_average=not train, momentum=BN_MOMENTUM, epsilon=BN_EPSILON, name="bn"
@@ -230,7 +243,8 @@ class ConvUnit(nn.Module):
         if self.use_masks:
             mask = self.variable("masks", "filter_mask", lambda: jnp.ones((features,), x.dtype))
             x = x * mask.value.astype(x.dtype)
-        if self.collect_stats and self.is_mutable_collection("intermediates"):
+        if self.collect_stats and self.collect_stats != "conv" \
+                and self.is_mutable_collection("intermediates"):  # fmt: skip
             for key, value in featuremap_stats(x).items():
                 self.sow("intermediates", key, value)
         return x
@@ -254,7 +268,7 @@ class SepConvUnit(nn.Module):
     """Depthwise conv unit ``dw`` followed by pointwise conv unit ``pw``."""
 
     op: SepConv
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -336,7 +350,7 @@ class CellUnit(nn.Module):
     """Parallel branches, merged by channel concat or sum, then ``act``."""
 
     cell: Cell
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -363,7 +377,7 @@ class ChoiceUnit(nn.Module):
     """The selected candidate of a :class:`~fnnjax.arch.spec.Choice` (selector in ``"arch"``)."""
 
     choice: Choice
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -406,7 +420,7 @@ class FactorizedReduce(nn.Module):
     """
 
     filters: int
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -430,7 +444,7 @@ class GatedSkips(nn.Module):
 
     merge: str
     n: int
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -454,7 +468,7 @@ class AddOnUnit(nn.Module):
     ``unit`` a conv -> BN -> ReLU unit; ``gate`` and ``connections`` are ``"arch"`` leaves."""
 
     addon: AddOn
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -475,7 +489,7 @@ class ResidualUnit(nn.Module):
     """``act(body(x) + shortcut(x))`` with the ResNet projection rule (see ``Residual``)."""
 
     block: Residual
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -537,13 +551,14 @@ class SpecNet(nn.Module):
 
     Attributes:
         spec: the architecture.
-        collect_stats: sow per-filter featuremap statistics into ``"intermediates"``.
+        collect_stats: sow per-filter featuremap statistics into ``"intermediates"`` (False,
+            True / ``"output"``, ``"conv"``: module docstring).
         use_masks: filter and kernel masks on every conv unit, filter masks on every op without
             filters (``"masks"`` collection; module docstring).
     """
 
     spec: Spec
-    collect_stats: bool = False
+    collect_stats: bool | str = False
     use_masks: bool = False
 
     @nn.compact
@@ -590,8 +605,14 @@ class SpecNet(nn.Module):
         return HeadUnit(spec.head, spec.num_classes, name="head")(x, train)
 
 
-def build_model(spec: Spec, *, collect_stats: bool = False, use_masks: bool = False) -> SpecNet:
-    """Returns the Flax module of ``spec`` (see :class:`SpecNet` for the hooks)."""
+def build_model(
+    spec: Spec, *, collect_stats: bool | str = False, use_masks: bool = False
+) -> SpecNet:
+    """Returns the Flax module of ``spec`` (see :class:`SpecNet` and the module docstring for the
+    hooks; ``collect_stats``: False, True / ``"output"`` or ``"conv"``)."""
+    if not (isinstance(collect_stats, bool) or collect_stats in ("output", "conv")):
+        raise ValueError(f"collect_stats: expected False, True, 'output' or 'conv', got "
+                         f"{collect_stats!r}")  # fmt: skip
     return SpecNet(spec, collect_stats=collect_stats, use_masks=use_masks)
 
 

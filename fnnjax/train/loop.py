@@ -39,12 +39,13 @@ import json
 import math
 import time
 import warnings
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
 import jax
+import jax.numpy as jnp
 import numpy as np
 import optax
 from tqdm.auto import tqdm
@@ -78,7 +79,13 @@ from fnnjax.train.rundir import (
     plot_history,
 )
 from fnnjax.train.sharding import is_primary, sync_processes
-from fnnjax.train.structure import NewModel, abstract_state, adopt, rebuild_model
+from fnnjax.train.structure import (
+    NewModel,
+    _first_difference,
+    abstract_state,
+    adopt,
+    rebuild_model,
+)
 
 __all__ = [
     "FitResult",
@@ -281,6 +288,7 @@ def fit(
     on_epoch_end: Callable[[dict[str, Any], TrainState], NewModel | None] | None = None,
     objective: str | Objective | None = None,
     rebuild: Callable[[dict[str, Any]], nn.Module] | None = None,
+    initial_variables: Mapping[str, Any] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data`` and evaluates it after every epoch.
 
@@ -310,6 +318,11 @@ def fit(
         rebuild: ``rebuild(description) -> model`` for resuming a run whose structure changed
             (e.g. :func:`fnnjax.models.model_from_description`): the newest checkpoint's stored
             description is rebuilt and restored without a template. Not needed otherwise.
+        initial_variables: variables to start from instead of the fresh initialization
+            (``{"params": ..., "batch_stats": ..., ...}``, e.g. transplanted from an earlier
+            structure by :func:`fnnjax.arch.transplant_params`); collections it leaves out keep
+            their initial values. Shapes must be the model's. A resumed run starts from its
+            checkpoint instead.
 
     Returns:
         A :class:`FitResult`. Its summary holds ``best_epoch``/``best_validation_accuracy`` (and
@@ -352,6 +365,8 @@ def fit(
     init_key, data_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
     state = init_state(init_key, model, data.input_shape, tx)
     state = state.replace(rng=jax.random.key_data(jax.random.fold_in(train_key, 0)))
+    if initial_variables is not None:
+        state = _start_from(state, initial_variables, tx)
     state = sharding.replicate(state, mesh)
 
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
@@ -525,6 +540,27 @@ def fit(
         (out / "summary.json").write_text(json.dumps(summary, indent=2))
     return FitResult(state=state, history=history, summary=summary, model=model,
                      description=current)  # fmt: skip
+
+
+def _start_from(state: TrainState, variables: Mapping[str, Any], tx) -> TrainState:
+    """``state`` with its params and collections replaced by ``variables`` (checked)."""
+    params = variables.get("params", state.params)
+    collections = dict(state.collections)
+    for name, tree in variables.items():
+        if name != "params":
+            if name not in collections:
+                raise ConfigError(f"initial_variables[{name!r}]: the model has no such collection "
+                                  f"(it has {sorted(collections)})")  # fmt: skip
+            collections[name] = tree
+    for name, expected, got in [("params", state.params, params),
+                                *((n, state.collections[n], collections[n]) for n in variables
+                                  if n != "params")]:  # fmt: skip
+        difference = _first_difference(expected, got)
+        if difference is not None:
+            raise ConfigError(f"initial_variables[{name!r}]: {difference}")
+    params = jax.tree_util.tree_map(jnp.asarray, params)
+    collections = jax.tree_util.tree_map(jnp.asarray, collections)
+    return state.replace(params=params, collections=collections, opt_state=tx.init(params))
 
 
 def restore_run(

@@ -96,6 +96,13 @@ def test_dense_skips_concatenate_the_stages_earlier_outputs_before_a_1x1_conv():
     assert s1[2].skips == (0,) and s1[2].filters == 24  # the widener's output is the stage input
     variables = init_variables(build_model(spec), jax.random.key(0), (16, 16, 1), abstract=True)
     assert variables["params"]["s0b3"]["conv"]["kernel"].shape == (1, 1, 3 * 12, 12)
+    modules = ev.block_modules(((ev.CELL_OPS,) * 3, (ev.CELL_OPS,) * 2), env)
+    assert modules["s0/l2/1x1"] == "s0b4/br0_0" and modules["s1/l1/7x7sep"] == "s1b3/br5_0/pw"
+    for path in modules.values():  # every statistics path is a unit of the model
+        node = variables["params"]
+        for part in path.split("/"):
+            node = node[part]
+        assert "conv" in node
 
 
 # -- restructuring on hand-made statistics -----------------------------------------------------
@@ -214,6 +221,24 @@ def test_the_statistic_is_the_released_codes_per_batch_sum_of_normalized_squared
     assert set(got) == set(want) == {"s0/l0/1x1", "s0/l0/3x3sep", "s0/l1/5x5", "s1/l0/3x3"}
     for key in want:
         np.testing.assert_allclose(got[key], want[key], rtol=1e-4)
+    # In the paper's order the block's output is BatchNorm's: its statistic is BN's alone.
+    assert np.ptp(list(got.values())) < 1e-3 * max(got.values())
+    # "conv" measures the filters' own output, sum ||W x||^2, which differs from block to block.
+    conv_model = build_model(spec, collect_stats="conv")
+    conv_state = Engine(conv_model, optax.sgd(0.0)).init(jax.random.key(0), (8, 8, 1))
+    conv_state, _ = Engine(conv_model, optax.sgd(0.0)).train_steps(conv_state, x, y, orders)
+    conv = ev.block_statistics(read_stats(conv_state), layers, ENV, batch_size=5)
+    per_batch = []
+    for b in range(2):
+        _, inter = model.apply(variables, x[5 * b: 5 * b + 5], train=True,
+                               capture_intermediates=True, mutable=["batch_stats", "intermediates"],
+                               rngs={"dropout": jax.random.key(0)})  # fmt: skip
+        out = np.asarray(inter["intermediates"]["s0b0"]["br0_0"]["conv"]["__call__"][0], np.float64)
+        per_batch.append(np.mean(np.sum(out**2, axis=0)))
+    assert np.ptp(list(conv.values())) > 0.1 * max(conv.values())
+    np.testing.assert_allclose(conv["s0/l0/1x1"], np.mean(per_batch), rtol=1e-4)
+    with pytest.raises(ValueError, match="collect_stats: expected False, True, 'output' or 'conv'"):
+        build_model(spec, collect_stats="pre")
     var = ev.block_statistics(read_stats(state), layers, ENV, batch_size=5, statistic="variance")
     assert all(0 <= var[k] for k in var) and var != got
     with pytest.raises(ValueError, match="build the model with collect_stats=True"):
@@ -243,7 +268,7 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
 
     assert main(["envelopenet", "--quick", "--devices", "1", "--out", str(tmp_path / "whole")]) == 0
     printed = capsys.readouterr().out
-    assert "EnvelopeNet 6/2-1/3 -> 6/4-3/3 on digits in 6 epochs (parameters x" in printed
+    assert "EnvelopeNet 6/2-1/3 -> 6/4-3/3 on digits in 2 x 3 statistics epochs + 0 final = 6 epochs (parameters x" in printed
     assert f"fnnjax train --spec {tmp_path / 'whole' / 'final_spec.json'}" in printed
     data = load_dataset("digits", limit_train=400)
     saved = json.loads((tmp_path / "whole/construction.json").read_text())
@@ -283,3 +308,35 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
     with pytest.raises(ValueError, match=r"holds a different construction \(seed: 0 there, 1 now\)"):
         ev.construct(data, _quick(), tmp_path / "cut", seed=1, log=None, num_devices=1)
     assert _quick().construction_epochs(100) == 2 * 3 + 100
+
+
+def test_inheritance_keeps_the_surviving_blocks_weights_and_starts_the_new_cell_fresh(tmp_path):
+    from fnnjax.arch import transplant_params
+    from fnnjax.train import load_dataset
+
+    env = dataclasses.replace(ENV, width="block", dense_skips=True)
+    layers = ((("1x1", "3x3", "5x5sep"), ("3x3", "7x7sep")), (("1x1",),))
+    stats = {"s0/l0/1x1": 0.0, "s0/l0/3x3": 5.0, "s0/l0/5x5sep": 1.0, "s0/l1/3x3": 3.0,
+             "s0/l1/7x7sep": 4.0, "s1/l0/1x1": 1.0}  # fmt: skip
+    done = ev.restructure_layers(layers, stats, env)
+    assert done.layers[0][:2] == (("3x3", "5x5sep"), ("3x3", "7x7sep"))  # 1x1 of layer 0 pruned
+    kept = ev.inheritance_map(layers, done, env)
+    assert kept["s0"] == [0, 1, 2, -1, -1] and kept["s0b0"] == [1, 2] and kept["s0b2"] == [0, 1]
+    assert kept["s1"] == [0, 1, -1, -1] and kept["s1b1"] == [0]
+    old = ev.envelope_spec(layers, env, (8, 8, 1), 3)
+    new = ev.envelope_spec(done.layers, env, (8, 8, 1), 3)
+    va = init_variables(build_model(old), jax.random.key(0), (8, 8, 1))
+    vb = init_variables(build_model(new), jax.random.key(1), (8, 8, 1))
+    moved = transplant_params(old, va, new, vb, kept=kept)
+    p_old, p_new, p_fresh = va["params"], moved["params"], vb["params"]
+    np.testing.assert_array_equal(p_new["s0b0"]["br0_0"]["conv"]["kernel"],
+                                  p_old["s0b0"]["br1_0"]["conv"]["kernel"])  # the 3x3 survivor  # fmt: skip
+    np.testing.assert_array_equal(p_new["s0b4"]["br1_0"]["conv"]["kernel"],
+                                  p_fresh["s0b4"]["br1_0"]["conv"]["kernel"])  # the new cell  # fmt: skip
+    # The construction driver: an inheriting iteration resumed in a new call restores the last.
+    data = load_dataset("digits", limit_train=120)
+    config = dataclasses.replace(_quick(), inherit=True, epochs_per_iteration=1, iterations=1)
+    ev.construct(data, config, tmp_path, log=None, num_devices=1)
+    result = ev.construct(data, dataclasses.replace(config, iterations=2), tmp_path, log=None,
+                          num_devices=1)  # fmt: skip
+    assert [r["inherited"] for r in result["records"]] == [False, True]

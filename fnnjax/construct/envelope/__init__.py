@@ -59,8 +59,10 @@ from fnnjax.construct.envelope.net import (
     parse_notation,
 )
 from fnnjax.construct.envelope.restructure import (
+    RELEASED_MAX_LAYERS,
     RestructureConfig,
     Restructuring,
+    inheritance_map,
     random_equivalent,
     random_equivalent_layers,
     restructure,
@@ -69,6 +71,7 @@ from fnnjax.construct.envelope.restructure import (
 
 __all__ = [
     "CELL_OPS",
+    "RELEASED_MAX_LAYERS",
     "STATISTICS",
     "ConstructionConfig",
     "EnvelopeConfig",
@@ -82,6 +85,7 @@ __all__ = [
     "envelope_layers",
     "envelope_notation",
     "envelope_spec",
+    "inheritance_map",
     "initial_layers",
     "layer_widths",
     "parse_notation",

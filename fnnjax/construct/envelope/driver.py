@@ -17,13 +17,18 @@ from fnnjax.construct.envelope.net import (
     Layers,
     block_counts,
     block_modules,
+    envelope_layers,
     envelope_notation_of,
     envelope_spec,
     initial_layers,
     layer_widths,
     parse_notation,
 )
-from fnnjax.construct.envelope.restructure import RestructureConfig, restructure_layers
+from fnnjax.construct.envelope.restructure import (
+    RestructureConfig,
+    inheritance_map,
+    restructure_layers,
+)
 
 __all__ = ["STATISTICS", "ConstructionConfig", "block_statistics", "construct"]
 
@@ -39,16 +44,18 @@ def block_statistics(
     """Per-block featuremap statistics from the engine's accumulated ``stats``.
 
     Args:
-        stats: :func:`fnnjax.train.read_stats` of a model built with ``collect_stats=True``
-            (per conv unit, the means over the steps of ``featuremap_msq`` and
+        stats: :func:`fnnjax.train.read_stats` of a model built with ``collect_stats`` on
+            (``"conv"`` or ``"output"``: where each unit measures, ConstructionConfig.measure;
+            per conv unit, the means over the steps of ``featuremap_msq`` and
             ``featuremap_var``, each ``[channels]``).
         layers, envelope: the network the statistics come from.
         batch_size: the training batch size.
         statistic: ``"l2"``: the paper's squared l2 norm of the block's output normalized by the
             featuremap size, as the released code computes it: per batch, the sum over the
             examples of ``y**2`` averaged over height, width and channels, then averaged over
-            the batches (``batch_size * mean_c(featuremap_msq)``). ``"variance"``: the running
-            featuremap variance (the paper's second statistic), averaged over the channels.
+            the batches (``batch_size * mean_c(featuremap_msq)``). ``"variance"``: the paper's second
+            statistic, the running featuremap variance: each step's variance over batch and
+            space, averaged over the steps and the channels.
 
     Returns:
         ``{"s{i}/l{j}/{op}": value}`` for every block.
@@ -83,12 +90,26 @@ class ConstructionConfig:
         epochs_per_iteration: training epochs that collect the statistics in each iteration
             (10; the network is trained from scratch every iteration: no weight inheritance).
         batch_size, learning_rate, momentum: SGD (50, 0.1, none; the paper's exponential decay
-            by 0.1 per 350 epochs is a constant rate over an iteration).
+            by 0.1 per 350 epochs is a constant rate over an iteration; the final training uses
+            the same constant rate, where the paper's decay would end 100 epochs at about 0.052).
         augment: random crops (and flips where labels allow) during training; the paper used
             crops and brightness/contrast changes.
         statistic: ``"l2"`` (default) or ``"variance"`` (:func:`block_statistics`).
+        measure: where a block's featuremap is measured: ``"conv"``, its filters' own output
+            before BN and activation (section 4.2's ``sum ||W_n X||^2``, the "featuremap of each
+            filter"), or ``"output"``, the block's output as concatenated (the released code's,
+            after its conv -> BN -> ReLU). ``None`` (default): ``"conv"`` in the paper's order and
+            ``"output"`` in the released one. In the paper's order (conv -> ReLU -> BN) the
+            block's output is BatchNorm's, whose squared norm in training is fixed by BN's scale
+            and shift alone (``batch * mean(gamma^2 + beta^2)``, whatever the filters compute:
+            every block starts at the same value), so measuring there ranks blocks by BN's
+            drift, not by what their filters extract.
         final_epochs: train the constructed network this many epochs at the end (0: don't; the
             paper trains it for 100 and counts them in the construction time).
+        inherit: beyond the paper (which retrains every iteration from scratch): start each
+            iteration from the previous one's trained weights, moved through the restructuring
+            by :func:`fnnjax.arch.transplant_params` (:func:`inheritance_map`: surviving blocks
+            keep theirs, the new cell starts fresh; optimizer state and statistics start anew).
     """
 
     stages: tuple[int, ...] = (10, 1, 1, 1)
@@ -102,6 +123,8 @@ class ConstructionConfig:
     augment: bool = True
     statistic: str = "l2"
     final_epochs: int = 0
+    inherit: bool = False
+    measure: str | None = None
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -115,6 +138,10 @@ class ConstructionConfig:
         if isinstance(self.final_epochs, bool) or not isinstance(self.final_epochs, int) \
                 or self.final_epochs < 0:  # fmt: skip
             raise ValueError(f"final_epochs: expected an int >= 0, got {self.final_epochs!r}")
+        if self.measure not in (None, "conv", "output"):
+            raise ValueError(f"measure: expected None, 'conv' or 'output', got {self.measure!r}")
+        if not isinstance(self.inherit, bool):
+            raise ValueError(f"inherit: expected a bool, got {self.inherit!r}")
         if self.statistic not in STATISTICS:
             raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got "
                              f"{self.statistic!r}")  # fmt: skip
@@ -133,6 +160,13 @@ class ConstructionConfig:
             raise ValueError(f"notation {text!r}: M = {m}, but the cell has {envelope.m} blocks "
                              f"{envelope.cell}; give a cell of {m} blocks")  # fmt: skip
         return cls(stages=stages, envelope=dataclasses.replace(envelope, channels=c), **fields)
+
+    @property
+    def measured_at(self) -> str:
+        """``measure``, resolved (``"conv"`` in the paper's order, ``"output"`` in the released)."""
+        if self.measure is not None:
+            return self.measure
+        return "conv" if self.envelope.order == "paper" else "output"
 
     @property
     def notation(self) -> str:
@@ -160,10 +194,15 @@ def _train_config(config: ConstructionConfig, epochs: int, seed: int, progress: 
                        keep_checkpoints=1, num_devices=num_devices)  # fmt: skip
 
 
-def _write_json(path: Path, value: Any) -> None:
+def _write_text(path: Path, text: str) -> None:
+    """Writes ``text`` atomically (a killed run never leaves half a file)."""
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
+    tmp.write_text(text)
     os.replace(tmp, path)
+
+
+def _write_json(path: Path, value: Any) -> None:
+    _write_text(path, json.dumps(value, indent=1))
 
 
 def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Path) -> None:
@@ -174,8 +213,8 @@ def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Pat
         c.pop("final_epochs", None)
     diff = [f"{k}: {saved_config.get(k)!r} there, {v!r} now" for k, v in now_config.items()
             if saved_config.get(k) != v]  # fmt: skip
-    diff += [f"{k}: {meta.get(k)!r} there, {now[k]!r} now" for k in ("seed", "dataset")
-             if meta.get(k) != now[k]]  # fmt: skip
+    diff += [f"{k}: {meta.get(k)!r} there, {now[k]!r} now"
+             for k in ("seed", "dataset", "measured_at") if meta.get(k) != now[k]]  # fmt: skip
     if diff:
         raise ValueError(f"{out} holds a different construction ({'; '.join(diff[:3])}); pass "
                          f"another out folder, or resume=False (--no-resume) to start afresh (the "
@@ -219,7 +258,8 @@ def construct(
 
     env = config.envelope
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
-    now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
+    now = {"config": config.to_dict(), "measured_at": config.measured_at, "seed": seed,
+           "dataset": data.describe()}  # fmt: skip
     records: list[dict[str, Any]] = []
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
@@ -234,13 +274,23 @@ def construct(
 
     def save() -> None:
         if out is not None:
-            _write_json(out / "construction.json", {**now, "records": records})
+            epochs = {"statistics": len(records) * config.epochs_per_iteration,
+                      "final": config.final_epochs,
+                      "total": len(records) * config.epochs_per_iteration + config.final_epochs}  # fmt: skip
+            _write_json(out / "construction.json",
+                        {**now, "construction_epochs": epochs, "records": records})  # fmt: skip
+
+    save()  # at once: a later resume checks it is the same construction, even inside iteration 0
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
     shape, classes = data.input_shape, data.num_classes
+    previous = None  # (layers, restructuring, trained variables) of the last iteration run here
     for k in range(len(records), config.iterations):
         spec = envelope_spec(layers, env, shape, classes)
         run_dir = None if out is None else out / "iterations" / str(k)
+        initial = None
+        if config.inherit and k > 0:
+            initial = _inherited(previous, records[-1], spec, config, out, k, seed)
         running: list[dict[str, Any]] = []
         if run_dir is not None and (run_dir / "statistics.json").exists():
             running = json.loads((run_dir / "statistics.json").read_text())
@@ -254,11 +304,11 @@ def construct(
                 _write_json(run_dir / "statistics.json", running)
 
         started = time.perf_counter()
-        result = fit(build_model(spec, collect_stats=True), data,
+        result = fit(build_model(spec, collect_stats=config.measured_at), data,
                      _train_config(config, config.epochs_per_iteration, seed * 1000 + k, progress,
                                    num_devices),
                      out_dir=run_dir, resume=resume, description=to_dict(spec),
-                     on_epoch_end=on_epoch_end)  # fmt: skip
+                     on_epoch_end=on_epoch_end, initial_variables=initial)  # fmt: skip
         stats = block_statistics(read_stats(result.state), layers, env,
                                  batch_size=config.batch_size, statistic=config.statistic)  # fmt: skip
         done = restructure_layers(layers, stats, env, config.restructure)
@@ -279,17 +329,19 @@ def construct(
             "next_notation": envelope_notation_of(env.channels, done.layers, env.m),
             "test_accuracy": result.summary.get("final_test_accuracy"),
             "validation_accuracy": result.summary.get("final_validation_accuracy"),
-            "seconds": time.perf_counter() - started,
+            "seconds": time.perf_counter() - started,  # this process's part, after a resume
+            "inherited": initial is not None,
         })  # fmt: skip
         save()
         say(f"iteration {k + 1}/{config.iterations}: {records[-1]['notation']} -> "
             f"{records[-1]['next_notation']}, pruned {len(done.pruned)} blocks")  # fmt: skip
+        previous = (layers, done, result.state.variables())
         layers = done.layers
 
     spec = envelope_spec(layers, env, shape, classes)
     final = None
     if out is not None:
-        (out / "final_spec.json").write_text(to_json(spec))
+        _write_text(out / "final_spec.json", to_json(spec))
         if records:
             _plot_statistics(records[0], out / "iterations" / "0" / "statistics.json",
                              out / "statistics.png")  # fmt: skip
@@ -304,6 +356,34 @@ def construct(
     return {"spec": spec, "layers": layers,
             "notation": envelope_notation_of(env.channels, layers, env.m),
             "records": records, "final": final}  # fmt: skip
+
+
+def _inherited(previous, record: dict[str, Any], spec, config: ConstructionConfig,
+               out: Path | None, k: int, seed: int) -> dict[str, Any]:  # fmt: skip
+    """The variables iteration ``k`` starts from: iteration ``k - 1``'s trained ones (from
+    memory, or from its folder after a resume) transplanted onto ``spec``."""
+    import jax  # noqa: PLC0415
+
+    from fnnjax.arch import build_model, from_dict, init_variables, transplant_params  # noqa: PLC0415
+    from fnnjax.train import restore_run  # noqa: PLC0415
+
+    old_spec = from_dict(record["spec"])
+    if previous is None:
+        if out is None:
+            raise ValueError("inherit: no earlier iteration to inherit from")
+        _, state, _ = restore_run(
+            out / "iterations" / str(k - 1),
+            lambda d: build_model(from_dict(d), collect_stats=config.measured_at))
+        old_layers = envelope_layers(old_spec, config.envelope)
+        done = restructure_layers(old_layers, record["statistics"], config.envelope,
+                                  config.restructure)  # fmt: skip
+        variables = state.variables()
+    else:
+        old_layers, done, variables = previous
+    variables = {c: v for c, v in variables.items() if c != "stats"}
+    fresh = init_variables(build_model(spec), jax.random.key(seed * 1000 + k), spec.input_shape)
+    return transplant_params(old_spec, variables, spec, fresh,
+                             kept=inheritance_map(old_layers, done, config.envelope))  # fmt: skip
 
 
 def _next_layers(record: dict[str, Any]) -> Layers:

@@ -69,7 +69,9 @@ class EnvelopeConfig:
 
     A widener (between stages) is a 2x2/s2 max-pool and a 3x3/s2 conv of the incoming width in
     parallel, concatenated: half the size, twice the channels (on an odd size, a 3x3/s2 pool
-    padded by 1, to match the conv's ``ceil(size / 2)``). The stem is a 3x3 conv to ``C``.
+    padded by 1, to match the conv's ``ceil(size / 2)``). The incoming width is the stage's last
+    layer's actual width (``int(W / n) * n``, e.g. 126 for 128 channels over six blocks), so the
+    next stage's input has twice that, about ``2W``. The stem is a 3x3 conv to ``C``.
     """
 
     channels: int = 128
@@ -102,7 +104,7 @@ class EnvelopeConfig:
             raise ValueError(f"dropout: expected a float in [0, 1), got {self.dropout!r}")
         if self.stem_stride not in (1, 2):
             raise ValueError(f"stem_stride: expected 1 or 2, got {self.stem_stride!r}")
-        if self.channels < len(cell) and self.width == "block":
+        if self.channels < len(cell):
             raise ValueError(f"channels: expected at least M = {len(cell)} (one channel per "
                              f"block), got {self.channels}")  # fmt: skip
 

@@ -32,13 +32,19 @@ from fnnjax.construct.envelope.net import (
 )
 
 __all__ = [
+    "RELEASED_MAX_LAYERS",
     "RestructureConfig",
     "Restructuring",
+    "inheritance_map",
     "random_equivalent",
     "random_equivalent_layers",
     "restructure",
     "restructure_layers",
 ]
+
+
+RELEASED_MAX_LAYERS = (15, 5, 3, 3)
+"""The released code's per-stage maxima for the paper's ``10-1-1-1`` init (-> ``15-6-4-4``)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -191,3 +197,38 @@ def random_equivalent(key: jax.Array, spec: Spec, envelope: EnvelopeConfig) -> S
     layers = random_equivalent_layers(key, envelope_layers(spec, envelope), envelope)
     return envelope_spec(layers, envelope, spec.input_shape, spec.num_classes)
 
+
+
+def _block_indices(stage: Layers, i: int, envelope: EnvelopeConfig) -> tuple[list[int], list[int]]:
+    """Per layer of one stage: the block index of its cell and of its dense transition (-1)."""
+    cells, transitions, n = [], [], 1 if i > 0 else 0
+    for j in range(len(stage)):
+        if envelope.dense_skips and j > 0:
+            transitions.append(n)
+            n += 1
+        else:
+            transitions.append(-1)
+        cells.append(n)
+        n += 1
+    return cells, transitions
+
+
+def inheritance_map(old: Layers, done: Restructuring, envelope: EnvelopeConfig) -> dict[str, list[int]]:
+    """The ``kept`` map of :func:`fnnjax.arch.transplant_params` from the network of ``old`` to
+    the restructured one: every surviving block keeps its weights (its filters and, as the
+    layer's input, the surviving channels it read), the widener and dense transitions follow
+    their layers, the appended cell starts fresh. With ``width="layer"`` a survivor that widens
+    keeps its old filters and gets new ones."""
+    kept: dict[str, list[int]] = {}
+    for i, (stage_old, stage_new) in enumerate(zip(old, done.layers, strict=True)):
+        cells_old, trans_old = _block_indices(stage_old, i, envelope)
+        cells_new, trans_new = _block_indices(stage_new, i, envelope)
+        blocks = [0] if i > 0 else []
+        for jn, jo in enumerate(done.kept[i]):
+            if trans_new[jn] >= 0:
+                blocks.append(trans_old[jo] if jo > 0 else -1)
+            blocks.append(cells_old[jo] if jo >= 0 else -1)
+            if jo >= 0:
+                kept[f"s{i}b{cells_new[jn]}"] = [stage_old[jo].index(op) for op in stage_new[jn]]
+        kept[f"s{i}"] = blocks
+    return kept
