@@ -130,6 +130,9 @@ def main(argv=None) -> dict:
     p.add_argument("--stem-stride", type=int, default=2, choices=(1, 2),
                    help="2 (default here: a quarter of the cost on CPU) or 1 (the paper)")  # fmt: skip
     p.add_argument("--limit-test", type=int, default=0, help="0: the whole test split")
+    p.add_argument("--inherit", action="store_true",
+                   help="beyond the paper: each iteration starts from the previous one's weights "
+                   "(compare constructions with fewer --epochs-per-iteration against the default)")  # fmt: skip
     p.add_argument("--no-augment", action="store_true")
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("experiments/out/envelopenets"))
@@ -145,7 +148,8 @@ def main(argv=None) -> dict:
     config = ev.ConstructionConfig.from_notation(
         args.init, envelope=ev.EnvelopeConfig(cell=cell, stem_stride=args.stem_stride),
         restructure=ev.RestructureConfig(max_layers=max_layers), iterations=args.iterations,
-        epochs_per_iteration=args.epochs_per_iteration, augment=not args.no_augment)  # fmt: skip
+        epochs_per_iteration=args.epochs_per_iteration, augment=not args.no_augment,
+        inherit=args.inherit)  # fmt: skip
     worst_config = dataclasses.replace(
         config, restructure=dataclasses.replace(config.restructure, worst_case=True))
     data = load_dataset(args.dataset, limit_train=args.limit_train or None,

@@ -277,6 +277,11 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--stem-stride", type=int, choices=(1, 2), default=1,
                      help="2 halves every featuremap (CPU-size runs); default 1 (the paper)")  # fmt: skip
     env.add_argument("--worst-case", action="store_true", help="prune the highest statistics")
+    env.add_argument("--inherit", action="store_true", help="beyond the paper: start each "
+                     "iteration from the previous one's weights (surviving blocks keep theirs)")  # fmt: skip
+    env.add_argument("--measure", choices=("conv", "output"), help="where a block is measured: "
+                     "its filters' output (conv; default in the paper's order) or its output as "
+                     "concatenated (output; default in the released order)")  # fmt: skip
     env.add_argument("--batch-size", type=_positive_int, default=50, help="default 50")
     env.add_argument("--lr", type=_positive_float, default=0.1, help="SGD rate; default 0.1")
     env.add_argument("--no-augment", action="store_true", help="no random crops / flips")
@@ -538,7 +543,8 @@ def _envelopenet(args: argparse.Namespace) -> int:
         config = ev.ConstructionConfig.from_notation(
             init, envelope=envelope, restructure=restructure, iterations=iterations,
             epochs_per_iteration=epochs, batch_size=batch, learning_rate=args.lr,
-            augment=not args.no_augment, statistic=args.statistic, final_epochs=args.final_epochs)
+            augment=not args.no_augment, statistic=args.statistic, final_epochs=args.final_epochs,
+            inherit=args.inherit, measure=args.measure)
     except ValueError as e:
         raise ConfigError(f"--init/--cell/--max-layers: {e}") from None
     data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed,

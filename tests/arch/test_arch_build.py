@@ -223,7 +223,7 @@ def test_fnn_head_builds_and_applies_in_train_mode(random_variables):
     assert np.all(np.isfinite(np.asarray(y)))
 
 
-@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 2), (7, 1)])
+@pytest.mark.parametrize("kernel,stride", [(3, 1), (5, 2)])
 def test_depthwise_convs_by_shifts_equal_the_convolution_and_its_gradients(kernel, stride):
     from fnnjax.arch.build import depthwise_conv_by_shifts
 
