@@ -2,9 +2,9 @@
 
 One jitted training step (forward, backward, SGD, via :class:`fnnjax.train.Engine`, one device)
 of the EnvelopeNet ``--init`` (default ``32/4-1-1/6``; the paper's is ``128/10-1-1-1/6``), with
-``collect_stats=True`` (every conv unit's per-filter mean of ``y**2`` and variance, summed into
-the train state inside the step: what :func:`fnnjax.construct.envelope.construct` trains with)
-over the same step without. Target: <= 1.05. Median of ``--repeats`` after warm-up, side by side
+``collect_stats=--measure`` (every conv unit's per-filter mean of ``y**2`` and variance, at its
+conv's output by default, summed into the train state inside the step: what
+:func:`fnnjax.construct.envelope.construct` trains with) over the same step without. Target: <= 1.05. Median of ``--repeats`` after warm-up, side by side
 in one process.
 
 Usage::
@@ -30,6 +30,9 @@ def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--init", default="32/4-1-1/6", help="the EnvelopeNet C/n1-n2-.../M")
     parser.add_argument("--cell", default=",".join(ev.CELL_OPS), help="the cell's blocks")
+    parser.add_argument("--measure", choices=("conv", "output"), default="conv",
+                        help="where the units measure (construction's default in the paper's "
+                        "order: conv)")  # fmt: skip
     parser.add_argument("--batch", type=int, default=50, help="the paper's CIFAR batch: 50")
     parser.add_argument("--size", type=int, default=32, help="image side (CIFAR: 32)")
     parser.add_argument("--steps", type=int, default=2, help="train steps per timed call")
@@ -45,7 +48,7 @@ def main(argv=None) -> dict:
     shape = (args.size, args.size, 3)
     spec = ev.envelope_spec(ev.initial_layers(stages, env), env, shape, 10)
     seconds = {}
-    for name, stats in (("plain", False), ("stats", True)):
+    for name, stats in (("plain", False), ("stats", args.measure)):
         stepper = _Stepper(build_model(spec, collect_stats=stats), shape, args.batch, args.steps,
                            tx=optax.sgd(0.1))  # fmt: skip
         seconds[name] = median_seconds(stepper, repeats=args.repeats) / args.steps
