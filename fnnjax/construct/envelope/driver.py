@@ -240,7 +240,8 @@ def construct(
     (checkpointed every epoch), so a killed construction resumes inside the iteration it was
     in. ``out_dir`` receives ``construction.json`` (the configuration and one record per
     iteration: ``notation``, ``block_counts``, ``spec``, per-block ``statistics``, ``pruned``,
-    ``added``, parameters and FLOPs, the iteration's test accuracy), the running statistics of
+    ``added``, parameters and FLOPs, the iteration's validation accuracy when ``data`` has a
+    validation split; the construction never reads the test split), the running statistics of
     every epoch (``iterations/<k>/statistics.json``), ``final_spec.json`` (trainable with
     ``fnnjax train --spec``), ``statistics.png`` (Figure 2: the running statistic of the blocks
     of several layers in the first iteration) and ``widths.png`` (blocks and channels per layer
@@ -253,7 +254,7 @@ def construct(
         summary, or None).
     """
     from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
-    from fnnjax.train import fit, read_stats  # noqa: PLC0415
+    from fnnjax.train import Split, fit, read_stats  # noqa: PLC0415
     from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
 
     env = config.envelope
@@ -284,6 +285,8 @@ def construct(
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
     shape, classes = data.input_shape, data.num_classes
+    # The construction never reads the test split (only the final training is tested).
+    blind = dataclasses.replace(data, test=Split(data.test.x[:0], data.test.y[:0]))
     previous = None  # (layers, restructuring, trained variables) of the last iteration run here
     for k in range(len(records), config.iterations):
         spec = envelope_spec(layers, env, shape, classes)
@@ -304,7 +307,7 @@ def construct(
                 _write_json(run_dir / "statistics.json", running)
 
         started = time.perf_counter()
-        result = fit(build_model(spec, collect_stats=config.measured_at), data,
+        result = fit(build_model(spec, collect_stats=config.measured_at), blind,
                      _train_config(config, config.epochs_per_iteration, seed * 1000 + k, progress,
                                    num_devices),
                      out_dir=run_dir, resume=resume, description=to_dict(spec),
@@ -327,7 +330,6 @@ def construct(
                       for i, a in enumerate(done.added)],
             "next_layers": [[list(layer) for layer in stage] for stage in done.layers],
             "next_notation": envelope_notation_of(env.channels, done.layers, env.m),
-            "test_accuracy": result.summary.get("final_test_accuracy"),
             "validation_accuracy": result.summary.get("final_validation_accuracy"),
             "seconds": time.perf_counter() - started,  # this process's part, after a resume
             "inherited": initial is not None,
