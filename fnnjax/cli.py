@@ -516,11 +516,10 @@ def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:
                          f"{text!r}") from None  # fmt: skip
 
 
-def _envelopenet(args: argparse.Namespace) -> int:
-    from fnnjax.arch import analytic_counts  # noqa: PLC0415
+def _envelope_config(args: argparse.Namespace):
+    """``(ConstructionConfig, dataset, limit_train)`` of an ``envelopenet`` command line."""
     from fnnjax.construct import envelope as ev  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
-    from fnnjax.train import load_dataset  # noqa: PLC0415
 
     if not 0.0 <= args.validation < 1.0:
         raise ConfigError(f"--validation: expected a share in [0, 1), got {args.validation}")
@@ -547,6 +546,15 @@ def _envelopenet(args: argparse.Namespace) -> int:
             inherit=args.inherit, measure=args.measure)
     except ValueError as e:
         raise ConfigError(f"--init/--cell/--max-layers: {e}") from None
+    return config, dataset, limit
+
+
+def _envelopenet(args: argparse.Namespace) -> int:
+    from fnnjax.arch import analytic_counts  # noqa: PLC0415
+    from fnnjax.construct import envelope as ev  # noqa: PLC0415
+    from fnnjax.train import load_dataset  # noqa: PLC0415
+
+    config, dataset, limit = _envelope_config(args)
     data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed,
                         limit_train=limit)  # fmt: skip
     result = ev.construct(data, config, args.out, seed=args.seed, resume=not args.no_resume,

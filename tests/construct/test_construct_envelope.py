@@ -340,3 +340,23 @@ def test_inheritance_keeps_the_surviving_blocks_weights_and_starts_the_new_cell_
     result = ev.construct(data, dataclasses.replace(config, iterations=2), tmp_path, log=None,
                           num_devices=1)  # fmt: skip
     assert [r["inherited"] for r in result["records"]] == [False, True]
+
+
+def test_the_cli_defaults_to_the_released_maxima_for_the_papers_init_only(capsys):
+    from fnnjax.cli import _envelope_config, build_parser, main
+
+    def config(*argv):
+        return _envelope_config(build_parser().parse_args(["envelopenet", "--out", "x", *argv]))[0]
+
+    assert config().restructure.max_layers == ev.RELEASED_MAX_LAYERS
+    assert config().notation == "128/10-1-1-1/6" and config().measured_at == "conv"
+    assert config("--init", "16/4-1-1/6").restructure.max_layers is None
+    assert config("--max-layers", "none").restructure.max_layers is None
+    assert config("--order", "released").measured_at == "output"
+    assert config("--max-layers", "9,5,3,3", "--inherit").inherit
+    for argv, message in ((["--max-layers", "9,x"], "--max-layers: expected comma-separated"),
+                          (["--init", "16/4-1/5"], "M = 5, but the cell has 6 blocks"),
+                          (["--init", "16/4-1/6", "--max-layers", "9"],
+                           "max_layers: expected one value per stage (2)")):  # fmt: skip
+        assert main(["envelopenet", "--out", "x", *argv]) == 2
+        assert message in capsys.readouterr().err
