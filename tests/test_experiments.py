@@ -77,3 +77,5 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
                  "construction-constructed.json", "construction-worst.json", "results.json"):
         assert (tmp_path / name).stat().st_size > 0, name
     assert "| constructed | 6/3-2/2 |" in capsys.readouterr().out
+    running = json.loads((tmp_path / "runs/figure2/iterations/0/statistics.json").read_text())
+    assert [r["step"] for r in running] == [2, 4]  # a point every 2 of the epoch's 4 steps

@@ -289,6 +289,7 @@ def fit(
     objective: str | Objective | None = None,
     rebuild: Callable[[dict[str, Any]], nn.Module] | None = None,
     initial_variables: Mapping[str, Any] | None = None,
+    on_steps: tuple[int, Callable[[dict[str, Any], TrainState], None]] | None = None,
 ) -> FitResult:
     """Trains ``model`` on ``data`` and evaluates it after every epoch.
 
@@ -323,6 +324,9 @@ def fit(
             structure by :func:`fnnjax.arch.transplant_params`); collections it leaves out keep
             their initial values. Shapes must be the model's. A resumed run starts from its
             checkpoint instead.
+        on_steps: ``(k, callback)``: ``callback({"epoch", "step"}, state)`` after every ``k``-th
+            training step (each call waits for the device), e.g. to record running statistics
+            within epochs.
 
     Returns:
         A :class:`FitResult`. Its summary holds ``best_epoch``/``best_validation_accuracy`` (and
@@ -440,6 +444,8 @@ def fit(
             for i in range(offset, steps_per_epoch):
                 state, step_metrics = train_step(state, x_train, y_train, order, i)
                 metrics.append(step_metrics)
+                if on_steps is not None and (epoch * steps_per_epoch + i + 1) % on_steps[0] == 0:
+                    on_steps[1]({"epoch": epoch + 1, "step": int(state.step)}, state)
                 if (i + 1) % config.log_every_steps == 0 or i + 1 == steps_per_epoch:
                     loss = float(step_metrics["loss"])
                     bar.update(i + 1 - bar.n + epoch * steps_per_epoch)

@@ -106,6 +106,9 @@ class ConstructionConfig:
             drift, not by what their filters extract.
         final_epochs: train the constructed network this many epochs at the end (0: don't; the
             paper trains it for 100 and counts them in the construction time).
+        statistics_every: also record the running statistics every this many training steps
+            (``iterations/<k>/statistics.json``, Figure 2's curves; 0: once per epoch). It
+            changes nothing but that record.
         inherit: beyond the paper (which retrains every iteration from scratch): start each
             iteration from the previous one's trained weights, moved through the restructuring
             by :func:`fnnjax.arch.transplant_params` (:func:`inheritance_map`: surviving blocks
@@ -125,12 +128,16 @@ class ConstructionConfig:
     final_epochs: int = 0
     inherit: bool = False
     measure: str | None = None
+    statistics_every: int = 0
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
         if not self.stages or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
                                   for n in self.stages):  # fmt: skip
             raise ValueError(f"stages: expected positive layer counts, got {self.stages!r}")
+        if isinstance(self.statistics_every, bool) or not isinstance(self.statistics_every, int) \
+                or self.statistics_every < 0:  # fmt: skip
+            raise ValueError(f"statistics_every: expected an int >= 0, got {self.statistics_every!r}")
         for name in ("iterations", "epochs_per_iteration", "batch_size"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
@@ -209,8 +216,8 @@ def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Pat
     saved_config = dict(meta.get("config", {}))
     now_config = dict(now["config"])
     for c in (saved_config, now_config):
-        c.pop("iterations", None)  # more iterations continue a construction
-        c.pop("final_epochs", None)
+        for key in ("iterations", "final_epochs", "statistics_every"):  # they change no record
+            c.pop(key, None)
     diff = [f"{k}: {saved_config.get(k)!r} there, {v!r} now" for k, v in now_config.items()
             if saved_config.get(k) != v]  # fmt: skip
     diff += [f"{k}: {meta.get(k)!r} there, {now[k]!r} now"
@@ -298,20 +305,26 @@ def construct(
         if run_dir is not None and (run_dir / "statistics.json").exists():
             running = json.loads((run_dir / "statistics.json").read_text())
 
-        def on_epoch_end(record, state, layers=layers, run_dir=run_dir, running=running):
+        def record_running(record, state, layers=layers, run_dir=run_dir, running=running):
             stats = block_statistics(read_stats(state), layers, env, batch_size=config.batch_size,
                                      statistic=config.statistic)  # fmt: skip
-            running[:] = [r for r in running if r["epoch"] < record["epoch"]]
+            running[:] = [r for r in running if r["step"] < record["step"]]  # redone after a resume
             running.append({"epoch": record["epoch"], "step": record["step"], "statistics": stats})
             if run_dir is not None:
                 _write_json(run_dir / "statistics.json", running)
+
+        def on_epoch_end(record, state, running=running, record_running=record_running):
+            if not running or running[-1]["step"] != record["step"]:
+                record_running(record, state)
 
         started = time.perf_counter()
         result = fit(build_model(spec, collect_stats=config.measured_at), blind,
                      _train_config(config, config.epochs_per_iteration, seed * 1000 + k, progress,
                                    num_devices),
                      out_dir=run_dir, resume=resume, description=to_dict(spec),
-                     on_epoch_end=on_epoch_end, initial_variables=initial)  # fmt: skip
+                     on_epoch_end=on_epoch_end, initial_variables=initial,
+                     on_steps=(config.statistics_every, record_running)
+                     if config.statistics_every else None)  # fmt: skip
         stats = block_statistics(read_stats(result.state), layers, env,
                                  batch_size=config.batch_size, statistic=config.statistic)  # fmt: skip
         done = restructure_layers(layers, stats, env, config.restructure)
