@@ -62,3 +62,81 @@ def test_saliencies_sum_per_unit_and_block_over_what_deleting_the_unit_removes()
     h = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 2.0), params)
     np.testing.assert_allclose(capacity.obd_saliency(params, h)["s0b0"]["body0"]["conv"]["kernel"],
                                w * w)  # 1/2 * 2 * w^2  # fmt: skip
+
+
+NET = Spec(input_shape=(1, 1, 3), num_classes=3, stem=(Dense(filters=6),),
+           stages=(Stage(blocks=(Dense(filters=6), Dense(filters=6),
+                                 Residual(body=(Dense(filters=5), Dense(filters=6, act=None))),
+                                 Residual(body=(Dense(filters=4), Dense(filters=6, act=None))))),),
+           head=Head())  # fmt: skip
+X = jax.random.normal(jax.random.key(5), (16, 1, 1, 3))
+
+
+def _outputs(spec, variables, train=False):
+    model = build_model(spec)
+    if not train:
+        return model.apply(variables, X, train=False)
+    return model.apply(variables, X, train=True, mutable=["batch_stats"])[0]
+
+
+def _variables(spec):
+    return init_variables(build_model(spec), jax.random.key(0), spec.input_shape)
+
+
+@pytest.mark.parametrize("unit,method", [("s0b2/body0", "zero"), ("s0b0", "zero"),
+                                         ("s0b0", "net2wider")])  # fmt: skip
+def test_widening_keeps_the_function_and_the_adam_moments(unit, method):
+    from fnnjax.arch import transplant_opt_state
+
+    variables = _variables(NET)
+    grown = capacity.widen(NET, variables, unit, 9, method=method, key=jax.random.key(7))
+    assert capacity.unit_filters(grown.spec, unit) == 9
+    for train in (False, True):
+        a, b = _outputs(NET, variables, train), _outputs(grown.spec, grown.variables, train)
+        assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) <= 1e-5
+    tx = optax.adam(1e-2)
+    state = tx.init(variables["params"])
+    grads = jax.tree_util.tree_map(jnp.ones_like, variables["params"])
+    _, state = tx.update(grads, state, variables["params"])
+    moved = transplant_opt_state(tx, NET, variables["params"], state, grown.spec,
+                                 grown.variables["params"], kept=grown.kept,
+                                 replicate=method == "net2wider")  # fmt: skip
+    mu_old, mu_new = state[0].mu, moved[0].mu
+    np.testing.assert_array_equal(mu_new["head"]["out"]["kernel"],
+                                  mu_old["head"]["out"]["kernel"])  # fmt: skip
+    if method == "zero":
+        node = mu_new["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_new["s0b0"]["conv"]
+        old = mu_old["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_old["s0b0"]["conv"]
+        np.testing.assert_array_equal(node["kernel"][..., :old["kernel"].shape[-1]], old["kernel"])
+        assert float(jnp.abs(node["kernel"][..., old["kernel"].shape[-1]:]).max()) == 0.0
+
+
+def test_narrowing_equals_zeroing_the_deleted_units_outgoing_weights():
+    variables = _variables(NET)
+    small = capacity.narrow(NET, variables, "s0b2/body0", [4, 0, 2])
+    assert capacity.unit_filters(small.spec, "s0b2/body0") == 3
+    zeroed = jax.tree_util.tree_map(lambda a: a, variables)
+    kernel = zeroed["params"]["s0b2"]["body1"]["conv"]["kernel"]
+    zeroed["params"]["s0b2"]["body1"]["conv"]["kernel"] = kernel.at[..., [1, 3], :].set(0.0)
+    np.testing.assert_allclose(_outputs(small.spec, small.variables), _outputs(NET, zeroed),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    for unit in ("s0b2/body1", "s0b1"):  # each is added to a residual's identity shortcut
+        with pytest.raises(ValueError, match="cannot resize it alone, its output is added"):
+            capacity.narrow(NET, variables, unit, [0, 1])
+    with pytest.raises(ValueError, match=r"keep: expected distinct unit indices in \[0, 5\)"):
+        capacity.narrow(NET, variables, "s0b2/body0", [0, 0])
+    with pytest.raises(ValueError, match="unit: expected 's{i}b{j}'"):
+        capacity.widen(NET, variables, "s0b1/conv", 9)
+
+
+def test_removing_a_residual_block_equals_zeroing_its_body():
+    variables = _variables(NET)
+    short = capacity.remove_block(NET, variables, 0, 2)
+    assert len(short.spec.stages[0].blocks) == 3 and short.kept == {"s0": [0, 1, 3]}
+    zeroed = jax.tree_util.tree_map(lambda a: a, variables)
+    body = zeroed["params"]["s0b2"]["body1"]
+    zeroed["params"]["s0b2"]["body1"] = jax.tree_util.tree_map(jnp.zeros_like, body)
+    np.testing.assert_allclose(_outputs(short.spec, short.variables), _outputs(NET, zeroed),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    with pytest.raises(ValueError, match="only residual blocks can be removed"):
+        capacity.remove_block(NET, variables, 0, 0)

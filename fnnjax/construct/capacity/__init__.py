@@ -2,9 +2,12 @@
 residual networks that grow and shrink while they train. Built so far: the saliencies that
 decide deletions and growth (:mod:`~fnnjax.construct.capacity.saliency`: Optimal Brain Damage
 with a Hutchinson Hessian diagonal, magnitude and first-order Taylor baselines, per unit and
-per block). The capacity operations build on :mod:`fnnjax.arch.grow`.
+per block) and the capacity operations (:mod:`~fnnjax.construct.capacity.ops`: widen and narrow
+a unit, remove a residual block; insertion is :func:`fnnjax.arch.insert_residual`). Still to
+come: the capacity controller, its driver, the analysis and the experiments.
 """
 
+from fnnjax.construct.capacity.ops import narrow, remove_block, unit_filters, widen
 from fnnjax.construct.capacity.saliency import (
     block_saliency,
     hutchinson_diagonal,
@@ -18,7 +21,11 @@ __all__ = [
     "block_saliency",
     "hutchinson_diagonal",
     "magnitude_saliency",
+    "narrow",
     "obd_saliency",
+    "remove_block",
     "taylor_saliency",
+    "unit_filters",
     "unit_saliency",
+    "widen",
 ]
