@@ -134,9 +134,9 @@ def depthwise_conv_by_shifts(
     as a sum of ``k*k`` shifted, channel-scaled copies of the input.
 
     XLA:CPU runs grouped convolutions (``feature_group_count == channels``) far below its dense
-    convolutions: a 3x3 depthwise forward + backward on ``[50, 28, 28, 16]`` took 58 ms as a
-    convolution and 6.4 ms as shifts (7x7: 215 ms and 68 ms; BENCHMARKS.md), and separable convs
-    are in every EnvelopeNet cell and ENAS layer. Used for depthwise units on the CPU backend only
+    convolutions: a depthwise forward + backward on ``[50, 28, 28, 16]`` is 9x faster as shifts
+    for 3x3 and 3x for 7x7 (BENCHMARKS.md, ``python -m benchmarks.depthwise``), and separable
+    convs are in every EnvelopeNet cell and ENAS layer. Used for depthwise units on the CPU backend only
     (accelerators have fast depthwise kernels), on inputs of at least :data:`SHIFTS_MIN_ELEMENTS`
     elements: the ``k*k`` shifts compile slower (a 7x7's forward + backward: 2.3 s against
     0.1 s), which a short run on a small featuremap never wins back. Any other convolution goes to

@@ -338,6 +338,9 @@ def fit(
         TrainingDivergedError: the loss became NaN/inf (the last good checkpoint is kept).
         CheckpointError: ``out_dir`` holds a different run, or no readable checkpoint.
     """
+    if on_steps is not None and (isinstance(on_steps[0], bool) or not isinstance(on_steps[0], int)
+                                 or on_steps[0] < 1):  # fmt: skip
+        raise ConfigError(f"on_steps: expected (k >= 1, callback), got k = {on_steps[0]!r}")
     mesh = mesh or sharding.make_mesh(config.num_devices)
     if config.batch_size % mesh.size:
         raise ConfigError(
@@ -564,8 +567,9 @@ def _start_from(state: TrainState, variables: Mapping[str, Any], tx) -> TrainSta
         difference = _first_difference(expected, got)
         if difference is not None:
             raise ConfigError(f"initial_variables[{name!r}]: {difference}")
-    params = jax.tree_util.tree_map(jnp.asarray, params)
-    collections = jax.tree_util.tree_map(jnp.asarray, collections)
+    # Copies: the train step donates the state's buffers, and the caller keeps its arrays.
+    params = jax.tree_util.tree_map(jnp.array, params)
+    collections = jax.tree_util.tree_map(jnp.array, collections)
     return state.replace(params=params, collections=collections, opt_state=tx.init(params))
 
 

@@ -448,3 +448,23 @@ def test_init_state_under_eval_shape_gives_shapes_without_compiling(synthetic):
     state = loop.init_state(jax.random.key(0), SMALL, synthetic.input_shape, tx)
     assert jax.tree.map(lambda a: (a.shape, a.dtype), shapes.params) == jax.tree.map(
         lambda a: (a.shape, a.dtype), state.params)
+
+
+def test_a_run_starts_from_given_variables_and_calls_back_every_k_steps(synthetic):
+    first = fit(SMALL, synthetic, _config(epochs=1))
+    calls = []
+    again = fit(SMALL, synthetic, _config(epochs=1, seed=8),
+                initial_variables={"params": first.state.params},
+                on_steps=(3, lambda record, state: calls.append(record["step"])))  # fmt: skip
+    steps = len(synthetic.train) // 64
+    assert calls == list(range(3, steps + 1, 3))
+    start = fit(SMALL, synthetic, _config(epochs=1, seed=8, learning_rate=1e-9),
+                initial_variables={"params": first.state.params})  # fmt: skip
+    for a, b in zip(_leaves(start.state.params), _leaves(first.state.params), strict=True):
+        np.testing.assert_allclose(a, b, atol=1e-6)  # started from them (a ~zero rate since)
+    assert again.summary["epochs_done"] == 1
+    bad = jax.tree_util.tree_map(lambda p: p[..., :1], first.state.params)
+    with pytest.raises(ConfigError, match=r"initial_variables\['params'\]: .* is float32\[1\], expected"):
+        fit(SMALL, synthetic, _config(epochs=1), initial_variables={"params": bad})
+    with pytest.raises(ConfigError, match="on_steps: expected"):
+        fit(SMALL, synthetic, _config(epochs=1), on_steps=(0, print))
