@@ -297,7 +297,7 @@ def build_parser() -> argparse.ArgumentParser:
     env.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
                      "a construction (its files are moved to OUT/previous-<time>/)")  # fmt: skip
     env.add_argument("--quick", action="store_true",
-                     help="tiny sizes (digits, 6/2-1/3 with a 3-block cell, 2 iterations of 3 "
+                     help="tiny sizes (digits, 6/2-1/2 with a 2-block cell, 2 iterations of 3 "
                      "epochs, batch 40): a smoke test")  # fmt: skip
     env.add_argument("--out", type=Path, required=True, help="output folder")
 
@@ -529,7 +529,7 @@ def _envelope_config(args: argparse.Namespace):
     cell = ev.CELL_OPS if args.cell is None else tuple(c.strip() for c in args.cell.split(","))
     iterations, epochs, batch = args.iterations, args.epochs_per_iteration, args.batch_size
     if args.quick:
-        init, cell, dataset, limit = "6/2-1/3", ("1x1", "3x3", "3x3sep"), "digits", limit or 400
+        init, cell, dataset, limit = "6/2-1/2", ("1x1", "3x3"), "digits", limit or 400
         iterations, epochs, batch = 2, 3, 40
     try:
         envelope = ev.EnvelopeConfig(cell=cell, order=args.order, width=args.width,

@@ -255,7 +255,7 @@ def engine_collections(state):
 def _quick():
     """The configuration of ``fnnjax envelopenet --quick``."""
     return ev.ConstructionConfig.from_notation(
-        "6/2-1/3", envelope=ev.EnvelopeConfig(cell=("1x1", "3x3", "3x3sep")), iterations=2,
+        "6/2-1/2", envelope=ev.EnvelopeConfig(cell=("1x1", "3x3")), iterations=2,
         epochs_per_iteration=3, batch_size=40)  # fmt: skip
 
 
@@ -268,11 +268,11 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
 
     assert main(["envelopenet", "--quick", "--devices", "1", "--out", str(tmp_path / "whole")]) == 0
     printed = capsys.readouterr().out
-    assert "EnvelopeNet 6/2-1/3 -> 6/4-3/3 on digits in 2 x 3 statistics epochs + 0 final = 6 epochs (parameters x" in printed
+    assert "EnvelopeNet 6/2-1/2 -> 6/4-3/2 on digits in 2 x 3 statistics epochs + 0 final = 6 epochs (parameters x" in printed
     assert f"fnnjax train --spec {tmp_path / 'whole' / 'final_spec.json'}" in printed
     data = load_dataset("digits", limit_train=400)
     saved = json.loads((tmp_path / "whole/construction.json").read_text())
-    assert [r["notation"] for r in saved["records"]] == ["6/2-1/3", "6/3-2/3"]
+    assert [r["notation"] for r in saved["records"]] == ["6/2-1/2", "6/3-2/2"]
     # Killed at the end of epoch 2 of iteration 1 (its epoch-1 checkpoint written), then resumed.
     real, calls = driver.block_statistics, []
 
@@ -291,17 +291,17 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
     for a, b in zip(saved[0]["records"], saved[1]["records"], strict=True):
         for key in ("notation", "statistics", "pruned", "added", "spec", "next_notation"):
             assert a[key] == b[key], key
-    assert cut["notation"] == "6/4-3/3"
+    assert cut["notation"] == "6/4-3/2"
     record = saved[0]["records"][0]
     assert set(record["statistics"]) == {f"s{i}/l{j}/{op}" for i, n in ((0, 2), (1, 1))
-                                         for j in range(n) for op in ("1x1", "3x3", "3x3sep")}  # fmt: skip
-    assert len(record["pruned"]) == 3 and record["added"] == [{"stage": 0, "layer": 2},
+                                         for j in range(n) for op in ("1x1", "3x3")}  # fmt: skip
+    assert len(record["pruned"]) == 2 and record["added"] == [{"stage": 0, "layer": 2},
                                                                {"stage": 1, "layer": 1}]  # fmt: skip
     running = json.loads((tmp_path / "whole/iterations/0/statistics.json").read_text())
     assert [r["epoch"] for r in running] == [1, 2, 3]
     assert running[-1]["statistics"] == record["statistics"]
     final = from_json((tmp_path / "whole/final_spec.json").read_text())
-    assert final == cut["spec"] and ev.envelope_notation(final, _quick().envelope) == "6/4-3/3"
+    assert final == cut["spec"] and ev.envelope_notation(final, _quick().envelope) == "6/4-3/2"
     for name in ("statistics.png", "widths.png"):
         assert (tmp_path / "whole" / name).stat().st_size > 0
     # Another seed is refused in the same folder; resume=False moves the old files aside.
