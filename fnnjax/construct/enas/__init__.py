@@ -9,7 +9,7 @@ Search space
     reads ``prev_layers[j]``, a list that starts with the stem's output: the stem and layers
     ``0 .. k-2``, one off from its own controller's anchors. ``skips="released"`` builds that
     reading (to retrain arcs the released code found as it connected them); the default,
-    ``"paper"``, is the consistent one. After layers ``L//3 - 1`` and ``2L//3 - 1`` every
+    ``"paper"``, is the consistent one. After layers ``L//3 - 1`` and ``2*(L//3) - 1`` (the released ``pool_distance``) every
     earlier output is halved by a factorized reduction (channel-preserving during the search,
     doubling the width when retraining).
 

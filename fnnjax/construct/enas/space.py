@@ -32,7 +32,8 @@ def arc_size(layers: int) -> int:
 
 
 def pool_layers(layers: int) -> tuple[int, ...]:
-    """Layers after which ENAS reduces (``L//3 - 1`` and ``2L//3 - 1``; none below 3 layers)."""
+    """Layers after which ENAS reduces (``L//3 - 1`` and ``2*(L//3) - 1``, the released code's
+    ``pool_distance``; they differ from ``2L//3 - 1`` when ``L % 3 == 2``; none below 3 layers)."""
     d = layers // 3
     return (d - 1, 2 * d - 1) if d else ()
 
