@@ -199,3 +199,18 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted
         whole / "arcs.jsonl").read_text()
     assert len((cut / "search.jsonl").read_text().splitlines()) == 1
 
+
+
+def test_a_folder_of_a_search_on_other_data_is_refused():
+    from pathlib import Path
+
+    from fnnjax.construct.enas.search import _check_same_search
+
+    config = enas.SearchConfig(layers=2, filters=4)
+    meta = {"config": dataclasses.asdict(config), "seed": 0, "dataset": {"name": "digits"}}
+    _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "digits"})
+    with pytest.raises(ValueError, match=r"holds a different search \(dataset: "):
+        _check_same_search(meta, config=config, seed=0, out=Path("x"),
+                           dataset={"name": "fashion_mnist"})  # fmt: skip
+    del meta["dataset"]  # a checkpoint written before the dataset was recorded
+    _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "x"})

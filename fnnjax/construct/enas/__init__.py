@@ -33,7 +33,12 @@ Two exports of an arc
     concatenated with the layer's output, then ReLU, 1x1 conv, BN (``concat_conv``), widths
     doubled at each reduction, width and dropout parameters. The released code builds the
     fixed-arc separable ops as plain convs and leaves the pooling ops undefined; those are bugs,
-    and here both forms build the same six ops.
+    and here both forms build the same six ops. Its search child has one more: each layer's six
+    ``tf.case`` branches are ``lambda: y`` closures over one loop variable, so every branch
+    returns the last op's output (max pooling) whatever the arc says; here the sampled op runs.
+    Unlike the released child, whose six branches all run every step, only the selected
+    candidate's BatchNorm running statistics update here (:class:`fnnjax.arch.Choice`), so an op
+    the controller rarely samples is scored (inference-mode BN) with older statistics.
 
 Average pooling divides by the valid pixels only (TensorFlow's ``SAME`` pooling, as released).
 Differences kept on purpose: the dense classifier has a bias (the released one has none);

@@ -222,7 +222,8 @@ def search(
         if not resume:
             archive_previous_run(out, SEARCH_FILES)
         ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
-        check = functools.partial(_check_same_search, config=config, seed=seed, out=out)
+        check = functools.partial(_check_same_search, config=config, seed=seed, out=out,
+                                  dataset=data.describe())  # fmt: skip
         restored = ckpt.restore_latest(state, check=check) if resume else None
         if restored is not None:
             state, meta = restored
@@ -285,7 +286,7 @@ def search(
                 append_jsonl(out / "arcs.jsonl", line)
             append_jsonl(out / "search.jsonl", record)
             ckpt.save(epoch, state, {"epoch": epoch, "config": dataclasses.asdict(config),
-                                     "seed": seed})  # fmt: skip
+                                     "seed": seed, "dataset": data.describe()})  # fmt: skip
     if ckpt is not None:
         ckpt.close()
     top = derive(model, controller, state, data, config, k_derive, score=score)
@@ -332,10 +333,14 @@ SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.
                 "best_arc.txt", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
 
 
-def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path) -> None:
-    """Refuses to resume a folder holding another search (any setting but ``epochs`` differs)."""
+def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path,
+                       dataset: dict[str, Any] | None = None) -> None:  # fmt: skip
+    """Refuses to resume a folder holding another search (any setting but ``epochs`` differs, or
+    other data: name, sizes, shape; checkpoints older than this check hold no dataset)."""
     saved = dict(meta.get("config", {}), seed=meta.get("seed"))
     now = dict(dataclasses.asdict(config), seed=seed)
+    if dataset is not None and "dataset" in meta:
+        saved["dataset"], now["dataset"] = meta["dataset"], dataset
     diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now
             if k != "epochs" and saved.get(k) != now[k]]  # fmt: skip
     if diff:
