@@ -140,3 +140,34 @@ def test_removing_a_residual_block_equals_zeroing_its_body():
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     with pytest.raises(ValueError, match="only residual blocks can be removed"):
         capacity.remove_block(NET, variables, 0, 0)
+
+
+def test_the_operations_work_on_conv_residual_networks_with_batchnorm():
+    from fnnjax.arch import Conv
+
+    spec = Spec(input_shape=(6, 6, 2), num_classes=3, stem=(Conv(filters=4),),
+                stages=(Stage(blocks=(Residual(body=(Conv(filters=3), Conv(filters=4, act=None))),
+                                      Residual(body=(Conv(filters=5), Conv(filters=4, act=None))))),),
+                head=Head())  # fmt: skip
+    variables = init_variables(build_model(spec), jax.random.key(0), spec.input_shape)
+    x = jax.random.normal(jax.random.key(1), (8, 6, 6, 2))
+
+    def run(s, v, train):
+        model = build_model(s)
+        if train:
+            return model.apply(v, x, train=True, mutable=["batch_stats"])[0]
+        return model.apply(v, x, train=False)
+
+    wide = capacity.widen(spec, variables, "s0b0/body0", 7, key=jax.random.key(2))
+    assert "batch_stats" in wide.variables
+    for train in (False, True):  # exact in training mode too: new units' outgoing weights are 0
+        a, b = run(spec, variables, train), run(wide.spec, wide.variables, train)
+        assert float(jnp.abs(a - b).max() / jnp.abs(a).max()) <= 1e-5
+    short = capacity.remove_block(spec, variables, 0, 1)
+    zeroed = jax.tree_util.tree_map(lambda a: a, variables)
+    bn = zeroed["params"]["s0b1"]["body1"]["bn"]
+    zeroed["params"]["s0b1"]["body1"]["bn"] = jax.tree_util.tree_map(jnp.zeros_like, bn)
+    np.testing.assert_allclose(run(short.spec, short.variables, False), run(spec, zeroed, False),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    small = capacity.narrow(spec, variables, "s0b1/body0", [1, 3])
+    assert small.variables["params"]["s0b1"]["body1"]["conv"]["kernel"].shape == (3, 3, 2, 4)
