@@ -47,7 +47,7 @@ from fnnjax.arch.spec import (
 )
 from fnnjax.arch.surgery import transplant_params, transplant_plan
 
-__all__ = ["insert_residual", "net2wider"]
+__all__ = ["inserted_residual_spec", "insert_residual", "net2wider"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -137,6 +137,28 @@ def insert_residual(
     Raises:
         ValueError: a bad position, or ``act`` where the input can be negative.
     """
+    spec_b, kept, body = _inserted(spec, stage, position, hidden=hidden, kernel=kernel, act=act)
+    fresh = _fresh_variables(spec_b, variables, key)
+    out = transplant_params(spec, variables, spec_b, fresh, kept=kept)
+    last = f"{block_name(stage, position)}/{body_op_name(len(body) - 1)}"
+    params = jax.tree_util.tree_map(np.asarray, out["params"])
+    unit = _subtree(params, last)
+    zeroed = ("bn",) if body[-1].norm else ("conv",)
+    for name in zeroed:
+        unit[name] = {k: np.zeros_like(v) for k, v in unit[name].items()}
+    return Grown(spec_b, {**out, "params": params}, kept)
+
+
+def inserted_residual_spec(
+    spec: Spec, stage: int, position: int, *, hidden: int | None = None, kernel: int = 3,
+    act: str | None = None,
+) -> Spec:  # fmt: skip
+    """The spec :func:`insert_residual` makes (no variables: e.g. to price an insertion)."""
+    return _inserted(spec, stage, position, hidden=hidden, kernel=kernel, act=act)[0]
+
+
+def _inserted(spec: Spec, stage: int, position: int, *, hidden: int | None, kernel: int,
+              act: str | None) -> tuple[Spec, dict[str, list[int]], tuple[Block, ...]]:  # fmt: skip
     _check_index(spec, stage, position, insert=True)
     h, w, c = _input_channels(spec, stage, position)
     if act is not None and not _ends_non_negative(_producer(spec, stage, position)):
@@ -162,15 +184,7 @@ def insert_residual(
     spec_b = dataclasses.replace(spec, stages=tuple(stages))
     kept = {f"s{stage}": [j for j in range(position)] + [-1]
             + [j for j in range(position, len(blocks))]}  # fmt: skip
-    fresh = _fresh_variables(spec_b, variables, key)
-    out = transplant_params(spec, variables, spec_b, fresh, kept=kept)
-    last = f"{block_name(stage, position)}/{body_op_name(len(body) - 1)}"
-    params = jax.tree_util.tree_map(np.asarray, out["params"])
-    unit = _subtree(params, last)
-    zeroed = ("bn",) if body[-1].norm else ("conv",)
-    for name in zeroed:
-        unit[name] = {k: np.zeros_like(v) for k, v in unit[name].items()}
-    return Grown(spec_b, {**out, "params": params}, kept)
+    return spec_b, kept, body
 
 
 def net2wider(

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -9,7 +11,16 @@ import optax
 import pytest
 from jax.flatten_util import ravel_pytree
 
-from fnnjax.arch import Dense, Head, Residual, Spec, Stage, build_model, init_variables
+from fnnjax.arch import (
+    Dense,
+    Head,
+    Residual,
+    Spec,
+    Stage,
+    analytic_counts,
+    build_model,
+    init_variables,
+)
 from fnnjax.construct import capacity
 
 MLP = Spec(input_shape=(1, 1, 3), num_classes=3, stem=(Dense(filters=6),),
@@ -171,3 +182,29 @@ def test_the_operations_work_on_conv_residual_networks_with_batchnorm():
                                rtol=1e-5, atol=1e-6)  # fmt: skip
     small = capacity.narrow(spec, variables, "s0b1/body0", [1, 3])
     assert small.variables["params"]["s0b1"]["body1"]["conv"]["kernel"].shape == (3, 3, 2, 4)
+
+
+def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
+    config = capacity.CapacityConfig(window=2, tau=0.05, grow_units=3, max_units=8,
+                                     shrink_below=0.2, cooldown=1)  # fmt: skip
+    sal = {"s0b0": np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.01]), "s0b1": np.ones(6),
+           "s0b2/body0": np.array([5.0, 5.0, 5.0, 5.0, 5.0]), "s0b2/body1": np.ones(6)}  # fmt: skip
+    falling, flat = [1.0, 0.8, 0.6], [1.0, 0.99, 0.985]
+    assert capacity.plan_changes(flat, sal, NET, config, since_change=0) == []  # cooling down
+    changes = capacity.plan_changes(falling, sal, NET, config, since_change=1)
+    assert [(c.op, c.target, c.value) for c in changes] == [("narrow", "s0b0", (0, 1, 2, 3, 4))]
+    assert "1 of 6 units below 0.2 x the unit's mean saliency" in changes[0].reason
+    # s0b1 and s0b2/body1 feed identity shortcuts: neither shrinks nor grows.
+    grow = capacity.plan_changes(flat, sal, NET, config, since_change=1)[-1]
+    assert (grow.op, grow.target, grow.value) == ("widen", "s0b2/body0", 8)
+    assert "loss improved 1.500% over 2 evaluations (< 5.0%)" in grow.reason
+    capped = dataclasses.replace(config, max_units=7)
+    grow = capacity.plan_changes(flat, sal, NET, capped, since_change=1)[-1]
+    assert (grow.op, grow.value) == ("insert", (0, 3)) and "already at 5 >= the cap" in grow.reason
+    tight = dataclasses.replace(config, max_params=analytic_counts(NET)["params"], shrink_below=0.0)
+    assert capacity.plan_changes(flat, sal, NET, tight, since_change=1) == []
+    floor = dataclasses.replace(config, min_params=analytic_counts(NET)["params"])
+    assert [c.op for c in capacity.plan_changes(falling, sal, NET, floor, since_change=1)] == []
+    assert capacity.plateaued([1.0], 2, 0.1) == (False, None)
+    with pytest.raises(ValueError, match="tau: expected a number in"):
+        capacity.CapacityConfig(tau=1.5)
