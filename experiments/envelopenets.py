@@ -20,7 +20,9 @@ GPU, about 5 x 10 + 100 epochs per network)::
         --max-layers 15,5,3,3 --epochs-per-iteration 10 --train-epochs 100 --limit-train 0 \\
         --stem-stride 1 --constructions 5 --random 10
 
-    python experiments/envelopenets.py                  # the CPU size REPRODUCTION.md records
+    python experiments/envelopenets.py --init 16/4-1-1/6 --stem-stride 2 --limit-train 5000 \\
+        --iterations 5 --epochs-per-iteration 1 --train-epochs 5 --constructions 3 \\
+        --random 10 --seeds 0 1 2                       # the CPU size REPRODUCTION.md records
     python experiments/envelopenets.py --quick          # seconds, for CI
 
 Writes ``results.json``, ``table1.md``, ``fig2_statistics.png``, ``fig3_accuracy.png``,
@@ -64,9 +66,8 @@ Figure 3: constructed above 9 of 10 random networks, about one std above their m
 
 
 def _construct(data, config, out: Path, seed: int, devices):
-    result = ev.construct(data, config, out, seed=seed, num_devices=devices,
-                          log=lambda s: print("  " + s, flush=True))  # fmt: skip
-    return result
+    return ev.construct(data, config, out, seed=seed, num_devices=devices,
+                        log=lambda s: print("  " + s, flush=True))  # fmt: skip
 
 
 def _plot_accuracy(results, path: Path, title: str) -> None:
@@ -200,7 +201,7 @@ def main(argv=None) -> dict:
             "layers": ev.envelope_layers(spec, env),
             "blocks_per_layer": ev.block_counts(ev.envelope_layers(spec, env)),
             "params": counts["params"], "flops": counts["flops"], "test_error": errors,
-            "construction_epochs": (statistics_epochs + args.train_epochs
+            "construction_epochs": (config.construction_epochs(args.train_epochs)
                                     if name in ("constructed", "worst case") else None),
         }  # fmt: skip
     randoms = [e for name, row in rows.items() if name.startswith("random") for e in row["test_error"]]

@@ -28,8 +28,7 @@ from typing import Any
 
 import jax
 
-from fnnjax.arch.build import build_model, init_variables
-from fnnjax.arch.grow import Grown, _input_channels, net2wider
+from fnnjax.arch.grow import Grown, _fresh_variables, _input_channels, net2wider
 from fnnjax.arch.shapes import block_shapes, residual_projects
 from fnnjax.arch.spec import Conv, Residual, SepConv, Spec, Stage
 from fnnjax.arch.surgery import transplant_params
@@ -105,9 +104,7 @@ def _projections(spec: Spec) -> dict[str, bool]:
 
 def _moved(spec: Spec, variables: Mapping[str, Any], new: Spec, kept: dict[str, list[int]],
            key: jax.Array | None) -> Grown:  # fmt: skip
-    model = build_model(new, use_masks="masks" in variables)
-    fresh = init_variables(model, jax.random.key(0) if key is None else key, new.input_shape)
-    fresh = {c: v for c, v in fresh.items() if c in variables or c == "params"}
+    fresh = _fresh_variables(new, variables, key)
     return Grown(new, transplant_params(spec, variables, new, fresh, kept=kept), kept)
 
 

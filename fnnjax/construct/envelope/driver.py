@@ -350,7 +350,7 @@ def construct(
         save()
         say(f"iteration {k + 1}/{config.iterations}: {records[-1]['notation']} -> "
             f"{records[-1]['next_notation']}, pruned {len(done.pruned)} blocks")  # fmt: skip
-        previous = (layers, done, result.state.variables())
+        previous = (layers, done, result.state.variables()) if config.inherit else None
         layers = done.layers
 
     spec = envelope_spec(layers, env, shape, classes)
@@ -395,7 +395,6 @@ def _inherited(previous, record: dict[str, Any], spec, config: ConstructionConfi
         variables = state.variables()
     else:
         old_layers, done, variables = previous
-    variables = {c: v for c, v in variables.items() if c != "stats"}
     fresh = init_variables(build_model(spec), jax.random.key(seed * 1000 + k), spec.input_shape)
     return transplant_params(old_spec, variables, spec, fresh,
                              kept=inheritance_map(old_layers, done, config.envelope))  # fmt: skip
