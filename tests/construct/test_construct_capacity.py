@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 
 import jax
 import jax.numpy as jnp
@@ -22,6 +23,7 @@ from fnnjax.arch import (
     init_variables,
 )
 from fnnjax.construct import capacity
+from fnnjax.train import TrainConfig
 
 MLP = Spec(input_shape=(1, 1, 3), num_classes=3, stem=(Dense(filters=6),),
            stages=(Stage(blocks=(Residual(body=(Dense(filters=5), Dense(filters=6, act=None))),)),),
@@ -186,11 +188,13 @@ def test_the_operations_work_on_conv_residual_networks_with_batchnorm():
 
 def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
     config = capacity.CapacityConfig(window=2, tau=0.05, grow_units=3, max_units=8,
-                                     shrink_below=0.2, cooldown=1)  # fmt: skip
+                                     shrink_below=0.2, cooldown=1, warmup=0)  # fmt: skip
     sal = {"s0b0": np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.01]), "s0b1": np.ones(6),
            "s0b2/body0": np.array([5.0, 5.0, 5.0, 5.0, 5.0]), "s0b2/body1": np.ones(6)}  # fmt: skip
     falling, flat = [1.0, 0.8, 0.6], [1.0, 0.99, 0.985]
     assert capacity.plan_changes(flat, sal, NET, config, since_change=0) == []  # cooling down
+    warming = dataclasses.replace(config, warmup=4)  # fewer evaluations than the warm-up
+    assert capacity.plan_changes(flat, sal, NET, warming, since_change=1) == []
     changes = capacity.plan_changes(falling, sal, NET, config, since_change=1)
     assert [(c.op, c.target, c.value) for c in changes] == [("narrow", "s0b0", (0, 1, 2, 3, 4))]
     assert "1 of 6 units below 0.2 x the unit's mean saliency" in changes[0].reason
@@ -208,3 +212,94 @@ def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
     assert capacity.plateaued([1.0], 2, 0.1) == (False, None)
     with pytest.raises(ValueError, match="tau: expected a number in"):
         capacity.CapacityConfig(tau=1.5)
+
+
+def test_apply_changes_keeps_the_adam_moments_of_kept_parameters_and_records_each_change():
+    variables = _variables(NET)
+    tx = optax.adam(1e-2)
+    params = variables["params"]
+    state = tx.init(params)
+    grads = jax.tree_util.tree_map(lambda p: jnp.full_like(p, 0.5), params)
+    _, state = tx.update(grads, state, params)
+    plan = [capacity.Change("narrow", "s0b2/body0", (0, 2, 4), "test"),
+            capacity.Change("widen", "s0b3/body0", 6, "test"),
+            capacity.Change("insert", "s0b3/body0", (0, 4), "test")]  # fmt: skip
+
+    def loss(spec, v):
+        return float(jnp.mean(_outputs(spec, v) ** 2))
+
+    out, moved, records = capacity.apply_changes(plan, NET, variables, state, tx, loss=loss)
+    assert [r["op"] for r in records] == ["narrow", "widen", "insert"]
+    for r in records[1:]:  # growth keeps the function
+        assert abs(r["loss_after"] - r["loss_before"]) <= 1e-5 * abs(r["loss_before"])
+    assert records[0]["params_after"] == records[0]["params_before"] - 2 * (6 + 1) - 2 * 6
+    mu, nu = moved[0].mu, moved[0].nu
+    old_mu, old_nu = state[0].mu, state[0].nu
+    np.testing.assert_array_equal(mu["s0b0"]["conv"]["kernel"], old_mu["s0b0"]["conv"]["kernel"])
+    np.testing.assert_array_equal(mu["s0b2"]["body0"]["conv"]["kernel"],
+                                  old_mu["s0b2"]["body0"]["conv"]["kernel"][..., [0, 2, 4]])  # fmt: skip
+    np.testing.assert_array_equal(nu["s0b3"]["body0"]["conv"]["kernel"][..., :4],
+                                  old_nu["s0b3"]["body0"]["conv"]["kernel"])  # fmt: skip
+    assert float(jnp.abs(nu["s0b3"]["body0"]["conv"]["kernel"][..., 4:]).max()) == 0.0
+    assert float(jnp.abs(mu["s0b4"]["body0"]["conv"]["kernel"]).max()) == 0.0  # the new block
+    assert int(moved[0].count) == int(state[0].count)
+    assert jax.tree_util.tree_structure(out["params"]) == jax.tree_util.tree_structure(mu)
+
+
+def _sines_run(out, *, epochs=9, log=None, resume=True):
+    data = capacity.sines_dataset(3, num_train=256, num_validation=64, num_test=64)
+    spec = capacity.residual_mlp_spec(data.input_shape, 1, width=6, hidden=3, blocks=1)
+    config = capacity.DynamicConfig(
+        controller=capacity.CapacityConfig(window=1, warmup=2, tau=0.99, grow_units=2,
+                                           max_units=5, shrink_below=0.3, cooldown=1),
+        hutchinson_samples=16, hutchinson_chunk=8, probe_size=64)  # fmt: skip
+    train = TrainConfig(epochs=epochs, batch_size=32, learning_rate=1e-2, progress=False,
+                        num_devices=1, seed=3)  # fmt: skip
+    return capacity.train_dynamic(spec, data, train, config, out, objective="regression",
+                                  log=log, resume=resume)  # fmt: skip
+
+
+class _Killed(Exception):
+    pass
+
+
+def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_structure(tmp_path):
+    whole = _sines_run(tmp_path / "whole", log=None)
+    ops = [c["op"] for c in whole["changes"]]
+    assert {"widen", "insert"} <= set(ops), ops  # the run grows, past the cap by insertion
+    for c in whole["changes"]:
+        if c["op"] != "narrow":  # growth keeps the probe loss
+            assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"])
+    lines = (tmp_path / "whole" / "capacity.jsonl").read_text().splitlines()
+    assert [json.loads(ln)["op"] for ln in lines] == ops
+    for name in ("capacity.png", "layers.png", "final_spec.json", "saliency.jsonl", "metrics.jsonl"):
+        assert (tmp_path / "whole" / name).exists(), name
+    assert whole["params_final"] == analytic_counts(whole["spec"])["params"]
+
+    seen = []
+
+    def kill_at_third(line):  # killed inside the epoch of the third change, before its checkpoint
+        seen.append(line)
+        if len(seen) == 3:
+            raise _Killed
+
+    with pytest.raises(_Killed):
+        _sines_run(tmp_path / "killed", log=kill_at_third)
+    partial = capacity.read_run(tmp_path / "killed")["changes"]
+    assert 1 <= len(partial) < len(whole["changes"])
+    resumed = _sines_run(tmp_path / "killed", log=None)
+    assert [c["op"] for c in resumed["changes"]] == ops
+    for u, v in zip(jax.tree_util.tree_leaves(whole["state"].params),
+                    jax.tree_util.tree_leaves(resumed["state"].params), strict=True):  # fmt: skip
+        np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    rows = capacity.layer_report(resumed["changes"], resumed["saliency"],
+                                 capacity.read_run(tmp_path / "killed")["initial_spec"])  # fmt: skip
+    body = next(r for r in rows if r["layer"] == "s0b0/body0")
+    assert body["initial"] == 3 and body["final"] == capacity.unit_filters(whole["spec"], "s0b0/body0")
+    assert body["added"] - body["removed"] == body["final"] - body["initial"]
+    assert any(r["initial"] == 0 and r["final"] > 0 for r in rows)  # the inserted block's units
+    data = capacity.sines_dataset(3, num_train=64)
+    other = capacity.residual_mlp_spec((1, 1, 1), 1, width=4)
+    with pytest.raises(ValueError, match="holds another dynamic-capacity run .*--no-resume"):
+        capacity.train_dynamic(other, data, TrainConfig(epochs=1, progress=False),
+                               out_dir=tmp_path / "whole", objective="regression")  # fmt: skip

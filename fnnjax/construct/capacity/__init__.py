@@ -4,11 +4,15 @@ decide deletions and growth (:mod:`~fnnjax.construct.capacity.saliency`: Optimal
 with a Hutchinson Hessian diagonal, magnitude and first-order Taylor baselines, per unit and
 per block) and the capacity operations (:mod:`~fnnjax.construct.capacity.ops`: widen and narrow
 a unit, remove a residual block; insertion is :func:`fnnjax.arch.insert_residual`) and the
-capacity controller's policy (:mod:`~fnnjax.construct.capacity.controller`). Still to come: the
-resumable driver, the layer analysis and the experiments.
+capacity controller's policy (:mod:`~fnnjax.construct.capacity.controller`), the resumable
+driver (:func:`~fnnjax.construct.capacity.train_dynamic`), the layer analysis
+(:mod:`~fnnjax.construct.capacity.analysis`) and the draft's tasks and networks
+(:mod:`~fnnjax.construct.capacity.tasks`). The method note is docs/dynamic-capacity.md.
 """
 
+from fnnjax.construct.capacity.analysis import layer_report, plot_capacity, plot_layers, read_run
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes, plateaued
+from fnnjax.construct.capacity.driver import SALIENCIES, DynamicConfig, apply_changes, train_dynamic
 from fnnjax.construct.capacity.ops import narrow, remove_block, unit_filters, widen
 from fnnjax.construct.capacity.saliency import (
     block_saliency,
@@ -18,19 +22,37 @@ from fnnjax.construct.capacity.saliency import (
     taylor_saliency,
     unit_saliency,
 )
+from fnnjax.construct.capacity.tasks import (
+    as_vectors,
+    residual_conv_spec,
+    residual_mlp_spec,
+    sines_dataset,
+)
 
 __all__ = [
+    "SALIENCIES",
     "CapacityConfig",
     "Change",
+    "DynamicConfig",
+    "apply_changes",
+    "as_vectors",
     "block_saliency",
     "hutchinson_diagonal",
+    "layer_report",
     "magnitude_saliency",
     "narrow",
     "obd_saliency",
     "plan_changes",
     "plateaued",
+    "plot_capacity",
+    "plot_layers",
+    "read_run",
     "remove_block",
+    "residual_conv_spec",
+    "residual_mlp_spec",
+    "sines_dataset",
     "taylor_saliency",
+    "train_dynamic",
     "unit_filters",
     "unit_saliency",
     "widen",

@@ -13,7 +13,8 @@ network expansion), with every threshold in :class:`CapacityConfig`:
   ``grow_units`` (the most useful layer per unit gets more), or, once that would pass
   ``max_units``, insert an identity residual block right after its block; never past
   ``max_params``;
-* nothing within ``cooldown`` evaluations of the last change.
+* nothing in the first ``warmup`` evaluations (OBD's saliency assumes a trained network, at a
+  minimum of the loss), nor within ``cooldown`` evaluations of the last change.
 """
 
 from __future__ import annotations
@@ -37,6 +38,7 @@ class CapacityConfig:
     """Thresholds of the capacity controller (module docstring)."""
 
     window: int = 5
+    warmup: int = 5
     tau: float = 0.01
     grow_units: int = 8
     max_units: int = 256
@@ -50,8 +52,10 @@ class CapacityConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or v < 1:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        if isinstance(self.cooldown, bool) or not isinstance(self.cooldown, int) or self.cooldown < 0:
-            raise ValueError(f"cooldown: expected an int >= 0, got {self.cooldown!r}")
+        for name in ("cooldown", "warmup"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
         for name in ("tau", "shrink_below"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
@@ -105,7 +109,7 @@ def plan_changes(
         config: the thresholds.
         since_change: evaluations since the last change (or since the start).
     """
-    if since_change < config.cooldown:
+    if since_change < config.cooldown or len(losses) < config.warmup:
         return []
     units = sorted(u for u in saliency if _resizable(spec, u))
     changes: list[Change] = []

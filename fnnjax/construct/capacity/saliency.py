@@ -12,9 +12,23 @@ baselines; summed per unit (filter, hidden unit) and per block.
   unit it is the l1 filter norm of Li et al. 2016).
 * First-order Taylor: ``|g_i * w_i|`` (the loss change of removing ``w_i`` to first order).
 
-A unit's saliency (:func:`unit_saliency`) sums its parameters' saliencies over everything but the
-output axis: the kernel's inputs and window, its bias and its BatchNorm's scale and shift (the
-parameters that go when the unit is deleted). A block's is the sum of its units'.
+Two ways to score a *unit* (a filter, a hidden unit):
+
+* **parameters** (:func:`unit_saliency`): the sum of its parameters' saliencies over everything
+  but the output axis: the kernel's inputs and window, its bias and its BatchNorm's scale and
+  shift. That is the l1 filter norm for magnitude, and OBD's diagonal sum over the unit's
+  incoming parameters. (Its outgoing weights, in the consumers, are left out: they are shared
+  with the consumer's own score.)
+* **gate** (:func:`unit_gates`, :func:`with_gates`): every unit's output is multiplied by a gate
+  ``m_u = 1`` (the ``filter_mask`` of a model built with ``use_masks=True``); deleting the unit
+  is exactly ``m_u = 0``. OBD on the gate, ``1/2 * d2L/dm_u2`` (Hutchinson over the gates), is
+  the second-order loss change of deleting the whole unit at once, its incoming and outgoing
+  weights' interactions included (Mozer and Smolensky's 1989 skeletonization, with OBD's
+  curvature); Taylor on the gate, ``|dL/dm_u|``, is Molchanov et al.'s 2017 unit criterion
+  (the activation times its gradient, summed). The generic functions above apply unchanged to
+  a tree of gates (``w = 1``).
+
+A block's saliency is the sum of its units'.
 """
 
 from __future__ import annotations
@@ -30,6 +44,8 @@ from fnnjax.arch.spec import Spec
 
 __all__ = [
     "block_saliency",
+    "unit_gates",
+    "with_gates",
     "hutchinson_diagonal",
     "magnitude_saliency",
     "obd_saliency",
@@ -126,6 +142,34 @@ def unit_saliency(spec: Spec, saliency: Mapping[str, Any]) -> dict[str, jax.Arra
             axes = tuple(range(leaf.ndim - 1))
             total = total + jnp.sum(leaf, axis=axes).astype(jnp.float32)
         out[info.path] = total
+    return out
+
+
+def unit_gates(spec: Spec, masks: Mapping[str, Any]) -> dict[str, jax.Array]:
+    """``{unit path: [cout] gate}``: the ``filter_mask`` of every conv / dense unit in a
+    ``"masks"`` collection (:func:`fnnjax.arch.build_model` with ``use_masks=True``)."""
+    out = {}
+    for info in infer_layers(spec):
+        node = _node(masks, info.path)
+        if info.op != "norm" and isinstance(node, Mapping) and "filter_mask" in node:
+            out[info.path] = node["filter_mask"]
+    if not out:
+        raise ValueError("masks: no unit filter masks found; build the model with use_masks=True")
+    return out
+
+
+def with_gates(masks: Mapping[str, Any], gates: Mapping[str, jax.Array]) -> dict[str, Any]:
+    """``masks`` with the ``filter_mask`` of every unit in ``gates`` replaced (pure)."""
+
+    def put(tree: Mapping[str, Any], parts: list[str], value: jax.Array) -> dict[str, Any]:
+        new = dict(tree)
+        new[parts[0]] = {**tree[parts[0]], "filter_mask": value} if len(parts) == 1 else \
+            put(tree[parts[0]], parts[1:], value)
+        return new
+
+    out: dict[str, Any] = dict(masks)
+    for path, value in gates.items():
+        out = put(out, path.split("/"), value)
     return out
 
 

@@ -1,0 +1,413 @@
+"""The dynamic-capacity driver: train a residual network while the controller grows and shrinks it.
+
+Our reading of the draft's section 4.1 ("Implementation", a heading only): training runs through
+:func:`fnnjax.train.fit`; after every epoch the driver
+
+1. takes the epoch's mean training loss (the controller's loss history: one evaluation per
+   epoch) and, once ``cooldown`` epochs have passed since the last change (or the start),
+2. measures the units' saliency on a *probe batch* (``probe_size`` training examples fixed by the
+   seed, the network in inference mode: no dropout, BatchNorm's running statistics): by default
+   OBD on every unit's output gate, ``1/2 d2L/dm_u^2`` with a Hutchinson Hessian diagonal, the
+   second-order loss change of deleting the unit (``unit_measure="gate"``); or OBD's
+   ``1/2 H_ii w_i^2`` summed over each unit's parameters (``"parameters"``); or the Taylor /
+   magnitude baselines (:mod:`~fnnjax.construct.capacity.saliency`); all in one jitted call,
+3. asks the controller (:func:`~fnnjax.construct.capacity.plan_changes`) what to change, and
+4. applies each change with its surgery (:mod:`~fnnjax.construct.capacity.ops`,
+   :func:`fnnjax.arch.insert_residual`), carrying parameters, BatchNorm statistics and the
+   optimizer state over (kept entries keep their moments, new ones start at zero;
+   :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss just before and
+   just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
+   checkpoints it at once with its spec.
+
+The step, the schedule, the data order and the training noise go on unchanged through a change,
+so a run killed after changes and resumed (it restarts from the newest checkpoint in its latest
+structure, replaying the controller from ``capacity.jsonl``) ends with bitwise the same
+parameters as one that was never stopped.
+
+The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``summary.json``, ...)
+plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
+``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
+``loss_after``, ``spec``: the network after it; a narrowing also has ``saliency_deleted``, the
+deleted units' summed saliency: with OBD on gates, the predicted loss increase), ``saliency.jsonl`` (every unit's saliency at
+every consultation: the layer analysis's data), ``final_spec.json``, ``capacity.png`` (parameters
+and loss against step) and ``layers.png`` (:mod:`~fnnjax.construct.capacity.analysis`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import jax
+import numpy as np
+
+from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes
+from fnnjax.construct.capacity.ops import narrow, widen
+
+__all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "train_dynamic"]
+
+SALIENCIES = ("obd", "taylor", "magnitude")
+WIDEN_METHODS = ("zero", "net2wider")
+CAPACITY_FILES = ("capacity_config.json", "capacity.jsonl", "saliency.jsonl", "final_spec.json",
+                  "capacity.png", "layers.png")  # fmt: skip
+
+
+@dataclasses.dataclass(frozen=True)
+class DynamicConfig:
+    """How a dynamic-capacity run measures and changes its network (module docstring).
+
+    Attributes:
+        controller: the policy's thresholds (:class:`CapacityConfig`; an evaluation is an epoch).
+        saliency: ``"obd"`` (default), ``"taylor"`` or ``"magnitude"``.
+        unit_measure: ``"gate"`` (the saliency of each unit's output gate: deleting the unit,
+            all its weights at once) or ``"parameters"`` (the sum of its incoming parameters'
+            saliencies); None (default): ``"gate"`` for OBD and Taylor, ``"parameters"`` for
+            magnitude (the l1 filter norm; a gate has no magnitude).
+        hutchinson_samples, hutchinson_chunk: Rademacher vectors of the OBD estimate, and how
+            many run at once (``vmap``; memory grows with it).
+        probe_size: training examples of the fixed probe batch (saliency and the loss around
+            every change).
+        widen: ``"zero"`` (new units' outgoing weights zero) or ``"net2wider"`` (split existing
+            units; stage blocks only: a residual body's hidden units are widened by ``"zero"``,
+            and the record says which was used).
+        insert_hidden: hidden width of an inserted residual block (None: its input's width).
+    """
+
+    controller: CapacityConfig = CapacityConfig()
+    saliency: str = "obd"
+    unit_measure: str | None = None
+    hutchinson_samples: int = 128
+    hutchinson_chunk: int = 32
+    probe_size: int = 512
+    widen: str = "zero"
+    insert_hidden: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.saliency not in SALIENCIES:
+            raise ValueError(f"saliency: expected one of {', '.join(SALIENCIES)}, got "
+                             f"{self.saliency!r}")  # fmt: skip
+        if self.unit_measure not in (None, "gate", "parameters"):
+            raise ValueError(f"unit_measure: expected 'gate', 'parameters' or None, got "
+                             f"{self.unit_measure!r}")  # fmt: skip
+        if self.saliency == "magnitude" and self.unit_measure == "gate":
+            raise ValueError("unit_measure: 'gate' has no magnitude saliency (a gate is 1); use "
+                             "'parameters' (the l1 filter norm) or saliency='obd' / 'taylor'")  # fmt: skip
+        if self.widen not in WIDEN_METHODS:
+            raise ValueError(f"widen: expected 'zero' or 'net2wider', got {self.widen!r}")
+        for name in ("hutchinson_samples", "hutchinson_chunk", "probe_size"):
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if self.hutchinson_samples % self.hutchinson_chunk:
+            raise ValueError(f"hutchinson_samples: expected a multiple of hutchinson_chunk="
+                             f"{self.hutchinson_chunk}, got {self.hutchinson_samples}")  # fmt: skip
+        h = self.insert_hidden
+        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
+            raise ValueError(f"insert_hidden: expected a positive int or None, got {h!r}")
+
+    @property
+    def measured_by(self) -> str:
+        """``unit_measure``, resolved."""
+        if self.unit_measure is not None:
+            return self.unit_measure
+        return "parameters" if self.saliency == "magnitude" else "gate"
+
+    def to_dict(self) -> dict[str, Any]:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, values: dict[str, Any]) -> DynamicConfig:
+        values = dict(values)
+        controller = CapacityConfig(**values.pop("controller", {}))
+        return cls(controller=controller, **values)
+
+
+def _write_text(path: Path, text: str) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
+    _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
+
+
+def _read_jsonl(path: Path) -> list[dict[str, Any]]:
+    if not path.exists():
+        return []
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+class _Probe:
+    """The probe batch's loss and the units' saliency, jitted once per network structure."""
+
+    def __init__(self, data: Any, objective: Any, config: DynamicConfig, seed: int) -> None:
+        order = np.random.default_rng([seed, 11]).permutation(len(data.train))[: config.probe_size]
+        self.x, self.y = np.asarray(data.train.x[order]), np.asarray(data.train.y[order])
+        self.objective, self.config = objective, config
+        self._cache: dict[str, tuple[Callable, Callable]] = {}
+
+    def _fns(self, spec: Any) -> tuple[Callable, Callable]:
+        from fnnjax.arch import build_model, init_variables, to_json  # noqa: PLC0415
+        from fnnjax.construct.capacity import saliency as sal  # noqa: PLC0415
+
+        key = to_json(spec)
+        if key not in self._cache:
+            cfg, objective = self.config, self.objective
+            gated = cfg.measured_by == "gate"
+            model = build_model(spec, use_masks=gated)
+            masks = None
+            if gated:  # every mask is ones at init: shapes suffice
+                shapes = init_variables(model, jax.random.key(0), spec.input_shape, abstract=True)
+                masks = jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype), shapes["masks"])
+
+            def loss(params, rest, x, y):
+                if gated and "masks" not in rest:
+                    rest = {**rest, "masks": masks}
+                out = model.apply({**rest, "params": params}, x, train=False)
+                return objective.loss(out, y).mean()
+
+            def saliency(params, rest, x, y, k):
+                if gated:  # the same loss as a function of the units' output gates (all ones)
+                    gates = sal.unit_gates(spec, masks)
+                    f = lambda g: loss(params, {**rest, "masks": sal.with_gates(masks, g)}, x, y)  # noqa: E731
+                    w = gates
+                else:
+                    f, w = (lambda p: loss(p, rest, x, y)), params
+                if cfg.saliency == "magnitude":
+                    per = sal.magnitude_saliency(w)
+                elif cfg.saliency == "taylor":
+                    per = sal.taylor_saliency(w, jax.grad(f)(w))
+                else:
+                    h = sal.hutchinson_diagonal(f, w, k, num_samples=cfg.hutchinson_samples,
+                                                chunk=cfg.hutchinson_chunk)  # fmt: skip
+                    per = sal.obd_saliency(w, h)
+                return per if gated else sal.unit_saliency(spec, per)
+
+            self._cache = {key: (jax.jit(loss), jax.jit(saliency))}  # keep only the current net
+        return self._cache[key]
+
+    def loss(self, spec: Any, variables: dict[str, Any]) -> float:
+        rest = {k: v for k, v in variables.items() if k != "params"}
+        return float(self._fns(spec)[0](variables["params"], rest, self.x, self.y))
+
+    def saliency(self, spec: Any, variables: dict[str, Any], key: jax.Array) -> dict[str, np.ndarray]:
+        rest = {k: v for k, v in variables.items() if k != "params"}
+        out = self._fns(spec)[1](variables["params"], rest, self.x, self.y, key)
+        return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
+
+
+def _apply(change: Change, spec: Any, variables: dict[str, Any], config: DynamicConfig,
+           key: jax.Array) -> tuple[Any, str]:  # fmt: skip
+    """The :class:`~fnnjax.arch.grow.Grown` of one change and the method used."""
+    from fnnjax.arch import insert_residual  # noqa: PLC0415
+    from fnnjax.construct.capacity.ops import _locate  # noqa: PLC0415
+
+    if change.op == "narrow":
+        return narrow(spec, variables, change.target, change.value), "delete"
+    if change.op == "insert":
+        stage, position = change.value
+        return insert_residual(spec, variables, stage, position, hidden=config.insert_hidden,
+                               key=key), "identity"  # fmt: skip
+    method = config.widen if _locate(spec, change.target)[2] is None else "zero"
+    return widen(spec, variables, change.target, change.value, method=method, key=key), method
+
+
+def apply_changes(
+    changes: list[Change], spec: Any, variables: dict[str, Any], opt_state: Any, tx: Any, *,
+    config: DynamicConfig = DynamicConfig(), key: jax.Array | None = None,
+    loss: Callable[[Any, dict[str, Any]], float] | None = None,
+) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:  # fmt: skip
+    """Applies ``changes`` in order (a pure transform of the network and its training state).
+
+    Args:
+        changes: from :func:`~fnnjax.construct.capacity.plan_changes`.
+        spec, variables: the network and its variables (every collection).
+        opt_state, tx: the optimizer state of ``variables["params"]`` and its optimizer; kept
+            entries keep their moments, new ones start at zero.
+        config: the widening method and an inserted block's hidden width.
+        key: new weights' randomness (change ``n`` uses ``fold_in(key, n)``; default key(0)).
+        loss: ``loss(spec, variables) -> float`` (e.g. on a fixed batch), measured just before
+            and just after each change (None: not measured).
+
+    Returns:
+        ``(variables, opt_state, records)``: one record per change (``op``, ``target``, ``value``,
+        ``method``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
+        ``loss_after``, ``spec``: the network after it, as a JSON dict).
+    """
+    from fnnjax.arch import analytic_counts, to_dict, transplant_opt_state  # noqa: PLC0415
+
+    key = jax.random.key(0) if key is None else key
+    records = []
+    for n, change in enumerate(changes):
+        before = loss(spec, variables) if loss is not None else None
+        params_before = analytic_counts(spec)["params"]
+        grown, method = _apply(change, spec, variables, config, jax.random.fold_in(key, n))
+        opt_state = transplant_opt_state(tx, spec, variables["params"], opt_state, grown.spec,
+                                         grown.variables["params"], kept=grown.kept)  # fmt: skip
+        spec, variables = grown.spec, grown.variables
+        value = list(change.value) if change.op == "narrow" else change.value
+        records.append({"op": change.op, "target": change.target,
+                        "value": json.loads(json.dumps(value)), "method": method,
+                        "reason": change.reason, "params_before": params_before,
+                        "params_after": analytic_counts(spec)["params"], "loss_before": before,
+                        "loss_after": loss(spec, variables) if loss is not None else None,
+                        "spec": to_dict(spec)})  # fmt: skip
+    return dict(variables), opt_state, records
+
+
+def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
+    from fnnjax.train.rundir import _differences  # noqa: PLC0415
+
+    diff = _differences(saved, now, "")
+    if diff:
+        raise ValueError(f"{out} holds another dynamic-capacity run ({'; '.join(diff[:2])}); pass "
+                         "another out folder, or resume=False (--no-resume) to start afresh (the "
+                         f"old files are moved to {out}/previous-<time>/)")  # fmt: skip
+
+
+def train_dynamic(
+    spec: Any,
+    data: Any,
+    train_config: Any,
+    config: DynamicConfig = DynamicConfig(),
+    out_dir: str | Path | None = None,
+    *,
+    objective: str = "classification",
+    resume: bool = True,
+    log: Callable[[str], None] | None = print,
+    mesh: Any = None,
+) -> dict[str, Any]:
+    """Trains ``spec`` on ``data`` for ``train_config.epochs`` epochs, growing and shrinking it
+    (module docstring).
+
+    Args:
+        spec: the initial network (e.g. :func:`~fnnjax.construct.capacity.residual_mlp_spec`).
+        data: a :class:`fnnjax.train.Dataset` of the spec's input shape.
+        train_config: the :class:`fnnjax.train.TrainConfig` (optimizer, schedule, epochs, seed).
+        config: the saliency and the controller.
+        out_dir: the run folder (None: in memory, nothing written; no resume).
+        objective: ``"classification"`` or ``"regression"``.
+        resume: go on from ``out_dir``'s newest checkpoint (default); False moves an earlier
+            run's files into ``out_dir/previous-<time>/`` first.
+        log: called with one line per change (None: silent).
+        mesh: the device mesh (default: ``train_config.num_devices`` local devices).
+
+    Returns:
+        ``{"spec", "changes", "saliency", "history", "summary", "state", "params_initial",
+        "params_final"}``: the final network, the change and saliency records, ``fit``'s history
+        and summary, and the final train state.
+    """
+    from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
+    from fnnjax.construct.capacity import analysis  # noqa: PLC0415
+    from fnnjax.models import describe_spec, model_from_description  # noqa: PLC0415
+    from fnnjax.train import NewModel, fit, get_objective, make_optimizer  # noqa: PLC0415
+    from fnnjax.train.rundir import _RUN_FILES, archive_previous_run  # noqa: PLC0415
+
+    obj = get_objective(objective)
+    if tuple(spec.input_shape) != tuple(data.input_shape):
+        raise ValueError(f"spec: its input shape {tuple(spec.input_shape)} is not the dataset's "
+                         f"{tuple(data.input_shape)}")  # fmt: skip
+    if spec.num_classes != data.num_classes:
+        raise ValueError(f"spec: it has {spec.num_classes} outputs, the dataset "
+                         f"{data.num_classes}")  # fmt: skip
+    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
+    now = {"capacity": config.to_dict(), "initial_spec": to_dict(spec), "objective": obj.name}
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            archive_previous_run(out, _RUN_FILES + CAPACITY_FILES)
+        path = out / "capacity_config.json"
+        if path.exists():
+            _check_same_run(json.loads(path.read_text()), now, out)
+        _write_text(path, json.dumps(now, indent=1))
+    say = log or (lambda _: None)
+    steps_per_epoch = max(1, len(data.train) // train_config.batch_size)
+    tx = make_optimizer(train_config, steps_per_epoch)  # fit's optimizer: the states must agree
+    probe = _Probe(data, obj, config, train_config.seed)
+    base_key = jax.random.fold_in(jax.random.key(train_config.seed), 0xCA9)
+    initial_params = analytic_counts(spec)["params"]
+    changes: list[dict[str, Any]] = []
+    saliencies: list[dict[str, Any]] = []
+    losses: list[float] = []
+    loaded = [out is None]
+
+    def on_epoch_end(record: dict[str, Any], state: Any) -> Any:
+        nonlocal changes, saliencies, losses
+        step, epoch = int(record["step"]), int(record["epoch"])
+        if not loaded[0]:  # first call of this process: replay what the folder recorded
+            loaded[0] = True
+            losses = [r["train_loss"] for r in _read_jsonl(out / "metrics.jsonl")][: epoch - 1]
+            changes = _read_jsonl(out / "capacity.jsonl")
+            saliencies = _read_jsonl(out / "saliency.jsonl")
+        # Records of this step or later were written by a run killed before its checkpoint.
+        changes = [c for c in changes if c["step"] < step]
+        saliencies = [s for s in saliencies if s["step"] < step]
+        losses = losses[: epoch - 1] + [float(record["train_loss"])]
+        current = _current_spec(changes, spec)
+        since = epoch - max((c["epoch"] for c in changes), default=0)
+        new = None
+        if since >= config.controller.cooldown and epoch >= config.controller.warmup:
+            variables = state.variables()
+            units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
+            saliencies.append({"step": step, "epoch": epoch,
+                               "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
+            plan = plan_changes(losses, units, current, config.controller, since_change=since)
+            if plan:
+                new = _changed(plan, current, state, step, epoch, units)
+        if out is not None:
+            _write_jsonl(out / "capacity.jsonl", changes)
+            _write_jsonl(out / "saliency.jsonl", saliencies)
+        return new
+
+    def _changed(plan: list[Change], current: Any, state: Any, step: int, epoch: int,
+                 units: dict[str, np.ndarray]) -> Any:  # fmt: skip
+        variables, opt_state, records = apply_changes(
+            plan, current, jax.device_get(state.variables()), jax.device_get(state.opt_state), tx,
+            config=config, key=jax.random.fold_in(base_key, step), loss=probe.loss)  # fmt: skip
+        for rec in records:
+            if rec["op"] == "narrow":  # what the saliency predicted deleting them would cost
+                s = units[rec["target"]]
+                rec["saliency_deleted"] = float(np.delete(s, rec["value"]).sum())
+            changes.append({"step": step, "epoch": epoch, **rec})
+            say(f"step {step} (epoch {epoch}): {rec['op']} {rec['target']} -> "
+                f"{_short(rec['value'])}; params {rec['params_before']} -> {rec['params_after']}; "
+                f"probe loss {rec['loss_before']:.6g} -> {rec['loss_after']:.6g} ({rec['reason']})")  # fmt: skip
+        current = _spec_of(records[-1])
+        params = variables.pop("params")
+        new_state = state.replace(params=params, collections=variables, opt_state=opt_state)
+        return NewModel(build_model(current), new_state, describe_spec(current))
+
+    result = fit(build_model(spec), data, train_config, out_dir=out, description=describe_spec(spec),
+                 on_epoch_end=on_epoch_end, objective=obj, rebuild=model_from_description,
+                 mesh=mesh)  # fmt: skip
+    final = _current_spec(changes, spec)
+    if to_json(final) != to_json(_spec_of(result.description)):
+        raise RuntimeError("the controller's record and the trained network disagree (a bug)")
+    if out is not None:
+        _write_text(out / "final_spec.json", to_json(final))
+        analysis.plot_capacity(result.history, changes, initial_params, out / "capacity.png")
+        analysis.plot_layers(saliencies, changes, spec, out / "layers.png")
+    return {"spec": final, "changes": changes, "saliency": saliencies, "history": result.history,
+            "summary": result.summary, "state": result.state, "params_initial": initial_params,
+            "params_final": analytic_counts(final)["params"]}  # fmt: skip
+
+
+def _short(value: Any) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _spec_of(description: dict[str, Any]) -> Any:
+    from fnnjax.arch import from_dict  # noqa: PLC0415
+
+    return from_dict(description["spec"])
+
+
+def _current_spec(changes: list[dict[str, Any]], initial: Any) -> Any:
+    """The network after the last recorded change (or the initial one)."""
+    return _spec_of(changes[-1]) if changes else initial

@@ -1,0 +1,122 @@
+"""The draft's tasks (sections 4.2 and 4.3) and the networks they start from.
+
+* :func:`sines_dataset`: function regression on ``[-1, 1]^dim`` (``dim`` 1 or 2) with a target of
+  rising complexity ``c``: ``f(x) = sqrt(2 / c) * sum_{k=1..c} sin(pi * k * <u_k, x> + phi_k)``,
+  a sum of ``c`` sines of frequencies ``1..c`` along keyed random unit directions ``u_k`` (in
+  1-D, ``u_k = +-1``) with keyed phases. Each term has variance about 1/2, so ``f`` has variance
+  about 1 at every ``c``: what grows with ``c`` is the number of oscillations a network must fit,
+  not the target's scale. Complexity is the one knob the Spearman analysis varies.
+* :func:`as_vectors`: an image dataset with every image flattened to a ``(1, 1, h*w*c)`` vector,
+  the input of a residual MLP (the draft's MNIST classifier).
+* :func:`residual_mlp_spec` and :func:`residual_conv_spec`: a stem, ``blocks`` residual blocks
+  of ``width`` channels (body: ``hidden`` units, then back to ``width`` with no activation) and
+  a linear head: the networks the capacity controller resizes (each body's hidden unit is
+  resizable; the stem and the residual stream are not, their width is added to the shortcut).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+
+__all__ = ["as_vectors", "residual_conv_spec", "residual_mlp_spec", "sines_dataset"]
+
+
+def _check_int(name: str, value: object, low: int) -> None:
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
+        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
+
+
+def sines_dataset(
+    complexity: int, *, dim: int = 1, num_train: int = 2048, num_validation: int = 512,
+    num_test: int = 1024, noise: float = 0.0, seed: int = 0,
+):  # fmt: skip
+    """A regression :class:`~fnnjax.train.Dataset` of the sum-of-sines target (module docstring).
+
+    Inputs are uniform on ``[-1, 1]^dim`` (shape ``(1, 1, dim)``), targets float32 ``[n]``,
+    plus Gaussian ``noise`` (standard deviation) on the training and validation targets only.
+    The target function (directions and phases) depends on ``(complexity, dim)`` only, the
+    sample on ``seed`` too: seeds draw new data of the same function.
+    """
+    from fnnjax.train import Dataset, Split  # noqa: PLC0415
+
+    _check_int("complexity", complexity, 1)
+    if dim not in (1, 2):
+        raise ValueError(f"dim: expected 1 or 2, got {dim!r}")
+    for name, n in (("num_train", num_train), ("num_validation", num_validation),
+                    ("num_test", num_test)):  # fmt: skip
+        _check_int(name, n, 0 if name != "num_train" else 1)
+    if not (isinstance(noise, int | float) and noise >= 0 and np.isfinite(noise)):
+        raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
+    fn = np.random.default_rng([complexity, dim, 7])
+    directions = fn.normal(size=(complexity, dim))
+    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
+    phases = fn.uniform(0, 2 * np.pi, size=complexity)
+    frequencies = np.pi * np.arange(1, complexity + 1)
+
+    def target(x: np.ndarray) -> np.ndarray:
+        waves = np.sin(frequencies * (x @ directions.T) + phases)
+        return (np.sqrt(2.0 / complexity) * waves.sum(axis=1)).astype(np.float32)
+
+    rng = np.random.default_rng([seed, complexity, dim])
+
+    def split(n: int, noisy: bool) -> Split:
+        x = rng.uniform(-1, 1, size=(n, dim))
+        y = target(x) + (noise * rng.normal(size=n) if noisy and noise else 0)
+        return Split(x.reshape(n, 1, 1, dim).astype(np.float32), np.asarray(y, np.float32))
+
+    return Dataset(name=f"sines{dim}d-c{complexity}", train=split(num_train, True),
+                   validation=split(num_validation, True), test=split(num_test, False),
+                   num_classes=1, input_shape=(1, 1, dim), mean=(0.0,) * dim, std=(1.0,) * dim,
+                   source="generated")  # fmt: skip
+
+
+def as_vectors(data):
+    """``data`` with every example flattened to ``(1, 1, h*w*c)`` (for a residual MLP)."""
+    from fnnjax.train import Split  # noqa: PLC0415
+
+    size = int(np.prod(data.input_shape))
+
+    def flat(s: Split) -> Split:
+        return Split(np.asarray(s.x).reshape(len(s), 1, 1, size), s.y)
+
+    return dataclasses.replace(data, train=flat(data.train), validation=flat(data.validation),
+                               test=flat(data.test), input_shape=(1, 1, size))  # fmt: skip
+
+
+def residual_mlp_spec(input_shape, outputs: int, *, width: int = 32, hidden: int = 16,
+                      blocks: int = 2):  # fmt: skip
+    """``Dense(width, relu)`` stem, ``blocks`` x ``Residual(Dense(hidden, relu) ->
+    Dense(width))`` (ReLU after the add), linear head to ``outputs``."""
+    from fnnjax.arch import Dense, Head, Residual, Spec, Stage  # noqa: PLC0415
+
+    for name, v in (("outputs", outputs), ("width", width), ("hidden", hidden)):
+        _check_int(name, v, 1)
+    _check_int("blocks", blocks, 0)
+    body = (Dense(filters=hidden), Dense(filters=width, act=None))
+    return Spec(input_shape=tuple(input_shape), num_classes=outputs, stem=(Dense(filters=width),),
+                stages=(Stage(blocks=tuple(Residual(body=body) for _ in range(blocks))),),
+                head=Head())  # fmt: skip
+
+
+def residual_conv_spec(input_shape, outputs: int, *, width: int = 16, hidden: int = 16,
+                       blocks: int = 2, stages: int = 2):  # fmt: skip
+    """A small ResNet: ``Conv(width)`` stem, then ``stages`` stages of ``blocks`` basic blocks
+    (3x3 conv-BN-ReLU to ``hidden``, 3x3 conv-BN back to the stage width); every stage after the
+    first starts with a strided block doubling the width (projection shortcut); global average
+    pool and a linear head."""
+    from fnnjax.arch import Conv, Head, Residual, Spec, Stage  # noqa: PLC0415
+
+    for name, v in (("outputs", outputs), ("width", width), ("hidden", hidden),
+                    ("blocks", blocks), ("stages", stages)):  # fmt: skip
+        _check_int(name, v, 1)
+    out_stages = []
+    for i in range(stages):
+        w, h = width * 2**i, hidden * 2**i
+        blks = tuple(Residual(body=(Conv(filters=h, stride=2 if i and not j else 1),
+                                    Conv(filters=w, act=None)))
+                     for j in range(blocks))  # fmt: skip
+        out_stages.append(Stage(blocks=blks))
+    return Spec(input_shape=tuple(input_shape), num_classes=outputs, stem=(Conv(filters=width),),
+                stages=tuple(out_stages), head=Head())  # fmt: skip
