@@ -31,6 +31,7 @@ EPILOG = """examples:
   fnnjax train --model dense --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --schedule cosine
   fnnjax spec --model vgg19 --template uniform --width 0.25 --input-shape 8 8 1 --write vgg.json
   fnnjax train --spec vgg.json --epochs 5                  any architecture from a spec file
+  fnnjax capacity --task regression --quick --out runs/cap a network that grows and shrinks
 
 The output folder (default runs/MODEL-DATASET-XXXXXX, where XXXXXX changes with any setting that
 makes it a different run) holds config.json, metrics.jsonl, checkpoints/, best/ (with --validation),
@@ -301,6 +302,9 @@ def build_parser() -> argparse.ArgumentParser:
                      "epochs, batch 40): a smoke test")  # fmt: skip
     env.add_argument("--out", type=Path, required=True, help="output folder")
 
+    from fnnjax import cli_capacity  # noqa: PLC0415
+
+    cli_capacity.add_parser(commands, debug, _positive_int, _positive_float)
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -572,6 +576,12 @@ def _envelopenet(args: argparse.Namespace) -> int:
     return 0
 
 
+def _capacity(args: argparse.Namespace) -> int:
+    from fnnjax import cli_capacity  # noqa: PLC0415
+
+    return cli_capacity.run(args)
+
+
 def _list_models() -> int:
     from fnnjax import models  # noqa: PLC0415
 
@@ -599,7 +609,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"train": _train, "profile": _profile, "spec": _spec, "enas": _enas,
-                "envelopenet": _envelopenet,
+                "envelopenet": _envelopenet, "capacity": _capacity,
                 "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning

@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from experiments import (
+    dynamic_capacity,
     enas_search,
     envelopenets,
     fnn_table1,
@@ -79,3 +80,20 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
     assert "| constructed | 6/3-2/2 |" in capsys.readouterr().out
     running = json.loads((tmp_path / "runs/figure2/iterations/0/statistics.json").read_text())
     assert [r["step"] for r in running] == [2, 4]  # a point every 2 of the epoch's 4 steps
+
+
+def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlation(tmp_path, capsys):
+    payload = dynamic_capacity.main(["--quick", "--out", str(tmp_path)])
+    assert [(r["dim"], r["complexity"]) for r in payload["regression"]] == [(1, 1), (1, 3)]
+    for r in payload["regression"] + payload["classification"]:
+        assert r["steps"] > 0 and r["growth_max_rel_loss_change"] <= 1e-5
+        assert set(r["changes"]) == {"widen", "insert", "narrow"}
+    assert set(payload["spearman_final_params_vs_complexity"]) == {"1-D params_final",
+                                                                   "1-D params_mean_last_half"}
+    for name in ("results.json", "regression.md", "classification.md", "regression.png",
+                 "classification.png"):  # fmt: skip
+        assert (tmp_path / name).stat().st_size > 0, name
+    printed = capsys.readouterr().out
+    assert "Spearman(params_final, C), 1-D, over 2 runs" in printed and "| digits | 0 |" in printed
+    assert dynamic_capacity.spearman([1, 2, 3, 4], [10, 20, 20, 40]) > 0.9
+    assert dynamic_capacity.spearman([1, 2, 3], [5, 5, 5]) != dynamic_capacity.spearman([1, 2, 3], [5, 5, 5])

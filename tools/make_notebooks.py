@@ -331,6 +331,82 @@ assert 0.0 <= run.history[-1]["test_accuracy"] <= 1.0'''
 ]
 
 
+NOTEBOOKS["05_dynamic_capacity.ipynb"] = [
+    new_markdown_cell(
+        "# Dynamic network capacity: a residual network that grows and shrinks while it trains\n\n"
+        "Our reading of the unfinished thesis draft (docs/dynamic-capacity.md): after every epoch the "
+        "saliency of every unit is measured on a fixed probe batch (Optimal Brain Damage on each "
+        "unit's output gate, the Hessian diagonal estimated by Hutchinson inside `jit`); units far "
+        "below their layer's mean are deleted; when the loss plateaus, the most salient layer is "
+        "widened (new units' outgoing weights zero: the function is unchanged) or, past a cap, an "
+        "identity residual block is inserted. Optimizer moments move with the weights. Locally "
+        "this needs nothing; on Colab a CPU runtime is enough for the regression part."
+    ),
+    new_code_cell(INSTALL_CELL),
+    new_code_cell(
+        '''# parameters
+import os
+
+TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
+COMPLEXITY = 3 if TINY else 6  # sines in the target (frequencies 1..C)
+EPOCHS = 5 if TINY else 80
+NUM_TRAIN = 256 if TINY else 4096'''
+    ),
+    new_code_cell(
+        '''import matplotlib.pyplot as plt
+import numpy as np
+
+from fnnjax import arch, train
+from fnnjax.construct import capacity as cp
+
+data = cp.sines_dataset(COMPLEXITY, num_train=NUM_TRAIN, num_validation=NUM_TRAIN // 8)
+spec = cp.residual_mlp_spec(data.input_shape, 1, width=8 if TINY else 16, hidden=4)
+print(arch.notation(spec), f"{arch.analytic_counts(spec)['params']} parameters")
+
+# The controller is a pure function: made-up saliencies and a flat loss give its plan and reasons.
+made_up = {"s0b0/body0": np.array([1.0, 1.0, 0.001, 1.0])}
+for change in cp.plan_changes([1.0, 0.999, 0.998, 0.998, 0.997, 0.997], made_up, spec,
+                              cp.CapacityConfig(warmup=0), since_change=5):
+    print(change.op, change.target, change.value, "--", change.reason)'''
+    ),
+    new_code_cell(
+        '''# The real thing: train while the controller changes the network (give an out_dir to
+# checkpoint, resume and get capacity.jsonl, capacity.png and layers.png).
+controller = (cp.CapacityConfig(window=1, warmup=2, tau=0.5, grow_units=2, max_units=6, cooldown=1)
+              if TINY else cp.CapacityConfig())
+config = cp.DynamicConfig(controller=controller, hutchinson_samples=16 if TINY else 128,
+                          hutchinson_chunk=16 if TINY else 32, probe_size=64 if TINY else 512)
+train_config = train.TrainConfig(epochs=EPOCHS, batch_size=64, learning_rate=3e-3, num_devices=1,
+                                 progress=False)
+result = cp.train_dynamic(spec, data, train_config, config, objective="regression")
+print("parameters", result["params_initial"], "->", result["params_final"])
+for c in result["changes"]:
+    assert c["op"] == "narrow" or abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * c["loss_before"]'''
+    ),
+    new_code_cell(
+        '''# Layer-specific analysis: units gained and lost per layer, and the saliency distribution.
+rows = cp.layer_report(result["changes"], result["saliency"], spec)
+print(cp.analysis.report_markdown(rows))
+series = cp.analysis.units_over_time(result["changes"], spec)
+fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.5))
+for path, points in series.items():
+    left.step([s for s, _ in points] + [result["history"][-1]["step"]],
+              [n for _, n in points] + [points[-1][1]], where="post", label=path)
+left.set(xlabel="step", ylabel="units", title="units per layer")
+left.legend(fontsize=7)
+x = np.linspace(-1, 1, 400, dtype=np.float32).reshape(-1, 1, 1, 1)
+model = arch.build_model(result["spec"])
+y = model.apply(result["state"].variables(), x, train=False)
+right.plot(x[:, 0, 0, 0], y[:, 0], label="network")
+right.scatter(data.test.x[:200, 0, 0, 0], data.test.y[:200], s=4, color="gray", label="target")
+right.set(title=f"fit of the {COMPLEXITY}-sine target")
+right.legend()
+plt.tight_layout()
+plt.show()'''
+    ),
+]
+
+
 def render(name: str) -> str:
     """The text of ``colab/<name>``: stable cell ids, so regenerating changes nothing."""
     cells = [nbformat.from_dict(dict(cell)) for cell in NOTEBOOKS[name]]

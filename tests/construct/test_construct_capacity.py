@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-import json
 
 import jax
 import jax.numpy as jnp
@@ -20,10 +19,10 @@ from fnnjax.arch import (
     Stage,
     analytic_counts,
     build_model,
+    from_dict,
     init_variables,
 )
 from fnnjax.construct import capacity
-from fnnjax.train import TrainConfig
 
 MLP = Spec(input_shape=(1, 1, 3), num_classes=3, stem=(Dense(filters=6),),
            stages=(Stage(blocks=(Residual(body=(Dense(filters=5), Dense(filters=6, act=None))),)),),
@@ -246,60 +245,83 @@ def test_apply_changes_keeps_the_adam_moments_of_kept_parameters_and_records_eac
     assert jax.tree_util.tree_structure(out["params"]) == jax.tree_util.tree_structure(mu)
 
 
-def _sines_run(out, *, epochs=9, log=None, resume=True):
-    data = capacity.sines_dataset(3, num_train=256, num_validation=64, num_test=64)
-    spec = capacity.residual_mlp_spec(data.input_shape, 1, width=6, hidden=3, blocks=1)
-    config = capacity.DynamicConfig(
-        controller=capacity.CapacityConfig(window=1, warmup=2, tau=0.99, grow_units=2,
-                                           max_units=5, shrink_below=0.3, cooldown=1),
-        hutchinson_samples=16, hutchinson_chunk=8, probe_size=64)  # fmt: skip
-    train = TrainConfig(epochs=epochs, batch_size=32, learning_rate=1e-2, progress=False,
-                        num_devices=1, seed=3)  # fmt: skip
-    return capacity.train_dynamic(spec, data, train, config, out, objective="regression",
-                                  log=log, resume=resume)  # fmt: skip
+def _cli(out, *extra):
+    from fnnjax.cli import main
+
+    return main(["capacity", "--task", "regression", "--quick", "--num-train", "256",
+                 "--width", "6", "--hidden", "3", "--epochs", "8", "--tau", "0.99", "--window", "1",
+                 "--grow-units", "2", "--max-units", "5", "--shrink-below", "0", "--seed", "3",
+                 "--out", str(out), *extra])  # fmt: skip
 
 
 class _Killed(Exception):
     pass
 
 
-def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_structure(tmp_path):
-    whole = _sines_run(tmp_path / "whole", log=None)
+def _final_params(out):
+    from fnnjax.models import model_from_description
+    from fnnjax.train import restore_run
+
+    return restore_run(out, model_from_description)[1].params
+
+
+def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_structure(
+    tmp_path, monkeypatch, capsys
+):
+    assert _cli(tmp_path / "whole") == 0
+    assert "dynamic capacity on sines1d-c3: parameters" in capsys.readouterr().out
+    whole = capacity.read_run(tmp_path / "whole")
     ops = [c["op"] for c in whole["changes"]]
     assert {"widen", "insert"} <= set(ops), ops  # the run grows, past the cap by insertion
     for c in whole["changes"]:
         if c["op"] != "narrow":  # growth keeps the probe loss
             assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"])
-    lines = (tmp_path / "whole" / "capacity.jsonl").read_text().splitlines()
-    assert [json.loads(ln)["op"] for ln in lines] == ops
-    for name in ("capacity.png", "layers.png", "final_spec.json", "saliency.jsonl", "metrics.jsonl"):
-        assert (tmp_path / "whole" / name).exists(), name
-    assert whole["params_final"] == analytic_counts(whole["spec"])["params"]
+        assert c["params_after"] == analytic_counts(from_dict(c["spec"]))["params"]
+    for name in ("capacity.png", "layers.png", "layers.md", "final_spec.json", "saliency.jsonl"):
+        assert (tmp_path / "whole" / name).stat().st_size > 0, name
 
-    seen = []
+    from fnnjax.construct.capacity import driver
 
-    def kill_at_third(line):  # killed inside the epoch of the third change, before its checkpoint
-        seen.append(line)
-        if len(seen) == 3:
+    calls, real = [], driver.apply_changes
+
+    def killed_at_the_third_change(*args, **kwargs):  # inside the epoch, before its checkpoint
+        calls.append(1)
+        if len(calls) == 3:
             raise _Killed
+        return real(*args, **kwargs)
 
+    monkeypatch.setattr(driver, "apply_changes", killed_at_the_third_change)
     with pytest.raises(_Killed):
-        _sines_run(tmp_path / "killed", log=kill_at_third)
-    partial = capacity.read_run(tmp_path / "killed")["changes"]
-    assert 1 <= len(partial) < len(whole["changes"])
-    resumed = _sines_run(tmp_path / "killed", log=None)
+        _cli(tmp_path / "killed")
+    monkeypatch.setattr(driver, "apply_changes", real)
+    assert 1 <= len(capacity.read_run(tmp_path / "killed")["changes"]) < len(ops)
+    assert _cli(tmp_path / "killed") == 0
+    resumed = capacity.read_run(tmp_path / "killed")
     assert [c["op"] for c in resumed["changes"]] == ops
-    for u, v in zip(jax.tree_util.tree_leaves(whole["state"].params),
-                    jax.tree_util.tree_leaves(resumed["state"].params), strict=True):  # fmt: skip
+    for u, v in zip(jax.tree_util.tree_leaves(_final_params(tmp_path / "whole")),
+                    jax.tree_util.tree_leaves(_final_params(tmp_path / "killed")), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
-    rows = capacity.layer_report(resumed["changes"], resumed["saliency"],
-                                 capacity.read_run(tmp_path / "killed")["initial_spec"])  # fmt: skip
+    rows = capacity.layer_report(resumed["changes"], resumed["saliency"], resumed["initial_spec"])
     body = next(r for r in rows if r["layer"] == "s0b0/body0")
-    assert body["initial"] == 3 and body["final"] == capacity.unit_filters(whole["spec"], "s0b0/body0")
+    final = from_dict(resumed["changes"][-1]["spec"])
+    assert body["initial"] == 3 and body["final"] == capacity.unit_filters(final, "s0b0/body0")
     assert body["added"] - body["removed"] == body["final"] - body["initial"]
     assert any(r["initial"] == 0 and r["final"] > 0 for r in rows)  # the inserted block's units
-    data = capacity.sines_dataset(3, num_train=64)
-    other = capacity.residual_mlp_spec((1, 1, 1), 1, width=4)
-    with pytest.raises(ValueError, match="holds another dynamic-capacity run .*--no-resume"):
-        capacity.train_dynamic(other, data, TrainConfig(epochs=1, progress=False),
-                               out_dir=tmp_path / "whole", objective="regression")  # fmt: skip
+    capsys.readouterr()
+    assert _cli(tmp_path / "whole", "--shrink-below", "0.1") == 2  # another run in that folder
+    assert "holds another dynamic-capacity run (capacity.controller.shrink_below: saved 0.0, " \
+           "now 0.1)" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("argv,expected", [
+    (["--tau", "2"], "--tau: expected a number in [0, 1), got 2.0"),
+    (["--dataset", "mnist"], "--dataset: regression runs on the generated 'sines' targets"),
+    (["--samples", "48"], "--samples: expected a multiple of 32, or at most 32, got 48"),
+    (["--saliency", "magnitude", "--unit-measure", "gate"], "--unit-measure: 'gate' has no magnitude"),
+])  # fmt: skip
+def test_capacity_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys):
+    from fnnjax.cli import main
+
+    assert main(["capacity", "--task", "regression", "--out", str(tmp_path), *argv]) == 2
+    err = capsys.readouterr().err
+    assert expected in err and len(err.strip().splitlines()) == 1

@@ -12,7 +12,8 @@ network expansion), with every threshold in :class:`CapacityConfig`:
   ``window`` evaluations is under ``tau``): widen the unit with the highest mean saliency by
   ``grow_units`` (the most useful layer per unit gets more), or, once that would pass
   ``max_units``, insert an identity residual block right after its block; never past
-  ``max_params``;
+  ``max_params``; a unit narrowed in the same consultation is not grown (deleting and adding
+  units of one layer at once is churn: the next consultation decides on the smaller layer);
 * nothing in the first ``warmup`` evaluations (OBD's saliency assumes a trained network, at a
   minimum of the loss), nor within ``cooldown`` evaluations of the last change.
 """
@@ -128,8 +129,9 @@ def plan_changes(
                               f"unit's mean saliency {mean:.3g}"))  # fmt: skip
         spec = _with_filters(spec, unit, len(keep))
     flat, gain = plateaued(losses, config.window, config.tau)
-    if flat and units:
-        best = max(units, key=lambda u: float(np.mean(saliency[u])))
+    growable = [u for u in units if u not in {c.target for c in changes}]
+    if flat and growable:
+        best = max(growable, key=lambda u: float(np.mean(saliency[u])))
         n = unit_filters(spec, best)
         why = (f"loss improved {gain:.3%} over {config.window} evaluations (< {config.tau:.1%}); "
                f"{best} has the highest mean saliency")  # fmt: skip

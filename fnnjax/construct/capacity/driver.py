@@ -75,6 +75,11 @@ class DynamicConfig:
             units; stage blocks only: a residual body's hidden units are widened by ``"zero"``,
             and the record says which was used).
         insert_hidden: hidden width of an inserted residual block (None: its input's width).
+        max_shrink_loss: a narrowing that raises the probe loss by more than this fraction is
+            refused (undone and listed under ``refused`` in that consultation's
+            ``saliency.jsonl`` record): the saliency is a second-order estimate at a point that
+            is not a minimum, and deleting a ReLU unit is not a small perturbation, so a unit
+            estimated useless can still matter. None: every planned narrowing is applied.
     """
 
     controller: CapacityConfig = CapacityConfig()
@@ -85,6 +90,7 @@ class DynamicConfig:
     probe_size: int = 512
     widen: str = "zero"
     insert_hidden: int | None = None
+    max_shrink_loss: float | None = 0.1
 
     def __post_init__(self) -> None:
         if self.saliency not in SALIENCIES:
@@ -105,6 +111,9 @@ class DynamicConfig:
         if self.hutchinson_samples % self.hutchinson_chunk:
             raise ValueError(f"hutchinson_samples: expected a multiple of hutchinson_chunk="
                              f"{self.hutchinson_chunk}, got {self.hutchinson_samples}")  # fmt: skip
+        m = self.max_shrink_loss
+        if m is not None and (isinstance(m, bool) or not isinstance(m, int | float) or not m >= 0):
+            raise ValueError(f"max_shrink_loss: expected a number >= 0 or None, got {m!r}")
         h = self.insert_hidden
         if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
             raise ValueError(f"insert_hidden: expected a positive int or None, got {h!r}")
@@ -354,30 +363,44 @@ def train_dynamic(
         if since >= config.controller.cooldown and epoch >= config.controller.warmup:
             variables = state.variables()
             units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
-            saliencies.append({"step": step, "epoch": epoch,
+            refused: list[dict[str, Any]] = []
+            saliencies.append({"step": step, "epoch": epoch, "refused": refused,
                                "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
             plan = plan_changes(losses, units, current, config.controller, since_change=since)
             if plan:
-                new = _changed(plan, current, state, step, epoch, units)
+                new = _changed(plan, current, state, step, epoch, units, refused)
         if out is not None:
             _write_jsonl(out / "capacity.jsonl", changes)
             _write_jsonl(out / "saliency.jsonl", saliencies)
         return new
 
     def _changed(plan: list[Change], current: Any, state: Any, step: int, epoch: int,
-                 units: dict[str, np.ndarray]) -> Any:  # fmt: skip
-        variables, opt_state, records = apply_changes(
-            plan, current, jax.device_get(state.variables()), jax.device_get(state.opt_state), tx,
-            config=config, key=jax.random.fold_in(base_key, step), loss=probe.loss)  # fmt: skip
-        for rec in records:
+                 units: dict[str, np.ndarray], refused: list[dict[str, Any]]) -> Any:  # fmt: skip
+        variables, opt_state = jax.device_get(state.variables()), jax.device_get(state.opt_state)
+        key = jax.random.fold_in(base_key, step)
+        accepted = 0
+        for n, change in enumerate(plan):
+            new_vars, new_opt, (rec,) = apply_changes(
+                [change], current, variables, opt_state, tx, config=config,
+                key=jax.random.fold_in(key, n), loss=probe.loss)  # fmt: skip
             if rec["op"] == "narrow":  # what the saliency predicted deleting them would cost
-                s = units[rec["target"]]
-                rec["saliency_deleted"] = float(np.delete(s, rec["value"]).sum())
+                rec["saliency_deleted"] = float(np.delete(units[rec["target"]], rec["value"]).sum())
+                limit = config.max_shrink_loss
+                if limit is not None and rec["loss_after"] > (1 + limit) * rec["loss_before"]:
+                    refused.append({k: rec[k] for k in ("op", "target", "value", "loss_before",
+                                                        "loss_after", "saliency_deleted")})  # fmt: skip
+                    say(f"step {step} (epoch {epoch}): refused narrowing {rec['target']} to "
+                        f"{len(rec['value'])} units: the probe loss would rise "
+                        f"{rec['loss_before']:.4g} -> {rec['loss_after']:.4g} (> {limit:.0%})")  # fmt: skip
+                    continue
+            current, variables, opt_state = _spec_of(rec), new_vars, new_opt
+            accepted += 1
             changes.append({"step": step, "epoch": epoch, **rec})
             say(f"step {step} (epoch {epoch}): {rec['op']} {rec['target']} -> "
                 f"{_short(rec['value'])}; params {rec['params_before']} -> {rec['params_after']}; "
                 f"probe loss {rec['loss_before']:.6g} -> {rec['loss_after']:.6g} ({rec['reason']})")  # fmt: skip
-        current = _spec_of(records[-1])
+        if not accepted:
+            return None
         params = variables.pop("params")
         new_state = state.replace(params=params, collections=variables, opt_state=opt_state)
         return NewModel(build_model(current), new_state, describe_spec(current))

@@ -1,0 +1,172 @@
+"""``fnnjax capacity``: the dynamic-capacity command (kept apart from :mod:`fnnjax.cli` so that
+module stays short; nothing here imports JAX until the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+from typing import Any
+
+QUICK = ("tiny sizes (3-sine regression on 512 examples, or flattened digits), 6 epochs, an "
+         "eager controller; flags given explicitly still apply: a smoke test")
+
+
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_int, positive_float) -> None:
+    cap = commands.add_parser(
+        "capacity", help="dynamic capacity: a residual network that grows and shrinks as it trains",
+        parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Trains a residual network while a controller changes its size (our reading "
+        "of the dynamic-capacity thesis draft, docs/dynamic-capacity.md): after every epoch the "
+        "units' saliency (OBD with a Hutchinson Hessian diagonal, by default on each unit's output "
+        "gate) is measured on a fixed probe batch; units far below their layer's mean are "
+        "deleted; on a loss plateau the most salient layer is widened (function-preserving) or, "
+        "past --max-units, an identity residual block is inserted after it. OUT gets "
+        "capacity.jsonl (one record per change, with the probe loss before and after), "
+        "saliency.jsonl, capacity.png, layers.png, layers.md, final_spec.json and fit's files. "
+        "Rerunning the command resumes an interrupted run in its latest structure.",
+        epilog="examples:\n  fnnjax capacity --task regression --quick --out runs/cap-quick\n"
+        "  fnnjax capacity --task regression --complexity 8 --dim 2 --epochs 200 --out runs/cap-c8\n"
+        "  fnnjax capacity --task classification --dataset fashion_mnist --epochs 30 "
+        "--out runs/cap-fmnist",
+    )  # fmt: skip
+    cap.add_argument("--task", choices=("regression", "classification"), required=True)
+    cap.add_argument("--dataset", help="classification: a dataset name (see `fnnjax datasets`), "
+                     "default fashion_mnist; regression: sines (the only one)")  # fmt: skip
+    cap.add_argument("--complexity", type=positive_int, default=None,
+                     help="regression: sines in the target (frequencies 1..C); default 4")  # fmt: skip
+    cap.add_argument("--dim", type=int, choices=(1, 2), default=1, help="regression: input dims")
+    cap.add_argument("--num-train", type=positive_int, default=None,
+                     help="regression: training examples; default 4096")  # fmt: skip
+    cap.add_argument("--net", choices=("mlp", "conv"), default="mlp",
+                     help="a residual MLP on flattened inputs (default) or a small ResNet "
+                     "(classification only)")  # fmt: skip
+    cap.add_argument("--width", type=positive_int, default=None, help="residual stream; default 32")
+    cap.add_argument("--hidden", type=positive_int, default=None,
+                     help="initial hidden units per residual block; default 8")  # fmt: skip
+    cap.add_argument("--blocks", type=positive_int, default=1, help="initial blocks; default 1")
+    cap.add_argument("--epochs", type=positive_int, default=None, help="default 100")
+    cap.add_argument("--batch-size", type=positive_int, default=64, help="default 64")
+    cap.add_argument("--lr", type=positive_float, default=3e-3, help="Adam's rate; default 3e-3")
+    cap.add_argument("--saliency", choices=("obd", "taylor", "magnitude"), default="obd",
+                     help="default obd")  # fmt: skip
+    cap.add_argument("--unit-measure", choices=("gate", "parameters"),
+                     help="score a unit by its output gate (default for obd/taylor) or by the "
+                     "sum over its parameters (default for magnitude)")  # fmt: skip
+    cap.add_argument("--samples", type=positive_int, default=None,
+                     help="Hutchinson vectors (a multiple of 32, or below 32); default 128")  # fmt: skip
+    cap.add_argument("--probe-size", type=positive_int, default=None, help="default 512")
+    cap.add_argument("--window", type=positive_int, default=None, help="plateau window; default 5")
+    cap.add_argument("--tau", type=float, default=None,
+                     help="plateau: relative improvement under this; default 0.01")  # fmt: skip
+    cap.add_argument("--grow-units", type=positive_int, default=None, help="default 8")
+    cap.add_argument("--max-units", type=positive_int, default=None,
+                     help="widening cap per layer (then a block is inserted); default 256")  # fmt: skip
+    cap.add_argument("--shrink-below", type=float, default=None,
+                     help="delete units below this fraction of their layer's mean; default 0.05")  # fmt: skip
+    cap.add_argument("--cooldown", type=int, default=None, help="epochs between changes; default 3")
+    cap.add_argument("--warmup", type=int, default=None, help="epochs before the first; default 5")
+    cap.add_argument("--min-params", type=positive_int, help="parameter floor")
+    cap.add_argument("--max-params", type=positive_int, help="parameter budget")
+    cap.add_argument("--max-shrink-loss", type=float, default=0.1,
+                     help="refuse a deletion that raises the probe loss by more than this "
+                     "fraction (inf: never refuse); default 0.1")  # fmt: skip
+    cap.add_argument("--widen", choices=("zero", "net2wider"), default="zero", help="default zero")
+    cap.add_argument("--validation", type=float, default=0.1,
+                     help="classification: share of the training split held out; default 0.1")  # fmt: skip
+    cap.add_argument("--limit-train", type=positive_int, help="use only this many examples")
+    cap.add_argument("--seed", type=int, default=0, help="default 0")
+    cap.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
+                     "a run (its files are moved to OUT/previous-<time>/)")  # fmt: skip
+    cap.add_argument("--quick", action="store_true", help=QUICK)
+    cap.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def _data_and_spec(args: argparse.Namespace):
+    from fnnjax.construct import capacity as cp  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+    from fnnjax.train import load_dataset  # noqa: PLC0415
+
+    if args.task == "regression":
+        if args.dataset not in (None, "sines"):
+            raise ConfigError(f"--dataset: regression runs on the generated 'sines' targets "
+                              f"(--complexity, --dim), got {args.dataset!r}")  # fmt: skip
+        if args.net != "mlp":
+            raise ConfigError("--net: regression uses the residual MLP (--net mlp)")
+        n = args.limit_train or args.num_train
+        data = cp.sines_dataset(args.complexity, dim=args.dim, num_train=n,
+                                num_validation=max(64, n // 8), seed=args.seed)  # fmt: skip
+    else:
+        if not 0.0 <= args.validation < 1.0:
+            raise ConfigError(f"--validation: expected a share in [0, 1), got {args.validation}")
+        data = load_dataset(args.dataset or "fashion_mnist", validation_fraction=args.validation,
+                            seed=args.seed, limit_train=args.limit_train)  # fmt: skip
+    if args.net == "conv":
+        spec = cp.residual_conv_spec(data.input_shape, data.num_classes, width=args.width,
+                                     hidden=args.hidden, blocks=args.blocks)  # fmt: skip
+    else:
+        data = cp.as_vectors(data)
+        spec = cp.residual_mlp_spec(data.input_shape, data.num_classes, width=args.width,
+                                    hidden=args.hidden, blocks=args.blocks)  # fmt: skip
+    return data, spec
+
+
+DEFAULTS = {"complexity": 4, "num_train": 4096, "width": 32, "hidden": 8, "epochs": 100,
+            "window": 5, "tau": 0.01, "grow_units": 8, "max_units": 256, "cooldown": 3,
+            "warmup": 5, "samples": 128, "probe_size": 512, "shrink_below": 0.05}  # fmt: skip
+QUICK_VALUES = {"complexity": 3, "num_train": 512, "width": 8, "hidden": 4, "epochs": 6,
+                "window": 2, "tau": 0.2, "grow_units": 2, "max_units": 6, "cooldown": 1,
+                "warmup": 2, "samples": 16, "probe_size": 64}  # fmt: skip
+
+
+def _resolve(args: argparse.Namespace) -> argparse.Namespace:
+    """Flags left out take ``--quick``'s value (with ``--quick``) or the default; given ones win."""
+    values = vars(args).copy()
+    for name, default in DEFAULTS.items():
+        if values.get(name) is None:
+            values[name] = QUICK_VALUES.get(name, default) if args.quick else default
+    if args.quick and args.task == "classification":
+        values["dataset"] = args.dataset or "digits"
+        values["limit_train"] = args.limit_train or 600
+    return argparse.Namespace(**values)
+
+
+def run(args: argparse.Namespace) -> int:
+    from fnnjax.construct import capacity as cp  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+    from fnnjax.train import TrainConfig  # noqa: PLC0415
+
+    args = _resolve(args)
+    if args.samples > 32 and args.samples % 32:
+        raise ConfigError(f"--samples: expected a multiple of 32, or at most 32, got {args.samples}")
+    try:
+        controller = cp.CapacityConfig(
+            window=args.window, warmup=args.warmup, tau=args.tau, grow_units=args.grow_units,
+            max_units=args.max_units, shrink_below=args.shrink_below, cooldown=args.cooldown,
+            min_params=args.min_params, max_params=args.max_params)  # fmt: skip
+        config = cp.DynamicConfig(controller=controller, saliency=args.saliency,
+                                  unit_measure=args.unit_measure, hutchinson_samples=args.samples,
+                                  hutchinson_chunk=min(32, args.samples),
+                                  probe_size=args.probe_size, widen=args.widen,
+                                  max_shrink_loss=args.max_shrink_loss)  # fmt: skip
+    except ValueError as error:
+        flag = str(error).split(":")[0].replace("_", "-").replace("hutchinson-samples", "samples")
+        raise ConfigError(f"--{flag}: {str(error).split(': ', 1)[-1]}") from None
+    data, spec = _data_and_spec(args)
+    train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
+                        seed=args.seed)  # fmt: skip
+    result = cp.train_dynamic(spec, data, train, config, args.out, objective=args.task,
+                              resume=not args.no_resume)  # fmt: skip
+    rows = cp.layer_report(result["changes"], result["saliency"], spec)
+    (args.out / "layers.md").write_text(cp.analysis.report_markdown(rows))
+    ops = [c["op"] for c in result["changes"]]
+    counts = ", ".join(f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow")) or "none"
+    metric = "accuracy" if args.task == "classification" else "loss"
+    final = result["summary"].get(f"final_test_{metric}")
+    print(f"dynamic capacity on {data.name}: parameters {result['params_initial']} -> "
+          f"{result['params_final']} ({len(ops)} changes: {counts}); final test {metric} "
+          f"{final:.4g}; see {args.out / 'capacity.png'}, {args.out / 'layers.md'}")  # fmt: skip
+    print(f"the final network: {args.out / 'final_spec.json'}")
+    return 0
+
+
+__all__ = ["add_parser", "run"]
