@@ -38,6 +38,8 @@ from fnnjax.construct import capacity as cp  # noqa: E402
 from fnnjax.models import describe_spec  # noqa: E402
 from fnnjax.train import TrainConfig, fit, load_dataset  # noqa: E402
 
+OPS = ("widen", "insert", "narrow", "remove")
+
 
 def spearman(x, y) -> float:
     """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
@@ -76,14 +78,14 @@ def _runs(name: str, spec, data, train: TrainConfig, config, out: Path, objectiv
     return {"params_initial": dyn["params_initial"], "params_final": dyn["params_final"],
             "params_mean_last_half": _mean_last_half(dyn), "refused": sum(
                 len(s.get("refused", [])) for s in dyn["saliency"]),
-            "changes": {o: ops.count(o) for o in ("widen", "insert", "narrow")},
+            "changes": {o: ops.count(o) for o in OPS},
             "steps": dyn["summary"]["steps"],
             "dynamic": dyn["summary"][f"final_test_{metric}"],
             "fixed_initial": initial[f"final_test_{metric}"],
             "fixed_final": final[f"final_test_{metric}"],
             "growth_max_rel_loss_change": max(
                 [abs(c["loss_after"] - c["loss_before"]) / max(abs(c["loss_before"]), 1e-12)
-                 for c in dyn["changes"] if c["op"] != "narrow"], default=0.0)}  # fmt: skip
+                 for c in dyn["changes"] if c["op"] in ("widen", "insert")], default=0.0)}  # fmt: skip
 
 
 def _mean_last_half(dyn) -> float:
@@ -107,12 +109,12 @@ def _ms(values, scale=1.0, digits=4) -> str:
 
 def main(argv=None) -> dict:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--complexities", type=int, nargs="+", default=[1, 2, 4, 8])
+    parser.add_argument("--complexities", type=int, nargs="+", default=[1, 3, 9])
     parser.add_argument("--dims", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2, 3, 4],
                         help="classification seeds (4.3.1's repeated runs)")
     parser.add_argument("--regression-seeds", type=int, nargs="+", default=[0, 1, 2])
-    parser.add_argument("--regression-epochs", type=int, default=80)
+    parser.add_argument("--regression-epochs", type=int, default=60)
     parser.add_argument("--num-train", type=int, default=4096)
     parser.add_argument("--classification-epochs", type=int, default=15)
     parser.add_argument("--dataset", default="fashion_mnist")
@@ -121,8 +123,10 @@ def main(argv=None) -> dict:
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): CI")
     parser.add_argument("--out", type=Path, default=Path("experiments/out/dynamic_capacity"))
     args = parser.parse_args(argv)
-    controller = cp.CapacityConfig()  # the defaults: window 5, tau 1%, +8 units, cap 256, ...
-    config = cp.DynamicConfig(controller=controller)
+    # The controller's defaults (window 5, tau 1%, +8 units, cool-down 3, warm-up 5, ...) but a
+    # cap of 32 units per layer (64 for the classifier), so that depth grows within the run.
+    config = cp.DynamicConfig(controller=cp.CapacityConfig(max_units=32))
+    cls_config = cp.DynamicConfig(controller=cp.CapacityConfig(max_units=64))
     reg_width, reg_hidden, cls_width, cls_hidden = 16, 4, 64, 16
     if args.quick:
         args.complexities, args.dims, args.seeds, args.regression_seeds = [1, 3], [1], [0], [0]
@@ -132,6 +136,7 @@ def main(argv=None) -> dict:
                                        cooldown=1)  # fmt: skip
         config = cp.DynamicConfig(controller=controller, hutchinson_samples=8,
                                   hutchinson_chunk=8, probe_size=64)  # fmt: skip
+        cls_config = config
         reg_width, reg_hidden, cls_width, cls_hidden = 6, 3, 8, 4
     out = args.out
     regression = []
@@ -161,13 +166,14 @@ def main(argv=None) -> dict:
                                         hidden=cls_hidden)  # fmt: skip
             train = TrainConfig(epochs=args.classification_epochs, batch_size=128,
                                 learning_rate=1e-3, seed=seed, progress=False, num_devices=1)  # fmt: skip
-            row = _runs(f"{args.dataset} seed {seed}", spec, data, train, config,
+            row = _runs(f"{args.dataset} seed {seed}", spec, data, train, cls_config,
                         out / "runs" / f"{args.dataset}-seed{seed}", "classification", "accuracy",
                         keep_fixed=not args.quick)  # fmt: skip
             classification.append({"seed": seed, **row})
 
     payload = {"args": {k: str(v) if isinstance(v, Path) else v for k, v in vars(args).items()},
-               "config": config.to_dict(), "regression": regression,
+               "config": config.to_dict(), "classification_config": cls_config.to_dict(),
+               "regression": regression,
                "spearman_final_params_vs_complexity": correlation,
                "classification": classification}  # fmt: skip
     write_results(out, payload)
@@ -183,16 +189,16 @@ def main(argv=None) -> dict:
 
 def _regression_table(rows, correlation) -> str:
     lines = ["| dim | C | seeds | params initial | params final | mean over 2nd half | changes "
-             "(widen/insert/narrow) | test MSE dynamic | fixed initial | fixed final |",
+             "(widen/insert/narrow/remove) | test MSE dynamic | fixed initial | fixed final |",
              "|---:|---:|---:|---:|---:|---:|---|---:|---:|---:|"]  # fmt: skip
     for dim in sorted({r["dim"] for r in rows}):
         for c in sorted({r["complexity"] for r in rows}):
             g = [r for r in rows if r["dim"] == dim and r["complexity"] == c]
-            ch = [statistics.fmean(r["changes"][o] for r in g) for o in ("widen", "insert", "narrow")]
+            ch = [statistics.fmean(r["changes"][o] for r in g) for o in OPS]
             lines.append(f"| {dim} | {c} | {len(g)} | {g[0]['params_initial']} | "
                          f"{_ms([r['params_final'] for r in g])} | "
                          f"{_ms([r['params_mean_last_half'] for r in g])} | "
-                         f"{ch[0]:.1f} / {ch[1]:.1f} / {ch[2]:.1f} | {_ms([r['dynamic'] for r in g])} | "
+                         f"{' / '.join(f'{v:.1f}' for v in ch)} | {_ms([r['dynamic'] for r in g])} | "
                          f"{_ms([r['fixed_initial'] for r in g])} | {_ms([r['fixed_final'] for r in g])} |")  # fmt: skip
     lines.append("")
     for name, rho in correlation.items():
@@ -203,11 +209,11 @@ def _regression_table(rows, correlation) -> str:
 
 
 def _classification_table(rows, dataset) -> str:
-    head = ("| dataset | seed | params initial | params final | changes (widen/insert/narrow) | "
+    head = ("| dataset | seed | params initial | params final | changes (widen/insert/narrow/remove) | "
             "test acc dynamic | fixed initial | fixed final |\n|---|---:|---:|---:|---|---:|---:|---:|\n")  # fmt: skip
     body = "".join(
         f"| {dataset} | {r['seed']} | {r['params_initial']} | {r['params_final']} | "
-        f"{r['changes']['widen']} / {r['changes']['insert']} / {r['changes']['narrow']} | "
+        f"{' / '.join(str(r['changes'][o]) for o in OPS)} | "
         f"{100 * r['dynamic']:.2f} | {100 * r['fixed_initial']:.2f} | {100 * r['fixed_final']:.2f} |\n"
         for r in rows)  # fmt: skip
     summary = (f"| {dataset} | mean ± std | {rows[0]['params_initial']} | "

@@ -34,7 +34,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      "default fashion_mnist; regression: sines (the only one)")  # fmt: skip
     cap.add_argument("--complexity", type=positive_int, default=None,
                      help="regression: sines in the target (frequencies 1..C); default 4")  # fmt: skip
-    cap.add_argument("--dim", type=int, choices=(1, 2), default=1, help="regression: input dims")
+    cap.add_argument("--dim", type=int, choices=(1, 2), help="regression: input dims; default 1")
     cap.add_argument("--num-train", type=positive_int, default=None,
                      help="regression: training examples; default 4096")  # fmt: skip
     cap.add_argument("--net", choices=("mlp", "conv"), default="mlp",
@@ -63,7 +63,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="widening cap per layer (then a block is inserted); default 256")  # fmt: skip
     cap.add_argument("--shrink-below", type=float, default=None,
                      help="delete units below this fraction of their layer's mean; default 0.05")  # fmt: skip
-    cap.add_argument("--cooldown", type=int, default=None, help="epochs between changes; default 3")
+    cap.add_argument("--cooldown", type=int, default=None, help="a change at most every N epochs; default 3")
     cap.add_argument("--warmup", type=int, default=None, help="epochs before the first; default 5")
     cap.add_argument("--min-params", type=positive_int, help="parameter floor")
     cap.add_argument("--max-params", type=positive_int, help="parameter budget")
@@ -71,7 +71,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="refuse a deletion that raises the probe loss by more than this "
                      "fraction (inf: never refuse); default 0.1")  # fmt: skip
     cap.add_argument("--widen", choices=("zero", "net2wider"), default="zero", help="default zero")
-    cap.add_argument("--validation", type=float, default=0.1,
+    cap.add_argument("--validation", type=float,
                      help="classification: share of the training split held out; default 0.1")  # fmt: skip
     cap.add_argument("--limit-train", type=positive_int, help="use only this many examples")
     cap.add_argument("--seed", type=int, default=0, help="default 0")
@@ -118,9 +118,26 @@ QUICK_VALUES = {"complexity": 3, "num_train": 512, "width": 8, "hidden": 4, "epo
                 "warmup": 2, "samples": 16, "probe_size": 64}  # fmt: skip
 
 
+TASK_FLAGS = {"regression": ("complexity", "num_train", "dim"),
+              "classification": ("validation",)}  # fmt: skip
+
+
 def _resolve(args: argparse.Namespace) -> argparse.Namespace:
-    """Flags left out take ``--quick``'s value (with ``--quick``) or the default; given ones win."""
+    """Flags left out take ``--quick``'s value (with ``--quick``) or the default; given ones win.
+
+    Raises:
+        ConfigError: a flag of the other task (it would be silently ignored).
+    """
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
     values = vars(args).copy()
+    for task, names in TASK_FLAGS.items():
+        given = [n for n in names if values.get(n) is not None]
+        if task != args.task and given:
+            raise ConfigError(f"--{given[0].replace('_', '-')}: a {task} flag; this run is "
+                              f"--task {args.task}")  # fmt: skip
+    values["dim"] = values.get("dim") or 1
+    values["validation"] = 0.1 if values.get("validation") is None else values["validation"]
     for name, default in DEFAULTS.items():
         if values.get(name) is None:
             values[name] = QUICK_VALUES.get(name, default) if args.quick else default
@@ -159,12 +176,13 @@ def run(args: argparse.Namespace) -> int:
     rows = cp.layer_report(result["changes"], result["saliency"], spec)
     (args.out / "layers.md").write_text(cp.analysis.report_markdown(rows))
     ops = [c["op"] for c in result["changes"]]
-    counts = ", ".join(f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow")) or "none"
+    counts = ", ".join(f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) or "none"
     metric = "accuracy" if args.task == "classification" else "loss"
     final = result["summary"].get(f"final_test_{metric}")
+    shown = "n/a (no test split)" if final is None else f"{final:.4g}"
     print(f"dynamic capacity on {data.name}: parameters {result['params_initial']} -> "
           f"{result['params_final']} ({len(ops)} changes: {counts}); final test {metric} "
-          f"{final:.4g}; see {args.out / 'capacity.png'}, {args.out / 'layers.md'}")  # fmt: skip
+          f"{shown}; see {args.out / 'capacity.png'}, {args.out / 'layers.md'}")  # fmt: skip
     print(f"the final network: {args.out / 'final_spec.json'}")
     return 0
 

@@ -70,3 +70,14 @@ def test_depthwise_benchmark_times_both_ways():
     row = result["rows"][3]
     assert all(1e-6 < row[k] < 5.0 for k in ("grouped_conv", "shifts"))
     assert row["ratio"] == row["grouped_conv"] / row["shifts"] and "3x3" in result["table"]
+
+
+def test_capacity_benchmark_times_a_consultation_and_a_change_against_an_epoch():
+    from benchmarks import capacity
+
+    result = capacity.main(["--quick"])
+    assert set(result["consultation_seconds"]) == {"obd, gate (default)", "obd, parameters",
+                                                   "taylor, gate", "magnitude"}  # fmt: skip
+    assert all(1e-6 < t < 5.0 for t in result["consultation_seconds"].values())
+    assert result["epoch_seconds"] == result["step_seconds"] * 10
+    assert 0 < result["change_seconds"] < 120 and "re-jit" in result["table"]

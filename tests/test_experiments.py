@@ -87,7 +87,7 @@ def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlati
     assert [(r["dim"], r["complexity"]) for r in payload["regression"]] == [(1, 1), (1, 3)]
     for r in payload["regression"] + payload["classification"]:
         assert r["steps"] > 0 and r["growth_max_rel_loss_change"] <= 1e-5
-        assert set(r["changes"]) == {"widen", "insert", "narrow"}
+        assert set(r["changes"]) == {"widen", "insert", "narrow", "remove"}
     assert set(payload["spearman_final_params_vs_complexity"]) == {"1-D params_final",
                                                                    "1-D params_mean_last_half"}
     for name in ("results.json", "regression.md", "classification.md", "regression.png",

@@ -221,11 +221,7 @@ def net2wider(
         raise ValueError(f"width: expected an int above the current {n} units, got {width!r}")
     if isinstance(b, Conv) and b.groups > 1:
         raise ValueError(f"stages[{stage}].blocks[{position}]: grouped convs cannot be widened")
-    key = jax.random.key(0) if key is None else key
-    copy_key, noise_key = jax.random.split(key)
-    sources = np.asarray(jax.random.randint(copy_key, (width - n,), 0, n))
     unit = block_name(stage, position) + ("/pw" if isinstance(b, SepConv) else "")
-    kept = {unit: list(range(n)) + [int(s) for s in sources]}
     stages = list(spec.stages)
     blocks = list(spec.stages[stage].blocks)
     blocks[position] = dataclasses.replace(b, filters=width)
@@ -237,6 +233,22 @@ def net2wider(
             f"stages[{stage}].blocks[{position}]: cannot widen it alone, its output is added to "
             f"another of the old width ({error})"
         ) from None
+    return split_units(spec, variables, spec_b, unit, n, width, key=key, noise=noise)
+
+
+def split_units(
+    spec: Spec, variables: Mapping[str, Any], spec_b: Spec, unit: str, n: int, width: int, *,
+    key: jax.Array | None = None, noise: float = 0.0,
+) -> Grown:  # fmt: skip
+    """Net2Wider on any unit path (``spec_b``: ``spec`` with ``unit`` widened from ``n`` to
+    ``width``): the new units copy random old ones (uniform with replacement, by ``key``) and
+    every consumer's weights from a copied unit are shared equally among its copies, so the
+    network computes the same function. :func:`net2wider` for stage blocks; the capacity
+    operations use it for a residual body's units too."""
+    key = jax.random.key(0) if key is None else key
+    copy_key, noise_key = jax.random.split(key)
+    sources = np.asarray(jax.random.randint(copy_key, (width - n,), 0, n))
+    kept = {unit: list(range(n)) + [int(s) for s in sources]}
     plan = transplant_plan(spec, spec_b, kept, replicate=True)
     fresh = _fresh_variables(spec_b, variables, None)
     out = transplant_params(spec, variables, spec_b, fresh, kept=kept, replicate=True)

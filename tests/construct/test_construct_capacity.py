@@ -55,6 +55,42 @@ def test_hutchinson_matches_the_exact_hessian_diagonal_within_ten_percent():
         capacity.hutchinson_diagonal(loss, params, jax.random.key(0), num_samples=15)
 
 
+def test_gate_saliency_is_obd_of_deleting_a_whole_unit():
+    model = build_model(NET, use_masks=True)
+    variables = init_variables(model, jax.random.key(0), NET.input_shape)
+    y = jax.random.randint(jax.random.key(2), (16,), 0, 3)
+
+    def loss_of(v):
+        logits = model.apply(v, X, train=False)
+        return optax.softmax_cross_entropy_with_integer_labels(logits, y).mean()
+
+    gates = capacity.unit_gates(NET, variables["masks"])
+    assert set(gates) == {"stem0", "s0b0", "s0b1", "s0b2/body0", "s0b2/body1", "s0b3/body0",
+                          "s0b3/body1"}  # fmt: skip
+
+    def loss(g):
+        return loss_of({**variables, "masks": capacity.with_gates(variables["masks"], g)})
+
+    # A gate at 0 is the unit deleted: the loss of the narrowed network.
+    closed = {**gates, "s0b2/body0": gates["s0b2/body0"].at[3].set(0.0)}
+    small = capacity.narrow(NET, {k: v for k, v in variables.items() if k != "masks"},
+                            "s0b2/body0", [0, 1, 2, 4])  # fmt: skip
+    plain = build_model(small.spec).apply(small.variables, X, train=False)
+    expected = optax.softmax_cross_entropy_with_integer_labels(plain, y).mean()
+    np.testing.assert_allclose(float(loss(closed)), float(expected), rtol=1e-5)
+    # OBD on the gates: 1/2 d2L/dm2, Hutchinson within 10% of the exact diagonal.
+    flat, unravel = ravel_pytree(gates)
+    exact = jnp.diag(jax.hessian(lambda f: loss(unravel(f)))(flat))
+    est = jax.jit(lambda k: capacity.hutchinson_diagonal(loss, gates, k, num_samples=2000,
+                                                         chunk=200))(jax.random.key(4))  # fmt: skip
+    est = ravel_pytree(est)[0]
+    assert float(jnp.linalg.norm(est - exact) / jnp.linalg.norm(exact)) <= 0.1
+    with pytest.raises(ValueError, match="chunk: expected a positive int, got 0"):
+        capacity.hutchinson_diagonal(loss, gates, jax.random.key(0), chunk=0)
+    legacy = capacity.hutchinson_diagonal(loss, gates, jax.random.PRNGKey(0), num_samples=10)
+    assert set(legacy) == set(gates)  # a legacy uint32 key is accepted
+
+
 def test_saliencies_sum_per_unit_and_block_over_what_deleting_the_unit_removes():
     loss, params = _loss_and_params()
     grads = jax.grad(loss)(params)
@@ -96,7 +132,7 @@ def _variables(spec):
 
 
 @pytest.mark.parametrize("unit,method", [("s0b2/body0", "zero"), ("s0b0", "zero"),
-                                         ("s0b0", "net2wider")])  # fmt: skip
+                                         ("s0b0", "net2wider"), ("s0b2/body0", "net2wider")])  # fmt: skip
 def test_widening_keeps_the_function_and_the_adam_moments(unit, method):
     from fnnjax.arch import transplant_opt_state
 
@@ -110,17 +146,18 @@ def test_widening_keeps_the_function_and_the_adam_moments(unit, method):
     state = tx.init(variables["params"])
     grads = jax.tree_util.tree_map(jnp.ones_like, variables["params"])
     _, state = tx.update(grads, state, variables["params"])
+    # What apply_changes does: Net2Wider's copies are new units too (moments zero).
+    kept = capacity.driver._first_copies(grown.kept)
     moved = transplant_opt_state(tx, NET, variables["params"], state, grown.spec,
-                                 grown.variables["params"], kept=grown.kept,
-                                 replicate=method == "net2wider")  # fmt: skip
+                                 grown.variables["params"], kept=kept)  # fmt: skip
     mu_old, mu_new = state[0].mu, moved[0].mu
     np.testing.assert_array_equal(mu_new["head"]["out"]["kernel"],
                                   mu_old["head"]["out"]["kernel"])  # fmt: skip
-    if method == "zero":
-        node = mu_new["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_new["s0b0"]["conv"]
-        old = mu_old["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_old["s0b0"]["conv"]
-        np.testing.assert_array_equal(node["kernel"][..., :old["kernel"].shape[-1]], old["kernel"])
-        assert float(jnp.abs(node["kernel"][..., old["kernel"].shape[-1]:]).max()) == 0.0
+    # the widened unit: the kept units' moments, then zeros
+    node = mu_new["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_new["s0b0"]["conv"]
+    old = mu_old["s0b2"]["body0"]["conv"] if unit == "s0b2/body0" else mu_old["s0b0"]["conv"]
+    np.testing.assert_array_equal(node["kernel"][..., :old["kernel"].shape[-1]], old["kernel"])
+    assert float(jnp.abs(node["kernel"][..., old["kernel"].shape[-1]:]).max()) == 0.0
 
 
 def test_narrowing_equals_zeroing_the_deleted_units_outgoing_weights():
@@ -187,7 +224,7 @@ def test_the_operations_work_on_conv_residual_networks_with_batchnorm():
 
 def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
     config = capacity.CapacityConfig(window=2, tau=0.05, grow_units=3, max_units=8,
-                                     shrink_below=0.2, cooldown=1, warmup=0)  # fmt: skip
+                                     shrink_below=0.2, cooldown=1, warmup=0, remove_below=0.0)  # fmt: skip
     sal = {"s0b0": np.array([1.0, 1.0, 1.0, 1.0, 1.0, 0.01]), "s0b1": np.ones(6),
            "s0b2/body0": np.array([5.0, 5.0, 5.0, 5.0, 5.0]), "s0b2/body1": np.ones(6)}  # fmt: skip
     falling, flat = [1.0, 0.8, 0.6], [1.0, 0.99, 0.985]
@@ -209,6 +246,23 @@ def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
     floor = dataclasses.replace(config, min_params=analytic_counts(NET)["params"])
     assert [c.op for c in capacity.plan_changes(falling, sal, NET, floor, since_change=1)] == []
     assert capacity.plateaued([1.0], 2, 0.1) == (False, None)
+    # The weakest residual block goes when far below its stage's mean (and nothing grows then).
+    removing = dataclasses.replace(config, remove_below=0.5, shrink_below=0.0)
+    weak = {**sal, "s0b3/body0": np.full(4, 0.1), "s0b3/body1": np.full(6, 0.1)}
+    declined = []
+    changes = capacity.plan_changes(flat, weak, NET, removing, since_change=1, declined=declined)
+    assert [(c.op, c.target, c.value) for c in changes] == [("remove", "s0b3", (0, 3))]
+    assert "block saliency 1 below 0.5 x its stage's mean" in changes[0].reason
+    assert declined and "a block was removed now" in declined[0]["reason"]
+    declined = []
+    assert capacity.plan_changes(flat, sal, NET, tight, since_change=1, declined=declined) == []
+    assert "parameters > max_params" in declined[0]["reason"]  # every blocked decision is said
+    with pytest.raises(ValueError, match=r"saliency\['s0b0'\]: expected one value per unit \(6\)"):
+        capacity.plan_changes(flat, {**sal, "s0b0": np.ones(3)}, NET, config, since_change=1)
+    with pytest.raises(ValueError, match="saliency: 's9b0' is no unit of the spec"):
+        capacity.plan_changes(flat, {"s9b0": np.ones(3)}, NET, config, since_change=1)
+    with pytest.raises(ValueError, match="max_params: expected a positive int or None"):
+        capacity.CapacityConfig(max_params=-5)
     with pytest.raises(ValueError, match="tau: expected a number in"):
         capacity.CapacityConfig(tau=1.5)
 
@@ -241,6 +295,16 @@ def test_apply_changes_keeps_the_adam_moments_of_kept_parameters_and_records_eac
                                   old_nu["s0b3"]["body0"]["conv"]["kernel"])  # fmt: skip
     assert float(jnp.abs(nu["s0b3"]["body0"]["conv"]["kernel"][..., 4:]).max()) == 0.0
     assert float(jnp.abs(mu["s0b4"]["body0"]["conv"]["kernel"]).max()) == 0.0  # the new block
+    # Removing s0b2 shifts s0b3 and s0b4 down; their moments go with them.
+    spec = capacity.driver._spec_of(records[-1])
+    remove = [capacity.Change("remove", "s0b2", (0, 2), "test")]
+    _, after, (rec,) = capacity.apply_changes(remove, spec, out, moved, tx, loss=loss)
+    assert rec["params_after"] < rec["params_before"]
+    for old_name, new_name in (("s0b3", "s0b2"), ("s0b4", "s0b3"), ("head", "head")):
+        for u, v in zip(jax.tree_util.tree_leaves(moved[0].nu[old_name]),
+                        jax.tree_util.tree_leaves(after[0].nu[new_name]), strict=True):  # fmt: skip
+            np.testing.assert_array_equal(u, v)
+    assert "s0b4" not in after[0].mu
     assert int(moved[0].count) == int(state[0].count)
     assert jax.tree_util.tree_structure(out["params"]) == jax.tree_util.tree_structure(mu)
 
@@ -274,7 +338,7 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
     ops = [c["op"] for c in whole["changes"]]
     assert {"widen", "insert"} <= set(ops), ops  # the run grows, past the cap by insertion
     for c in whole["changes"]:
-        if c["op"] != "narrow":  # growth keeps the probe loss
+        if c["op"] in ("widen", "insert"):  # growth keeps the probe loss
             assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"])
         assert c["params_after"] == analytic_counts(from_dict(c["spec"]))["params"]
     for name in ("capacity.png", "layers.png", "layers.md", "final_spec.json", "saliency.jsonl"):
@@ -294,19 +358,22 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
     with pytest.raises(_Killed):
         _cli(tmp_path / "killed")
     monkeypatch.setattr(driver, "apply_changes", real)
-    assert 1 <= len(capacity.read_run(tmp_path / "killed")["changes"]) < len(ops)
+    assert 2 <= len(capacity.read_run(tmp_path / "killed")["changes"]) < len(ops)
     assert _cli(tmp_path / "killed") == 0
     resumed = capacity.read_run(tmp_path / "killed")
     assert [c["op"] for c in resumed["changes"]] == ops
     for u, v in zip(jax.tree_util.tree_leaves(_final_params(tmp_path / "whole")),
                     jax.tree_util.tree_leaves(_final_params(tmp_path / "killed")), strict=True):  # fmt: skip
         np.testing.assert_array_equal(np.asarray(u), np.asarray(v))
+    capsys.readouterr()
+    assert _cli(tmp_path / "killed") == 0  # a finished run, run again: nothing redone
+    assert capacity.read_run(tmp_path / "killed")["changes"] == resumed["changes"]
     rows = capacity.layer_report(resumed["changes"], resumed["saliency"], resumed["initial_spec"])
     body = next(r for r in rows if r["layer"] == "s0b0/body0")
     final = from_dict(resumed["changes"][-1]["spec"])
     assert body["initial"] == 3 and body["final"] == capacity.unit_filters(final, "s0b0/body0")
     assert body["added"] - body["removed"] == body["final"] - body["initial"]
-    assert any(r["initial"] == 0 and r["final"] > 0 for r in rows)  # the inserted block's units
+    assert any(r["initial"] == 0 and r["final"] > 0 and "@" in r["layer"] for r in rows)  # inserted
     capsys.readouterr()
     assert _cli(tmp_path / "whole", "--shrink-below", "0.1") == 2  # another run in that folder
     assert "holds another dynamic-capacity run (capacity.controller.shrink_below: saved 0.0, " \

@@ -20,7 +20,9 @@ from fnnjax.construct.capacity.saliency import (
     magnitude_saliency,
     obd_saliency,
     taylor_saliency,
+    unit_gates,
     unit_saliency,
+    with_gates,
 )
 from fnnjax.construct.capacity.tasks import (
     as_vectors,
@@ -54,6 +56,8 @@ __all__ = [
     "taylor_saliency",
     "train_dynamic",
     "unit_filters",
+    "unit_gates",
     "unit_saliency",
     "widen",
+    "with_gates",
 ]

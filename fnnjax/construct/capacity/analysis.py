@@ -9,12 +9,13 @@ without training: :func:`read_run`.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-__all__ = ["layer_report", "plot_capacity", "plot_layers", "read_run", "report_markdown",
+__all__ = ["change_targets", "layer_report", "plot_capacity", "plot_layers", "read_run", "report_markdown",
            "units_over_time"]  # fmt: skip
 
 
@@ -35,24 +36,71 @@ def read_run(out_dir: str | Path) -> dict[str, Any]:
             "saliency": lines("saliency.jsonl"), "initial_spec": from_dict(config["initial_spec"])}  # fmt: skip
 
 
+def _relabel(labels: dict[str, str], change: dict[str, Any]) -> dict[str, str]:
+    """``{current block name: stable label}`` after an insertion or removal, which shifts the
+    later blocks of its stage by one (``"s0b2"`` becomes ``"s0b3"``; their label stays)."""
+    if change["op"] not in ("insert", "remove"):
+        return labels
+    i, p = change["value"]
+    step = +1 if change["op"] == "insert" else -1
+    out = {}
+    for name, label in labels.items():
+        m = re.match(r"^s(\d+)b(\d+)$", name)
+        if m and int(m[1]) == i and int(m[2]) >= p:
+            if change["op"] == "remove" and int(m[2]) == p:
+                continue  # the removed block: its label ends here
+            name = f"s{i}b{int(m[2]) + step}"
+        out[name] = label
+    if change["op"] == "insert":
+        out[f"s{i}b{p}"] = f"s{i}b{p}@{change['step']}"  # new: named where and when it came
+    return out
+
+
+def _label(path: str, labels: dict[str, str]) -> str:
+    block, _, rest = path.partition("/")
+    base = labels.get(block, block)
+    return f"{base}/{rest}" if rest else base
+
+
 def units_over_time(changes: list[dict[str, Any]], initial_spec: Any) -> dict[str, list[tuple[int, int]]]:
-    """``{unit path: [(step, units), ...]}``: every layer's width at step 0 and after every
-    change (a layer that appears later starts at the step it was inserted; one deleted ends at
-    0 units)."""
+    """``{layer: [(step, units), ...]}``: every layer's width at step 0 and after every change.
+
+    A layer keeps its initial name through insertions and removals that shift its block's index
+    (``"s0b1/body0"`` stays ``"s0b1/body0"`` after a block is inserted before it); an inserted
+    block's layers are named by where and when they came (``"s0b1@640/body0"``); a deleted layer
+    ends at 0 units.
+    """
     from fnnjax.arch import from_dict, infer_layers  # noqa: PLC0415
 
     def widths(spec: Any) -> dict[str, int]:
         return {u.path: u.cout for u in infer_layers(spec) if u.op != "norm"}
 
+    seq = _label_sequence(changes, initial_spec)
     out: dict[str, list[tuple[int, int]]] = {p: [(0, n)] for p, n in widths(initial_spec).items()}
-    for change in changes:
-        now = widths(from_dict(change["spec"]))
+    for k, change in enumerate(changes):
+        now = {_label(p, seq[k + 1]): n for p, n in widths(from_dict(change["spec"])).items()}
         for path in set(out) | set(now):
             n = now.get(path, 0)
             series = out.setdefault(path, [])
             if not series or series[-1][1] != n:
                 series.append((int(change["step"]), n))
     return out
+
+
+def _label_sequence(changes: list[dict[str, Any]], initial_spec: Any) -> list[dict[str, str]]:
+    """The block labels before each change, and after the last (``len(changes) + 1`` maps)."""
+    labels = {f"s{i}b{j}": f"s{i}b{j}" for i, st in enumerate(initial_spec.stages)
+              for j in range(len(st.blocks))}  # fmt: skip
+    seq = [labels]
+    for change in changes:
+        seq.append(_relabel(seq[-1], change))
+    return seq
+
+
+def change_targets(changes: list[dict[str, Any]], initial_spec: Any) -> list[str]:
+    """Each change's target under the stable layer names of :func:`units_over_time`."""
+    seq = _label_sequence(changes, initial_spec)
+    return [_label(c["target"], seq[k]) for k, c in enumerate(changes)]
 
 
 def layer_report(changes: list[dict[str, Any]], saliency: list[dict[str, Any]],
@@ -70,9 +118,13 @@ def layer_report(changes: list[dict[str, Any]], saliency: list[dict[str, Any]],
         removed[path] = int(-steps[1:][steps[1:] < 0].sum()) if len(points) > 1 else 0
         if points[0][0] > 0:  # inserted: its first width counts as added
             added[path] += points[0][1]
-    for change in changes:
-        count[change["target"]] = count.get(change["target"], 0) + 1
-    last = saliency[-1]["units"] if saliency else {}
+    for target in change_targets(changes, initial_spec):
+        count[target] = count.get(target, 0) + 1
+    last: dict[str, Any] = {}
+    if saliency:  # measured before the changes of its own step
+        seq = _label_sequence(changes, initial_spec)
+        before = sum(c["step"] < saliency[-1]["step"] for c in changes)
+        last = {_label(u, seq[before]): v for u, v in saliency[-1]["units"].items()}
     rows = []
     for path, points in series.items():
         s = np.asarray(last.get(path, []), np.float64)
@@ -147,7 +199,8 @@ def plot_capacity(history: list[dict[str, Any]], changes: list[dict[str, Any]],
 def plot_layers(saliency: list[dict[str, Any]], changes: list[dict[str, Any]], initial_spec: Any,
                 path: str | Path) -> Path:  # fmt: skip
     """Writes ``path`` (PNG): every resized layer's units against step (left) and the saliency
-    distribution of each layer at the last consultation (right, box plots, log scale)."""
+    distribution of each layer at the last consultation (right, box plots, symmetric log scale:
+    the estimates of near-zero saliencies can be negative)."""
     plt = _pyplot()
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
     series = units_over_time(changes, initial_spec)
@@ -166,13 +219,14 @@ def plot_layers(saliency: list[dict[str, Any]], changes: list[dict[str, Any]], i
     if saliency:
         units = saliency[-1]["units"]
         names = sorted(units)
-        data = [np.maximum(np.asarray(units[n], np.float64), 1e-12) for n in names]
+        data = [np.asarray(units[n], np.float64) for n in names]
         try:
             right.boxplot(data, orientation="horizontal")
         except TypeError:  # matplotlib < 3.10
             right.boxplot(data, vert=False)
         right.set_yticks(range(1, len(names) + 1), names, fontsize=7)
-        right.set_xscale("log")
+        top = max((float(np.abs(d).max()) for d in data if d.size), default=1.0) or 1.0
+        right.set_xscale("symlog", linthresh=1e-3 * top)  # Hutchinson's estimates can be < 0
         right.set_xlabel("unit saliency")
         right.set_title(f"saliency per unit at step {saliency[-1]['step']}")
     else:

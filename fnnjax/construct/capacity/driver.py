@@ -11,13 +11,16 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
    second-order loss change of deleting the unit (``unit_measure="gate"``); or OBD's
    ``1/2 H_ii w_i^2`` summed over each unit's parameters (``"parameters"``); or the Taylor /
    magnitude baselines (:mod:`~fnnjax.construct.capacity.saliency`); all in one jitted call,
-3. asks the controller (:func:`~fnnjax.construct.capacity.plan_changes`) what to change, and
+3. asks the controller (:func:`~fnnjax.construct.capacity.plan_changes`) what to change
+   (narrow, remove a block, widen, insert a block), and
 4. applies each change with its surgery (:mod:`~fnnjax.construct.capacity.ops`,
    :func:`fnnjax.arch.insert_residual`), carrying parameters, BatchNorm statistics and the
    optimizer state over (kept entries keep their moments, new ones start at zero;
    :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss just before and
    just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
-   checkpoints it at once with its spec.
+   checkpoints it at once with its spec. A deletion (narrowing, removal) that raises the probe
+   loss by more than ``max_shrink_loss`` is refused and recorded; a refusal cools down like a
+   change.
 
 The step, the schedule, the data order and the training noise go on unchanged through a change,
 so a run killed after changes and resumed (it restarts from the newest checkpoint in its latest
@@ -27,9 +30,12 @@ parameters as one that was never stopped.
 The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``summary.json``, ...)
 plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
 ``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-``loss_after``, ``spec``: the network after it; a narrowing also has ``saliency_deleted``, the
-deleted units' summed saliency: with OBD on gates, the predicted loss increase), ``saliency.jsonl`` (every unit's saliency at
-every consultation: the layer analysis's data), ``final_spec.json``, ``capacity.png`` (parameters
+``loss_after``, ``spec``: the network after it; a narrowing or removal also has
+``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the second-order
+estimate of the loss increase, its first-order term left out as OBD assumes a minimum),
+``saliency.jsonl`` (per consultation: every unit's and every block's saliency, the changes
+``refused`` at execution with their reason, and the decisions the controller ``declined``: the
+layer analysis's data), ``final_spec.json``, ``capacity.png`` (parameters
 and loss against step) and ``layers.png`` (:mod:`~fnnjax.construct.capacity.analysis`).
 """
 
@@ -46,7 +52,7 @@ import jax
 import numpy as np
 
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes
-from fnnjax.construct.capacity.ops import narrow, widen
+from fnnjax.construct.capacity.ops import narrow, remove_block, widen
 
 __all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "train_dynamic"]
 
@@ -72,8 +78,7 @@ class DynamicConfig:
         probe_size: training examples of the fixed probe batch (saliency and the loss around
             every change).
         widen: ``"zero"`` (new units' outgoing weights zero) or ``"net2wider"`` (split existing
-            units; stage blocks only: a residual body's hidden units are widened by ``"zero"``,
-            and the record says which was used).
+            units; the copies' optimizer moments start at zero like any new entry's).
         insert_hidden: hidden width of an inserted residual block (None: its input's width).
         max_shrink_loss: a narrowing that raises the probe loss by more than this fraction is
             refused (undone and listed under ``refused`` in that consultation's
@@ -131,8 +136,15 @@ class DynamicConfig:
     @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DynamicConfig:
         values = dict(values)
-        controller = CapacityConfig(**values.pop("controller", {}))
-        return cls(controller=controller, **values)
+        controller = dict(values.pop("controller", {}))
+        for where, known, given in (("", {f.name for f in dataclasses.fields(cls)}, values),
+                                    ("controller.", {f.name for f in dataclasses.fields(CapacityConfig)},
+                                     controller)):  # fmt: skip
+            unknown = sorted(set(given) - known)
+            if unknown:
+                raise ValueError(f"{where}{unknown[0]}: no such DynamicConfig field (known: "
+                                 f"{', '.join(sorted(known))})")  # fmt: skip
+        return cls(controller=CapacityConfig(**controller), **values)
 
 
 def _write_text(path: Path, text: str) -> None:
@@ -214,16 +226,24 @@ def _apply(change: Change, spec: Any, variables: dict[str, Any], config: Dynamic
            key: jax.Array) -> tuple[Any, str]:  # fmt: skip
     """The :class:`~fnnjax.arch.grow.Grown` of one change and the method used."""
     from fnnjax.arch import insert_residual  # noqa: PLC0415
-    from fnnjax.construct.capacity.ops import _locate  # noqa: PLC0415
 
     if change.op == "narrow":
         return narrow(spec, variables, change.target, change.value), "delete"
-    if change.op == "insert":
+    if change.op == "remove":
+        return remove_block(spec, variables, *change.value), "delete"
+    if change.op == "insert":  # a ReLU after the add like the task's blocks, where that is exact
         stage, position = change.value
-        return insert_residual(spec, variables, stage, position, hidden=config.insert_hidden,
-                               key=key), "identity"  # fmt: skip
-    method = config.widen if _locate(spec, change.target)[2] is None else "zero"
-    return widen(spec, variables, change.target, change.value, method=method, key=key), method
+        try:
+            return insert_residual(spec, variables, stage, position, hidden=config.insert_hidden,
+                                   act="relu", key=key), "identity, relu"  # fmt: skip
+        except ValueError:
+            return insert_residual(spec, variables, stage, position, hidden=config.insert_hidden,
+                                   key=key), "identity"  # fmt: skip
+    if change.op != "widen":
+        raise ValueError(f"change.op: expected 'widen', 'narrow', 'insert' or 'remove', got "
+                         f"{change.op!r}")  # fmt: skip
+    return widen(spec, variables, change.target, change.value, method=config.widen,
+                 key=key), config.widen
 
 
 def apply_changes(
@@ -257,7 +277,7 @@ def apply_changes(
         params_before = analytic_counts(spec)["params"]
         grown, method = _apply(change, spec, variables, config, jax.random.fold_in(key, n))
         opt_state = transplant_opt_state(tx, spec, variables["params"], opt_state, grown.spec,
-                                         grown.variables["params"], kept=grown.kept)  # fmt: skip
+                                         grown.variables["params"], kept=_first_copies(grown.kept))  # fmt: skip
         spec, variables = grown.spec, grown.variables
         value = list(change.value) if change.op == "narrow" else change.value
         records.append({"op": change.op, "target": change.target,
@@ -267,6 +287,35 @@ def apply_changes(
                         "loss_after": loss(spec, variables) if loss is not None else None,
                         "spec": to_dict(spec)})  # fmt: skip
     return dict(variables), opt_state, records
+
+
+def _grown_lately(changes: list[dict[str, Any]], epoch: int, grace: int) -> list[str]:
+    """Units widened and blocks inserted in the last ``grace`` epochs (by the name they were given
+    then; a later insertion or removal in the same stage may have shifted it, which only moves
+    the protection for a few epochs)."""
+    out = []
+    for c in changes:
+        if epoch - c["epoch"] < grace:
+            if c["op"] == "widen":
+                out.append(c["target"])
+            elif c["op"] == "insert":
+                out.append(f"s{c['value'][0]}b{c['value'][1]}")
+    return out
+
+
+def _first_copies(kept: dict[str, list[int]]) -> dict[str, list[int]]:
+    """``kept`` with every repeated index but its first replaced by -1 (new): Net2Wider's copies
+    are new units, whose optimizer moments start at zero."""
+    out = {}
+    for path, indices in kept.items():
+        seen: set[int] = set()
+        first = []
+        for k in indices:
+            first.append(-1 if k in seen else k)
+            if k >= 0:
+                seen.add(k)
+        out[path] = first
+    return out
 
 
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
@@ -340,33 +389,41 @@ def train_dynamic(
     probe = _Probe(data, obj, config, train_config.seed)
     base_key = jax.random.fold_in(jax.random.key(train_config.seed), 0xCA9)
     initial_params = analytic_counts(spec)["params"]
-    changes: list[dict[str, Any]] = []
-    saliencies: list[dict[str, Any]] = []
+    # What the folder recorded (a resumed run replays it; records past the restored checkpoint
+    # are dropped below, as the epochs that wrote them are redone).
+    changes = _read_jsonl(out / "capacity.jsonl") if out is not None else []
+    saliencies = _read_jsonl(out / "saliency.jsonl") if out is not None else []
     losses: list[float] = []
     loaded = [out is None]
 
     def on_epoch_end(record: dict[str, Any], state: Any) -> Any:
         nonlocal changes, saliencies, losses
         step, epoch = int(record["step"]), int(record["epoch"])
-        if not loaded[0]:  # first call of this process: replay what the folder recorded
+        if not loaded[0]:  # first call of this process: fit has truncated metrics.jsonl
             loaded[0] = True
             losses = [r["train_loss"] for r in _read_jsonl(out / "metrics.jsonl")][: epoch - 1]
-            changes = _read_jsonl(out / "capacity.jsonl")
-            saliencies = _read_jsonl(out / "saliency.jsonl")
         # Records of this step or later were written by a run killed before its checkpoint.
         changes = [c for c in changes if c["step"] < step]
         saliencies = [s for s in saliencies if s["step"] < step]
         losses = losses[: epoch - 1] + [float(record["train_loss"])]
         current = _current_spec(changes, spec)
-        since = epoch - max((c["epoch"] for c in changes), default=0)
+        last = max([c["epoch"] for c in changes] + [s["epoch"] for s in saliencies if s["refused"]],
+                   default=0)  # a refusal cools down like a change  # fmt: skip
+        since = epoch - last
         new = None
         if since >= config.controller.cooldown and epoch >= config.controller.warmup:
             variables = state.variables()
             units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
             refused: list[dict[str, Any]] = []
+            declined: list[dict[str, Any]] = []
+            blocks = {b: float(sum(float(np.sum(v)) for u, v in units.items() if u.split("/")[0] == b))
+                      for b in sorted({u.split("/")[0] for u in units})}  # fmt: skip
             saliencies.append({"step": step, "epoch": epoch, "refused": refused,
+                               "declined": declined, "blocks": blocks,
                                "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
-            plan = plan_changes(losses, units, current, config.controller, since_change=since)
+            plan = plan_changes(losses, units, current, config.controller, since_change=since,
+                                insert_hidden=config.insert_hidden, declined=declined,
+                                protected=_grown_lately(changes, epoch, config.controller.grace))  # fmt: skip
             if plan:
                 new = _changed(plan, current, state, step, epoch, units, refused)
         if out is not None:
@@ -383,16 +440,27 @@ def train_dynamic(
             new_vars, new_opt, (rec,) = apply_changes(
                 [change], current, variables, opt_state, tx, config=config,
                 key=jax.random.fold_in(key, n), loss=probe.loss)  # fmt: skip
-            if rec["op"] == "narrow":  # what the saliency predicted deleting them would cost
+            if rec["op"] == "narrow":  # OBD's estimate of the loss increase (module docstring)
                 rec["saliency_deleted"] = float(np.delete(units[rec["target"]], rec["value"]).sum())
-                limit = config.max_shrink_loss
-                if limit is not None and rec["loss_after"] > (1 + limit) * rec["loss_before"]:
-                    refused.append({k: rec[k] for k in ("op", "target", "value", "loss_before",
-                                                        "loss_after", "saliency_deleted")})  # fmt: skip
-                    say(f"step {step} (epoch {epoch}): refused narrowing {rec['target']} to "
-                        f"{len(rec['value'])} units: the probe loss would rise "
-                        f"{rec['loss_before']:.4g} -> {rec['loss_after']:.4g} (> {limit:.0%})")  # fmt: skip
-                    continue
+            elif rec["op"] == "remove":
+                prefix = rec["target"] + "/"
+                rec["saliency_deleted"] = float(sum(float(np.sum(v)) for u, v in units.items()
+                                                    if u.startswith(prefix)))  # fmt: skip
+            limit, budget = config.max_shrink_loss, config.controller.max_params
+            why = None
+            if rec["op"] in ("narrow", "remove") and limit is not None \
+                    and rec["loss_after"] > (1 + limit) * rec["loss_before"]:
+                why = (f"the probe loss would rise {rec['loss_before']:.4g} -> "
+                       f"{rec['loss_after']:.4g} (more than max_shrink_loss {limit:.0%})")  # fmt: skip
+            elif budget is not None and rec["params_after"] > max(budget, rec["params_before"]):
+                why = (f"{rec['params_after']} parameters > max_params {budget} (a narrowing "
+                       "it was priced with was refused)")  # fmt: skip
+            if why is not None:
+                refused.append({**{k: rec.get(k) for k in ("op", "target", "value", "loss_before",
+                                                           "loss_after", "saliency_deleted")},
+                                "reason": why})  # fmt: skip
+                say(f"step {step} (epoch {epoch}): refused {rec['op']} {rec['target']}: {why}")
+                continue
             current, variables, opt_state = _spec_of(rec), new_vars, new_opt
             accepted += 1
             changes.append({"step": step, "epoch": epoch, **rec})
@@ -408,6 +476,9 @@ def train_dynamic(
     result = fit(build_model(spec), data, train_config, out_dir=out, description=describe_spec(spec),
                  on_epoch_end=on_epoch_end, objective=obj, rebuild=model_from_description,
                  mesh=mesh)  # fmt: skip
+    done = int(result.summary["steps"])  # a finished run resumed: nothing was redone
+    changes = [c for c in changes if c["step"] <= done]
+    saliencies = [r for r in saliencies if r["step"] <= done]
     final = _current_spec(changes, spec)
     if to_json(final) != to_json(_spec_of(result.description)):
         raise RuntimeError("the controller's record and the trained network disagree (a bug)")

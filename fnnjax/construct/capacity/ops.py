@@ -10,7 +10,9 @@ body, ``"s{i}b{j}/body{m}"``.
 * :func:`widen` (function-preserving): ``method="zero"`` gives the new units fresh incoming
   weights and *zero outgoing* weights (every consumer's weights on a new channel are zero), so
   the network computes exactly what it did, in training mode too; ``"net2wider"`` splits
-  existing units (:func:`fnnjax.arch.net2wider`, stage blocks only).
+  existing units (Chen et al.'s Net2Wider, :func:`fnnjax.arch.grow.split_units`: copies of
+  random units, every consumer's weights from a copied unit shared among its copies), on any
+  resizable unit, a residual body's hidden units included.
 * :func:`narrow` deletes units (the kept ones keep their weights; consumers lose the deleted
   channels' rows): the network computes what the old one computed with the deleted units'
   outgoing weights set to zero.
@@ -28,7 +30,7 @@ from typing import Any
 
 import jax
 
-from fnnjax.arch.grow import Grown, _fresh_variables, _input_channels, net2wider
+from fnnjax.arch.grow import Grown, _fresh_variables, _input_channels, split_units
 from fnnjax.arch.shapes import block_shapes, residual_projects
 from fnnjax.arch.spec import Conv, Residual, SepConv, Spec, Stage
 from fnnjax.arch.surgery import transplant_params
@@ -121,11 +123,7 @@ def widen(
                          f"{width!r}")  # fmt: skip
     new = _with_filters(spec, unit, width)  # refuses a width an identity shortcut cannot add
     if method == "net2wider":
-        i, j, body = _locate(spec, unit)
-        if body is not None:
-            raise ValueError(f"method='net2wider': splits stage blocks' units; {unit!r} is in a "
-                             "residual body (use method='zero')")  # fmt: skip
-        return net2wider(spec, variables, i, j, width, key=key)
+        return split_units(spec, variables, new, unit, n, width, key=key)
     if method != "zero":
         raise ValueError(f"method: expected 'zero' or 'net2wider', got {method!r}")
     return _moved(spec, variables, new, {unit: list(range(n)) + [-1] * (width - n)}, key)
@@ -164,6 +162,14 @@ def remove_block(spec: Spec, variables: Mapping[str, Any], stage: int, position:
         raise ValueError(f"s{stage}b{position}: the stage's only block cannot be removed")
     if any(position in (blk.skips or ()) for blk in blocks):
         raise ValueError(f"s{stage}b{position}: another block skips from it")
+    new = _removed_spec(spec, stage, position)
+    kept = {f"s{stage}": [k for k in range(len(blocks)) if k != position]}
+    return _moved(spec, variables, new, kept, None)
+
+
+def _removed_spec(spec: Spec, stage: int, position: int) -> Spec:
+    """``spec`` without block ``position`` of ``stage`` (later skip indices shifted down)."""
+    blocks = list(spec.stages[stage].blocks)
     shifted = [dataclasses.replace(blk, skips=tuple(s - 1 if s > position else s for s in blk.skips))
                if blk.skips else blk for blk in blocks[position + 1:]]  # fmt: skip
     new_blocks = blocks[:position] + shifted
@@ -171,8 +177,6 @@ def remove_block(spec: Spec, variables: Mapping[str, Any], stage: int, position:
     stages[stage] = Stage(blocks=tuple(new_blocks), tied=spec.stages[stage].tied,
                           name=spec.stages[stage].name, reduce=spec.stages[stage].reduce)  # fmt: skip
     try:
-        new = dataclasses.replace(spec, stages=tuple(stages))
+        return dataclasses.replace(spec, stages=tuple(stages))
     except ValueError as error:
         raise ValueError(f"s{stage}b{position}: removing it changes the shapes ({error})") from None
-    kept = {f"s{stage}": [k for k in range(len(blocks)) if k != position]}
-    return _moved(spec, variables, new, kept, None)

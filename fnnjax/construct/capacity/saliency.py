@@ -80,9 +80,13 @@ def hutchinson_diagonal(
     Returns:
         A pytree like ``params``: the estimated ``H_ii``.
     """
-    if num_samples < 1 or chunk < 1 or num_samples % chunk:
+    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
+        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+    if num_samples < 1 or num_samples % chunk:
         raise ValueError(f"num_samples: expected a positive multiple of chunk={chunk}, got "
                          f"{num_samples}")  # fmt: skip
+    if not jax.dtypes.issubdtype(jnp.result_type(key), jax.dtypes.prng_key):
+        key = jax.random.wrap_key_data(key)  # a legacy uint32 PRNGKey
     grad = jax.grad(loss)
 
     def one(k: jax.Array) -> Any:
