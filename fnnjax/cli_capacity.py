@@ -63,6 +63,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="widening cap per layer (then a block is inserted); default 256")  # fmt: skip
     cap.add_argument("--shrink-below", type=float, default=None,
                      help="delete units below this fraction of their layer's mean; default 0.05")  # fmt: skip
+    cap.add_argument("--remove-below", type=float, default=0.05,
+                     help="remove the weakest residual block below this fraction of its stage's "
+                     "mean block saliency (0: never); default 0.05")  # fmt: skip
+    cap.add_argument("--grace", type=int, default=6,
+                     help="epochs a new unit or block is safe from deletion; default 6")  # fmt: skip
     cap.add_argument("--cooldown", type=int, default=None, help="a change at most every N epochs; default 3")
     cap.add_argument("--warmup", type=int, default=None, help="epochs before the first; default 5")
     cap.add_argument("--min-params", type=positive_int, help="parameter floor")
@@ -159,6 +164,7 @@ def run(args: argparse.Namespace) -> int:
         controller = cp.CapacityConfig(
             window=args.window, warmup=args.warmup, tau=args.tau, grow_units=args.grow_units,
             max_units=args.max_units, shrink_below=args.shrink_below, cooldown=args.cooldown,
+            remove_below=args.remove_below, grace=args.grace,
             min_params=args.min_params, max_params=args.max_params)  # fmt: skip
         config = cp.DynamicConfig(controller=controller, saliency=args.saliency,
                                   unit_measure=args.unit_measure, hutchinson_samples=args.samples,

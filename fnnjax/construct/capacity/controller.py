@@ -54,7 +54,7 @@ class CapacityConfig:
     min_params: int | None = None
     max_params: int | None = None
     cooldown: int = 3
-    grace: int = 3
+    grace: int = 6
 
     def __post_init__(self) -> None:
         for name in ("window", "grow_units", "max_units"):
