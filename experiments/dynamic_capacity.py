@@ -130,7 +130,7 @@ def main(argv=None) -> dict:
     reg_width, reg_hidden, cls_width, cls_hidden = 16, 4, 64, 16
     if args.quick:
         args.complexities, args.dims, args.seeds, args.regression_seeds = [1, 3], [1], [0], [0]
-        args.regression_epochs, args.num_train, args.classification_epochs = 3, 256, 3
+        args.regression_epochs, args.num_train, args.classification_epochs = 3, 256, 2
         args.dataset, args.limit_train = "digits", 300
         controller = cp.CapacityConfig(window=1, warmup=2, tau=0.5, grow_units=2, max_units=6,
                                        cooldown=1)  # fmt: skip

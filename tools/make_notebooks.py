@@ -349,7 +349,7 @@ import os
 
 TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
 COMPLEXITY = 3 if TINY else 6  # sines in the target (frequencies 1..C)
-EPOCHS = 5 if TINY else 80
+EPOCHS = 3 if TINY else 80
 NUM_TRAIN = 256 if TINY else 4096'''
     ),
     new_code_cell(
