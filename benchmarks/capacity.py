@@ -88,7 +88,8 @@ def main(argv=None) -> dict:
     probe.saliency(spec, variables, jax.random.key(1))  # the old network's functions, compiled
     opt_state = tx.init(variables["params"])
     changes = []
-    for r in range(args.repeats + 1):  # the first is warm-up (imports, first traces)
+    warm = 0 if args.quick else 1
+    for r in range(args.repeats + warm):  # the first is warm-up (imports, first traces)
         width = args.hidden + 8 * (r + 1)
         start = time.perf_counter()
         plan = [cp.Change("widen", "s0b0/body0", width, "benchmark")]
@@ -99,7 +100,8 @@ def main(argv=None) -> dict:
         jax.block_until_ready(new())
         jax.block_until_ready(probe.saliency(new_spec, new_vars, jax.random.key(1)))
         changes.append(time.perf_counter() - start)
-    change = sorted(changes[1:])[len(changes[1:]) // 2]
+    timed = changes[warm:]
+    change = sorted(timed)[len(timed) // 2]
     lines = [
         f"residual MLP 784-{args.width} x{args.blocks} blocks of {args.hidden} "
         f"({analytic_counts(spec)['params']:,} params), batch {args.batch}, probe {args.probe}, "

@@ -120,12 +120,17 @@ def main(argv=None) -> dict:
     parser.add_argument("--dataset", default="fashion_mnist")
     parser.add_argument("--limit-train", type=int, default=None)
     parser.add_argument("--skip-classification", action="store_true")
+    parser.add_argument("--tau", type=float, default=None,
+                        help="the regression controller's plateau threshold (default: 0.01)")
+    parser.add_argument("--loss-target", type=float, default=None,
+                        help="no growth once the training loss is at or below this (regression)")
     parser.add_argument("--quick", action="store_true", help="tiny sizes (seconds): CI")
     parser.add_argument("--out", type=Path, default=Path("experiments/out/dynamic_capacity"))
     args = parser.parse_args(argv)
     # The controller's defaults (window 5, tau 1%, +8 units, cool-down 3, warm-up 5, ...) but a
     # cap of 32 units per layer (64 for the classifier), so that depth grows within the run.
-    config = cp.DynamicConfig(controller=cp.CapacityConfig(max_units=32))
+    config = cp.DynamicConfig(controller=cp.CapacityConfig(
+        max_units=32, tau=0.01 if args.tau is None else args.tau, loss_target=args.loss_target))
     cls_config = cp.DynamicConfig(controller=cp.CapacityConfig(max_units=64))
     reg_width, reg_hidden, cls_width, cls_hidden = 16, 4, 64, 16
     if args.quick:

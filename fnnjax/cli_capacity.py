@@ -60,7 +60,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="plateau: relative improvement under this; default 0.01")  # fmt: skip
     cap.add_argument("--grow-units", type=positive_int, default=None, help="default 8")
     cap.add_argument("--max-units", type=positive_int, default=None,
-                     help="widening cap per layer (then a block is inserted); default 256")  # fmt: skip
+                     help="widening cap per layer (then a block is inserted); default 64")  # fmt: skip
     cap.add_argument("--shrink-below", type=float, default=None,
                      help="delete units below this fraction of their layer's mean; default 0.05")  # fmt: skip
     cap.add_argument("--remove-below", type=float, default=0.05,
@@ -70,6 +70,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="epochs a new unit or block is safe from deletion; default 6")  # fmt: skip
     cap.add_argument("--cooldown", type=int, default=None, help="a change at most every N epochs; default 3")
     cap.add_argument("--warmup", type=int, default=None, help="epochs before the first; default 5")
+    cap.add_argument("--loss-target", type=float,
+                     help="no growth once the training loss is at or below this; default none")  # fmt: skip
     cap.add_argument("--min-params", type=positive_int, help="parameter floor")
     cap.add_argument("--max-params", type=positive_int, help="parameter budget")
     cap.add_argument("--max-shrink-loss", type=float, default=0.1,
@@ -116,7 +118,7 @@ def _data_and_spec(args: argparse.Namespace):
 
 
 DEFAULTS = {"complexity": 4, "num_train": 4096, "width": 32, "hidden": 8, "epochs": 100,
-            "window": 5, "tau": 0.01, "grow_units": 8, "max_units": 256, "cooldown": 3,
+            "window": 5, "tau": 0.01, "grow_units": 8, "max_units": 64, "cooldown": 3,
             "warmup": 5, "samples": 128, "probe_size": 512, "shrink_below": 0.05}  # fmt: skip
 QUICK_VALUES = {"complexity": 3, "num_train": 512, "width": 8, "hidden": 4, "epochs": 6,
                 "window": 2, "tau": 0.2, "grow_units": 2, "max_units": 6, "cooldown": 1,
@@ -164,7 +166,7 @@ def run(args: argparse.Namespace) -> int:
         controller = cp.CapacityConfig(
             window=args.window, warmup=args.warmup, tau=args.tau, grow_units=args.grow_units,
             max_units=args.max_units, shrink_below=args.shrink_below, cooldown=args.cooldown,
-            remove_below=args.remove_below, grace=args.grace,
+            remove_below=args.remove_below, grace=args.grace, loss_target=args.loss_target,
             min_params=args.min_params, max_params=args.max_params)  # fmt: skip
         config = cp.DynamicConfig(controller=controller, saliency=args.saliency,
                                   unit_measure=args.unit_measure, hutchinson_samples=args.samples,

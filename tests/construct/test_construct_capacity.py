@@ -261,6 +261,11 @@ def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
         capacity.plan_changes(flat, {**sal, "s0b0": np.ones(3)}, NET, config, since_change=1)
     with pytest.raises(ValueError, match="saliency: 's9b0' is no unit of the spec"):
         capacity.plan_changes(flat, {"s9b0": np.ones(3)}, NET, config, since_change=1)
+    declined = []
+    reached = dataclasses.replace(config, loss_target=0.99)  # the plateau is at the target
+    assert capacity.plan_changes(flat, sal, NET, reached, since_change=1, declined=declined) == [
+        capacity.plan_changes(flat, sal, NET, config, since_change=1)[0]]  # the narrowing only
+    assert "already at or below loss_target 0.99" in declined[0]["reason"]
     with pytest.raises(ValueError, match="max_params: expected a positive int or None"):
         capacity.CapacityConfig(max_params=-5)
     with pytest.raises(ValueError, match="tau: expected a number in"):
@@ -313,7 +318,7 @@ def _cli(out, *extra):
     from fnnjax.cli import main
 
     return main(["capacity", "--task", "regression", "--quick", "--num-train", "256",
-                 "--width", "6", "--hidden", "3", "--epochs", "8", "--tau", "0.99", "--window", "1",
+                 "--width", "6", "--hidden", "3", "--epochs", "6", "--tau", "0.99", "--window", "1",
                  "--grow-units", "2", "--max-units", "5", "--shrink-below", "0", "--seed", "3",
                  "--out", str(out), *extra])  # fmt: skip
 

@@ -185,7 +185,9 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted
     assert {"reward", "entropy", "baseline", "skip_rate", "valid_accuracy"} <= set(records[0])
     assert from_json((cut / "best_spec.json").read_text()) == enas.retrain_spec(
         resumed["best_arc"], 2, 4, input_shape=data.input_shape, num_classes=10)
-    assert len(json.loads((cut / "top_arcs.json").read_text())) == 10
+    top = json.loads((cut / "top_arcs.json").read_text())  # distinct arcs, how often sampled
+    assert sum(t["count"] for t in top) == 10 and len({t["arc"] for t in top}) == len(top)
+    assert [t["accuracy"] for t in top] == sorted((t["accuracy"] for t in top), reverse=True)
     assert (cut / "search.png").exists()
     with pytest.raises(ValueError, match="validation_fraction > 0"):
         enas.search(load_dataset("digits", limit_train=200), config)

@@ -17,6 +17,9 @@ network expansion), with every threshold in :class:`CapacityConfig`:
   ``max_units``, insert an identity residual block right after its block; never past
   ``max_params``; a unit narrowed in the same consultation is not grown (deleting and adding
   units of one layer at once is churn: the next consultation decides on the smaller layer);
+* with ``loss_target`` set, a plateau at or below it does not grow the network (a plateau
+  measures relative progress only: without a target, an easy task that has converged to a tiny
+  loss grows too);
 * units and blocks grown within the last ``grace`` evaluations are not deleted (they start at
   zero saliency: zero outgoing weights, an identity block);
 * every decision a rule or the budget blocks is reported (``plan_changes(declined=...)``);
@@ -48,13 +51,14 @@ class CapacityConfig:
     warmup: int = 5
     tau: float = 0.01
     grow_units: int = 8
-    max_units: int = 256
+    max_units: int = 64
     shrink_below: float = 0.05
     remove_below: float = 0.05
     min_params: int | None = None
     max_params: int | None = None
     cooldown: int = 3
     grace: int = 6
+    loss_target: float | None = None
 
     def __post_init__(self) -> None:
         for name in ("window", "grow_units", "max_units"):
@@ -73,6 +77,9 @@ class CapacityConfig:
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
                 raise ValueError(f"{name}: expected a number in [0, 1), got {v!r}")
+        t = self.loss_target
+        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not t > 0):
+            raise ValueError(f"loss_target: expected a positive number or None, got {t!r}")
         lo, hi = self.min_params, self.max_params
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"min_params: expected at most max_params={hi}, got {lo}")
@@ -197,7 +204,11 @@ def plan_changes(
         changes.append(removed)
     flat, gain = plateaued(losses, config.window, config.tau)
     growable = [u for u in units if u not in {c.target for c in changes}]
-    if flat and removed is not None:
+    if flat and config.loss_target is not None and losses[-1] <= config.loss_target:
+        notes.append({"op": "grow", "target": None,
+                      "reason": f"loss plateaued at {losses[-1]:.3g}, already at or below "
+                                f"loss_target {config.loss_target:.3g}"})  # fmt: skip
+    elif flat and removed is not None:
         notes.append({"op": "grow", "target": None,
                       "reason": f"loss plateaued (improved {gain:.3%}), but a block was removed now"})  # fmt: skip
     elif flat and growable:

@@ -302,8 +302,8 @@ def search(
         (out / "search_spec.json").write_text(
             to_json(search_spec(best, config.layers, config.filters, **kw), indent=1))  # fmt: skip
         (out / "top_arcs.json").write_text(json.dumps(
-            [{"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"]}
-             for t in top], indent=1))  # fmt: skip
+            [{"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"],
+              "count": t["count"]} for t in top], indent=1))  # fmt: skip
         if history:
             _plot_search(history, out / "search.png")
     return result
@@ -386,7 +386,9 @@ def derive(model, controller, state, data, config: SearchConfig, key, *, score=N
            ) -> list[dict[str, Any]]:  # fmt: skip
     """Scores ``config.derive_arcs`` arcs (sampled by the controller, or uniform for random
     search) on ``config.derive_batches`` validation minibatches each with the shared weights;
-    returns them best first as ``[{"arc", "accuracy"}]`` (ties keep sampling order)."""
+    returns the distinct arcs best first as ``[{"arc", "accuracy", "count"}]`` (``count``: how
+    often the arc was sampled, a trained controller repeats its favourites; an arc's copies
+    score alike, as they see the same batches; ties keep sampling order)."""
     k_arcs, k_data = jax.random.split(key)
     if config.random_search:
         arcs = random_arcs(k_arcs, config.layers, config.derive_arcs)
@@ -405,4 +407,12 @@ def derive(model, controller, state, data, config: SearchConfig, key, *, score=N
         total += np.asarray(score(variables, arcs, xs, ys))
     acc = total / config.derive_batches
     order = np.argsort(-acc, kind="stable")
-    return [{"arc": np.asarray(arcs[i]), "accuracy": float(acc[i])} for i in order]
+    arcs = np.asarray(arcs)
+    keys = [a.tobytes() for a in arcs]
+    out: dict[bytes, dict[str, Any]] = {}
+    for i in order:
+        if keys[i] in out:
+            out[keys[i]]["count"] += 1
+        else:
+            out[keys[i]] = {"arc": arcs[i], "accuracy": float(acc[i]), "count": 1}
+    return list(out.values())
