@@ -235,6 +235,14 @@ def build_parser() -> argparse.ArgumentParser:
                       "(45k/5k of CIFAR-10's 50k in the paper)")  # fmt: skip
     enas.add_argument("--random", action="store_true",
                       help="the random-search baseline: uniform arcs, no controller")  # fmt: skip
+    enas.add_argument("--clip", type=float, default=5.0,
+                      help="clip child gradients to this global norm (0: off; the released code "
+                      "configures 5 but applies the unclipped gradient); default 5")  # fmt: skip
+    enas.add_argument("--skips", choices=("paper", "released"), default="paper",
+                      help="skip inputs from earlier layers (paper) or the released code's "
+                      "prev_layers convention (stem first); default paper")  # fmt: skip
+    enas.add_argument("--derive-arcs", type=_positive_int, default=100,
+                      help="arcs sampled and scored to pick the best; default 100")  # fmt: skip
     enas.add_argument("--limit-train", type=_positive_int, help="use only this many examples")
     enas.add_argument("--seed", type=int, default=0, help="default 0")
     enas.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
@@ -492,8 +500,12 @@ def _enas(args: argparse.Namespace) -> int:
 
     if not 0.0 < args.validation < 1.0:
         raise ConfigError(f"--validation: expected a share in (0, 1), got {args.validation}")
+    if args.clip < 0:
+        raise ConfigError(f"--clip: expected a norm >= 0 (0: no clipping), got {args.clip}")
     config = enas.SearchConfig(layers=args.layers, filters=args.filters, epochs=args.epochs,
-                               batch_size=args.batch_size, random_search=args.random)  # fmt: skip
+                               batch_size=args.batch_size, random_search=args.random,
+                               child_clip=args.clip or None, skips=args.skips,
+                               derive_arcs=args.derive_arcs)  # fmt: skip
     dataset, limit = args.dataset, args.limit_train
     if args.quick:
         dataset, limit = "digits", limit or 400

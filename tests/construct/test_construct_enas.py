@@ -216,3 +216,12 @@ def test_a_folder_of_a_search_on_other_data_is_refused():
                            dataset={"name": "fashion_mnist"})  # fmt: skip
     del meta["dataset"]  # a checkpoint written before the dataset was recorded
     _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "x"})
+
+
+def test_enas_flag_mistakes_are_one_line_errors(tmp_path, capsys):
+    from fnnjax.cli import main
+
+    assert main(["enas", "--clip", "-1", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert "--clip: expected a norm >= 0 (0: no clipping), got -1.0" in err
+    assert len(err.strip().splitlines()) == 1
