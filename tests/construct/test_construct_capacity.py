@@ -266,6 +266,10 @@ def test_the_controller_shrinks_weak_units_grows_on_a_plateau_and_says_why():
     assert capacity.plan_changes(flat, sal, NET, reached, since_change=1, declined=declined) == [
         capacity.plan_changes(flat, sal, NET, config, since_change=1)[0]]  # the narrowing only
     assert "already at or below loss_target 0.99" in declined[0]["reason"]
+    dyn = capacity.DynamicConfig(controller=config, saliency="taylor")
+    assert capacity.DynamicConfig.from_dict(dyn.to_dict()) == dyn  # capacity_config.json's form
+    with pytest.raises(ValueError, match="controller.windw: no such DynamicConfig field"):
+        capacity.DynamicConfig.from_dict({"controller": {"windw": 3}})
     with pytest.raises(ValueError, match="max_params: expected a positive int or None"):
         capacity.CapacityConfig(max_params=-5)
     with pytest.raises(ValueError, match="tau: expected a number in"):

@@ -240,8 +240,10 @@ def _plan_removal(saliency: Mapping[str, Any], spec: Spec, config: CapacityConfi
         return None
     touched = {c.target.split("/")[0] for c in changes} | shielded
     blocks = _removable_blocks(spec)
-    total = {b: sum(float(np.sum(v)) for u, v in saliency.items() if u.startswith(f"s{b[0]}b{b[1]}/"))
-             for b in blocks}  # fmt: skip
+    from fnnjax.construct.capacity.saliency import sum_per_block  # noqa: PLC0415
+
+    sums = sum_per_block(saliency)
+    total = {b: float(sums.get(f"s{b[0]}b{b[1]}", 0.0)) for b in blocks}
     for stage in sorted({i for i, _ in blocks}):
         in_stage = {b: v for b, v in total.items() if b[0] == stage}
         if len(in_stage) < 2:

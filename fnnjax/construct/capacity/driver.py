@@ -53,13 +53,14 @@ import numpy as np
 
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes
 from fnnjax.construct.capacity.ops import narrow, remove_block, widen
+from fnnjax.construct.capacity.saliency import sum_per_block
 
 __all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "train_dynamic"]
 
 SALIENCIES = ("obd", "taylor", "magnitude")
 WIDEN_METHODS = ("zero", "net2wider")
 CAPACITY_FILES = ("capacity_config.json", "capacity.jsonl", "saliency.jsonl", "final_spec.json",
-                  "capacity.png", "layers.png")  # fmt: skip
+                  "capacity.png", "layers.png", "layers.md")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -416,8 +417,7 @@ def train_dynamic(
             units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
             refused: list[dict[str, Any]] = []
             declined: list[dict[str, Any]] = []
-            blocks = {b: float(sum(float(np.sum(v)) for u, v in units.items() if u.split("/")[0] == b))
-                      for b in sorted({u.split("/")[0] for u in units})}  # fmt: skip
+            blocks = {b: float(v) for b, v in sorted(sum_per_block(units).items())}
             saliencies.append({"step": step, "epoch": epoch, "refused": refused,
                                "declined": declined, "blocks": blocks,
                                "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
@@ -443,9 +443,7 @@ def train_dynamic(
             if rec["op"] == "narrow":  # OBD's estimate of the loss increase (module docstring)
                 rec["saliency_deleted"] = float(np.delete(units[rec["target"]], rec["value"]).sum())
             elif rec["op"] == "remove":
-                prefix = rec["target"] + "/"
-                rec["saliency_deleted"] = float(sum(float(np.sum(v)) for u, v in units.items()
-                                                    if u.startswith(prefix)))  # fmt: skip
+                rec["saliency_deleted"] = float(sum_per_block(units).get(rec["target"], 0.0))
             limit, budget = config.max_shrink_loss, config.controller.max_params
             why = None
             if rec["op"] in ("narrow", "remove") and limit is not None \

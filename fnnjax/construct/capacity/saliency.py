@@ -44,6 +44,7 @@ from fnnjax.arch.spec import Spec
 
 __all__ = [
     "block_saliency",
+    "sum_per_block",
     "unit_gates",
     "with_gates",
     "hutchinson_diagonal",
@@ -178,10 +179,16 @@ def with_gates(masks: Mapping[str, Any], gates: Mapping[str, jax.Array]) -> dict
 
 
 def block_saliency(spec: Spec, saliency: Mapping[str, Any]) -> dict[str, jax.Array]:
-    """Per-block sums (stem ``stem{j}``, stage blocks ``s{i}b{j}``, the ``head``): every unit
-    whose path starts with the block's module name."""
-    out: dict[str, jax.Array] = {}
-    for path, values in unit_saliency(spec, saliency).items():
+    """Per-block sums (stem ``stem{j}``, stage blocks ``s{i}b{j}``, the ``head``) of a
+    per-parameter saliency tree: every unit whose path starts with the block's module name."""
+    return sum_per_block(unit_saliency(spec, saliency))
+
+
+def sum_per_block(units: Mapping[str, Any]) -> dict[str, Any]:
+    """``{block: sum}`` of per-unit saliencies (``{unit path: [units]}``, from
+    :func:`unit_saliency` or gates), a unit belonging to the block its path starts with."""
+    out: dict[str, Any] = {}
+    for path, values in units.items():
         block = path.split("/")[0]
-        out[block] = out.get(block, jnp.zeros((), jnp.float32)) + jnp.sum(values)
+        out[block] = out.get(block, 0.0) + jnp.sum(jnp.asarray(values, jnp.float32))
     return out
