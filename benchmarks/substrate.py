@@ -83,8 +83,8 @@ def main(argv=None) -> dict:
         args.batch, args.width, args.layers, args.size, args.steps, args.repeats = 8, 4, 1, 8, 1, 2
     shape = (args.size, args.size, 3)
 
-    def timed(stepper):
-        return median_seconds(stepper, repeats=args.repeats) / args.steps
+    def timed(stepper, warmup=2):
+        return median_seconds(stepper, repeats=args.repeats, warmup=warmup) / args.steps
 
     seconds = {
         "plain": timed(_Stepper(build_model(conv_net(args.width, args.layers, shape)), shape,
@@ -103,8 +103,11 @@ def main(argv=None) -> dict:
     spec = supernet(args.width, args.layers, faster, shape)
     population = random_selections(jax.random.key(1), spec, 64)
     sampled = [jax.tree_util.tree_map(lambda a, p=p: a[p], population) for p in range(64)]
+    # Warm-up runs every arc of the population once: on a GPU the first execution of each
+    # lax.switch branch costs 0.2-2 s (kernels loaded and command buffers recorded lazily), so a
+    # short warm-up would time that one-off cost, not the step.
     seconds["sampled"] = timed(_Stepper(build_model(spec), shape, args.batch, args.steps,
-                                        arch=lambda i: sampled[i % 64]))  # fmt: skip
+                                        arch=lambda i: sampled[i % 64]), warmup=len(sampled))  # fmt: skip
     standalone = materialize(spec, fixed[faster])
     seconds["standalone"] = timed(_Stepper(build_model(standalone), shape, args.batch, args.steps))
     ratios = {

@@ -53,6 +53,14 @@ def test_substrate_benchmark_reports_its_three_ratios(tmp_path):
     assert result["faster_mode"] in ("switch", "all") and "sampled / standalone" in result["table"]
 
 
+def test_choice_warmup_diagnostic_times_each_kind_of_selection():
+    from benchmarks import choice_warmup
+
+    result = choice_warmup.main(["--quick"])
+    assert set(result) == {"fixed", "sampled", "fixed-again", "sampled-host", "two-arcs"}
+    assert all(0 < r["median"] < 5e3 and len(r["first5"]) >= 2 for r in result.values()), result
+
+
 def test_envelope_benchmark_reports_the_statistics_overhead():
     from benchmarks import envelope
 
