@@ -367,7 +367,8 @@ class CellUnit(nn.Module):
 
 
 def _choice_mode(choice: Choice) -> str:
-    """``"switch"`` or ``"all"``; ``"auto"`` is ``"all"`` on CPU, ``"switch"`` elsewhere."""
+    """``"switch"``, ``"switch_remat"`` or ``"all"``; ``"auto"`` is ``"all"`` on CPU, ``"switch"``
+    elsewhere."""
     if choice.mode != "auto":
         return choice.mode
     return "all" if jax.default_backend() == "cpu" else "switch"
@@ -403,6 +404,8 @@ class ChoiceUnit(nn.Module):
             y = jnp.select([selector == k for k in range(len(outs))], outs)
         else:
             branches = [lambda module, z, k=k: run(k, module, z) for k in range(len(candidates))]
+            if _choice_mode(self.choice) == "switch_remat":  # forward residuals: the inputs only
+                branches = [nn.remat(branch) for branch in branches]
             y = nn.switch(selector, branches, self, x)
         if self.collect_stats and self.is_mutable_collection("intermediates"):
             for key, value in featuremap_stats(y).items():

@@ -283,7 +283,7 @@ class Residual(Block):
     kind: ClassVar[str] = "residual"
 
 
-CHOICE_MODES = ("auto", "switch", "all")
+CHOICE_MODES = ("auto", "switch", "switch_remat", "all")
 
 
 @_static
@@ -302,7 +302,13 @@ class Choice(Block):
     (BatchNorm updates of the others are discarded); ``"auto"`` (default) is ``"all"`` on CPU,
     where XLA runs convolutions inside a conditional's branches 4-5x slower than computing all six
     ENAS candidates (measured, BENCHMARKS.md), and ``"switch"`` on accelerators, where a
-    conditional runs only its branch (not yet measured there). With
+    conditional runs only its branch (H100: 3x faster than ``"all"``, but 2x a materialized net
+    of the same selection; BENCHMARKS.md). ``"switch_remat"`` is ``"switch"`` with every
+    candidate rematerialized (``jax.checkpoint``): JAX differentiates a ``lax.switch`` by making
+    the forward conditional return the union of all branches' residuals (zeros for the branches
+    not taken, activation-sized); rematerialized, the forward returns only the output and the
+    backward recomputes the taken candidate. Same function and gradients; which is faster
+    depends on the backend (not yet measured on a GPU). With
     ``collect_stats`` the block sows the statistics of its output (the selected candidate's),
     not those of every candidate unit.
     :func:`fnnjax.arch.materialize` turns a selection into a plain spec. Inside the model a

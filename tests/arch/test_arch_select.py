@@ -75,7 +75,7 @@ def test_the_ir_holds_choice_blocks():
     with pytest.raises(ValueError, match=r"candidates: every candidate must give one output shape"):
         Spec(input_shape=(8, 8, 1), num_classes=4,
              stages=(Stage(blocks=(Choice(candidates=((Conv(filters=3),), (Conv(filters=4),))),)),))  # fmt: skip
-    with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'auto', 'switch', 'all'"):
+    with pytest.raises(ValueError, match=r"blocks\[0\].mode: expected one of 'auto', 'switch', 'switch_remat', 'all'"):
         Spec(input_shape=(8, 8, 1), num_classes=4,
              stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="some"),)),))  # fmt: skip
 
@@ -121,6 +121,42 @@ def test_switch_and_all_modes_compute_the_same_function(data):
         ys = build_model(spec_s).apply({**v, "arch": pick}, x)
         ya = build_model(spec_a).apply({**v, "arch": pick}, x)
         np.testing.assert_allclose(ys, ya, rtol=1e-5, atol=1e-6)
+
+
+def _forward_cond_activations(jaxpr, batch):
+    """Activation-sized outputs of each top-level forward conditional (one per choice block)."""
+    return [sum(o.aval.ndim == 4 and o.aval.shape[0] == batch for o in e.outvars)
+            for e in jaxpr.eqns if e.primitive.name == "cond"][:2]  # fmt: skip
+
+
+def test_rematerialized_switch_gives_the_same_loss_gradients_and_statistics_with_fewer_residuals(
+    data,
+):
+    spec_s, spec_r = supernet("switch"), supernet("switch_remat")
+    assert notation(spec_r).count("switch_remat") == 2
+    v = init_variables(build_model(spec_s), jax.random.key(1), spec_s.input_shape)
+    x = jnp.asarray(data.test.x[:16])
+
+    def loss(spec, pick):
+        def f(params):
+            y, upd = build_model(spec).apply({**v, "params": params, "arch": pick}, x, train=True,
+                                             mutable=["batch_stats"])  # fmt: skip
+            return jnp.sum(y**2), upd["batch_stats"]
+        return jax.value_and_grad(f, has_aux=True)
+
+    for s in (1, 3):
+        pick = selection_of(spec_s, {"s0b0": s, "s0b1": s % 2})
+        (ls, bs), gs = loss(spec_s, pick)(v["params"])
+        (lr, br), gr = loss(spec_r, pick)(v["params"])
+        assert float(ls) == pytest.approx(float(lr), rel=1e-6)
+        for a, b in zip(jax.tree_util.tree_leaves((gs, bs)), jax.tree_util.tree_leaves((gr, br)),
+                        strict=True):  # fmt: skip
+            np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    # The forward switch of the six ENAS candidates returns every branch's residuals (12
+    # activations here); the rematerialized one its output and its input.
+    plain = _forward_cond_activations(jax.make_jaxpr(loss(spec_s, pick))(v["params"]).jaxpr, 16)
+    remat = _forward_cond_activations(jax.make_jaxpr(loss(spec_r, pick))(v["params"]).jaxpr, 16)
+    assert plain[0] >= 6 and max(remat) <= 2, (plain, remat)
 
 
 def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_materialized_specs(
