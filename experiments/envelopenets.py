@@ -120,7 +120,9 @@ def main(argv=None) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--init", default="16/4-1-1/6", help="the EnvelopeNet C/n1-n2-.../M")
-    p.add_argument("--max-layers", default=None, help="per stage, comma-separated (default none)")
+    p.add_argument("--max-layers", default=None,
+                   help="per stage, comma-separated (default: the released code's 15,5,3,3 for "
+                   "10-1-1-1, else none)")  # fmt: skip
     p.add_argument("--iterations", type=int, default=5)
     p.add_argument("--epochs-per-iteration", type=int, default=2)
     p.add_argument("--train-epochs", type=int, default=10, help="training of every network")
@@ -151,7 +153,8 @@ def main(argv=None) -> dict:
         args.iterations, args.epochs_per_iteration, args.train_epochs = 1, 1, 1
         args.seeds, args.constructions, args.random = [0], 2, 2
         args.fig2_epochs, args.fig2_every = 1, 2
-    max_layers = None if args.max_layers is None else tuple(int(v) for v in args.max_layers.split(","))
+    max_layers = (ev.default_max_layers(ev.parse_notation(args.init)[1]) if args.max_layers is None
+                  else tuple(int(v) for v in args.max_layers.split(",")))  # fmt: skip
     config = ev.ConstructionConfig.from_notation(
         args.init, envelope=ev.EnvelopeConfig(cell=cell, stem_stride=args.stem_stride),
         restructure=ev.RestructureConfig(max_layers=max_layers), iterations=args.iterations,

@@ -551,8 +551,8 @@ def _envelope_config(args: argparse.Namespace):
         envelope = ev.EnvelopeConfig(cell=cell, order=args.order, width=args.width,
                                      dense_skips=args.dense_skips, stem_stride=args.stem_stride)  # fmt: skip
         max_layers = _int_list(args.max_layers, "--max-layers")
-        if args.max_layers is None and ev.parse_notation(init)[1] == (10, 1, 1, 1):
-            max_layers = ev.RELEASED_MAX_LAYERS  # the released code's defaults for 10-1-1-1
+        if args.max_layers is None:
+            max_layers = ev.default_max_layers(ev.parse_notation(init)[1])
         restructure = ev.RestructureConfig(max_prune=args.max_prune, worst_case=args.worst_case,
                                            max_layers=max_layers)  # fmt: skip
         config = ev.ConstructionConfig.from_notation(
@@ -584,7 +584,8 @@ def _envelopenet(args: argparse.Namespace) -> int:
           f"{' | '.join('-'.join(map(str, s)) for s in ev.block_counts(result['layers']))})")  # fmt: skip
     if result["final"] is not None:
         print(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")
-    print(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {dataset}")
+    print(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {dataset} "
+          "--optimizer sgd --lr 0.1 --momentum 0 --batch-size 50 --augment")  # fmt: skip
     return 0
 
 

@@ -349,6 +349,8 @@ def test_the_cli_defaults_to_the_released_maxima_for_the_papers_init_only(capsys
         return _envelope_config(build_parser().parse_args(["envelopenet", "--out", "x", *argv]))[0]
 
     assert config().restructure.max_layers == ev.RELEASED_MAX_LAYERS
+    assert ev.default_max_layers((10, 1, 1, 1)) == ev.RELEASED_MAX_LAYERS  # what the CLI applies
+    assert ev.default_max_layers((4, 1, 1)) is None and ev.default_max_layers((10, 1, 1)) is None
     assert config().notation == "128/10-1-1-1/6" and config().measured_at == "conv"
     assert config("--init", "16/4-1-1/6").restructure.max_layers is None
     assert config("--max-layers", "none").restructure.max_layers is None

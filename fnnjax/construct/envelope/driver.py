@@ -85,16 +85,25 @@ class ConstructionConfig:
         stages: the initial layers per stage (the paper's A: ``(10, 1, 1, 1)``).
         envelope: the cell, widths, block order and classifier (:class:`EnvelopeConfig`; its
             ``channels`` is ``C``).
-        restructure: pruning and depth limits (:class:`RestructureConfig`).
+        restructure: pruning and depth limits (:class:`RestructureConfig`; no stage maxima by
+            default: for the paper's ``10-1-1-1`` give :func:`default_max_layers`, the released
+            code's, which the CLI and the experiment apply, or five iterations end at
+            ``15-6-6-6`` instead of Table 1's ``15-6-4-4``).
         iterations: restructuring iterations ``N`` (5).
         epochs_per_iteration: training epochs that collect the statistics in each iteration
             (10; the network is trained from scratch every iteration: no weight inheritance).
-        batch_size, learning_rate, momentum: SGD (50, 0.1, none; the paper's exponential decay
-            by 0.1 per 350 epochs is a constant rate over an iteration; the final training uses
-            the same constant rate, where the paper's decay would end 100 epochs at about 0.052).
-        augment: random crops (and flips where labels allow) during training; the paper used
-            crops and brightness/contrast changes.
-        statistic: ``"l2"`` (default) or ``"variance"`` (:func:`block_statistics`).
+        batch_size, learning_rate, momentum: SGD (50, 0.1, none; the paper's "exponentially
+            decaying ... 0.1 per 350 epochs" is, in the released code, a staircase decay, so the
+            rate is exactly 0.1 for the first 350 epochs: every iteration and the final training
+            run at a constant 0.1).
+        augment: random crops from a padded image (and flips where labels allow) during
+            training; the paper used crops and brightness/contrast changes, the released code
+            unpadded 28x28 crops of CIFAR's 32x32, flips, brightness, contrast and per-image
+            standardization, with a central crop for evaluation.
+        statistic: ``"l2"`` (default) or ``"variance"`` (:func:`block_statistics`). Our
+            variance is each step's variance over the batch and the featuremap's positions,
+            averaged over steps and channels; the released code keeps a running variance per
+            (position, channel) over all examples and averages those.
         measure: where a block's featuremap is measured: ``"conv"``, its filters' own output
             before BN and activation (section 4.2's ``sum ||W_n X||^2``, the "featuremap of each
             filter"), or ``"output"``, the block's output as concatenated (the released code's,

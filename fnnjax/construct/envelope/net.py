@@ -62,7 +62,8 @@ class EnvelopeConfig:
             the stage's input and every earlier layer's output. Within a stage every featuremap
             has the stage's size, so no pooling is needed; skips do not cross wideners.
         dropout: the classifier's dropout rate (global average pool -> dropout -> dense ->
-            softmax; the paper gives no rate, 0.5 is ours).
+            softmax; the paper gives no rate, 0.5 is ours; the released code uses 0.2 there and
+            also drops 20% of every block's output inside the cell, which we do not).
         stem_stride: the stem conv's stride (1, the paper's CIFAR stem). 2 halves every
             featuremap, a quarter of the cost: our CPU-size runs use it (the paper's ImageNet
             stem downsamples too, with three parallel convs).
@@ -71,7 +72,8 @@ class EnvelopeConfig:
     parallel, concatenated: half the size, twice the channels (on an odd size, a 3x3/s2 pool
     padded by 1, to match the conv's ``ceil(size / 2)``). The incoming width is the stage's last
     layer's actual width (``int(W / n) * n``, e.g. 126 for 128 channels over six blocks), so the
-    next stage's input has twice that, about ``2W``. The stem is a 3x3 conv to ``C``.
+    next stage's input has twice that, about ``2W``. The stem is a 3x3 conv to ``C`` (the paper
+    gives no kernel; the released code's is a 1x1 conv followed by local response normalization).
     """
 
     channels: int = 128

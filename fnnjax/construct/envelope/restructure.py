@@ -33,6 +33,7 @@ from fnnjax.construct.envelope.net import (
 
 __all__ = [
     "RELEASED_MAX_LAYERS",
+    "default_max_layers",
     "RestructureConfig",
     "Restructuring",
     "inheritance_map",
@@ -45,6 +46,13 @@ __all__ = [
 
 RELEASED_MAX_LAYERS = (15, 5, 3, 3)
 """The released code's per-stage maxima for the paper's ``10-1-1-1`` init (-> ``15-6-4-4``)."""
+
+
+def default_max_layers(stages: tuple[int, ...]) -> tuple[int, ...] | None:
+    """The stage maxima ``fnnjax envelopenet`` and the experiment use unless told: the released
+    code's :data:`RELEASED_MAX_LAYERS` for the paper's ``10-1-1-1`` (five iterations then give
+    Table 1's ``15-6-4-4``; without them ``15-6-6-6``), none for any other init."""
+    return RELEASED_MAX_LAYERS if tuple(stages) == (10, 1, 1, 1) else None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -175,7 +183,9 @@ def restructure(
 def random_equivalent_layers(key: jax.Array, layers: Layers, envelope: EnvelopeConfig) -> Layers:
     """A random network equivalent to ``layers`` (section 5): every stage keeps its layer count
     and its number of blocks; each layer gets one uniformly random block, the remaining blocks
-    go to uniformly random free (layer, block) slots of the stage. Keyed and reproducible."""
+    go to uniformly random free (layer, block) slots of the stage, so a layer never holds the
+    same block twice (the released code draws a random layer and a random block with
+    replacement, which can repeat a block in a layer). Keyed and reproducible."""
     layers = _check_layers(layers, envelope)
     m = envelope.m
     out = []
