@@ -1,12 +1,13 @@
 """Construction algorithms as pure spec transforms (one paper per module).
 
 :mod:`fnnjax.construct.templates` (filter redistribution templates),
-:mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller) and
+:mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller),
 :mod:`fnnjax.construct.envelope` (EnvelopeNets' cells, statistic, restructuring and
-construction) are imported as modules: ``from fnnjax.construct import enas, envelope``.
+construction) and :mod:`fnnjax.construct.nhn` (NHN's SmoothInit and DNP kernel pruning) are
+imported as modules: ``from fnnjax.construct import enas, envelope, nhn``.
 """
 
-from fnnjax.construct import enas, envelope
+from fnnjax.construct import enas, envelope, nhn
 from fnnjax.construct.layers import (
     apportion,
     count_filters,
@@ -28,6 +29,7 @@ __all__ = [
     "TEMPLATE_NAMES",
     "enas",
     "envelope",
+    "nhn",
     "apply_template",
     "apportion",
     "count_filters",

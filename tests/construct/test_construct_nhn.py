@@ -1,0 +1,132 @@
+"""NHN's SmoothInit and DNP kernel pruning (section 2.2): the smoothing equals a float64 reference
+convolution; DNP prunes exactly the kernels under its threshold, through the per-kernel masks."""
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+from scipy.signal import convolve2d
+
+from fnnjax.arch import Conv, Head, Spec, Stage, build_model
+from fnnjax.arch.build import init_variables
+from fnnjax.construct import nhn
+
+
+def _reference_smooth(kernel, sigma):
+    """float64, slice by slice: zero-padded 'same' 2-D convolution with the Gaussian."""
+    r = np.arange(3) - 1
+    g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2 * sigma**2))
+    g /= g.sum()
+    k = np.asarray(kernel, np.float64)
+    out = np.empty_like(k)
+    for i in range(k.shape[2]):
+        for o in range(k.shape[3]):
+            out[:, :, i, o] = convolve2d(k[:, :, i, o], g, mode="same", boundary="fill")
+    return out
+
+
+@pytest.mark.parametrize("size,sigma", [(3, 1.0), (5, 0.7)])
+def test_smoothing_equals_a_float64_reference_convolution(size, sigma):
+    kernel = np.random.default_rng(size).normal(size=(size, size, 3, 4))
+    want = _reference_smooth(kernel, sigma)
+    with jax.enable_x64(True):
+        got = nhn.smooth_kernel(jnp.asarray(kernel, jnp.float64), sigma)
+        assert got.dtype == jnp.float64
+        np.testing.assert_allclose(np.asarray(got), want, rtol=1e-12, atol=1e-14)
+    got32 = nhn.smooth_kernel(jnp.asarray(kernel, jnp.float32), sigma)
+    np.testing.assert_allclose(np.asarray(got32), want, rtol=1e-5, atol=1e-6)
+    assert nhn.gaussian_filter(sigma).sum() == pytest.approx(1.0)
+    with pytest.raises(ValueError, match="sigma: expected a positive number"):
+        nhn.gaussian_filter(0.0)
+
+
+def _net():
+    return Spec(input_shape=(8, 8, 2), num_classes=3, stem=(Conv(filters=4),),
+                stages=(Stage(blocks=(Conv(filters=6, kernel=5), Conv(filters=6, kernel=1),
+                                      Conv(filters=6, kernel=3, groups=6))),),
+                head=Head())  # fmt: skip
+
+
+def test_smooth_init_smooths_the_3x3_and_5x5_kernels_only():
+    spec = _net()
+    params = init_variables(build_model(spec), jax.random.key(0), spec.input_shape)["params"]
+    smoothed = nhn.smooth_init(params, sigma=1.0)
+    paths = {"/".join(p) for p in nhn.smoothable_kernels(params)}
+    assert paths == {"stem0/conv/kernel", "s0b0/conv/kernel", "s0b2/conv/kernel"}
+    for name in ("stem0", "s0b0", "s0b2"):
+        before, after = params[name]["conv"]["kernel"], smoothed[name]["conv"]["kernel"]
+        np.testing.assert_allclose(after, _reference_smooth(before, 1.0), rtol=1e-5, atol=1e-6)
+        assert nhn.kernel_std(after).mean() < nhn.kernel_std(before).mean()  # flatter
+    np.testing.assert_array_equal(smoothed["s0b1"]["conv"]["kernel"], params["s0b1"]["conv"]["kernel"])
+    assert set(nhn.prunable_kernels(params)) == {"stem0", "s0b0"}  # s0b2: one input per filter
+    rescaled = nhn.smooth_init(params, rescale=True)
+    assert float(jnp.std(rescaled["s0b0"]["conv"]["kernel"])) == pytest.approx(
+        float(jnp.std(params["s0b0"]["conv"]["kernel"])), rel=1e-5)
+
+
+def _made_up(spec):
+    """Variables whose s0b0 kernel slices have known standard deviations: slice (i, o) is a
+    checkerboard of amplitude (i * 6 + o) / 10, so its std is exactly that amplitude."""
+    model = build_model(spec, use_masks=True)
+    v = init_variables(model, jax.random.key(1), spec.input_shape)
+    board = np.where(np.add.outer(np.arange(5), np.arange(5)) % 2 == 0, 1.0, -1.0)
+    amp = (np.arange(4)[:, None] * 6 + np.arange(6)[None, :]) / 10.0  # [cin, cout]
+    kernel = board[:, :, None, None] * amp[None, None]
+    kernel = kernel - kernel.mean(axis=(0, 1))  # centre: std = amp * sqrt(1 - (1/25)^2)
+    params = jax.tree_util.tree_map(lambda a: a, v["params"])
+    params["s0b0"]["conv"]["kernel"] = jnp.asarray(kernel, jnp.float32)
+    return model, {**v, "params": params}, amp * np.sqrt(1 - (1 / 25) ** 2)
+
+
+def test_dnp_prunes_exactly_the_kernels_under_the_threshold_and_masks_equal_zeroed_kernels():
+    spec = _net()
+    model, v, std = _made_up(spec)
+    np.testing.assert_allclose(nhn.kernel_std(v["params"]["s0b0"]["conv"]["kernel"]), std, rtol=1e-6)
+    result = nhn.dnp(v["params"], v["masks"], threshold={"stem0": 0.0, "s0b0": 0.95})
+    mask = np.asarray(result.masks["s0b0"]["kernel_mask"])
+    np.testing.assert_array_equal(mask, (std >= 0.95).astype(np.float32))
+    assert result.layers["s0b0"]["pruned"] == int((std < 0.95).sum()) == 10
+    assert result.layers["stem0"]["pruned"] == 0
+    assert result.total["params_pruned"] == 10 * 25
+    assert 0 < result.total["params_ratio_all"] < result.total["pruned"] / result.total["kernels"]
+    # The masked model computes what the model with those kernels zeroed computes.
+    x = jax.random.normal(jax.random.key(2), (4, *spec.input_shape))
+    masked = model.apply({**v, "masks": result.masks}, x)
+    zeroed = jax.tree_util.tree_map(lambda a: a, v["params"])
+    zeroed["s0b0"]["conv"]["kernel"] = v["params"]["s0b0"]["conv"]["kernel"] * mask
+    np.testing.assert_allclose(masked, model.apply({**v, "params": zeroed}, x), rtol=1e-5, atol=1e-6)
+    # Pruning again keeps what was pruned, whatever the new threshold.
+    again = nhn.dnp(v["params"], result.masks, threshold={"stem0": 0.0, "s0b0": 0.0})
+    np.testing.assert_array_equal(np.asarray(again.masks["s0b0"]["kernel_mask"]), mask)
+
+
+def test_dnp_quantiles_prune_a_ratio_globally_or_per_layer():
+    spec = _net()
+    _, v, std = _made_up(spec)
+    n_stem = 2 * 4  # stem: 2 input channels x 4 filters; s0b0: 4 x 6
+    per_layer = nhn.dnp(v["params"], v["masks"], ratio=0.5, per_layer=True)
+    assert per_layer.layers["stem0"]["pruned"] == n_stem // 2
+    assert per_layer.layers["s0b0"]["pruned"] == 12
+    pruned = np.asarray(per_layer.masks["s0b0"]["kernel_mask"]) == 0
+    assert std[pruned].max() < std[~pruned].min()  # the flattest half
+    glob = nhn.dnp(v["params"], v["masks"], ratio=0.5)
+    assert glob.total["pruned"] == (n_stem + 24) // 2
+    # the stem's random kernels (std ~0.2-0.5) sit among s0b0's 0.0-2.3: one threshold for both
+    assert len(set(glob.thresholds.values())) == 1
+    assert nhn.dnp(v["params"], v["masks"], ratio=1.0).total["ratio"] == 1.0
+    assert nhn.dnp(v["params"], v["masks"], ratio=0.0).total["pruned"] == 0
+
+
+def test_dnp_mistakes_are_one_clear_error():
+    spec = _net()
+    _, v, _ = _made_up(spec)
+    with pytest.raises(ValueError, match="give exactly one of ratio"):
+        nhn.dnp(v["params"], v["masks"])
+    with pytest.raises(ValueError, match="give exactly one of ratio"):
+        nhn.dnp(v["params"], v["masks"], ratio=0.5, threshold=0.1)
+    with pytest.raises(ValueError, match=r"ratio: expected a fraction in \[0, 1\], got 85"):
+        nhn.dnp(v["params"], v["masks"], ratio=85)
+    with pytest.raises(ValueError, match="masks: no kernel_mask for"):
+        nhn.dnp(v["params"], {}, ratio=0.5)
+    with pytest.raises(ValueError, match="threshold: expected one value per prunable layer"):
+        nhn.dnp(v["params"], v["masks"], threshold={"s0b0": 0.1})
