@@ -129,7 +129,14 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--momentum", type=float, default=0.9, help="SGD momentum; default 0.9")
     how.add_argument("--nesterov", action="store_true", help="Nesterov momentum (SGD)")
     how.add_argument("--weight-decay", type=float, default=0.0, help="L2 (adamw: decoupled); default 0")
-    how.add_argument("--schedule", default="constant", help="constant (default), cosine or step")
+    how.add_argument("--schedule", default="constant",
+                     help="constant (default), cosine, cosine_restarts (SGDR, ENAS's) or step")
+    how.add_argument("--restart-epochs", type=int, default=10,
+                     help="cosine_restarts: the first period in epochs; default 10")
+    how.add_argument("--restart-mult", type=float, default=2.0,
+                     help="cosine_restarts: each period this many times the last; default 2")
+    how.add_argument("--min-lr", type=float, default=0.0,
+                     help="cosine_restarts: the lowest rate; default 0 (ENAS: 0.0005)")
     how.add_argument("--step-epochs", type=int, nargs="*", default=[], metavar="E",
                      help="epochs where the step schedule multiplies the rate by --step-factor")
     how.add_argument("--step-factor", type=float, default=0.1)
@@ -339,6 +346,8 @@ def _train(args: argparse.Namespace) -> int:
         learning_rate=args.lr, momentum=args.momentum, nesterov=args.nesterov,
         weight_decay=args.weight_decay, schedule=args.schedule, step_epochs=tuple(args.step_epochs),
         step_factor=args.step_factor, warmup_epochs=args.warmup_epochs, grad_clip=args.clip,
+        restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
+        min_learning_rate=args.min_lr,
         augment=args.augment, seed=args.seed, checkpoint_every_epochs=args.checkpoint_every,
         num_devices=args.devices, progress=not args.quiet, tensorboard=args.tensorboard,
     )  # fmt: skip

@@ -34,6 +34,7 @@ With several processes (multi-host), process 0 writes these files; checkpoints a
 from __future__ import annotations
 
 import dataclasses
+import functools
 import hashlib
 import json
 import math
@@ -105,7 +106,7 @@ __all__ = [
 ]
 
 OPTIMIZERS = ("adam", "adamw", "sgd")
-SCHEDULES = ("constant", "cosine", "step")
+SCHEDULES = ("constant", "cosine", "cosine_restarts", "step")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -121,8 +122,14 @@ class TrainConfig:
         nesterov: Nesterov momentum (``"sgd"`` only).
         weight_decay: for ``"sgd"`` and ``"adam"`` an L2 term ``wd * w`` added to the gradient
             (PyTorch/Keras semantics, used by the papers); for ``"adamw"`` decoupled decay.
-        schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the run) or ``"step"``
-            (multiply by ``step_factor`` at each epoch in ``step_epochs``).
+        schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the run), ``"cosine_restarts"``
+            (SGDR, ENAS's: cosine from ``learning_rate`` to ``min_learning_rate`` over
+            ``restart_epochs``, restarting with periods ``restart_mult`` times longer; the rate
+            changes once per epoch, as the released ENAS code's) or ``"step"`` (multiply by
+            ``step_factor`` at each epoch in ``step_epochs``).
+        restart_epochs, restart_mult, min_learning_rate: ``"cosine_restarts"``'s first period,
+            period factor and lowest rate (ENAS and NHN: 10, 2, 0.0005 or 0.001; 310 epochs are
+            periods of 10 + 20 + 40 + 80 + 160).
         warmup_epochs: linear warm-up from 0 before the schedule (may be fractional).
         step_epochs, step_factor: the ``"step"`` schedule's milestones and factor.
         grad_clip: clip gradients to this global norm (None: no clipping).
@@ -150,6 +157,9 @@ class TrainConfig:
     warmup_epochs: float = 0.0
     step_epochs: tuple[int, ...] = ()
     step_factor: float = 0.1
+    restart_epochs: int = 10
+    restart_mult: float = 2.0
+    min_learning_rate: float = 0.0
     grad_clip: float | None = None
     augment: bool = False
     seed: int = 0
@@ -181,6 +191,11 @@ class TrainConfig:
         need(self.log_every_steps >= 1, "log_every_steps", "an integer >= 1")
         need(self.schedule != "step" or len(self.step_epochs) > 0, "step_epochs",
              "at least one milestone epoch for schedule='step'")
+        need(isinstance(self.restart_epochs, int) and self.restart_epochs >= 1, "restart_epochs",
+             "an integer >= 1")
+        need(self.restart_mult >= 1, "restart_mult", "a number >= 1")
+        need(0 <= self.min_learning_rate <= self.learning_rate, "min_learning_rate",
+             f"a number in [0, learning_rate = {self.learning_rate}]")
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "step_epochs": list(self.step_epochs)}
@@ -197,6 +212,21 @@ class TrainConfig:
         return cls(**values)
 
 
+def cosine_restarts(step: jax.Array, *, steps_per_epoch: int, lr_max: float, lr_min: float,
+                    first: float, mult: float) -> jax.Array:  # fmt: skip
+    """SGDR's rate at ``step`` (Loshchilov and Hutter 2017), epoch-granular as the released ENAS
+    code: within a period of ``t`` epochs starting at epoch ``s``, ``lr_min + (lr_max - lr_min)
+    (1 + cos(pi (epoch - s) / t)) / 2``; periods ``first``, ``first * mult``, ..."""
+    epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.float32)
+    t_i, start = jnp.asarray(first, jnp.float32), jnp.asarray(0.0, jnp.float32)
+    for _ in range(64):  # enough restarts for any run (floats: the periods grow geometrically)
+        passed = epoch >= start + t_i
+        start = jnp.where(passed, start + t_i, start)
+        t_i = jnp.where(passed, t_i * mult, t_i)
+    rate = (epoch - start) / t_i
+    return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + jnp.cos(jnp.pi * rate))
+
+
 def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     """The learning-rate schedule (step -> rate) that ``config`` describes."""
     total = config.epochs * steps_per_epoch
@@ -206,6 +236,10 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
         main: optax.Schedule = optax.constant_schedule(lr)
     elif config.schedule == "cosine":
         main = optax.cosine_decay_schedule(lr, decay_steps=max(total - warmup, 1))
+    elif config.schedule == "cosine_restarts":
+        main = functools.partial(cosine_restarts, steps_per_epoch=steps_per_epoch, lr_max=lr,
+                                 lr_min=config.min_learning_rate, first=config.restart_epochs,
+                                 mult=config.restart_mult)  # fmt: skip
     else:
         main = optax.piecewise_constant_schedule(
             lr, {int(e * steps_per_epoch) - warmup: config.step_factor for e in config.step_epochs}

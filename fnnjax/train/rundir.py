@@ -75,9 +75,17 @@ def _check_shared_folder(out_dir: Path) -> None:
         )
 
 
+_ADDED_CONFIG_DEFAULTS = {"restart_epochs": 10, "restart_mult": 2.0, "min_learning_rate": 0.0}
+"""TrainConfig fields added after runs were saved, with their defaults: a field at its default is
+left out of a run's identity, so runs saved before it existed still resume. Register every new
+field here."""
+
+
 def _identity(run: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint and the run resuming it must agree on (resumable fields left out)."""
-    cfg = run["config"]
+    """What a checkpoint and the run resuming it must agree on (resumable fields left out, and
+    fields added later while at their defaults)."""
+    cfg = {k: v for k, v in run["config"].items()
+           if not (k in _ADDED_CONFIG_DEFAULTS and v == _ADDED_CONFIG_DEFAULTS[k])}  # fmt: skip
     # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
     resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
     dataset = run.get("dataset")

@@ -324,6 +324,34 @@ def test_schedules():
                                [0, 5e-4, 1e-3, 1e-3, 1e-4, 1e-5], rtol=1e-5)
     cosine = loop.make_schedule(_config(epochs=2, schedule="cosine"), steps_per_epoch=10)
     np.testing.assert_allclose([cosine(0), cosine(10), cosine(20)], [1e-3, 5e-4, 0], atol=1e-9)
+    # SGDR as ENAS: periods 2, 4, 8 epochs from 1e-3 to 1e-4, one rate per epoch
+    sgdr = loop.make_schedule(_config(epochs=14, schedule="cosine_restarts", restart_epochs=2,
+                                      min_learning_rate=1e-4), steps_per_epoch=10)  # fmt: skip
+    def want(epoch, start, period):
+        return 1e-4 + 0.5 * 9e-4 * (1 + np.cos(np.pi * (epoch - start) / period))
+    steps = [0, 9, 10, 19, 20, 35, 59, 60, 139]
+    expected = [want(0, 0, 2), want(0, 0, 2), want(1, 0, 2), want(1, 0, 2), want(2, 2, 4),
+                want(3, 2, 4), want(5, 2, 4), want(6, 6, 8), want(13, 6, 8)]  # fmt: skip
+    np.testing.assert_allclose([float(sgdr(s)) for s in steps], expected, rtol=1e-5)
+    with pytest.raises(ConfigError, match=r"min_learning_rate: expected a number in \[0, learning_rate"):
+        _config(schedule="cosine_restarts", min_learning_rate=0.1)
+    with pytest.raises(ConfigError, match="restart_epochs: expected an integer >= 1, got 0"):
+        _config(schedule="cosine_restarts", restart_epochs=0)
+
+
+def test_runs_saved_before_a_config_field_existed_still_resume(synthetic, tmp_path):
+    fit(SMALL, synthetic, _config(epochs=1, schedule="constant"), out_dir=tmp_path)
+    saved = json.loads((tmp_path / "config.json").read_text())
+    for field in ("restart_epochs", "restart_mult", "min_learning_rate"):  # as an older version wrote
+        del saved["config"][field]
+    (tmp_path / "config.json").write_text(json.dumps(saved))
+    resumed = fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path)
+    assert resumed.summary["steps"] == 16
+    assert loop.run_digest({"name": "dense"}, synthetic, _config()) == loop.run_digest(
+        {"name": "dense"}, synthetic, _config(restart_mult=2.0))  # at the default: the same run
+    with pytest.raises(CheckpointError, match="restart_mult: saved 2.0, now 3.0"):
+        fit(SMALL, synthetic, _config(epochs=2, schedule="constant", restart_mult=3.0),
+            out_dir=tmp_path)  # fmt: skip
 
 
 def test_sgd_weight_decay_is_l2_on_the_gradient():

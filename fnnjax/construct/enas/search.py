@@ -29,6 +29,7 @@ from fnnjax.construct.enas.space import (
     retrain_spec,
     search_spec,
 )
+from fnnjax.train.loop import cosine_restarts as train_cosine_restarts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -85,16 +86,12 @@ class SearchConfig:
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
-    """ENAS's learning rate at ``step``: cosine within a period, epoch-granular (released)."""
-    epoch = (step // steps_per_epoch).astype(jnp.float32)
-    t_i, start = jnp.asarray(config.lr_t0, jnp.float32), jnp.asarray(0.0, jnp.float32)
-    for _ in range(64):  # enough restarts for any run (floats: the periods grow geometrically)
-        passed = epoch >= start + t_i
-        start = jnp.where(passed, start + t_i, start)
-        t_i = jnp.where(passed, t_i * config.lr_tmul, t_i)
-    rate = (epoch - start) / t_i
-    lo, hi = config.child_lr_min, config.child_lr_max
-    return lo + 0.5 * (hi - lo) * (1.0 + jnp.cos(jnp.pi * rate))
+    """ENAS's learning rate at ``step``: cosine within a period, epoch-granular (released); the
+    schedule of ``fnnjax train --schedule cosine_restarts``
+    (:func:`fnnjax.train.loop.cosine_restarts`)."""
+    return train_cosine_restarts(step, steps_per_epoch=steps_per_epoch, lr_max=config.child_lr_max,
+                                 lr_min=config.child_lr_min, first=config.lr_t0,
+                                 mult=config.lr_tmul)  # fmt: skip
 
 
 def _clip_each_tensor(bound: float) -> optax.GradientTransformation:
