@@ -371,6 +371,8 @@ def _choice_mode(choice: Choice) -> str:
     elsewhere."""
     if choice.mode != "auto":
         return choice.mode
+    if choice.update_stats == "all":  # every candidate's statistics: every candidate runs
+        return "all"
     return "all" if jax.default_backend() == "cpu" else "switch"
 
 
@@ -400,7 +402,9 @@ class ChoiceUnit(nn.Module):
         if self.is_initializing():  # create every candidate's variables
             y = [run(k, self, x) for k in range(len(candidates))][0]
         elif _choice_mode(self.choice) == "all":
-            outs = [run(k, self, x, active=selector == k) for k in range(len(candidates))]
+            every = self.choice.update_stats == "all"
+            outs = [run(k, self, x, active=None if every else selector == k)
+                    for k in range(len(candidates))]  # fmt: skip
             y = jnp.select([selector == k for k in range(len(outs))], outs)
         else:
             branches = [lambda module, z, k=k: run(k, module, z) for k in range(len(candidates))]

@@ -78,7 +78,8 @@ def _op_token(op: Block) -> str:
         return f"P{op.amount}"
     if isinstance(op, Choice):
         t = "<" + "|".join(">".join(_op_token(o) for o in seq) for seq in op.candidates) + ">"
-        return t + ("" if op.mode == "auto" else op.mode)
+        t += "" if op.mode == "auto" else op.mode
+        return t + ("" if op.update_stats == "selected" else "+bn")
     if isinstance(op, Cell):
         t = "[" + "|".join(">".join(_op_token(o) for o in br) for br in op.branches) + "]"
         return t + ("+" if op.merge == "add" else "")

@@ -21,7 +21,8 @@ __all__ = ["FORMAT", "from_dict", "from_json", "to_dict", "to_json"]
 FORMAT = "fnnjax.arch.spec/2"
 _READABLE = (FORMAT, "fnnjax.arch.spec/1")
 _KIND_TO_TYPE = {cls.kind: cls for cls in BLOCK_TYPES}
-_OMITTED_AT_DEFAULT = ("gated_skips", "gated_merge", "addons", "count_include_pad", "act_first")
+_OMITTED_AT_DEFAULT = ("gated_skips", "gated_merge", "addons", "count_include_pad", "act_first",
+                       "update_stats")  # fmt: skip
 
 
 def _block_to_dict(b: Block) -> dict[str, Any]:

@@ -310,7 +310,11 @@ class Choice(Block):
     backward recomputes the taken candidate. Same function and gradients; which is faster
     depends on the backend (not yet measured on a GPU). With
     ``collect_stats`` the block sows the statistics of its output (the selected candidate's),
-    not those of every candidate unit.
+    not those of every candidate unit. ``update_stats``: ``"selected"`` (default) updates only
+    the selected candidate's BatchNorm running statistics in training; ``"all"`` updates every
+    candidate's with the batch (ENAS's released child computes all six ops every step, so all
+    their statistics follow the data); it needs every candidate computed, so ``"auto"`` then
+    resolves to ``"all"`` and the ``switch`` modes are refused.
     :func:`fnnjax.arch.materialize` turns a selection into a plain spec. Inside the model a
     selector out of range is clipped to the nearest candidate (jit cannot raise);
     :func:`fnnjax.arch.selection_of` and :func:`~fnnjax.arch.materialize` check ranges.
@@ -318,6 +322,7 @@ class Choice(Block):
 
     candidates: tuple[tuple[Block, ...], ...]
     mode: str = "auto"
+    update_stats: str = "selected"
     kind: ClassVar[str] = "choice"
 
 
@@ -548,6 +553,10 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
     elif isinstance(b, Choice):
         _validate_sequences(f"{path}.candidates", b.candidates, "candidate", empty_ok=False)
         _choice(f"{path}.mode", b.mode, CHOICE_MODES)
+        _choice(f"{path}.update_stats", b.update_stats, ("selected", "all"))
+        if b.update_stats == "all" and b.mode.startswith("switch"):
+            _fail(f"{path}.mode", "'all' or 'auto' with update_stats='all' (every candidate's "
+                  "statistics need every candidate computed)", b.mode)  # fmt: skip
     elif isinstance(b, Residual):
         _tuple(f"{path}.body", b.body)
         if not any(isinstance(op, Conv | SepConv) for op in b.body):

@@ -1,6 +1,8 @@
 """Choice blocks and selections: a population over the "arch" collection shares one set of
 weights, evaluates with one compile, and materializes to plain specs that compute the same."""
 
+import dataclasses
+
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,6 +99,31 @@ def test_only_the_selected_candidate_trains_and_updates_its_batch_statistics(dat
         changed_s = not np.array_equal(before.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"],
                                        after.batch_stats["s0b0"][f"c{k}_0"]["bn"]["mean"])  # fmt: skip
         assert changed_p == changed_s == (k == 2), k
+
+
+def test_update_stats_all_moves_every_candidates_statistics_but_trains_the_selected_only(data):
+    spec = supernet("all")
+    every = dataclasses.replace(spec, stages=(Stage(blocks=tuple(
+        dataclasses.replace(b, update_stats="all", mode="auto") for b in spec.stages[0].blocks)),))
+    assert from_json(to_json(every)) == every and "+bn" in notation(every)
+    assert '"update_stats"' not in to_json(spec)  # at its default: files read as before
+    engine = Engine(build_model(every), optax.adam(1e-2))
+    state = engine.init(jax.random.key(0), data.input_shape)
+    before = jax.device_get(state)
+    state = state.replace(collections={**state.collections,
+                                       "arch": selection_of(every, {"s0b0": 2, "s0b1": 1})})  # fmt: skip
+    x, y = jnp.asarray(data.train.x), jnp.asarray(data.train.y)
+    after = jax.device_get(engine.train_steps(state, x, y, np.arange(64).reshape(2, 32))[0])
+    for k in range(6):
+        unit = f"c{k}_0"
+        assert not np.array_equal(before.batch_stats["s0b0"][unit]["bn"]["mean"],
+                                  after.batch_stats["s0b0"][unit]["bn"]["mean"]), k  # fmt: skip
+        trained = not np.array_equal(before.params["s0b0"][unit]["conv"]["kernel"],
+                                     after.params["s0b0"][unit]["conv"]["kernel"])  # fmt: skip
+        assert trained == (k == 2), k
+    with pytest.raises(ValueError, match=r"mode: expected 'all' or 'auto' with update_stats='all'"):
+        dataclasses.replace(every, stages=(Stage(blocks=(Choice(candidates=ENAS_OPS, mode="switch",
+                                                                update_stats="all"),)),))  # fmt: skip
 
 
 def test_statistics_of_a_choice_block_are_those_of_its_selected_output(data):

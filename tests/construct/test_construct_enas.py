@@ -216,6 +216,11 @@ def test_a_folder_of_a_search_on_other_data_is_refused():
                            dataset={"name": "fashion_mnist"})  # fmt: skip
     del meta["dataset"]  # a checkpoint written before the dataset was recorded
     _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "x"})
+    del meta["config"]["update_stats"]  # written before the setting existed: at its default
+    _check_same_search(meta, config=config, seed=0, out=Path("x"))
+    with pytest.raises(ValueError, match="update_stats: None there, 'all' now"):
+        _check_same_search(meta, config=dataclasses.replace(config, update_stats="all"), seed=0,
+                           out=Path("x"))  # fmt: skip
 
 
 def test_enas_flag_mistakes_are_one_line_errors(tmp_path, capsys):

@@ -37,8 +37,10 @@ Two exports of an arc
     ``tf.case`` branches are ``lambda: y`` closures over one loop variable, so every branch
     returns the last op's output (max pooling) whatever the arc says; here the sampled op runs.
     Unlike the released child, whose six branches all run every step, only the selected
-    candidate's BatchNorm running statistics update here (:class:`fnnjax.arch.Choice`), so an op
-    the controller rarely samples is scored (inference-mode BN) with older statistics.
+    candidate's BatchNorm running statistics update here by default (:class:`fnnjax.arch.Choice`),
+    so an op the controller rarely samples is scored (inference-mode BN) with older statistics;
+    ``SearchConfig(update_stats="all")`` (``fnnjax enas --bn-update all``) updates all six, as
+    released, at the cost of computing all six every step.
 
 Average pooling divides by the valid pixels only (TensorFlow's ``SAME`` pooling, as released).
 Differences kept on purpose: the dense classifier has a bias (the released one has none);

@@ -52,7 +52,8 @@ class SearchConfig:
     probability 0.5, denser than the 0.4 the controller's skip penalty aims at; no controller).
     Derivation: ``derive_arcs`` arcs scored on the same ``derive_batches`` validation
     minibatches (the paper: one); the best is exported. ``skips``: the skip convention
-    (:func:`macro_space`).
+    (:func:`macro_space`). ``update_stats``: ``"selected"`` or ``"all"`` (every op's BatchNorm
+    statistics follow each batch, as in the released child; all six ops then run every step).
     """
 
     layers: int = 12
@@ -83,6 +84,7 @@ class SearchConfig:
     mode: str = "auto"
     augment: bool = True
     skips: str = "paper"
+    update_stats: str = "selected"
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -317,7 +319,8 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
     from fnnjax.train import Engine, augmentation_for  # noqa: PLC0415
 
     space = macro_space(config.layers, config.filters, input_shape=input_shape,
-                        num_classes=num_classes, mode=config.mode, skips=config.skips)  # fmt: skip
+                        num_classes=num_classes, mode=config.mode, skips=config.skips,
+                        update_stats=config.update_stats)  # fmt: skip
     model = build_model(space)
     aug = None if augment is None else augmentation_for(augment, input_shape)
     engine = Engine(model, child_optimizer(config, steps), augment=aug)
@@ -338,6 +341,9 @@ def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int,
     other data: name, sizes, shape; checkpoints older than this check hold no dataset)."""
     saved = dict(meta.get("config", {}), seed=meta.get("seed"))
     now = dict(dataclasses.asdict(config), seed=seed)
+    for f in dataclasses.fields(SearchConfig):  # settings added since, at their defaults
+        if f.name not in saved and now[f.name] == f.default:
+            saved[f.name] = f.default
     if dataset is not None and "dataset" in meta:
         saved["dataset"], now["dataset"] = meta["dataset"], dataset
     diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now

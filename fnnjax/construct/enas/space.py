@@ -85,6 +85,7 @@ def macro_space(
     num_classes: int = 10,
     mode: str = "auto",
     skips: str = "paper",
+    update_stats: str = "selected",
 ) -> Spec:
     """The shared-weight supernet of ENAS's macro search space (module docstring).
 
@@ -96,6 +97,9 @@ def macro_space(
             elsewhere).
         skips: which outputs the skip bits read: ``"paper"`` or ``"released"`` (module
             docstring).
+        update_stats: ``"selected"`` (only the sampled op's BatchNorm statistics update) or
+            ``"all"`` (every op's, as the released child, which computes all six every step;
+            :class:`~fnnjax.arch.Choice`).
 
     Raises:
         ValueError: fewer than 1 layer or 2 filters (a reduction splits the width in two halves).
@@ -105,7 +109,7 @@ def macro_space(
     for i, ks in enumerate(stage_of_layers(layers)):
         blocks = tuple(
             Choice(candidates=layer_ops(filters), mode=mode, gated_skips=_skips(k, skips),
-                   gated_merge="sum_bn" if k else None)
+                   gated_merge="sum_bn" if k else None, update_stats=update_stats)
             for k in ks
         )  # fmt: skip
         stages.append(Stage(blocks=blocks, reduce=filters if i else None, name=f"segment{i}"))
