@@ -33,7 +33,7 @@ def main(argv=None) -> dict:
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--size", type=int, default=32)
     parser.add_argument("--steps", type=int, default=4, help="train steps per call (a scan)")
-    parser.add_argument("--mode", default="switch", choices=("switch", "all"))
+    parser.add_argument("--mode", default="switch", choices=("switch", "switch_remat", "all"))
     parser.add_argument("--calls", type=int, default=160, help="calls with sampled selections")
     parser.add_argument("--quick", action="store_true", help="tiny sizes, for CI")
     args = parser.parse_args(argv)

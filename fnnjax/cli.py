@@ -136,7 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--restart-mult", type=float, default=2.0,
                      help="cosine_restarts: each period this many times the last; default 2")
     how.add_argument("--min-lr", type=float, default=0.0,
-                     help="cosine_restarts: the lowest rate; default 0 (ENAS: 0.0005)")
+                     help="cosine_restarts: the lowest rate; default 0 (ENAS's search: 0.0005, "
+                     "NHN: 0.001)")
     how.add_argument("--step-epochs", type=int, nargs="*", default=[], metavar="E",
                      help="epochs where the step schedule multiplies the rate by --step-factor")
     how.add_argument("--step-factor", type=float, default=0.1)
@@ -598,7 +599,8 @@ def _envelopenet(args: argparse.Namespace) -> int:
     if result["final"] is not None:
         print(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")
     print(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {dataset} "
-          "--optimizer sgd --lr 0.1 --momentum 0 --batch-size 50 --augment")  # fmt: skip
+          f"--optimizer sgd --lr {config.learning_rate} --momentum 0 "
+          f"--batch-size {config.batch_size} --augment --epochs 100")  # fmt: skip
     return 0
 
 

@@ -13,7 +13,6 @@ options, the devices and the jax/XLA versions, so a hit is the executable a comp
 import os
 
 os.environ.setdefault("JAX_PLATFORMS", "cpu")
-os.environ.setdefault("XLA_FLAGS", "")
 os.environ["MPLBACKEND"] = "Agg"
 
 import jax  # noqa: E402

@@ -218,11 +218,17 @@ def cosine_restarts(step: jax.Array, *, steps_per_epoch: int, lr_max: float, lr_
     code: within a period of ``t`` epochs starting at epoch ``s``, ``lr_min + (lr_max - lr_min)
     (1 + cos(pi (epoch - s) / t)) / 2``; periods ``first``, ``first * mult``, ..."""
     epoch = (jnp.asarray(step) // steps_per_epoch).astype(jnp.float32)
-    t_i, start = jnp.asarray(first, jnp.float32), jnp.asarray(0.0, jnp.float32)
-    for _ in range(64):  # enough restarts for any run (floats: the periods grow geometrically)
-        passed = epoch >= start + t_i
-        start = jnp.where(passed, start + t_i, start)
-        t_i = jnp.where(passed, t_i * mult, t_i)
+    if mult == 1:
+        k = jnp.floor(epoch / first)
+        start, t_i = k * first, jnp.asarray(first, jnp.float32)
+    else:  # period k starts at first (mult^k - 1) / (mult - 1); the log's rounding corrected
+        def start_of(k):
+            return first * (jnp.power(mult, k) - 1.0) / (mult - 1.0)
+
+        k = jnp.floor(jnp.log1p(epoch * (mult - 1.0) / first) / jnp.log(float(mult)))
+        k = jnp.where(start_of(k + 1) <= epoch, k + 1, k)
+        k = jnp.where(start_of(k) > epoch, k - 1, k)
+        start, t_i = start_of(k), first * jnp.power(mult, k)
     rate = (epoch - start) / t_i
     return lr_min + 0.5 * (lr_max - lr_min) * (1.0 + jnp.cos(jnp.pi * rate))
 

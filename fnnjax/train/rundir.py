@@ -75,19 +75,35 @@ def _check_shared_folder(out_dir: Path) -> None:
         )
 
 
-_ADDED_CONFIG_DEFAULTS = {"restart_epochs": 10, "restart_mult": 2.0, "min_learning_rate": 0.0}
-"""TrainConfig fields added after runs were saved, with their defaults: a field at its default is
-left out of a run's identity, so runs saved before it existed still resume. Register every new
-field here."""
+ADDED_CONFIG_FIELDS = ("restart_epochs", "restart_mult", "min_learning_rate")
+"""TrainConfig fields added after runs were saved: a field at its default is left out of a run's
+identity, so runs saved before it existed still resume. Register every new field here."""
+
+
+def added_config_defaults() -> dict[str, Any]:
+    """The defaults of :data:`ADDED_CONFIG_FIELDS`, read from TrainConfig itself."""
+    import dataclasses  # noqa: PLC0415
+
+    from fnnjax.train.loop import TrainConfig  # noqa: PLC0415 (loop imports this module)
+
+    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
+            if f.name in ADDED_CONFIG_FIELDS}  # fmt: skip
+
+
+_EPOCH_FREE_SCHEDULES = ("constant", "cosine_restarts")
+"""Schedules whose rates do not depend on the number of epochs, so more epochs extend a run
+exactly (``"step"`` does not either, but its runs' identities, and so ``fnnjax train``'s default
+folder names, already include the epochs: kept so that its runs keep resuming)."""
 
 
 def _identity(run: dict[str, Any]) -> dict[str, Any]:
     """What a checkpoint and the run resuming it must agree on (resumable fields left out, and
     fields added later while at their defaults)."""
-    cfg = {k: v for k, v in run["config"].items()
-           if not (k in _ADDED_CONFIG_DEFAULTS and v == _ADDED_CONFIG_DEFAULTS[k])}  # fmt: skip
+    defaults = added_config_defaults()
+    cfg = {k: v for k, v in run["config"].items() if not (k in defaults and v == defaults[k])}
     # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
-    resumable = _RESUMABLE_FIELDS - ({"epochs"} if cfg.get("schedule") != "constant" else set())
+    epoch_free = cfg.get("schedule") in _EPOCH_FREE_SCHEDULES
+    resumable = _RESUMABLE_FIELDS - (set() if epoch_free else {"epochs"})
     dataset = run.get("dataset")
     if isinstance(dataset, dict):  # where the files were read from does not change the run
         dataset = {k: v for k, v in dataset.items() if k != "source"}
@@ -139,10 +155,11 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path)
         differing = _differences(old.get(section), new.get(section), section)
         if section == "config":  # name the values themselves (the identity may leave epochs out)
             keys = [p.split(":")[0].removeprefix("config.") for p in differing]
-            saved_cfg, now_cfg = saved.get("config", {}), run["config"]
+            saved_cfg = {**added_config_defaults(), **saved.get("config", {})}  # older runs
+            now_cfg = run["config"]
             differing = [f"{k}: saved {saved_cfg.get(k)!r}, now {now_cfg.get(k)!r}" for k in keys]
             differing = [p + (f" (the {now_cfg.get('schedule')} schedule depends on the number of "
-                              "epochs; only a constant schedule can be extended)"
+                              f"epochs; {', '.join(_EPOCH_FREE_SCHEDULES)} runs can be extended)"
                               if p.startswith("epochs:") else "") for p in differing]  # fmt: skip
         problems += differing
     if problems:

@@ -66,7 +66,8 @@ def test_smooth_init_smooths_the_3x3_and_5x5_kernels_only():
 
 def _made_up(spec):
     """Variables whose s0b0 kernel slices have known standard deviations: slice (i, o) is a
-    checkerboard of amplitude (i * 6 + o) / 10, so its std is exactly that amplitude."""
+    centred checkerboard of amplitude (i * 6 + o) / 10: its std is that amplitude times
+    sqrt(1 - 1/25^2)."""
     model = build_model(spec, use_masks=True)
     v = init_variables(model, jax.random.key(1), spec.input_shape)
     board = np.where(np.add.outer(np.arange(5), np.arange(5)) % 2 == 0, 1.0, -1.0)
@@ -98,6 +99,10 @@ def test_dnp_prunes_exactly_the_kernels_under_the_threshold_and_masks_equal_zero
     # Pruning again keeps what was pruned, whatever the new threshold.
     again = nhn.dnp(v["params"], result.masks, threshold={"stem0": 0.0, "s0b0": 0.0})
     np.testing.assert_array_equal(np.asarray(again.masks["s0b0"]["kernel_mask"]), mask)
+    # ... and a ratio counts them: half of s0b0 in total, its 10 pruned plus the next 2 flattest
+    half = nhn.dnp(v["params"], result.masks, ratio=0.5, per_layer=True)
+    assert half.layers["s0b0"]["pruned"] == 12
+    assert nhn.dnp(v["params"], v["masks"], ratio=0.07, per_layer=True).layers["s0b0"]["pruned"] == 2
 
 
 def test_dnp_quantiles_prune_a_ratio_globally_or_per_layer():
@@ -128,5 +133,5 @@ def test_dnp_mistakes_are_one_clear_error():
         nhn.dnp(v["params"], v["masks"], ratio=85)
     with pytest.raises(ValueError, match="masks: no kernel_mask for"):
         nhn.dnp(v["params"], {}, ratio=0.5)
-    with pytest.raises(ValueError, match="threshold: expected one value per prunable layer"):
+    with pytest.raises(ValueError, match=r"threshold: expected one value per prunable layer .*missing \['stem0'\]"):
         nhn.dnp(v["params"], v["masks"], threshold={"s0b0": 0.1})

@@ -8,7 +8,8 @@ saying how the thresholds are set. Two readings, both here: a global quantile (o
 all prunable kernels that prunes the fraction ``ratio`` of them: large layers with flat kernels
 lose more) and a per-layer quantile (every layer loses ``ratio`` of its kernels); or given
 thresholds (one value, or one per layer). The standard deviation is the population one (ddof 0)
-over the ``k x k`` positions. Kernels already masked stay masked and count as pruned. Kernels
+over the ``k x k`` positions. Kernels already masked stay masked, count as pruned and rank
+below every other (so ``ratio`` is the total share pruned). Kernels
 with one input channel per filter (``[k, k, 1, c]``: depthwise convs, or a conv reading a
 one-channel image) are not pruned by default: there one kernel slice is a whole filter, not a
 connection (``depthwise=True`` includes them).
@@ -91,22 +92,23 @@ def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | N
     if missing:
         raise ValueError(f"masks: no kernel_mask for {missing[:3]}; build the model with "
                          "use_masks=True and pass its 'masks' collection")  # fmt: skip
-    stds = {u: kernel_std(k) for u, k in kernels.items()}
     kept = {u: np.asarray(flat_masks[u]) != 0 for u in kernels}  # already pruned: stays pruned
+    # Already pruned kernels rank first (std -inf), so a ratio is the total share pruned.
+    stds = {u: np.where(kept[u], kernel_std(k), -np.inf) for u, k in kernels.items()}
 
     def quantile_threshold(values: np.ndarray) -> float:
         if values.size == 0 or ratio == 0:
             return -np.inf
         order = np.sort(values)
-        n = int(np.ceil(ratio * values.size))
+        n = int(np.ceil(ratio * values.size - 1e-9))  # 0.07 * 100 is 7.000000000000001
         return float(np.nextafter(order[n - 1], np.inf)) if n else -np.inf
 
     if threshold is not None:
         if isinstance(threshold, Mapping):
-            unknown = sorted(set(threshold) - set(kernels))
-            if unknown or set(kernels) - set(threshold):
+            unknown, missing = sorted(set(threshold) - set(kernels)), sorted(set(kernels) - set(threshold))
+            if unknown or missing:
                 raise ValueError(f"threshold: expected one value per prunable layer "
-                                 f"{sorted(kernels)}; unknown {unknown}")  # fmt: skip
+                                 f"{sorted(kernels)}; missing {missing}, unknown {unknown}")  # fmt: skip
             thresholds = {u: float(threshold[u]) for u in kernels}
         else:
             thresholds = dict.fromkeys(kernels, float(threshold))
