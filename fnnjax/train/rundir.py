@@ -9,6 +9,7 @@ they share the folder before anything is written.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import time
@@ -82,8 +83,6 @@ identity, so runs saved before it existed still resume. Register every new field
 
 def added_config_defaults() -> dict[str, Any]:
     """The defaults of :data:`ADDED_CONFIG_FIELDS`, read from TrainConfig itself."""
-    import dataclasses  # noqa: PLC0415
-
     from fnnjax.train.loop import TrainConfig  # noqa: PLC0415 (loop imports this module)
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)

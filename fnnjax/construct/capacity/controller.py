@@ -39,6 +39,7 @@ from fnnjax.arch.grow import inserted_residual_spec
 from fnnjax.arch.profile import analytic_counts
 from fnnjax.arch.spec import Spec
 from fnnjax.construct.capacity.ops import _locate, _with_filters, unit_filters
+from fnnjax.construct.capacity.saliency import sum_per_block
 
 __all__ = ["CapacityConfig", "Change", "plan_changes", "plateaued"]
 
@@ -240,8 +241,6 @@ def _plan_removal(saliency: Mapping[str, Any], spec: Spec, config: CapacityConfi
         return None
     touched = {c.target.split("/")[0] for c in changes} | shielded
     blocks = _removable_blocks(spec)
-    from fnnjax.construct.capacity.saliency import sum_per_block  # noqa: PLC0415
-
     sums = sum_per_block(saliency)
     total = {b: float(sums.get(f"s{b[0]}b{b[1]}", 0.0)) for b in blocks}
     for stage in sorted({i for i, _ in blocks}):

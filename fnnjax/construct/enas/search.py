@@ -48,8 +48,9 @@ class SearchConfig:
     eps to the bias-corrected ``sqrt(v_hat)``, TF's Adam to the uncorrected ``sqrt(v)``, so early
     steps differ slightly) after each child epoch, each over ``arcs_per_step`` arcs scored on
     their own validation minibatch of ``reward_batch`` examples (inference-mode BatchNorm, as
-    released). ``random_search``: the baseline (uniform arcs: every op and every skip bit equally likely, so skips are drawn with
-    probability 0.5, denser than the 0.4 the controller's skip penalty aims at; no controller).
+    released). ``random_search``: the baseline (uniform arcs: every op and every skip bit
+    equally likely, so skips are drawn with probability 0.5, denser than the 0.4 the
+    controller's skip penalty aims at; no controller).
     Derivation: ``derive_arcs`` arcs scored on the same ``derive_batches`` validation
     minibatches (the paper: one); the best is exported. ``skips``: the skip convention
     (:func:`macro_space`). ``update_stats``: ``"selected"`` or ``"all"`` (every op's BatchNorm

@@ -42,12 +42,10 @@ def prunable_kernels(params: Mapping[str, Any], sizes: Sequence[int] = (3, 5),
                      depthwise: bool = False) -> dict[str, np.ndarray]:  # fmt: skip
     """``{unit path: kernel}`` of the kernels DNP ranks. The unit path is the kernel's path
     without its ``conv/kernel`` tail, the path of the unit's ``kernel_mask`` in ``"masks"``."""
-    out = {}
-    for path in smoothable_kernels(params, sizes, depthwise):
-        if len(path) < 2 or path[-2] != "conv":
-            continue  # not a conv unit of fnnjax.arch (no kernel mask to write)
-        out["/".join(path[:-2])] = np.asarray(traverse_util.flatten_dict(dict(params))[path])
-    return out
+    flat = traverse_util.flatten_dict(dict(params))
+    return {"/".join(path[:-2]): np.asarray(flat[path])
+            for path in smoothable_kernels(params, sizes, depthwise)
+            if len(path) >= 2 and path[-2] == "conv"}  # only fnnjax.arch conv units have a mask
 
 
 @dataclasses.dataclass(frozen=True)

@@ -57,15 +57,15 @@ def smoothable_kernels(params: Mapping[str, Any], sizes: Sequence[int] = (3, 5),
                        depthwise: bool = True) -> list[tuple[str, ...]]:  # fmt: skip
     """Paths of the conv kernels SmoothInit smooths: square ``k x k`` kernels with ``k`` in
     ``sizes`` (depthwise ``[k, k, 1, c]`` ones too unless ``depthwise=False``)."""
-    out = []
-    for path, leaf in traverse_util.flatten_dict(dict(params)).items():
-        shape = getattr(leaf, "shape", ())
-        if path[-1] != "kernel" or len(shape) != 4 or shape[0] != shape[1] or shape[0] not in sizes:
-            continue
-        if shape[2] == 1 and shape[3] > 1 and not depthwise:
-            continue
-        out.append(path)
-    return out
+    return [path for path, leaf in traverse_util.flatten_dict(dict(params)).items()
+            if _smoothable(path, getattr(leaf, "shape", ()), sizes, depthwise)]  # fmt: skip
+
+
+def _smoothable(path: tuple[str, ...], shape: tuple[int, ...], sizes: Sequence[int],
+                depthwise: bool) -> bool:  # fmt: skip
+    if path[-1] != "kernel" or len(shape) != 4 or shape[0] != shape[1] or shape[0] not in sizes:
+        return False
+    return depthwise or not (shape[2] == 1 and shape[3] > 1)
 
 
 def smooth_init(params: Mapping[str, Any], sigma: float = 1.0, *, sizes: Sequence[int] = (3, 5),
@@ -74,8 +74,9 @@ def smooth_init(params: Mapping[str, Any], sigma: float = 1.0, *, sizes: Sequenc
     returned as it was). ``rescale``: multiply each smoothed kernel so that its overall standard
     deviation is the initial one (beyond the paper)."""
     flat = traverse_util.flatten_dict(dict(params))
-    for path in smoothable_kernels(params, sizes, depthwise):
-        kernel = flat[path]
+    for path, kernel in flat.items():
+        if not _smoothable(path, getattr(kernel, "shape", ()), sizes, depthwise):
+            continue
         smoothed = smooth_kernel(kernel, sigma)
         if rescale:
             smoothed = smoothed * (jnp.std(kernel) / jnp.maximum(jnp.std(smoothed), 1e-12))
