@@ -252,6 +252,9 @@ def build_parser() -> argparse.ArgumentParser:
     enas.add_argument("--bn-update", choices=("selected", "all"), default="selected",
                       help="whose BatchNorm statistics a step updates: the sampled op's (default) "
                       "or all six ops' (the released child; all six then run every step)")  # fmt: skip
+    enas.add_argument("--head-pool", choices=("avg", "grouped"), default="avg",
+                      help="the classifier's pooling: global average (ENAS, default) or NHN's "
+                      "grouped convolution covering the feature map")  # fmt: skip
     enas.add_argument("--derive-arcs", type=_positive_int, default=100,
                       help="arcs sampled and scored to pick the best; default 100")  # fmt: skip
     enas.add_argument("--limit-train", type=_positive_int, help="use only this many examples")
@@ -518,7 +521,7 @@ def _enas(args: argparse.Namespace) -> int:
     config = enas.SearchConfig(layers=args.layers, filters=args.filters, epochs=args.epochs,
                                batch_size=args.batch_size, random_search=args.random,
                                child_clip=args.clip or None, skips=args.skips,
-                               update_stats=args.bn_update,
+                               update_stats=args.bn_update, head_pool=args.head_pool,
                                derive_arcs=args.derive_arcs)  # fmt: skip
     dataset, limit = args.dataset, args.limit_train
     if args.quick:

@@ -8,8 +8,8 @@ Module names mirror the spec (they are the ``path`` of :func:`fnnjax.arch.shapes
 stem block ``j`` is ``stem{j}``, block ``j`` of stage ``i`` is ``s{i}b{j}``, op ``m`` of branch
 ``k`` of a cell is ``br{k}_{m}``, op ``m`` of a residual body is ``body{m}``, a projection shortcut
 is ``shortcut``, a separable conv has ``dw`` and ``pw`` units, and the head is ``head`` (``fc{n}``,
-``bn{n}``, ``out``). Search-space modules sit beside the blocks: ``s{i}b{j}_skip`` a gated-skip
-merge (``bn``, or ``unit`` for ``concat_conv``), ``s{i}b{j}_addon{e}`` an add-on edge (``unit``),
+``bn{n}``, ``out``; ``pool`` for a grouped-conv pooling). Search-space modules sit beside the
+blocks: ``s{i}b{j}_skip`` a gated-skip merge (``bn``, or ``unit`` for ``concat_conv``), ``s{i}b{j}_addon{e}`` an add-on edge (``unit``),
 ``s{i}red{g}`` stage ``i``'s factorized reduction of flat source ``g`` (``p1``, ``p2``). Every conv unit holds ``conv`` (``kernel [k, k, cin/groups, cout]``, optional
 ``bias``) and ``bn`` (``scale``, ``bias``; running ``mean``/``var`` in ``"batch_stats"``).
 
@@ -532,7 +532,15 @@ class HeadUnit(nn.Module):
     @nn.compact
     def __call__(self, x: jax.Array, train: bool) -> jax.Array:
         h = self.head
-        x = jnp.mean(x, axis=(1, 2)) if h.pool == "avg" else x.reshape((x.shape[0], -1))
+        if h.pool == "grouped":  # NHN: a depthwise conv covering the map, starting as avg pool
+            hw = x.shape[1] * x.shape[2]
+            x = nn.Conv(x.shape[-1], x.shape[1:3], padding="VALID", feature_group_count=x.shape[-1],
+                        use_bias=False, kernel_init=nn.initializers.constant(1.0 / hw),
+                        name="pool")(x).reshape((x.shape[0], -1))  # fmt: skip
+        elif h.pool == "avg":
+            x = jnp.mean(x, axis=(1, 2))
+        else:
+            x = x.reshape((x.shape[0], -1))
         if h.kind == "fnn":
             from fnnjax.floating.layer import fnn_custom  # noqa: PLC0415 (only FNN heads need it)
 

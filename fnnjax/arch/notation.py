@@ -12,7 +12,8 @@ with ReLU6, a ``bn`` suffix with BN); ``{+0,2}`` / ``{c-1}`` add / concat skips 
 ``concat_conv`` (``{g+}``: the merge with no sources); ``r72:`` before a stage its entry
 reduction to 72 channels; ``{a8k5@3,2k3@-1}`` add-on edges of 8 5x5 neurons from flat block 3
 and of 2 3x3 neurons from the stem; ``*`` after a stage marks it tied; ``xN`` compresses N identical consecutive blocks. Heads: ``fc10`` (global
-average pool + Dense), ``flat`` prefix for flatten, ``D0.5-fc512-D0.5-fc10`` for dense heads,
+average pool + Dense), ``flat`` prefix for flatten, ``gconv`` for a grouped-conv pooling,
+``D0.5-fc512-D0.5-fc10`` for dense heads,
 ``fnn10`` for FNN heads. E.g. VGG-19 is
 ``64x2-M | 128x2-M | 256x4-M | 512x4-M | 512x4-M || flat-fc10`` and a ResNet-50 stage is
 ``R(64k1>64>256k1)x3*``.
@@ -116,7 +117,7 @@ def _join_runs(tokens: Sequence[str]) -> str:
 
 def _head_token(spec: Spec) -> str:
     h = spec.head
-    pre = "flat-" if h.pool == "flatten" else ""
+    pre = {"avg": "", "flatten": "flat-", "grouped": "gconv-"}[h.pool]
     if h.kind == "linear":
         return f"{pre}fc{spec.num_classes}"
     if h.kind == "fnn":

@@ -61,6 +61,8 @@ class LayerInfo:
         kernel, stride, groups: conv geometry (1 for dense).
         in_hw, out_hw: spatial sizes (``(1, 1)`` for dense).
         bias, norm: whether the unit has a bias / a BatchNorm.
+        padding: zero padding on each side (``None``: the library's ``(kernel - 1) // 2``; 0 for
+            a grouped-conv head's VALID kernel).
     """
 
     path: str
@@ -75,6 +77,7 @@ class LayerInfo:
     out_hw: tuple[int, int]
     bias: bool
     norm: bool
+    padding: int | None = None
 
     @property
     def params(self) -> int:
@@ -93,7 +96,7 @@ class LayerInfo:
         """Like :attr:`macs` but without the taps that fall on zero padding (what XLA counts)."""
         if self.op not in ("conv", "dwconv"):
             return self.macs
-        p = (self.kernel - 1) // 2
+        p = (self.kernel - 1) // 2 if self.padding is None else self.padding
 
         def taps(n_in: int, n_out: int) -> int:
             return sum(
@@ -359,7 +362,14 @@ class _ShapeWalker:
                 g += 1
         self.features_shape = shape
         h = spec.head
-        feats = shape[2] if h.pool == "avg" else math.prod(shape)
+        feats = math.prod(shape) if h.pool == "flatten" else shape[2]
+        if h.pool == "grouped":
+            if shape[0] != shape[1]:
+                raise ValueError(f"head.pool: 'grouped' needs a square feature map (its kernel "
+                                 f"covers it), got {shape[0]}x{shape[1]}; use 'avg'")  # fmt: skip
+            self.layers.append(LayerInfo("head/pool", "head.pool", "dwconv", feats, feats,
+                                         shape[0], 1, feats, tuple(shape[:2]), (1, 1), False,
+                                         False, padding=0))  # fmt: skip
         if h.kind == "dense":
             for n, width in enumerate(h.hidden):
                 self.layers.append(

@@ -349,6 +349,7 @@ class Stage:
 
 
 HEAD_KINDS = ("linear", "dense", "fnn")
+HEAD_POOLS = ("avg", "flatten", "grouped")
 FNN_NORMALIZATIONS = ("l2", "softmax")
 FNN_PATHS = ("factored", "materialized")
 FNN_OUTPUT_ACTIVATIONS = ("identity", "relu")
@@ -392,7 +393,12 @@ class Head:
         kind: ``"linear"`` (pool + Dense(num_classes)); ``"dense"`` (for each width in ``hidden``:
             Dropout(dropout) -> Dense -> BN -> ReLU; then Dropout(dropout) -> Dense(num_classes));
             ``"fnn"`` (pool + the Farfalle network ``fnn``, fed the pooled features).
-        pool: ``"avg"`` (global average pool) or ``"flatten"``.
+        pool: ``"avg"`` (global average pool), ``"flatten"``, or ``"grouped"``: NHN's grouped
+            convolution (section 2.2), a depthwise conv whose kernel covers the whole (square)
+            feature map, VALID, groups = channels, no bias: one learned weighted sum per
+            channel (module ``head/pool``, kernel ``[h, w, 1, c]``). Its kernel starts at
+            ``1 / (h w)``, so it starts as average pooling (our choice; the paper gives no
+            initialization).
         hidden: hidden Dense widths (``"dense"`` only).
         dropout: dropout rate (``"dense"`` only).
         fnn: the FNN's configuration (``"fnn"`` only; ``None`` there means ``FnnHead()``).
@@ -436,6 +442,7 @@ class Spec:
     def replace(self, **changes: Any) -> Spec:
         """A copy with some fields changed (validated)."""
         return dataclasses.replace(self, **changes)
+
 
 # ----------------------------------------------------------------------------------------------
 # Validation (field types and values) with field paths
@@ -632,7 +639,7 @@ def _validate_fields(spec: Spec) -> None:
     if not isinstance(h, Head):
         _fail("head", "a Head", type(h).__name__)
     _choice("head.kind", h.kind, HEAD_KINDS)
-    _choice("head.pool", h.pool, ("avg", "flatten"))
+    _choice("head.pool", h.pool, HEAD_POOLS)
     _tuple("head.hidden", h.hidden)
     for i, w in enumerate(h.hidden):
         _pos_int(f"head.hidden[{i}]", w)

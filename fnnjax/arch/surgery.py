@@ -462,8 +462,13 @@ class _Planner:
                 prov = np.where(prov[None, :] >= 0, pos * fa[2] + prov[None, :], -1).reshape(-1)
             else:
                 prov = _new(h * w * cb)
-        elif ha.pool != "avg":
+        elif ha.pool == "flatten":
             prov = _new(len(prov))
+        if hb.pool == "grouped":  # a depthwise kernel per channel: it follows its channel
+            if ha.pool == "grouped" and fa[:2] == fb[:2]:
+                prov = self.unit("head/pool", "head/pool", prov)
+            else:  # fresh: average pooling again, on the same channels
+                self._fresh("head/pool")
         same_kind = (ha.kind, len(ha.hidden)) == (hb.kind, len(hb.hidden))
         if hb.kind == "dense":
             for n in range(len(hb.hidden)):

@@ -57,11 +57,14 @@ def test_smooth_init_smooths_the_3x3_and_5x5_kernels_only():
         before, after = params[name]["conv"]["kernel"], smoothed[name]["conv"]["kernel"]
         np.testing.assert_allclose(after, _reference_smooth(before, 1.0), rtol=1e-5, atol=1e-6)
         assert nhn.kernel_std(after).mean() < nhn.kernel_std(before).mean()  # flatter
-    np.testing.assert_array_equal(smoothed["s0b1"]["conv"]["kernel"], params["s0b1"]["conv"]["kernel"])
+    np.testing.assert_array_equal(
+        smoothed["s0b1"]["conv"]["kernel"], params["s0b1"]["conv"]["kernel"]
+    )
     assert set(nhn.prunable_kernels(params)) == {"stem0", "s0b0"}  # s0b2: one input per filter
     rescaled = nhn.smooth_init(params, rescale=True)
     assert float(jnp.std(rescaled["s0b0"]["conv"]["kernel"])) == pytest.approx(
-        float(jnp.std(params["s0b0"]["conv"]["kernel"])), rel=1e-5)
+        float(jnp.std(params["s0b0"]["conv"]["kernel"])), rel=1e-5
+    )
 
 
 def _made_up(spec):
@@ -82,7 +85,9 @@ def _made_up(spec):
 def test_dnp_prunes_exactly_the_kernels_under_the_threshold_and_masks_equal_zeroed_kernels():
     spec = _net()
     model, v, std = _made_up(spec)
-    np.testing.assert_allclose(nhn.kernel_std(v["params"]["s0b0"]["conv"]["kernel"]), std, rtol=1e-6)
+    np.testing.assert_allclose(
+        nhn.kernel_std(v["params"]["s0b0"]["conv"]["kernel"]), std, rtol=1e-6
+    )
     result = nhn.dnp(v["params"], v["masks"], threshold={"stem0": 0.0, "s0b0": 0.95})
     mask = np.asarray(result.masks["s0b0"]["kernel_mask"])
     np.testing.assert_array_equal(mask, (std >= 0.95).astype(np.float32))
@@ -95,14 +100,18 @@ def test_dnp_prunes_exactly_the_kernels_under_the_threshold_and_masks_equal_zero
     masked = model.apply({**v, "masks": result.masks}, x)
     zeroed = jax.tree_util.tree_map(lambda a: a, v["params"])
     zeroed["s0b0"]["conv"]["kernel"] = v["params"]["s0b0"]["conv"]["kernel"] * mask
-    np.testing.assert_allclose(masked, model.apply({**v, "params": zeroed}, x), rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        masked, model.apply({**v, "params": zeroed}, x), rtol=1e-5, atol=1e-6
+    )
     # Pruning again keeps what was pruned, whatever the new threshold.
     again = nhn.dnp(v["params"], result.masks, threshold={"stem0": 0.0, "s0b0": 0.0})
     np.testing.assert_array_equal(np.asarray(again.masks["s0b0"]["kernel_mask"]), mask)
     # ... and a ratio counts them: half of s0b0 in total, its 10 pruned plus the next 2 flattest
     half = nhn.dnp(v["params"], result.masks, ratio=0.5, per_layer=True)
     assert half.layers["s0b0"]["pruned"] == 12
-    assert nhn.dnp(v["params"], v["masks"], ratio=0.07, per_layer=True).layers["s0b0"]["pruned"] == 2
+    assert (
+        nhn.dnp(v["params"], v["masks"], ratio=0.07, per_layer=True).layers["s0b0"]["pruned"] == 2
+    )
 
 
 def test_dnp_quantiles_prune_a_ratio_globally_or_per_layer():
@@ -139,5 +148,131 @@ def test_dnp_mistakes_are_one_clear_error():
         nhn.dnp(v["params"], v["masks"], ratio=85)
     with pytest.raises(ValueError, match="masks: no kernel_mask for"):
         nhn.dnp(v["params"], {}, ratio=0.5)
-    with pytest.raises(ValueError, match=r"threshold: expected one value per prunable layer .*missing \['stem0'\]"):
+    with pytest.raises(
+        ValueError, match=r"threshold: expected one value per prunable layer .*missing \['stem0'\]"
+    ):
         nhn.dnp(v["params"], v["masks"], threshold={"s0b0": 0.1})
+
+
+def test_grouped_conv_head_starts_as_average_pooling_and_follows_surgery():
+    from fnnjax.arch import analytic_counts, from_json, notation, to_json, transplant_params
+
+    def spec(pool, width=5):
+        return Spec(input_shape=(8, 8, 3), num_classes=4, head=Head(pool=pool),
+                    stages=(Stage(blocks=(Conv(filters=6, kernel=3), Conv(filters=width))),))  # fmt: skip
+
+    grouped, avg = spec("grouped"), spec("avg")
+    assert from_json(to_json(grouped)) == grouped and notation(grouped).endswith("|| gconv-fc4")
+    x = jax.random.normal(jax.random.key(1), (2, 8, 8, 3))
+    v = build_model(grouped).init(jax.random.key(0), x[:1])
+    assert v["params"]["head"]["pool"]["kernel"].shape == (8, 8, 1, 5)  # VALID, groups = channels
+    plain = {**v, "params": {**v["params"], "head": {"out": v["params"]["head"]["out"]}}}
+    np.testing.assert_allclose(build_model(grouped).apply(v, x), build_model(avg).apply(plain, x),
+                               rtol=1e-5, atol=1e-6)  # fmt: skip
+    # The kernel is learned: each channel a weighted sum of its map (the paper's grouped conv).
+    k = jax.random.normal(jax.random.key(2), (8, 8, 1, 5))
+    v = {**v, "params": {**v["params"], "head": {**v["params"]["head"], "pool": {"kernel": k}}}}
+    feats = build_model(grouped).apply(v, x, capture_intermediates=True, mutable=["intermediates"])
+    pooled = feats[1]["intermediates"]["head"]["pool"]["__call__"][0]
+    body = build_model(avg.replace(head=Head())).apply(plain, x, capture_intermediates=True,
+                                                     mutable=["intermediates"])[1]  # fmt: skip
+    y = body["intermediates"]["s0b1"]["__call__"][0]
+    np.testing.assert_allclose(pooled.reshape(2, 5), jnp.einsum("bhwc,hwc->bc", y, k[:, :, 0]),
+                               rtol=1e-4, atol=1e-5)  # fmt: skip
+    assert analytic_counts(grouped)["params"] - analytic_counts(avg)["params"] == 8 * 8 * 5
+    # Surgery: the pooling kernel follows the kept channels; a new grouped head starts as avg.
+    small = spec("grouped", width=3)
+    fresh = build_model(small).init(jax.random.key(3), x[:1])
+    moved = transplant_params(grouped, v, small, fresh, kept={"s0b1": [4, 0, 2]})
+    np.testing.assert_array_equal(moved["params"]["head"]["pool"]["kernel"], k[..., [4, 0, 2]])
+    back = transplant_params(
+        avg, plain, grouped, build_model(grouped).init(jax.random.key(4), x[:1])
+    )
+    np.testing.assert_allclose(back["params"]["head"]["pool"]["kernel"], 1 / 64)
+    np.testing.assert_array_equal(
+        back["params"]["head"]["out"]["kernel"], plain["params"]["head"]["out"]["kernel"]
+    )
+    with pytest.raises(ValueError, match="head.pool: 'grouped' needs a square feature map"):
+        analytic_counts(Spec(input_shape=(8, 6, 3), num_classes=4, head=Head(pool="grouped"),
+                             stages=(Stage(blocks=(Conv(filters=4),)),)))  # fmt: skip
+    with pytest.raises(ValueError, match="head.pool"):
+        Spec(input_shape=(8, 8, 3), num_classes=4, head=Head(pool="max"),
+             stages=(Stage(blocks=(Conv(filters=4),)),))  # fmt: skip
+
+
+def _perturbed(model, x, seed=0):
+    """Variables with non-trivial BatchNorm statistics and positive BN shifts (so that input-less
+    filters emit non-zero constants), every mask at one."""
+    v = model.init(jax.random.key(seed), x)
+    keys = iter(jax.random.split(jax.random.key(seed + 1), 1000))
+    v = {**v, "params": jax.tree_util.tree_map_with_path(
+        lambda p, a: a + 0.3 * jax.random.normal(next(keys), a.shape)
+        + (1.0 if "bn" in str(p) and "bias" in str(p) else 0.0), v["params"])}  # fmt: skip
+    v["batch_stats"] = jax.tree_util.tree_map(
+        lambda a: jnp.abs(a + 0.3 * jax.random.normal(next(keys), a.shape)) + 0.5, v["batch_stats"]
+    )
+    v["masks"] = jax.tree_util.tree_map(lambda a: np.ones(a.shape, np.float32), v["masks"])
+    return v
+
+
+def test_cleanup_removes_outputless_neurons_and_folds_inputless_ones_exactly():
+    from fnnjax.arch import Cell
+
+    def pair(a, b):
+        return Cell(branches=((Conv(filters=a, kernel=1), Conv(filters=b, kernel=3)),))
+
+    spec = Spec(input_shape=(8, 8, 3), num_classes=4, head=Head(pool="grouped"),
+                stages=(Stage(blocks=(pair(6, 5), Conv(filters=4, kernel=1), pair(6, 5))),))  # fmt: skip
+    model = build_model(spec, use_masks=True)
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))
+    v = _perturbed(model, x)
+    v["masks"]["s0b0"]["br0_1"]["kernel_mask"][[1, 3], :] = 0  # 1x1 filters 1, 3: output-less
+    v["masks"]["s0b0"]["br0_1"]["kernel_mask"][:, 2] = 0  # input-less, read by a 1x1 conv + BN
+    v["masks"]["s0b2"]["br0_1"]["kernel_mask"][:, [0, 4]] = 0  # input-less, read by the head
+    out = nhn.clean_up(spec, v)
+    assert out.removed == {"s0b0/br0_0": [1, 3], "s0b0/br0_1": [2], "s0b2/br0_1": [0, 4]}
+    assert out.folded == {"s0b0/br0_1": [2], "s0b2/br0_1": [0, 4]} and out.kept_constant == {}
+    widths = [[op.filters for op in b.branches[0]] if hasattr(b, "branches") else b.filters
+              for b in out.spec.stages[0].blocks]  # fmt: skip
+    assert widths == [[4, 4], 4, [6, 3]] and out.params["after"] < out.params["before"]
+    before = model.apply(v, x)
+    assert np.abs(np.asarray(before)).max() > 0.1
+    after = build_model(out.spec, use_masks=True).apply(out.variables, x)
+    np.testing.assert_allclose(after, before, rtol=1e-5, atol=1e-5)
+    # Dropping output-less neurons alone is exact in training mode too (batch statistics).
+    exact = nhn.clean_up(spec, v, fold=False)
+    assert exact.removed == {"s0b0/br0_0": [1, 3]}
+    assert exact.kept_constant == {"s0b0/br0_1": [2], "s0b2/br0_1": [0, 4]}
+    y0, _ = model.apply(v, x, train=True, mutable=["batch_stats"])
+    y1, _ = build_model(exact.spec, use_masks=True).apply(exact.variables, x, train=True,
+                                                         mutable=["batch_stats"])  # fmt: skip
+    np.testing.assert_allclose(y1, y0, rtol=1e-5, atol=1e-5)
+
+
+def test_cleanup_keeps_inputless_neurons_it_cannot_fold_exactly():
+    from fnnjax.construct import enas
+
+    # A 3x3 reader: its zero padding makes a constant map position-dependent, so it stays.
+    spec = Spec(input_shape=(8, 8, 3), num_classes=4, stages=(Stage(blocks=(
+        Conv(filters=5, kernel=3), Conv(filters=4, kernel=3))),))  # fmt: skip
+    model = build_model(spec, use_masks=True)
+    x = jax.random.normal(jax.random.key(1), (3, 8, 8, 3))
+    v = _perturbed(model, x)
+    v["masks"]["s0b0"]["kernel_mask"][:, 1] = 0
+    out = nhn.clean_up(spec, v)
+    assert out.removed == {} and out.kept_constant == {"s0b0": [1]} and out.spec == spec
+    # ENAS's fixed-arc child: a layer's kxk output feeds its concat_conv merge, whose width
+    # follows the layer's, so input-less filters there stay; output-less 1x1 filters go.
+    arc = enas.arc_from_string("0 2 1 0 0 1", 3)
+    spec = enas.retrain_spec(arc, 3, 6, input_shape=(8, 8, 3), num_classes=4)
+    model = build_model(spec, use_masks=True)
+    v = _perturbed(model, x)
+    v["masks"]["s1b0"]["br0_1"]["kernel_mask"][:, 3] = 0  # layer 1 (after the merge-less layer 0)
+    v["masks"]["s2b0"]["br0_1"]["kernel_mask"][[0, 5], :] = 0
+    out = nhn.clean_up(spec, v)
+    assert out.kept_constant == {"s1b0/br0_1": [3]}
+    assert out.removed == {"s2b0/br0_0": [0, 5]}
+    np.testing.assert_allclose(build_model(out.spec, use_masks=True).apply(out.variables, x),
+                               model.apply(v, x), rtol=1e-5, atol=1e-5)  # fmt: skip
+    with pytest.raises(ValueError, match="no 'masks' collection"):
+        nhn.clean_up(spec, {"params": v["params"]})

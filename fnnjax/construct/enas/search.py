@@ -55,6 +55,8 @@ class SearchConfig:
     minibatches (the paper: one); the best is exported. ``skips``: the skip convention
     (:func:`macro_space`). ``update_stats``: ``"selected"`` or ``"all"`` (every op's BatchNorm
     statistics follow each batch, as in the released child; all six ops then run every step).
+    ``head_pool``: ``"avg"`` (ENAS) or ``"grouped"`` (NHN section 2.2's grouped-convolution head,
+    in the supernet and both exports).
     """
 
     layers: int = 12
@@ -86,6 +88,7 @@ class SearchConfig:
     augment: bool = True
     skips: str = "paper"
     update_stats: str = "selected"
+    head_pool: str = "avg"
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -298,7 +301,7 @@ def search(
     if out is not None:
         (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
         kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
-        kw["skips"] = config.skips
+        kw.update(skips=config.skips, head_pool=config.head_pool)
         (out / "best_spec.json").write_text(
             to_json(retrain_spec(best, config.layers, config.filters, **kw), indent=1))
         (out / "search_spec.json").write_text(
@@ -321,7 +324,7 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
 
     space = macro_space(config.layers, config.filters, input_shape=input_shape,
                         num_classes=num_classes, mode=config.mode, skips=config.skips,
-                        update_stats=config.update_stats)  # fmt: skip
+                        update_stats=config.update_stats, head_pool=config.head_pool)  # fmt: skip
     model = build_model(space)
     aug = None if augment is None else augmentation_for(augment, input_shape)
     engine = Engine(model, child_optimizer(config, steps), augment=aug)

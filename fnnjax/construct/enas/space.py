@@ -86,6 +86,7 @@ def macro_space(
     mode: str = "auto",
     skips: str = "paper",
     update_stats: str = "selected",
+    head_pool: str = "avg",
 ) -> Spec:
     """The shared-weight supernet of ENAS's macro search space (module docstring).
 
@@ -100,6 +101,8 @@ def macro_space(
         update_stats: ``"selected"`` (only the sampled op's BatchNorm statistics update) or
             ``"all"`` (every op's, as the released child, which computes all six every step;
             :class:`~fnnjax.arch.Choice`).
+        head_pool: the head's pooling, ``"avg"`` (ENAS) or ``"grouped"`` (NHN's grouped
+            convolution; :class:`~fnnjax.arch.Head`).
 
     Raises:
         ValueError: fewer than 1 layer or 2 filters (a reduction splits the width in two halves).
@@ -118,7 +121,7 @@ def macro_space(
         num_classes=num_classes,
         stem=(Conv(filters=filters, kernel=3, act=None),),
         stages=tuple(stages),
-        head=Head(),
+        head=Head(pool=head_pool),
         name=f"enas_macro_{layers}x{filters}",
     )
 
@@ -241,12 +244,14 @@ def retrain_spec(
     num_classes: int = 10,
     dropout: float = 0.0,
     skips: str = "paper",
+    head_pool: str = "avg",
 ) -> Spec:
     """The retraining form of ``arc`` (ENAS's fixed-arc child; module docstring).
 
     Width ``filters`` in the first segment, doubled at each reduction; every layer after the
     first merges its selected skips by ``concat_conv``; ``dropout`` before the classifier (the
-    paper retrains with it; NHN's search and re-training without).
+    paper retrains with it; NHN's search and re-training without); ``head_pool``: ``"avg"`` or
+    NHN's ``"grouped"`` convolution.
     """
     _check_sizes(layers, filters)
     a = check_arc(arc, layers)
@@ -267,6 +272,7 @@ def retrain_spec(
         num_classes=num_classes,
         stem=(Conv(filters=filters, kernel=3, act=None),),
         stages=tuple(stages),
-        head=Head(kind="dense", dropout=dropout) if dropout else Head(),
+        head=(Head(kind="dense", dropout=dropout, pool=head_pool) if dropout
+              else Head(pool=head_pool)),  # fmt: skip
         name=f"enas_arc_{layers}x{filters}",
     )

@@ -8,6 +8,7 @@ of add-on neurons and the pipeline are still to come (issue #12).
   the per-kernel masks (:mod:`~fnnjax.construct.nhn.prune`).
 """
 
+from fnnjax.construct.nhn.cleanup import Cleanup, clean_up
 from fnnjax.construct.nhn.prune import PruneResult, dnp, kernel_std, prunable_kernels
 from fnnjax.construct.nhn.smooth import (
     gaussian_filter,
@@ -17,7 +18,9 @@ from fnnjax.construct.nhn.smooth import (
 )
 
 __all__ = [
+    "Cleanup",
     "PruneResult",
+    "clean_up",
     "dnp",
     "gaussian_filter",
     "kernel_std",
