@@ -146,6 +146,9 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--augment", action="store_true",
                      help="random crop (padding ~1/8 of the image side) + horizontal flip where it "
                      "preserves the label (not for digits)")
+    how.add_argument("--cutout", type=int, default=0, metavar="SIZE",
+                     help="Cutout: zero a random SIZE x SIZE square of each training image "
+                     "(16 on CIFAR); default 0, off")  # fmt: skip
     how.add_argument("--seed", type=int, default=0)
 
     run = train.add_argument_group("where and on what")
@@ -355,7 +358,8 @@ def _train(args: argparse.Namespace) -> int:
         step_factor=args.step_factor, warmup_epochs=args.warmup_epochs, grad_clip=args.clip,
         restart_epochs=args.restart_epochs, restart_mult=args.restart_mult,
         min_learning_rate=args.min_lr,
-        augment=args.augment, seed=args.seed, checkpoint_every_epochs=args.checkpoint_every,
+        augment=args.augment, cutout=args.cutout, seed=args.seed,
+        checkpoint_every_epochs=args.checkpoint_every,
         num_devices=args.devices, progress=not args.quiet, tensorboard=args.tensorboard,
     )  # fmt: skip
     if args.spec is not None and (args.model != "dense" or options):

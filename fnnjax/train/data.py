@@ -59,6 +59,7 @@ __all__ = [
     "Split",
     "augment",
     "augmentation_for",
+    "cutout",
     "available_datasets",
     "check_finite",
     "describe_source",
@@ -653,7 +654,8 @@ _INPUT_SHAPES = {"cifar10": (32, 32, 3), "cifar100": (32, 32, 3), "fashion_mnist
 
 @dataclasses.dataclass(frozen=True)
 class Augmentation:
-    """A training-batch augmentation policy: a random crop of zero-padded images and/or a flip.
+    """A training-batch augmentation policy: a random crop of zero-padded images and/or a flip,
+    then optionally Cutout.
 
     Frozen and hashable, so it can be a static argument of ``jax.jit``; calling it applies it:
     ``policy(key, images)`` is ``augment(key, images, policy)``.
@@ -662,6 +664,8 @@ class Augmentation:
         padding: pixels of zero padding on each side before a random crop back to size; each
             image moves by at most ``padding`` pixels along each axis (0: no crop).
         flip: random horizontal flips (only where a mirror image keeps its label).
+        cutout: side of the square zeroed in every image (DeVries & Taylor 2017: 16 on CIFAR),
+            centred uniformly over the image and clipped at its border; 0: off.
         warnings: why this policy may be wrong for the data, one line each, for the trainer to
             show; empty when fnnjax knows the dataset and its images are at least 8 pixels on a
             side. Not part of equality or the hash.
@@ -669,20 +673,24 @@ class Augmentation:
 
     padding: int = 0
     flip: bool = False
+    cutout: int = 0
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def __post_init__(self) -> None:
         if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
             raise ConfigError(f"Augmentation padding must be an int >= 0, got {self.padding!r}")
+        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
+            raise ConfigError(f"Augmentation cutout must be an int >= 0, got {self.cutout!r}")
 
     @property
     def is_identity(self) -> bool:
         """True when the policy changes nothing (no crop, no flip)."""
-        return self.padding == 0 and not self.flip
+        return self.padding == 0 and not self.flip and self.cutout == 0
 
     def describe(self) -> dict:
         """JSON-ready summary, e.g. ``{"padding": 4, "flip": True}``."""
-        return {"padding": self.padding, "flip": self.flip}
+        out = {"padding": self.padding, "flip": self.flip}
+        return {**out, "cutout": self.cutout} if self.cutout else out  # older runs' identities
 
     def __call__(self, key: jax.Array, images: jax.Array) -> jax.Array:
         return augment(key, images, self)
@@ -765,7 +773,23 @@ def augment(key: jax.Array, images: jax.Array, policy: Augmentation) -> jax.Arra
     """
     if policy.is_identity:
         return images
-    return random_crop_flip(key, images, policy.padding, flip=policy.flip)
+    crop_key, cut_key = jax.random.split(key) if policy.cutout else (key, None)
+    if policy.padding or policy.flip:
+        images = random_crop_flip(crop_key, images, policy.padding, flip=policy.flip)
+    return cutout(cut_key, images, policy.cutout) if policy.cutout else images
+
+
+def cutout(key: jax.Array, images: jax.Array, size: int) -> jax.Array:
+    """Cutout (DeVries & Taylor 2017): a ``size`` x ``size`` square of each image set to zero,
+    its centre uniform over the image, clipped at the border. Pure and jit-able."""
+    batch, height, width = images.shape[:3]
+    centre = jax.random.randint(key, (batch, 2), 0, jnp.asarray([height, width]))
+    rows, cols = jnp.arange(height), jnp.arange(width)
+    lo = centre - size // 2
+    inside_r = (rows[None, :] >= lo[:, :1]) & (rows[None, :] < lo[:, :1] + size)
+    inside_c = (cols[None, :] >= lo[:, 1:]) & (cols[None, :] < lo[:, 1:] + size)
+    hole = inside_r[:, :, None] & inside_c[:, None, :]
+    return jnp.where(hole[..., None], jnp.zeros((), images.dtype), images)
 
 
 def random_crop_flip(

@@ -54,7 +54,7 @@ from tqdm.auto import tqdm
 from fnnjax.errors import CheckpointError, ConfigError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.data import Dataset, augmentation_for, validate_dataset
+from fnnjax.train.data import Augmentation, Dataset, augmentation_for, validate_dataset
 from fnnjax.train.engine import (
     TrainState,
     evaluate,
@@ -133,6 +133,8 @@ class TrainConfig:
         warmup_epochs: linear warm-up from 0 before the schedule (may be fractional).
         step_epochs, step_factor: the ``"step"`` schedule's milestones and factor.
         grad_clip: clip gradients to this global norm (None: no clipping).
+        cutout: Cutout's square side on each training batch (0: off; with or without
+            ``augment``; :func:`~fnnjax.train.data.cutout`).
         augment: random crop + horizontal flip on each training batch, chosen per dataset by
             :func:`~fnnjax.train.data.augmentation_for` (padding about 1/8 of the image side, so
             4 pixels on CIFAR's 32x32 and 1 on 8x8 digits; no flips for digit datasets).
@@ -162,6 +164,7 @@ class TrainConfig:
     min_learning_rate: float = 0.0
     grad_clip: float | None = None
     augment: bool = False
+    cutout: int = 0
     seed: int = 0
     eval_batch_size: int = 1000
     checkpoint_every_epochs: int = 1
@@ -185,6 +188,8 @@ class TrainConfig:
         need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
         need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
         need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "a positive number or None")
+        need(isinstance(self.cutout, int) and not isinstance(self.cutout, bool) and self.cutout >= 0,
+             "cutout", "an int >= 0 (0: off)")  # fmt: skip
         need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
         need(self.checkpoint_every_epochs >= 1, "checkpoint_every_epochs", "an integer >= 1")
         need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
@@ -313,7 +318,17 @@ def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainC
 
 def _augmentation(data: Dataset, config: TrainConfig) -> dict[str, Any] | None:
     """The dataset-aware augmentation a run uses (part of its identity), or None."""
-    return augmentation_for(data).describe() if config.augment else None
+    policy = _policy(data, config)
+    return None if policy is None else policy.describe()
+
+
+def _policy(data: Dataset, config: TrainConfig) -> Augmentation | None:
+    """The training-batch augmentation of a run: the dataset's crop/flip if ``augment``, plus
+    Cutout if ``cutout``; None without either."""
+    if not config.augment and not config.cutout:
+        return None
+    policy = augmentation_for(data) if config.augment else Augmentation()
+    return dataclasses.replace(policy, cutout=config.cutout) if config.cutout else policy
 
 
 def fit(
@@ -468,7 +483,7 @@ def fit(
 
     repl = sharding.replicated_sharding(mesh)
     x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
-    policy = augmentation_for(data) if config.augment else None
+    policy = _policy(data, config)
     for text in policy.warnings if policy is not None else ():
         warnings.warn(f"--augment on {data.name!r}: {text}", stacklevel=2)
     augment = policy if policy is not None and not policy.is_identity else None

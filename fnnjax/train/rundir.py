@@ -76,7 +76,7 @@ def _check_shared_folder(out_dir: Path) -> None:
         )
 
 
-ADDED_CONFIG_FIELDS = ("restart_epochs", "restart_mult", "min_learning_rate")
+ADDED_CONFIG_FIELDS = ("restart_epochs", "restart_mult", "min_learning_rate", "cutout")
 """TrainConfig fields added after runs were saved: a field at its default is left out of a run's
 identity, so runs saved before it existed still resume. Register every new field here."""
 

@@ -401,3 +401,23 @@ def test_validate_dataset_checks_every_split_and_num_classes():
     data.validate_dataset(_tiny(validation=data.Split(np.zeros((0,), np.float32), np.zeros(0, np.int32))))
     with pytest.raises(DataError, match="num_classes of dataset 'tiny' must be a positive integer, got 0"):
         data.validate_dataset(dataclasses.replace(good, num_classes=0))
+
+
+def test_cutout_zeroes_one_clipped_square_per_image_and_joins_the_policy():
+    from fnnjax.train import Augmentation, augment, cutout
+
+    x = jnp.ones((64, 8, 8, 2))
+    y = np.asarray(cutout(jax.random.key(0), x, 4))
+    holes = (y == 0).all(axis=-1)  # every channel of a pixel alike
+    assert ((y == 0) == holes[..., None]).all()
+    for hole in holes:
+        r, c = np.flatnonzero(hole.any(axis=1)), np.flatnonzero(hole.any(axis=0))
+        assert hole.sum() == len(r) * len(c) and 1 <= len(r) <= 4 and 1 <= len(c) <= 4  # a square, clipped
+        assert np.all(np.diff(r) == 1) and np.all(np.diff(c) == 1)
+    assert (holes.sum(axis=(1, 2)) == 16).mean() > 0.3 and (holes.sum(axis=(1, 2)) < 16).any()
+    policy = Augmentation(cutout=4)
+    assert not policy.is_identity and policy.describe() == {"padding": 0, "flip": False, "cutout": 4}
+    np.testing.assert_array_equal(augment(jax.random.key(1), x, policy).min(), 0.0)
+    assert Augmentation(padding=1).describe() == {"padding": 1, "flip": False}  # old identities
+    with pytest.raises(ConfigError, match="cutout must be an int >= 0"):
+        Augmentation(cutout=-1)

@@ -1,0 +1,379 @@
+"""The LDS driver (NHN section 2.3 and section 3, "Neuron hierarchy search"): shared add-on weights
+trained and scored over a population, location cycles then direction cycles, resumable.
+
+Weight sharing
+    The base (pruned) network becomes the add-on supernet (:func:`~fnnjax.construct.nhn.genes.
+    addon_space`): its variables are transplanted, the new rows of the entry convs that read
+    add-on channels start at zero, so every individual starts as the base network. Only add-on
+    weights train: the add-on units (conv, BatchNorm) and the entry-conv rows reading them; every
+    other gradient is zeroed before the optimizer (existing weights stay fixed, the paper). The
+    BatchNorm running statistics of the whole network follow the training batches (they are not
+    weights; scoring uses them in inference mode).
+
+One cycle
+    ``K`` individuals (gene codes, or directions at the chosen locations); individual ``k``
+    trains on its own ``M`` batches of ``batch_size`` (Algorithm 1's
+    ``B_train^{(k-1)M+1 .. kM}``: a cycle of the paper's 20 x 25 x 100 is one pass over CIFAR-10's
+    50,000 training images; here the cycle's batches are drawn from a fresh permutation, wrapping
+    around when the split is smaller), one after another on the shared weights (the paper's
+    sequential training; on accelerators each individual's ``M`` steps are one compiled scan).
+    Then the whole population is scored in one compiled, vmapped call (split across devices) on
+    ``N`` validation batches of ``score_batch`` (the paper: ``N = 1`` batch of 500, of the test
+    set, which we do not use; every individual is scored on the same batches, where Algorithm 1
+    gives each its own, so that the ranking compares individuals, not batches). Fitness is the
+    accuracy. The learning rate follows one cosine from ``lr_max`` to ``lr_min`` (0.05 to 0.001)
+    over all cycles of both searches.
+
+Outputs (``out_dir``): ``lds.jsonl`` (per cycle: phase, best / mean / worst fitness, the best
+genes or the edges' connection counts, the mean training loss), ``checkpoints/`` (the whole
+search state every cycle: weights, optimizer state, the searches' states, the data position),
+``genes.json`` (the chosen locations), ``directions.npz`` (the chosen connection masks) and
+``lds.png``.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import optax
+
+from fnnjax.construct.nhn.evolve import (
+    DirectionConfig,
+    LocationConfig,
+    direction_ask,
+    direction_init,
+    direction_tell,
+    eligible_channels,
+    location_ask,
+    location_init,
+    location_tell,
+)
+from fnnjax.construct.nhn.genes import (
+    addon_space,
+    gene_locations,
+    gene_space,
+    genes_to_selection,
+    population_arch,
+)
+
+__all__ = ["LdsConfig", "lds", "trainable_mask"]
+
+LDS_FILES = ("lds.jsonl", "checkpoints", "genes.json", "directions.npz", "lds.png")
+
+
+@dataclasses.dataclass(frozen=True)
+class LdsConfig:
+    """LDS settings (defaults: the paper's, section 3).
+
+    Attributes:
+        neurons: add-on neurons per location (the paper does not say; a parameter).
+        kernels: add-on kernel sizes, one gene group each (3x3 and 5x5).
+        location: the location search (:class:`~fnnjax.construct.nhn.evolve.LocationConfig`).
+        direction: the direction search (:class:`~fnnjax.construct.nhn.evolve.DirectionConfig`).
+        location_cycles, direction_cycles: ``T`` of each search (the paper: 300 and 300).
+        train_batches: ``M`` batches per individual per cycle (25).
+        batch_size: 100.
+        score_batches: ``N`` validation batches per cycle (1).
+        score_batch: 500.
+        lr_max, lr_min: the cosine's ends (0.05, 0.001); SGD with Nesterov momentum ``momentum``.
+        weight_decay: L2 on the add-on weights (the paper's final training's 2e-4).
+        augment: the dataset's crop/flip on the training batches.
+    """
+
+    neurons: int = 8
+    kernels: tuple[int, ...] = (3, 5)
+    location: LocationConfig = LocationConfig()
+    direction: DirectionConfig = DirectionConfig()
+    location_cycles: int = 300
+    direction_cycles: int = 300
+    train_batches: int = 25
+    batch_size: int = 100
+    score_batches: int = 1
+    score_batch: int = 500
+    lr_max: float = 0.05
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    weight_decay: float = 2e-4
+    augment: bool = True
+
+    def __post_init__(self):
+        object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
+        for name in ("neurons", "location_cycles", "train_batches", "batch_size", "score_batches",
+                     "score_batch"):  # fmt: skip
+            v = getattr(self, name)
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+        if self.direction_cycles < 0:
+            raise ValueError(f"direction_cycles: expected >= 0, got {self.direction_cycles!r}")
+        if not 0 <= self.lr_min <= self.lr_max:
+            raise ValueError(f"lr_min, lr_max: expected 0 <= lr_min <= lr_max, got "
+                             f"{self.lr_min}, {self.lr_max}")  # fmt: skip
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    @property
+    def cycles(self) -> int:
+        return self.location_cycles + self.direction_cycles
+
+
+def trainable_mask(base: Any, supernet: Any, params: Mapping[str, Any]) -> dict[str, Any]:
+    """A params-shaped tree of 0/1: 1 on the add-on units and on the rows of each entry conv that
+    read add-on channels (rows past the base network's input width of that unit)."""
+    from fnnjax.arch.shapes import infer_layers  # noqa: PLC0415
+
+    base_cin = {u.path: u.cin for u in infer_layers(base)}
+    widened = {u.path: base_cin[u.path] for u in infer_layers(supernet)
+               if u.path in base_cin and u.cin > base_cin[u.path]}  # fmt: skip
+
+    def mask(path, leaf):
+        keys = [str(getattr(k, "key", k)) for k in path]
+        if any("_addon" in k for k in keys):
+            return jnp.ones_like(leaf)
+        unit = "/".join(keys[:-2])
+        if keys[-2:] == ["conv", "kernel"] and unit in widened:
+            return jnp.zeros_like(leaf).at[..., widened[unit]:, :].set(1)
+        return jnp.zeros_like(leaf)
+
+    return jax.tree_util.tree_map_with_path(mask, params)
+
+
+def _masked(mask: Any) -> optax.GradientTransformation:
+    """Multiplies the updates by a fixed 0/1 tree (frozen weights get exactly zero updates)."""
+
+    def update(updates, state, params=None):
+        return jax.tree_util.tree_map(lambda u, m: u * m.astype(u.dtype), updates, mask), state
+
+    return optax.GradientTransformation(lambda params: optax.EmptyState(), update)
+
+
+def _optimizer(config: LdsConfig, mask: Any) -> optax.GradientTransformation:
+    steps = config.cycles * config.location.population * config.train_batches
+    schedule = optax.cosine_decay_schedule(config.lr_max, steps, alpha=config.lr_min / config.lr_max
+                                           if config.lr_max else 0.0)  # fmt: skip
+    return optax.chain(optax.add_decayed_weights(config.weight_decay), _masked(mask),
+                       optax.sgd(schedule, momentum=config.momentum, nesterov=True))  # fmt: skip
+
+
+def _cycle_orders(seed: int, cycle: int, n_train: int, k: int, config: LdsConfig) -> np.ndarray:
+    """``[K, M, batch]`` training indices of one cycle (a fresh permutation, wrapped around)."""
+    need = k * config.train_batches * config.batch_size
+    rng = np.random.default_rng([seed, cycle])
+    order = np.concatenate([rng.permutation(n_train) for _ in range(-(-need // n_train))])[:need]
+    return order.reshape(k, config.train_batches, config.batch_size)
+
+
+def _score_indices(cycle: int, n_val: int, config: LdsConfig) -> np.ndarray:
+    size = config.score_batches * config.score_batch
+    if n_val < size:
+        return np.arange(n_val)
+    start = (cycle * size) % n_val
+    return (start + np.arange(size)) % n_val
+
+
+def _edge_sources(supernet: Any) -> dict[str, tuple[int, int]]:
+    """``{edge path: (source flat index, cin)}`` of every add-on edge."""
+    from fnnjax.arch.shapes import infer_layers  # noqa: PLC0415
+    from fnnjax.arch.spec import addon_name  # noqa: PLC0415
+
+    cin = {u.path[: -len("/unit")]: u.cin for u in infer_layers(supernet) if "_addon" in u.path}
+    return {addon_name(i, j, e): (a.source, cin[addon_name(i, j, e)])
+            for i, st in enumerate(supernet.stages) for j, b in enumerate(st.blocks)
+            for e, a in enumerate(b.addons)}  # fmt: skip
+
+
+def lds(
+    data: Any,
+    spec: Any,
+    variables: Mapping[str, Any],
+    config: LdsConfig = LdsConfig(),
+    out_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Runs LDS on the base network ``spec`` with trained ``variables`` (params, batch_stats and
+    the DNP ``masks``) and returns ``{"genes", "locations", "directions", "supernet", "variables",
+    "history"}``: the chosen gene code, its locations, ``{edge: [cin, neurons]}`` connection
+    masks, the supernet spec and its trained variables (module docstring). The test split is
+    never read. Same seed, same result.
+
+    Raises:
+        ValueError: no validation split, or a base network LDS cannot extend.
+    """
+    from fnnjax.arch import build_model, transplant_params  # noqa: PLC0415
+    from fnnjax.train import Engine, Split, augmentation_for  # noqa: PLC0415
+    from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
+    from fnnjax.train.rundir import _truncate_jsonl, append_jsonl, archive_previous_run  # noqa: PLC0415
+
+    if len(data.validation) == 0:
+        raise ValueError("data.validation: LDS scores on a validation split; load the dataset "
+                         "with validation_fraction > 0")  # fmt: skip
+    space = gene_space(spec, config.kernels)
+    supernet = addon_space(spec, config.neurons, config.kernels)
+    model = build_model(supernet, use_masks=True)
+    fresh = model.init(jax.random.key(seed), jnp.zeros((1, *data.input_shape), jnp.float32))
+    base_vars = {k: v for k, v in variables.items() if k != "arch"}
+    moved = transplant_params(spec, base_vars, supernet, fresh)
+    base_arch = {path: dict(leaves) for path, leaves in moved["arch"].items()}
+    for path in base_arch:  # the base network's own gated skips keep their values
+        if "_addon" not in path and "arch" in variables and path in variables["arch"]:
+            base_arch[path] = dict(variables["arch"][path])
+    mask = trainable_mask(spec, supernet, moved["params"])
+    aug = augmentation_for(data) if config.augment else None
+    engine = Engine(model, _optimizer(config, mask), augment=None if aug is None or aug.is_identity
+                    else aug, eval_batch_size=config.score_batches * config.score_batch)  # fmt: skip
+    child = engine.init(jax.random.key(seed + 1), data.input_shape)
+    child = child.replace(params=moved["params"], opt_state=engine.tx.init(moved["params"]),
+                          collections={**child.collections,
+                                       **{k: v for k, v in moved.items() if k != "params"}})  # fmt: skip
+    k_loc, k_dir, k_cycles = jax.random.split(jax.random.key(seed), 3)
+    lcfg, dcfg, K = config.location, config.direction, config.location.population
+    if dcfg.population != K:
+        raise ValueError(f"config: the direction population ({dcfg.population}) must equal the "
+                         f"location population ({K}): the data per cycle is K x M batches")  # fmt: skip
+    edges = _edge_sources(supernet)
+    state = {"child": child, "location": location_init(k_loc, space, lcfg)}
+    out = None if out_dir is None else Path(out_dir).expanduser().resolve()
+    history: list[dict[str, Any]] = []
+    start, ckpt = 0, None
+    meta_now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
+
+    def direction_parts(genes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
+        chosen = {loc["edge"]: edges[loc["edge"]] for loc in gene_locations(genes, space)}
+        return chosen, eligible_channels(spec, variables, chosen)
+
+    def template(meta: dict[str, Any]) -> dict[str, Any]:
+        if meta.get("phase") != "direction":
+            return {"child": state["child"], "location": state["location"]}
+        chosen, eligible = direction_parts(np.asarray(meta["genes"], np.int32))
+        dstate = direction_init(k_dir, eligible, config.neurons, dcfg)
+        return {"child": state["child"], "location": state["location"], "direction": dstate}
+
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        if not resume:
+            archive_previous_run(out, LDS_FILES)
+        ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
+
+        def check(meta: dict[str, Any]) -> None:
+            from fnnjax.errors import CheckpointError  # noqa: PLC0415
+
+            saved = {k: meta.get(k) for k in meta_now}
+            if json.loads(json.dumps(saved)) != json.loads(json.dumps(meta_now)):
+                raise CheckpointError(f"{out}: holds a different LDS search (settings, seed or "
+                                      "data differ); use another --out or start afresh")  # fmt: skip
+
+        restored = ckpt.restore_latest(template, check=check) if resume else None
+        if restored is not None:
+            state, meta = restored
+            start = int(meta["cycle"]) + 1
+            _truncate_jsonl(out / "lds.jsonl", start - 1)
+            history = [json.loads(ln) for ln in (out / "lds.jsonl").read_text().splitlines()
+                       if ln.strip()]  # fmt: skip
+            say = log or (lambda _: None)
+            say(f"resuming LDS after cycle {start - 1} from {out / 'checkpoints'}")
+        else:
+            (out / "lds.jsonl").unlink(missing_ok=True)
+    say = log or (lambda _: None)
+    x_train, y_train = jax.device_put(data.train.x), jax.device_put(data.train.y)
+    x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
+    genes = np.asarray(state["location"].best_genes)
+    chosen, eligible = (direction_parts(genes) if "direction" in state else ({}, {}))
+    for cycle in range(start, config.cycles):
+        key = jax.random.fold_in(k_cycles, cycle)
+        phase = "location" if cycle < config.location_cycles else "direction"
+        if phase == "location":
+            pop, state["location"] = location_ask(key, state["location"], space, lcfg)
+            gates = genes_to_selection(pop, space)
+            arch = population_arch(base_arch, K, {p: {"gate": g} for p, g in gates.items()})
+        else:
+            if "direction" not in state:  # the first direction cycle: fix the locations
+                genes = np.asarray(state["location"].best_genes)
+                chosen, eligible = direction_parts(genes)
+                state["direction"] = direction_init(k_dir, eligible, config.neurons, dcfg)
+            pop, state["direction"] = direction_ask(key, state["direction"], eligible,
+                                                    config.neurons, dcfg)  # fmt: skip
+            gates = genes_to_selection(jnp.broadcast_to(jnp.asarray(genes), (K, space.size)), space)
+            arch = population_arch(base_arch, K, {
+                p: {"gate": g, **({"connections": pop[p]} if p in pop else {})}
+                for p, g in gates.items()})  # fmt: skip
+        orders = _cycle_orders(seed, cycle, len(data.train), K, config)
+        child, losses = state["child"], []
+        for k in range(K):
+            one = jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch)
+            child = child.replace(collections={**child.collections, "arch": one})
+            child, metrics = engine.train_steps(child, x_train, y_train, orders[k])
+            losses.append(np.asarray(metrics["loss"]))
+        child = child.replace(collections={**child.collections, "arch": base_arch})
+        state["child"] = child
+        idx = _score_indices(cycle, len(x_val), config)
+        scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch)
+        fitness = np.asarray(scores["accuracy"], np.float32)
+        if phase == "location":
+            state["location"] = location_tell(pop, fitness, state["location"])
+            best = {"best_genes": np.asarray(state["location"].best_genes).tolist()}
+        else:
+            state["direction"] = direction_tell(pop, fitness, state["direction"])
+            best = {"best_connections": {e: int(np.asarray(v).sum())
+                                         for e, v in state["direction"].best.items()}}  # fmt: skip
+        record = {"cycle": cycle, "phase": phase, "best": float(fitness.max()),
+                  "mean": float(fitness.mean()), "worst": float(fitness.min()),
+                  "train_loss": float(np.mean(losses)), **best}  # fmt: skip
+        history.append(record)
+        say(f"LDS {phase} cycle {cycle + 1}/{config.cycles}: best {record['best']:.4f} mean "
+            f"{record['mean']:.4f} worst {record['worst']:.4f} loss {record['train_loss']:.4f}")  # fmt: skip
+        if out is not None:
+            append_jsonl(out / "lds.jsonl", record)
+            ckpt.save(cycle, state, {**meta_now, "cycle": cycle, "phase": phase,
+                                     "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
+    if ckpt is not None:
+        ckpt.close()
+    genes = np.asarray(state["location"].best_genes)
+    if "direction" in state:
+        directions = {k: np.asarray(v) for k, v in state["direction"].best.items()}
+    else:  # no direction cycles: every add-on neuron reads every channel
+        chosen = {loc["edge"]: edges[loc["edge"]] for loc in gene_locations(genes, space)}
+        directions = {e: np.ones((cin, config.neurons), np.float32) for e, (_, cin) in chosen.items()}
+    locations = gene_locations(genes, space)
+    if out is not None:
+        (out / "genes.json").write_text(json.dumps(
+            {"genes": genes.tolist(), "kernels": list(space.kernels), "low": list(space.low),
+             "locations": locations}, indent=1))  # fmt: skip
+        np.savez(out / "directions.npz", **{k.replace("/", "."): v for k, v in directions.items()})
+        if history:
+            _plot(history, out / "lds.png")
+    return {"genes": genes, "locations": locations, "directions": directions,
+            "supernet": supernet, "space": space, "variables": state["child"].variables(),
+            "history": history}  # fmt: skip
+
+
+def _plot(history: list[dict[str, Any]], path: Path) -> None:
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, ax = plt.subplots(figsize=(6, 3.5))
+    c = [r["cycle"] for r in history]
+    for key, style in (("best", "-"), ("mean", "--"), ("worst", ":")):
+        ax.plot(c, [r[key] for r in history], style, label=key)
+    split = next((r["cycle"] for r in history if r["phase"] == "direction"), None)
+    if split is not None:
+        ax.axvline(split - 0.5, color="grey", lw=0.8)
+        ax.text(split, ax.get_ylim()[0], " directions", va="bottom", fontsize=8)
+    ax.set_xlabel("cycle")
+    ax.set_ylabel("validation accuracy")
+    ax.set_title("LDS fitness (locations, then directions)")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
