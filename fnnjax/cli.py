@@ -136,8 +136,8 @@ def build_parser() -> argparse.ArgumentParser:
     how.add_argument("--restart-mult", type=float, default=2.0,
                      help="cosine_restarts: each period this many times the last; default 2")
     how.add_argument("--min-lr", type=float, default=0.0,
-                     help="cosine_restarts: the lowest rate; default 0 (ENAS's search: 0.0005, "
-                     "NHN: 0.001)")
+                     help="cosine and cosine_restarts: the lowest rate; default 0 (ENAS's search: "
+                     "0.0005, NHN: 0.001)")
     how.add_argument("--step-epochs", type=int, nargs="*", default=[], metavar="E",
                      help="epochs where the step schedule multiplies the rate by --step-factor")
     how.add_argument("--step-factor", type=float, default=0.1)
@@ -330,6 +330,9 @@ def build_parser() -> argparse.ArgumentParser:
     from fnnjax import cli_capacity  # noqa: PLC0415
 
     cli_capacity.add_parser(commands, debug, _positive_int, _positive_float)
+    from fnnjax import cli_nhn  # noqa: PLC0415
+
+    cli_nhn.add_parser(commands, debug, _positive_int)
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -617,6 +620,12 @@ def _capacity(args: argparse.Namespace) -> int:
     return cli_capacity.run(args)
 
 
+def _nhn(args: argparse.Namespace) -> int:
+    from fnnjax import cli_nhn  # noqa: PLC0415
+
+    return cli_nhn.run(args)
+
+
 def _list_models() -> int:
     from fnnjax import models  # noqa: PLC0415
 
@@ -644,7 +653,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 2
     handlers = {"train": _train, "profile": _profile, "spec": _spec, "enas": _enas,
-                "envelopenet": _envelopenet, "capacity": _capacity,
+                "envelopenet": _envelopenet, "capacity": _capacity, "nhn": _nhn,
                 "models": lambda a: _list_models(),
                 "datasets": lambda a: _list_datasets()}  # fmt: skip
     shown, warnings.showwarning = warnings.showwarning, _one_line_warning

@@ -122,13 +122,14 @@ class TrainConfig:
         nesterov: Nesterov momentum (``"sgd"`` only).
         weight_decay: for ``"sgd"`` and ``"adam"`` an L2 term ``wd * w`` added to the gradient
             (PyTorch/Keras semantics, used by the papers); for ``"adamw"`` decoupled decay.
-        schedule: ``"constant"``, ``"cosine"`` (decay to 0 over the run), ``"cosine_restarts"``
+        schedule: ``"constant"``, ``"cosine"`` (decay to ``min_learning_rate``, default 0, over
+            the run), ``"cosine_restarts"``
             (SGDR, ENAS's: cosine from ``learning_rate`` to ``min_learning_rate`` over
             ``restart_epochs``, restarting with periods ``restart_mult`` times longer; the rate
             changes once per epoch, as the released ENAS code's) or ``"step"`` (multiply by
             ``step_factor`` at each epoch in ``step_epochs``).
         restart_epochs, restart_mult, min_learning_rate: ``"cosine_restarts"``'s first period,
-            period factor and lowest rate (ENAS and NHN: 10, 2, 0.0005 or 0.001; 310 epochs are
+            period factor and lowest rate (the lowest rate of ``"cosine"`` too) (ENAS and NHN: 10, 2, 0.0005 or 0.001; 310 epochs are
             periods of 10 + 20 + 40 + 80 + 160).
         warmup_epochs: linear warm-up from 0 before the schedule (may be fractional).
         step_epochs, step_factor: the ``"step"`` schedule's milestones and factor.
@@ -246,7 +247,8 @@ def make_schedule(config: TrainConfig, steps_per_epoch: int) -> optax.Schedule:
     if config.schedule == "constant":
         main: optax.Schedule = optax.constant_schedule(lr)
     elif config.schedule == "cosine":
-        main = optax.cosine_decay_schedule(lr, decay_steps=max(total - warmup, 1))
+        main = optax.cosine_decay_schedule(lr, decay_steps=max(total - warmup, 1),
+                                           alpha=config.min_learning_rate / lr if lr else 0.0)  # fmt: skip
     elif config.schedule == "cosine_restarts":
         main = functools.partial(cosine_restarts, steps_per_epoch=steps_per_epoch, lr_max=lr,
                                  lr_min=config.min_learning_rate, first=config.restart_epochs,

@@ -47,7 +47,7 @@ def _valid(genes, space):
     return np.all((g == -1) | ((g >= low) & (g <= high)))
 
 
-@settings(max_examples=30, deadline=None)
+@settings(max_examples=20, deadline=None)
 @given(spaces(), st.integers(0, 2**31 - 1), st.floats(0.0, 1.0), st.floats(0.0, 1.0))
 def test_generated_recombined_and_mutated_gene_codes_stay_valid(space, seed, none_prob, rate):
     k1, k2, k3 = jax.random.split(jax.random.key(seed), 3)
@@ -187,19 +187,54 @@ def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_pa
     assert [r["phase"] for r in records] == ["location", "location", "direction"]
     assert all(r["worst"] <= r["mean"] <= r["best"] for r in records)
     assert (tmp_path / "a" / "genes.json").exists() and (tmp_path / "a" / "lds.png").exists()
-    # Same seed, same search; killed after cycle 1 (its checkpoint kept), the rerun resumes there.
-    b = nhn.lds(data, spec, v, cfg, tmp_path / "b", seed=3, **quiet)
-    np.testing.assert_array_equal(a["genes"], b["genes"])
-    assert a["history"] == b["history"]
-    import shutil
+    # Killed in its last cycle, the same search resumes after cycle 1 and ends as the
+    # uninterrupted one did (same seed, same search).
+    def killer(line):
+        if "cycle 3/3" in line:
+            raise KeyboardInterrupt
 
-    ckpts = tmp_path / "b" / "checkpoints"
-    shutil.rmtree(ckpts / "2")
-    lines = (tmp_path / "b" / "lds.jsonl").read_text().splitlines()
-    (tmp_path / "b" / "lds.jsonl").write_text("\n".join(lines[:2]) + "\n")
+    with pytest.raises(KeyboardInterrupt):
+        nhn.lds(data, spec, v, cfg, tmp_path / "b", seed=3, log=killer)
     said = []
     c = nhn.lds(data, spec, v, cfg, tmp_path / "b", seed=3, log=said.append)
     assert said[0].startswith("resuming LDS after cycle 1")
     assert c["history"] == a["history"]
     for e in a["directions"]:
         np.testing.assert_array_equal(a["directions"][e], c["directions"][e])
+
+
+def test_fnnjax_nhn_quick_killed_inside_lds_resumes_there(tmp_path, capsys):
+    """Algorithm 2 end to end at a tiny size: killed in the LDS stage, the same command resumes
+    inside it (the trainings before it are not redone) and writes every stage's files."""
+    from fnnjax import cli_nhn
+    from fnnjax.cli import build_parser, main
+
+    arc = tmp_path / "arc.txt"
+    arc.write_text("0 2 1 0 0 1\n")  # 3 layers: conv3x3, conv5x5 (skip from 0), conv3x3 (skip from 1)
+    argv = ["nhn", "--quick", "--arc", str(arc), "--out", str(tmp_path / "out")]
+    config, dataset, limit = cli_nhn.config_of(build_parser().parse_args(argv))
+    data = load_dataset(dataset, validation_fraction=0.1, seed=0, limit_train=limit)
+
+    def killer(line):
+        if "LDS location cycle 2/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nhn.run_nhn(data, arc.read_text(), config, tmp_path / "out", log=killer)
+    out = tmp_path / "out"
+    base_epochs = (out / "base" / "metrics.jsonl").read_text()
+    assert not (out / "final").exists() and (out / "pruned_spec.json").exists()
+    assert main(argv) == 0
+    printed = capsys.readouterr().out
+    assert "resuming LDS after cycle 0" in printed and "== NHN final" in printed
+    assert (out / "base" / "metrics.jsonl").read_text() == base_epochs  # not trained again
+    for name in ("base_spec.json", "pruned_spec.json", "prune.json", "nhn_spec.json", "results.json",
+                 "lds/lds.jsonl", "lds/genes.json", "lds/directions.npz", "lds/lds.png"):  # fmt: skip
+        assert (out / name).exists(), name
+    results = json.loads((out / "results.json").read_text())
+    assert results["prune"]["kernels"] == pytest.approx(0.5, abs=0.02)
+    assert results["pruned"]["params"] < results["base"]["params"]
+    assert {"test_accuracy_without_addons", "drop"} <= set(results["ablation"])
+    assert results["final"]["score"] == pytest.approx(nhn.nhn_score(
+        100 * (1 - results["final"]["test_accuracy"]), results["final"]["params"] / 1e6))  # fmt: skip
+    assert "NHN on digits: test accuracy" in printed

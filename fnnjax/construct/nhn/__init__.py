@@ -9,6 +9,8 @@
   location and direction searches as pure ``init / ask / tell``
   (:mod:`~fnnjax.construct.nhn.evolve`) and the LDS driver with shared weights, :func:`lds`
   (:mod:`~fnnjax.construct.nhn.search`).
+* :func:`run_nhn`: the whole of Algorithm 2, resumable (:mod:`~fnnjax.construct.nhn.pipeline`);
+  the command ``fnnjax nhn``.
 
 The grouped-convolution head is :class:`fnnjax.arch.Head` ``(pool="grouped")``.
 """
@@ -40,6 +42,7 @@ from fnnjax.construct.nhn.genes import (
     random_genes,
     recombine,
 )
+from fnnjax.construct.nhn.pipeline import NhnConfig, effective_params, nhn_score, run_nhn
 from fnnjax.construct.nhn.prune import PruneResult, dnp, kernel_std, prunable_kernels
 from fnnjax.construct.nhn.search import LdsConfig, lds, trainable_mask
 from fnnjax.construct.nhn.smooth import (
@@ -57,6 +60,7 @@ __all__ = [
     "LdsConfig",
     "LocationConfig",
     "LocationState",
+    "NhnConfig",
     "PruneResult",
     "addon_space",
     "check_genes",
@@ -65,6 +69,7 @@ __all__ = [
     "direction_init",
     "direction_tell",
     "dnp",
+    "effective_params",
     "eligible_channels",
     "gaussian_filter",
     "gene_locations",
@@ -76,11 +81,13 @@ __all__ = [
     "location_init",
     "location_tell",
     "mutate",
+    "nhn_score",
     "population_arch",
     "prunable_kernels",
     "random_directions",
     "random_genes",
     "recombine",
+    "run_nhn",
     "smooth_init",
     "smooth_kernel",
     "smoothable_kernels",

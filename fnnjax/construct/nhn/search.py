@@ -199,24 +199,41 @@ def lds(
     seed: int = 0,
     resume: bool = True,
     log: Callable[[str], None] | None = print,
+    num_devices: int | None = None,
 ) -> dict[str, Any]:
     """Runs LDS on the base network ``spec`` with trained ``variables`` (params, batch_stats and
     the DNP ``masks``) and returns ``{"genes", "locations", "directions", "supernet", "variables",
     "history"}``: the chosen gene code, its locations, ``{edge: [cin, neurons]}`` connection
     masks, the supernet spec and its trained variables (module docstring). The test split is
-    never read. Same seed, same result.
+    never read. Same seed, same result. ``num_devices``: the training batches and the scored
+    population are split across this many local devices (default: all of them when they divide
+    ``batch_size``, else one).
 
     Raises:
         ValueError: no validation split, or a base network LDS cannot extend.
     """
     from fnnjax.arch import build_model, transplant_params  # noqa: PLC0415
-    from fnnjax.train import Engine, Split, augmentation_for  # noqa: PLC0415
+    from fnnjax.train import (  # noqa: PLC0415
+        Engine,
+        Split,
+        augmentation_for,
+        make_mesh,
+        replicate,
+        replicated_sharding,
+    )
     from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
     from fnnjax.train.rundir import _truncate_jsonl, append_jsonl, archive_previous_run  # noqa: PLC0415
 
     if len(data.validation) == 0:
         raise ValueError("data.validation: LDS scores on a validation split; load the dataset "
                          "with validation_fraction > 0")  # fmt: skip
+    if num_devices is None:
+        num_devices = jax.local_device_count()
+        num_devices = num_devices if config.batch_size % num_devices == 0 else 1
+    elif config.batch_size % num_devices:
+        raise ValueError(f"num_devices: {num_devices} devices must divide the batch size "
+                         f"{config.batch_size}")  # fmt: skip
+    variables = jax.device_get(variables)  # wherever they were trained: to the host
     space = gene_space(spec, config.kernels)
     supernet = addon_space(spec, config.neurons, config.kernels)
     model = build_model(supernet, use_masks=True)
@@ -229,12 +246,14 @@ def lds(
             base_arch[path] = dict(variables["arch"][path])
     mask = trainable_mask(spec, supernet, moved["params"])
     aug = augmentation_for(data) if config.augment else None
-    engine = Engine(model, _optimizer(config, mask), augment=None if aug is None or aug.is_identity
+    engine = Engine(model, _optimizer(config, mask), make_mesh(num_devices), augment=None if aug is None or aug.is_identity
                     else aug, eval_batch_size=config.score_batches * config.score_batch)  # fmt: skip
     child = engine.init(jax.random.key(seed + 1), data.input_shape)
     child = child.replace(params=moved["params"], opt_state=engine.tx.init(moved["params"]),
                           collections={**child.collections,
                                        **{k: v for k, v in moved.items() if k != "params"}})  # fmt: skip
+    child = replicate(child, engine.mesh)
+    repl = replicated_sharding(engine.mesh)
     k_loc, k_dir, k_cycles = jax.random.split(jax.random.key(seed), 3)
     lcfg, dcfg, K = config.location, config.direction, config.location.population
     if dcfg.population != K:
@@ -288,55 +307,57 @@ def lds(
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     genes = np.asarray(state["location"].best_genes)
     chosen, eligible = (direction_parts(genes) if "direction" in state else ({}, {}))
-    for cycle in range(start, config.cycles):
-        key = jax.random.fold_in(k_cycles, cycle)
-        phase = "location" if cycle < config.location_cycles else "direction"
-        if phase == "location":
-            pop, state["location"] = location_ask(key, state["location"], space, lcfg)
-            gates = genes_to_selection(pop, space)
-            arch = population_arch(base_arch, K, {p: {"gate": g} for p, g in gates.items()})
-        else:
-            if "direction" not in state:  # the first direction cycle: fix the locations
-                genes = np.asarray(state["location"].best_genes)
-                chosen, eligible = direction_parts(genes)
-                state["direction"] = direction_init(k_dir, eligible, config.neurons, dcfg)
-            pop, state["direction"] = direction_ask(key, state["direction"], eligible,
-                                                    config.neurons, dcfg)  # fmt: skip
-            gates = genes_to_selection(jnp.broadcast_to(jnp.asarray(genes), (K, space.size)), space)
-            arch = population_arch(base_arch, K, {
-                p: {"gate": g, **({"connections": pop[p]} if p in pop else {})}
-                for p, g in gates.items()})  # fmt: skip
-        orders = _cycle_orders(seed, cycle, len(data.train), K, config)
-        child, losses = state["child"], []
-        for k in range(K):
-            one = jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch)
-            child = child.replace(collections={**child.collections, "arch": one})
-            child, metrics = engine.train_steps(child, x_train, y_train, orders[k])
-            losses.append(np.asarray(metrics["loss"]))
-        child = child.replace(collections={**child.collections, "arch": base_arch})
-        state["child"] = child
-        idx = _score_indices(cycle, len(x_val), config)
-        scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch)
-        fitness = np.asarray(scores["accuracy"], np.float32)
-        if phase == "location":
-            state["location"] = location_tell(pop, fitness, state["location"])
-            best = {"best_genes": np.asarray(state["location"].best_genes).tolist()}
-        else:
-            state["direction"] = direction_tell(pop, fitness, state["direction"])
-            best = {"best_connections": {e: int(np.asarray(v).sum())
-                                         for e, v in state["direction"].best.items()}}  # fmt: skip
-        record = {"cycle": cycle, "phase": phase, "best": float(fitness.max()),
-                  "mean": float(fitness.mean()), "worst": float(fitness.min()),
-                  "train_loss": float(np.mean(losses)), **best}  # fmt: skip
-        history.append(record)
-        say(f"LDS {phase} cycle {cycle + 1}/{config.cycles}: best {record['best']:.4f} mean "
-            f"{record['mean']:.4f} worst {record['worst']:.4f} loss {record['train_loss']:.4f}")  # fmt: skip
-        if out is not None:
-            append_jsonl(out / "lds.jsonl", record)
-            ckpt.save(cycle, state, {**meta_now, "cycle": cycle, "phase": phase,
-                                     "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
-    if ckpt is not None:
-        ckpt.close()
+    try:  # an interrupted search still finishes writing its last checkpoint
+        for cycle in range(start, config.cycles):
+            key = jax.random.fold_in(k_cycles, cycle)
+            phase = "location" if cycle < config.location_cycles else "direction"
+            if phase == "location":
+                pop, state["location"] = location_ask(key, state["location"], space, lcfg)
+                gates = genes_to_selection(pop, space)
+                arch = population_arch(base_arch, K, {p: {"gate": g} for p, g in gates.items()})
+            else:
+                if "direction" not in state:  # the first direction cycle: fix the locations
+                    genes = np.asarray(state["location"].best_genes)
+                    chosen, eligible = direction_parts(genes)
+                    state["direction"] = direction_init(k_dir, eligible, config.neurons, dcfg)
+                pop, state["direction"] = direction_ask(key, state["direction"], eligible,
+                                                        config.neurons, dcfg)  # fmt: skip
+                gates = genes_to_selection(jnp.broadcast_to(jnp.asarray(genes), (K, space.size)), space)
+                arch = population_arch(base_arch, K, {
+                    p: {"gate": g, **({"connections": pop[p]} if p in pop else {})}
+                    for p, g in gates.items()})  # fmt: skip
+            orders = _cycle_orders(seed, cycle, len(data.train), K, config)
+            child, losses = state["child"], []
+            for k in range(K):
+                one = jax.device_put(jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch), repl)
+                child = child.replace(collections={**child.collections, "arch": one})
+                child, metrics = engine.train_steps(child, x_train, y_train, orders[k])
+                losses.append(np.asarray(metrics["loss"]))
+            child = child.replace(collections={**child.collections, "arch": base_arch})
+            state["child"] = child
+            idx = _score_indices(cycle, len(x_val), config)
+            scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch)
+            fitness = np.asarray(scores["accuracy"], np.float32)
+            if phase == "location":
+                state["location"] = location_tell(pop, fitness, state["location"])
+                best = {"best_genes": np.asarray(state["location"].best_genes).tolist()}
+            else:
+                state["direction"] = direction_tell(pop, fitness, state["direction"])
+                best = {"best_connections": {e: int(np.asarray(v).sum())
+                                             for e, v in state["direction"].best.items()}}  # fmt: skip
+            record = {"cycle": cycle, "phase": phase, "best": float(fitness.max()),
+                      "mean": float(fitness.mean()), "worst": float(fitness.min()),
+                      "train_loss": float(np.mean(losses)), **best}  # fmt: skip
+            history.append(record)
+            say(f"LDS {phase} cycle {cycle + 1}/{config.cycles}: best {record['best']:.4f} mean "
+                f"{record['mean']:.4f} worst {record['worst']:.4f} loss {record['train_loss']:.4f}")  # fmt: skip
+            if out is not None:
+                append_jsonl(out / "lds.jsonl", record)
+                ckpt.save(cycle, state, {**meta_now, "cycle": cycle, "phase": phase,
+                                         "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
+    finally:
+        if ckpt is not None:
+            ckpt.close()
     genes = np.asarray(state["location"].best_genes)
     if "direction" in state:
         directions = {k: np.asarray(v) for k, v in state["direction"].best.items()}

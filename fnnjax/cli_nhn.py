@@ -1,0 +1,138 @@
+"""``fnnjax nhn``: the Neuron Hierarchical Networks pipeline (kept apart from :mod:`fnnjax.cli` so
+that module stays short; nothing here imports JAX until the command runs)."""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+from pathlib import Path
+from typing import Any
+
+QUICK = ("tiny sizes (digits, 3 layers of 4 filters, 2 epochs per training, LDS 2 + 1 cycles of "
+         "4 individuals): a smoke test")  # fmt: skip
+
+
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_int) -> None:
+    nhn = commands.add_parser(
+        "nhn", help="Neuron Hierarchical Networks: SmoothInit, DNP pruning, add-on neuron search",
+        parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter,
+        description="Algorithm 2 of Neuron Hierarchical Networks (Wang et al. 2018): the macro "
+        "arc's network (grouped-conv head, SmoothInit, no dropout) is trained; DNP prunes its "
+        "flattest 3x3/5x5 kernels and the neurons left without connections; the pruned network "
+        "trains again; the location-direction search (LDS) finds add-on neurons with shared "
+        "weights; the result trains from scratch with Cutout and dropout. The arc comes from "
+        "--arc FILE (a best_arc.txt of `fnnjax enas`, or any arc string) or from an ENAS search "
+        "run first (--search, into OUT/enas). OUT gets base_spec.json, pruned_spec.json, "
+        "prune.json, nhn_spec.json, lds/ (lds.jsonl, genes.json, directions.npz, lds.png), each "
+        "training's run folder and results.json (accuracies, parameters, the ablation without "
+        "add-ons and the paper's score). Rerunning the command resumes where it stopped.",
+        epilog="examples:\n  fnnjax nhn --quick --search --out runs/nhn-quick\n"
+        "  fnnjax nhn --arc runs/enas/best_arc.txt --dataset fashion_mnist --layers 6 "
+        "--filters 16 --epochs 10 --lds-cycles 20 --out runs/nhn\n"
+        "  fnnjax nhn --arc runs/enas-c10/best_arc.txt --dataset cifar10 --out runs/nhn-c10"
+        "   (paper scale: 310 + 160 + 260 epochs, 300 + 300 LDS cycles; a GPU)",
+    )  # fmt: skip
+    source = nhn.add_mutually_exclusive_group(required=True)
+    source.add_argument("--arc", type=Path, help="a file holding the macro arc (released format)")
+    source.add_argument("--search", action="store_true",
+                        help="run an ENAS macro search first (same sizes, into OUT/enas)")  # fmt: skip
+    nhn.add_argument("--dataset", default="fashion_mnist",
+                     help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
+    nhn.add_argument("--layers", type=positive_int, default=12, help="L; default 12")
+    nhn.add_argument("--filters", type=positive_int, default=36,
+                     help="first segment's width (doubled at each reduction); default 36")  # fmt: skip
+    nhn.add_argument("--epochs", type=positive_int, nargs="+", default=None, metavar="E",
+                     help="epochs of the base, pruned and final trainings (one value for all); "
+                     "default 310 160 260")  # fmt: skip
+    nhn.add_argument("--prune-ratio", type=float, default=0.85,
+                     help="share of the 3x3/5x5 kernels DNP removes; default 0.85")  # fmt: skip
+    nhn.add_argument("--retrain", choices=("inherit", "scratch"), default="inherit",
+                     help="the pruned network goes on from its weights (default) or restarts")  # fmt: skip
+    nhn.add_argument("--neurons", type=positive_int, default=8,
+                     help="add-on neurons per location; default 8")  # fmt: skip
+    nhn.add_argument("--lds-cycles", type=int, nargs=2, default=(300, 300), metavar=("LOC", "DIR"),
+                     help="location and direction search cycles; default 300 300")  # fmt: skip
+    nhn.add_argument("--population", type=positive_int, default=20, help="K; default 20")
+    nhn.add_argument("--fresh", choices=("random", "mutate"), default="random",
+                     help="ranks 16-20: new random individuals (the paper's text, default) or "
+                     "mutants of ranks 1-5 (Algorithm 1)")  # fmt: skip
+    nhn.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
+    nhn.add_argument("--validation", type=float, default=0.1,
+                     help="share of the training split held out for LDS; default 0.1")  # fmt: skip
+    nhn.add_argument("--limit-train", type=positive_int, help="use only this many examples")
+    nhn.add_argument("--seed", type=int, default=0, help="default 0")
+    nhn.add_argument("--no-resume", action="store_true",
+                     help="start afresh (earlier files move to OUT/previous-<time>/)")  # fmt: skip
+    nhn.add_argument("--quick", action="store_true", help=QUICK)
+    nhn.add_argument("--out", type=Path, required=True, help="output folder")
+
+
+def config_of(args: argparse.Namespace):
+    """``(NhnConfig, dataset, limit_train)`` of an ``nhn`` command line."""
+    from fnnjax.construct import nhn  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if not 0.0 < args.validation < 1.0:
+        raise ConfigError(f"--validation: expected a share in (0, 1), got {args.validation}")
+    if not 0.0 <= args.prune_ratio < 1.0:
+        raise ConfigError(f"--prune-ratio: expected a share in [0, 1), got {args.prune_ratio}")
+    epochs = args.epochs or [310, 160, 260]
+    if len(epochs) not in (1, 3):
+        raise ConfigError(f"--epochs: expected one value or three (base pruned final), got {epochs}")
+    base, pruned, final = epochs * 3 if len(epochs) == 1 else epochs
+    loc, dirs = args.lds_cycles
+    if loc < 1 or dirs < 0:
+        raise ConfigError(f"--lds-cycles: expected LOC >= 1 and DIR >= 0, got {loc} {dirs}")
+    k = args.population
+    if k < 10:
+        raise ConfigError(f"--population: expected >= 10 (ranks 1-10 stay, 11-15 are children), got {k}")
+    lds = nhn.LdsConfig(neurons=args.neurons, location=nhn.LocationConfig(population=k, fresh=args.fresh),
+                        direction=nhn.DirectionConfig(population=k), location_cycles=loc,
+                        direction_cycles=dirs)  # fmt: skip
+    config = nhn.NhnConfig(layers=args.layers, filters=args.filters, batch_size=args.batch_size,
+                           base_epochs=base, prune_epochs=pruned, final_epochs=final,
+                           prune_ratio=args.prune_ratio, retrain=args.retrain, lds=lds)  # fmt: skip
+    dataset, limit = args.dataset, args.limit_train
+    if args.quick:
+        dataset, limit = "digits", limit or 400
+        small = nhn.LdsConfig(neurons=2, location=nhn.LocationConfig(population=4, keep=2, pairs=((0, 1),)),
+                              direction=nhn.DirectionConfig(population=4), location_cycles=2,
+                              direction_cycles=1, train_batches=2, batch_size=16, score_batch=40)  # fmt: skip
+        config = dataclasses.replace(config, layers=3, filters=4, batch_size=32, base_epochs=2,
+                                     prune_epochs=2, final_epochs=2, prune_ratio=0.5, lds=small)  # fmt: skip
+    return config, dataset, limit
+
+
+def run(args: argparse.Namespace) -> int:
+    from fnnjax.construct import enas, nhn  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+    from fnnjax.train import load_dataset  # noqa: PLC0415
+
+    config, dataset, limit = config_of(args)
+    data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed, limit_train=limit)
+    if args.search:
+        search = enas.SearchConfig(layers=config.layers, filters=config.filters,
+                                   epochs=config.base_epochs, batch_size=config.batch_size,
+                                   head_pool=config.head_pool)  # fmt: skip
+        if args.quick:
+            search = dataclasses.replace(search, epochs=2, batch_size=64, controller_steps=2,
+                                         arcs_per_step=4, reward_batch=32, derive_arcs=10,
+                                         derive_batches=1)  # fmt: skip
+        found = enas.search(data, search, args.out / "enas", seed=args.seed, resume=not args.no_resume)
+        arc = found["best_arc"]
+    else:
+        if not args.arc.is_file():
+            raise ConfigError(f"--arc: {args.arc} is not a file; give a best_arc.txt written by "
+                              "`fnnjax enas` (or any file holding an arc string)")  # fmt: skip
+        try:
+            arc = enas.arc_from_string(args.arc.read_text(), config.layers)
+        except ValueError as error:
+            raise ConfigError(f"--arc {args.arc}: {error} (is --layers {config.layers} the "
+                              "arc's?)") from None  # fmt: skip
+    out = nhn.run_nhn(data, arc, config, args.out, seed=args.seed, resume=not args.no_resume)
+    final, abl = out["final"], out["ablation"]
+    acc = final["test_accuracy"]
+    print(f"NHN on {dataset}: test accuracy {acc:.2%} with {final['params']:,} parameters "
+          f"(score {final['score']:.3f}); without the add-on neurons "
+          f"{abl['test_accuracy_without_addons']:.2%}; results in {args.out / 'results.json'}")  # fmt: skip
+    return 0

@@ -1,0 +1,331 @@
+"""The NHN pipeline (Algorithm 2; section 3): a macro arc's network with SmoothInit, trained; DNP
+and clean-up; retrained; LDS; the network with its add-on neurons trained from scratch; the
+ablation and the paper's score. One resumable driver: every stage writes its files into ``out``
+and a killed pipeline, run again, resumes inside the stage it was in (a training at its last
+epoch, LDS at its last cycle; DNP and clean-up are recomputed from the trained network, which is
+deterministic).
+
+Stages and files (``out/``):
+
+==============  ==========================================================================
+``base/``       the arc's retraining form (ENAS's fixed-arc child, grouped-conv head, no
+                dropout; section 2.1), SmoothInit, trained (:func:`fnnjax.train.fit` run);
+                ``base_spec.json``
+``pruned/``     DNP (``prune_ratio`` of the 3x3/5x5 kernels, a global quantile) and clean-up,
+                then trained further (``retrain="inherit"``, the paper's "three passes of
+                training") or from scratch; ``pruned_spec.json``, ``prune.json`` (per-layer and
+                total prune ratios, the clean-up's removals)
+``lds/``        :func:`~fnnjax.construct.nhn.search.lds`: ``lds.jsonl``, ``genes.json``,
+                ``directions.npz``, ``lds.png``
+``final/``      the pruned network with the add-on neurons LDS found, trained from scratch
+                (Nesterov 0.9, L2 ``final_l2``, clipping 5, Cutout, dropout; section 3);
+                ``nhn_spec.json``
+``results.json`` every stage's parameters (effective: pruned kernels and unread add-on
+                connections not counted), validation and test accuracy, the ablation (the
+                final network with its add-on edges switched off) and the score
+                ``sqrt((e/2)^2 + (n/25)^2)`` (``e`` test error in %, ``n`` parameters in M)
+==============  ==========================================================================
+
+The test split is read only by the trainings' final evaluations, never by a decision (DNP, LDS).
+The DNP masks and the directions are arrays, not spec: the final network's ``"masks"`` and
+``"arch"`` collections carry them (its checkpoints too); ``nhn_spec.json`` alone retrains the
+architecture with every kernel and connection on.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+from collections.abc import Callable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from fnnjax.construct.nhn.search import LdsConfig
+
+__all__ = ["NhnConfig", "effective_params", "nhn_score", "run_nhn"]
+
+RETRAIN = ("inherit", "scratch")
+
+
+@dataclasses.dataclass(frozen=True)
+class NhnConfig:
+    """Pipeline settings (defaults: the paper's CIFAR-10 values, section 3).
+
+    Attributes:
+        layers, filters: the macro network (12 layers; width 36 in the first segment, doubled
+            at each reduction, ENAS's retraining form).
+        batch_size, lr_max, lr_min, momentum: SGD with Nesterov momentum, cosine rates.
+        base_epochs: the base training (310: cosine with 4 warm restarts, T0 = 10, Tmul = 2).
+        base_l2: its L2 (ENAS's 2.5e-4).
+        sigma: SmoothInit's Gaussian.
+        prune_ratio: the share of 3x3/5x5 kernels DNP removes ("nearly 85%"), a global quantile.
+        retrain: ``"inherit"`` (the pruned network goes on training from its weights) or
+            ``"scratch"`` (Algorithm 2's "Train G from scratch"; the masks stay).
+        prune_epochs: that training (160; cosine without restarts).
+        lds: the search (:class:`~fnnjax.construct.nhn.search.LdsConfig`).
+        final_epochs: the final training (260).
+        final_l2, clip, dropout, cutout: its L2 (2e-4), gradient clipping (5.0), dropout before
+            the classifier (the paper does not give the rate; ENAS's macro retraining keeps 0.9,
+            so 0.1) and Cutout's square (``None``: half the image side, 16 on CIFAR-10).
+        augment: the dataset's crop/flip in every training.
+        head_pool: ``"grouped"`` (section 2.2) or ``"avg"``.
+    """
+
+    layers: int = 12
+    filters: int = 36
+    batch_size: int = 128
+    lr_max: float = 0.05
+    lr_min: float = 0.001
+    momentum: float = 0.9
+    base_epochs: int = 310
+    base_l2: float = 2.5e-4
+    sigma: float = 1.0
+    prune_ratio: float = 0.85
+    retrain: str = "inherit"
+    prune_epochs: int = 160
+    lds: LdsConfig = LdsConfig()
+    final_epochs: int = 260
+    final_l2: float = 2e-4
+    clip: float = 5.0
+    dropout: float = 0.1
+    cutout: int | None = None
+    augment: bool = True
+    head_pool: str = "grouped"
+
+    def __post_init__(self):
+        if self.retrain not in RETRAIN:
+            raise ValueError(f"retrain: expected one of {RETRAIN}, got {self.retrain!r}")
+        if not 0.0 <= self.prune_ratio < 1.0:
+            raise ValueError(f"prune_ratio: expected a share in [0, 1), got {self.prune_ratio!r}")
+        for name in ("base_epochs", "prune_epochs", "final_epochs"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)!r}")
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+def nhn_score(error_percent: float, params_millions: float) -> float:
+    """The paper's ``sqrt((e/2)^2 + (n/25)^2)`` (lower is better)."""
+    return math.sqrt((error_percent / 2) ** 2 + (params_millions / 25) ** 2)
+
+
+def effective_params(spec: Any, variables: Mapping[str, Any]) -> int:
+    """Trainable parameters, without the kernel slices a ``kernel_mask`` or an add-on edge's
+    ``connections`` switches off (they are zeros in any deployed network)."""
+    from fnnjax.arch.shapes import infer_layers  # noqa: PLC0415
+
+    total = sum(u.params for u in infer_layers(spec))
+
+    def zeros(tree: Any, path: str, leaf: str) -> int:
+        node: Any = tree
+        for part in [*path.split("/"), leaf]:
+            node = node.get(part) if isinstance(node, Mapping) else None
+        return 0 if node is None else int((np.asarray(node) == 0).sum())
+
+    for u in infer_layers(spec):
+        area = u.kernel * u.kernel
+        total -= area * zeros(variables.get("masks", {}), u.path, "kernel_mask")
+        if u.path.endswith("/unit") and "_addon" in u.path:
+            total -= area * zeros(variables.get("arch", {}), u.path[: -len("/unit")], "connections")
+    return total
+
+
+def _train_config(config: NhnConfig, stage: str, seed: int, data: Any, progress: bool):
+    from fnnjax.train import TrainConfig  # noqa: PLC0415
+
+    common = dict(batch_size=config.batch_size, optimizer="sgd", learning_rate=config.lr_max,
+                  momentum=config.momentum, nesterov=True, min_learning_rate=config.lr_min,
+                  augment=config.augment, seed=seed, progress=progress)  # fmt: skip
+    if stage == "base":  # ENAS's schedule: cosine with warm restarts
+        return TrainConfig(epochs=config.base_epochs, weight_decay=config.base_l2,
+                           schedule="cosine_restarts", restart_epochs=10, restart_mult=2.0,
+                           **common)  # fmt: skip
+    if stage == "pruned":
+        return TrainConfig(epochs=config.prune_epochs, weight_decay=config.final_l2,
+                           schedule="cosine", **common)  # fmt: skip
+    cutout = config.cutout if config.cutout is not None else min(data.input_shape[:2]) // 2
+    return TrainConfig(epochs=config.final_epochs, weight_decay=config.final_l2, schedule="cosine",
+                       grad_clip=config.clip or None, cutout=cutout, **common)  # fmt: skip
+
+
+def _write_json(path: Path, value: Any) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(value, indent=1))
+    tmp.replace(path)
+
+
+def run_nhn(
+    data: Any,
+    arc: Any,
+    config: NhnConfig = NhnConfig(),
+    out_dir: str | Path | None = None,
+    *,
+    seed: int = 0,
+    resume: bool = True,
+    progress: bool = False,
+    log: Callable[[str], None] | None = print,
+) -> dict[str, Any]:
+    """Runs Algorithm 2 from the macro ``arc`` (an ENAS arc: integers, or its text form) and
+    returns ``results.json``'s content plus the final ``spec`` and ``variables`` (module
+    docstring). Same seed, same result.
+
+    Raises:
+        ValueError: no validation split (DNP and LDS never look at the test split), or an arc
+            that does not fit ``config.layers``.
+    """
+    from fnnjax.arch import (  # noqa: PLC0415
+        Head,
+        build_model,
+        materialize,
+        to_dict,
+        to_json,
+    )
+    from fnnjax.arch.select import materialize_variables  # noqa: PLC0415
+    from fnnjax.construct.enas import arc_from_string, arc_to_string, check_arc, retrain_spec  # noqa: PLC0415
+    from fnnjax.construct.nhn.cleanup import clean_up  # noqa: PLC0415
+    from fnnjax.construct.nhn.genes import genes_to_selection  # noqa: PLC0415
+    from fnnjax.construct.nhn.prune import PruneResult, dnp, prunable_kernels  # noqa: PLC0415
+    from fnnjax.construct.nhn.search import lds  # noqa: PLC0415
+    from fnnjax.construct.nhn.smooth import smooth_init  # noqa: PLC0415
+    from fnnjax.train import Engine, fit  # noqa: PLC0415
+
+    if len(data.validation) == 0:
+        raise ValueError("data.validation: NHN's decisions (LDS) use a validation split; load the "
+                         "dataset with validation_fraction > 0")  # fmt: skip
+    arc = arc_from_string(arc, config.layers) if isinstance(arc, str) else check_arc(arc, config.layers)
+    out = None if out_dir is None else Path(out_dir).expanduser().resolve()
+    say = log or (lambda _: None)
+    if out is not None:
+        out.mkdir(parents=True, exist_ok=True)
+        meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
+                "dataset": data.describe()}  # fmt: skip
+        saved = out / "nhn.json"
+        if resume and saved.exists():
+            if json.loads(saved.read_text()) != json.loads(json.dumps(meta)):
+                raise ValueError(f"{out}: holds another NHN pipeline (arc, settings, seed or data "
+                                 "differ); use another --out, or --no-resume to start afresh")  # fmt: skip
+        elif not resume:
+            from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
+
+            archive_previous_run(out, ("nhn.json", "base", "pruned", "lds", "final", "results.json",
+                                       "base_spec.json", "pruned_spec.json", "prune.json",
+                                       "nhn_spec.json"))  # fmt: skip
+        _write_json(saved, meta)
+
+    def sub(name: str) -> Path | None:
+        return None if out is None else out / name
+
+    def train(spec, stage, initial, stage_seed):
+        say(f"== NHN {stage}: training {stage_seed}")
+        return fit(build_model(spec, use_masks=True), data,
+                   _train_config(config, stage, stage_seed, data, progress), out_dir=sub(stage),
+                   resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
+                   initial_variables=initial)  # fmt: skip
+
+    def fresh(spec, key):
+        return build_model(spec, use_masks=True).init(key, jnp.zeros((1, *data.input_shape)))
+
+    results: dict[str, Any] = {"arc": arc_to_string(arc, config.layers)}
+
+    def record(stage, spec, result, variables):
+        s = result.summary
+        results[stage] = {"params": effective_params(spec, variables),
+                          "params_dense": int(sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))),
+                          "validation_accuracy": s.get("final_validation_accuracy"),
+                          "test_accuracy": s.get("final_test_accuracy")}  # fmt: skip
+
+    # 1. The layer hierarchy: the arc's network, SmoothInit, trained (no dropout).
+    base = retrain_spec(arc, config.layers, config.filters, input_shape=data.input_shape,
+                        num_classes=data.num_classes, head_pool=config.head_pool)  # fmt: skip
+    k_base, k_pruned, k_lds, k_final = (seed * 10 + k for k in range(4))
+    init = fresh(base, jax.random.key(k_base))
+    init = {**init, "params": smooth_init(init["params"], config.sigma)}
+    if out is not None:
+        (out / "base_spec.json").write_text(to_json(base, indent=1))
+    res = train(base, "base", init, k_base)
+    base_vars = res.state.variables()
+    record("base", base, res, base_vars)
+
+    # 2. DNP and clean-up, then the pruned network trained again.
+    if prunable_kernels(base_vars["params"]):
+        pruned = dnp(base_vars["params"], base_vars["masks"], ratio=config.prune_ratio)
+    else:  # an arc of separable convs and poolings only: DNP has nothing to prune
+        say("== NHN DNP: the arc has no 3x3/5x5 conv kernels (separable convs and poolings "
+            "only); nothing is pruned")  # fmt: skip
+        pruned = PruneResult(base_vars["masks"], {}, {}, {"kernels": 0, "pruned": 0, "params": 0,
+                             "params_pruned": 0, "ratio": 0.0, "params_ratio_all": 0.0})  # fmt: skip
+    cleaned = clean_up(base, {**base_vars, "masks": pruned.masks})
+    spec = cleaned.spec
+    if config.retrain == "inherit":
+        start = cleaned.variables
+    else:
+        start = {**fresh(spec, jax.random.key(k_pruned)), "masks": cleaned.variables["masks"]}
+    if out is not None:
+        (out / "pruned_spec.json").write_text(to_json(spec, indent=1))
+        _write_json(out / "prune.json", {"ratio": config.prune_ratio, "total": pruned.total,
+                                         "layers": pruned.layers, "removed": cleaned.removed,
+                                         "folded": cleaned.folded,
+                                         "kept_constant": cleaned.kept_constant,
+                                         "params": cleaned.params})  # fmt: skip
+    say(f"== NHN DNP: {pruned.total['ratio']:.1%} of the 3x3/5x5 kernels, "
+        f"{pruned.total['params_ratio_all']:.1%} of all parameters; clean-up removed "
+        f"{sum(map(len, cleaned.removed.values()))} neurons")  # fmt: skip
+    res = train(spec, "pruned", start, k_pruned)
+    pruned_vars = res.state.variables()
+    record("pruned", spec, res, pruned_vars)
+    results["prune"] = {"kernels": pruned.total["ratio"], "params_all": pruned.total["params_ratio_all"]}
+
+    # 3. LDS on the pruned network.
+    found = lds(data, spec, pruned_vars, config.lds, sub("lds"), seed=k_lds, resume=resume, log=log)
+    supernet, space = found["supernet"], found["space"]
+    gates = genes_to_selection(jnp.asarray(found["genes"]), space)
+    arch = {p: dict(v) for p, v in found["variables"]["arch"].items()}
+    for p, g in gates.items():
+        arch[p]["gate"] = g
+        if p in found["directions"]:
+            arch[p]["connections"] = jnp.asarray(found["directions"][p])
+    final = materialize(supernet, arch)
+    final = final.replace(head=Head(kind="dense", dropout=config.dropout, pool=config.head_pool)
+                          if config.dropout else Head(pool=config.head_pool), name="nhn")  # fmt: skip
+    moved = materialize_variables(supernet, {**found["variables"], "arch": arch}, arch)
+
+    # 4. The neuron hierarchy trained from scratch (the DNP masks and the directions kept).
+    init = {**fresh(final, jax.random.key(k_final)), "masks": moved["masks"], "arch": moved["arch"]}
+    if out is not None:
+        (out / "nhn_spec.json").write_text(to_json(final, indent=1))
+    res = train(final, "final", init, k_final)
+    final_vars = res.state.variables()
+    record("final", final, res, final_vars)
+    results["lds"] = {"genes": np.asarray(found["genes"]).tolist(), "locations": found["locations"],
+                      "addon_neurons": config.lds.neurons * len(found["locations"])}  # fmt: skip
+
+    # 5. Ablation: the final network with every add-on edge off.
+    engine = Engine(build_model(final, use_masks=True), _noop_tx())
+    state = jax.device_get(res.state)  # from the training's devices to this one engine's
+    off = {p: ({**v, "gate": jnp.zeros_like(v["gate"])} if "gate" in v else v)
+           for p, v in state.collections.get("arch", {}).items()}  # fmt: skip
+    ablated = engine.evaluate(state.replace(collections={**state.collections, "arch": off}), data.test)
+    full = results["final"]["test_accuracy"]
+    results["ablation"] = {"test_accuracy_without_addons": ablated["accuracy"],
+                           "drop": None if full is None else full - ablated["accuracy"]}  # fmt: skip
+    for stage in ("base", "pruned", "final"):
+        acc = results[stage]["test_accuracy"]
+        results[stage]["score"] = None if acc is None else nhn_score(
+            100 * (1 - acc), results[stage]["params"] / 1e6)  # fmt: skip
+    if out is not None:
+        _write_json(out / "results.json", results)
+    say(f"== NHN: final test accuracy {full}, without add-ons {ablated['accuracy']:.4f}, "
+        f"params {results['final']['params']}")  # fmt: skip
+    return {**results, "spec": final, "variables": final_vars}
+
+
+def _noop_tx():
+    import optax  # noqa: PLC0415
+
+    return optax.sgd(0.0)
