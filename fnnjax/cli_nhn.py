@@ -95,11 +95,7 @@ def config_of(args: argparse.Namespace):
     dataset, limit = args.dataset, args.limit_train
     if args.quick:
         dataset, limit = "digits", limit or 400
-        small = nhn.LdsConfig(neurons=2, location=nhn.LocationConfig(population=4, keep=2, pairs=((0, 1),)),
-                              direction=nhn.DirectionConfig(population=4), location_cycles=2,
-                              direction_cycles=1, train_batches=2, batch_size=16, score_batch=40)  # fmt: skip
-        config = dataclasses.replace(config, layers=3, filters=4, batch_size=32, base_epochs=2,
-                                     prune_epochs=2, final_epochs=2, prune_ratio=0.5, lds=small)  # fmt: skip
+        config = nhn.NhnConfig.quick()
     return config, dataset, limit
 
 

@@ -11,6 +11,7 @@ from experiments import (
     envelopenets,
     fnn_table1,
     fnn_table2,
+    nhn,
     templates_table1,
     templates_width,
 )
@@ -97,3 +98,45 @@ def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlati
     assert "Spearman(params_final, C), 1-D, over 2 runs" in printed and "| digits | 0 |" in printed
     assert dynamic_capacity.spearman([1, 2, 3, 4], [10, 20, 20, 40]) > 0.9
     assert dynamic_capacity.spearman([1, 2, 3], [5, 5, 5]) != dynamic_capacity.spearman([1, 2, 3], [5, 5, 5])
+
+
+def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipeline(tmp_path, capsys):
+    """Algorithm 2 end to end at a tiny size, killed in the LDS stage: the same command resumes
+    inside it (the trainings before it are not redone); ``fnnjax nhn --quick`` with the same arc
+    then finds every stage done."""
+    from fnnjax.cli import main
+
+    def killer(line):
+        if "LDS location cycle 2/" in line:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        nhn.main(["--quick", "--out", str(tmp_path)], log=killer)
+    pipe = tmp_path / "pipeline"
+    base_epochs = (pipe / "base" / "metrics.jsonl").read_text()
+    assert not (pipe / "final").exists() and (pipe / "pruned_spec.json").exists()
+    payload = nhn.main(["--quick", "--out", str(tmp_path)])
+    printed = capsys.readouterr().out
+    assert "resuming LDS after cycle 0" in printed and "| pruned + random add-ons |" in printed
+    assert (pipe / "base" / "metrics.jsonl").read_text() == base_epochs  # not trained again
+    for name in ("base_spec.json", "pruned_spec.json", "prune.json", "nhn_spec.json",
+                 "results.json", "lds/lds.jsonl", "lds/genes.json", "lds/directions.npz",
+                 "lds/lds.png"):  # fmt: skip
+        assert (pipe / name).exists(), name
+    rows, pipeline = payload["rows"], payload["pipeline"]
+    assert list(rows) == ["base", "pruned", "pruned + LDS add-ons", "pruned + random add-ons"]
+    assert rows["pruned"]["params"] < rows["base"]["params"]
+    assert pipeline["prune"]["kernels"] == pytest.approx(0.5, abs=0.02)
+    n = len(pipeline["lds"]["locations"])
+    assert sum(g >= 0 for g in payload["random_addons"]["genes"]) == n
+    assert {"test_accuracy_without_addons", "drop"} <= set(pipeline["ablation"])
+    assert (tmp_path / "table1.md").exists() and (tmp_path / "results.json").exists()
+    arc = tmp_path / "arc.txt"
+    arc.write_text(pipeline["arc"] + "\n")
+    assert main(["nhn", "--quick", "--arc", str(arc), "--out", str(pipe)]) == 0
+    printed = capsys.readouterr().out
+    assert "NHN on digits: test accuracy" in printed and "== NHN final" in printed
+    with pytest.raises(SystemExit):
+        main(["nhn", "--quick", "--out", str(pipe)])  # --arc or --search is required
+    assert main(["nhn", "--quick", "--arc", str(tmp_path / "missing.txt"), "--out", str(pipe)]) == 2
+    assert "--arc" in capsys.readouterr().err

@@ -202,39 +202,3 @@ def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_pa
     for e in a["directions"]:
         np.testing.assert_array_equal(a["directions"][e], c["directions"][e])
 
-
-def test_fnnjax_nhn_quick_killed_inside_lds_resumes_there(tmp_path, capsys):
-    """Algorithm 2 end to end at a tiny size: killed in the LDS stage, the same command resumes
-    inside it (the trainings before it are not redone) and writes every stage's files."""
-    from fnnjax import cli_nhn
-    from fnnjax.cli import build_parser, main
-
-    arc = tmp_path / "arc.txt"
-    arc.write_text("0 2 1 0 0 1\n")  # 3 layers: conv3x3, conv5x5 (skip from 0), conv3x3 (skip from 1)
-    argv = ["nhn", "--quick", "--arc", str(arc), "--out", str(tmp_path / "out")]
-    config, dataset, limit = cli_nhn.config_of(build_parser().parse_args(argv))
-    data = load_dataset(dataset, validation_fraction=0.1, seed=0, limit_train=limit)
-
-    def killer(line):
-        if "LDS location cycle 2/" in line:
-            raise KeyboardInterrupt
-
-    with pytest.raises(KeyboardInterrupt):
-        nhn.run_nhn(data, arc.read_text(), config, tmp_path / "out", log=killer)
-    out = tmp_path / "out"
-    base_epochs = (out / "base" / "metrics.jsonl").read_text()
-    assert not (out / "final").exists() and (out / "pruned_spec.json").exists()
-    assert main(argv) == 0
-    printed = capsys.readouterr().out
-    assert "resuming LDS after cycle 0" in printed and "== NHN final" in printed
-    assert (out / "base" / "metrics.jsonl").read_text() == base_epochs  # not trained again
-    for name in ("base_spec.json", "pruned_spec.json", "prune.json", "nhn_spec.json", "results.json",
-                 "lds/lds.jsonl", "lds/genes.json", "lds/directions.npz", "lds/lds.png"):  # fmt: skip
-        assert (out / name).exists(), name
-    results = json.loads((out / "results.json").read_text())
-    assert results["prune"]["kernels"] == pytest.approx(0.5, abs=0.02)
-    assert results["pruned"]["params"] < results["base"]["params"]
-    assert {"test_accuracy_without_addons", "drop"} <= set(results["ablation"])
-    assert results["final"]["score"] == pytest.approx(nhn.nhn_score(
-        100 * (1 - results["final"]["test_accuracy"]), results["final"]["params"] / 1e6))  # fmt: skip
-    assert "NHN on digits: test accuracy" in printed

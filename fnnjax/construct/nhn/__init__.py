@@ -42,7 +42,14 @@ from fnnjax.construct.nhn.genes import (
     random_genes,
     recombine,
 )
-from fnnjax.construct.nhn.pipeline import NhnConfig, effective_params, nhn_score, run_nhn
+from fnnjax.construct.nhn.pipeline import (
+    NhnConfig,
+    effective_params,
+    nhn_score,
+    run_nhn,
+    stage_train_config,
+    with_addons,
+)
 from fnnjax.construct.nhn.prune import PruneResult, dnp, kernel_std, prunable_kernels
 from fnnjax.construct.nhn.search import LdsConfig, lds, trainable_mask
 from fnnjax.construct.nhn.smooth import (
@@ -91,5 +98,7 @@ __all__ = [
     "smooth_init",
     "smooth_kernel",
     "smoothable_kernels",
+    "stage_train_config",
     "trainable_mask",
+    "with_addons",
 ]

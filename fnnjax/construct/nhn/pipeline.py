@@ -47,7 +47,7 @@ import numpy as np
 
 from fnnjax.construct.nhn.search import LdsConfig
 
-__all__ = ["NhnConfig", "effective_params", "nhn_score", "run_nhn"]
+__all__ = ["NhnConfig", "effective_params", "nhn_score", "run_nhn", "stage_train_config", "with_addons"]
 
 RETRAIN = ("inherit", "scratch")
 
@@ -109,6 +109,18 @@ class NhnConfig:
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
 
+    @classmethod
+    def quick(cls) -> NhnConfig:
+        """Seconds-sized settings for smoke tests (``fnnjax nhn --quick``, the experiment's):
+        3 layers of 4 filters, 2 epochs per training, LDS 2 + 1 cycles of 4 individuals."""
+        from fnnjax.construct.nhn.evolve import DirectionConfig, LocationConfig  # noqa: PLC0415
+
+        lds = LdsConfig(neurons=2, location=LocationConfig(population=4, keep=2, pairs=((0, 1),)),
+                        direction=DirectionConfig(population=4), location_cycles=2,
+                        direction_cycles=1, train_batches=2, batch_size=16, score_batch=40)  # fmt: skip
+        return cls(layers=3, filters=4, batch_size=32, base_epochs=2, prune_epochs=2,
+                   final_epochs=2, prune_ratio=0.5, lds=lds)  # fmt: skip
+
 
 def nhn_score(error_percent: float, params_millions: float) -> float:
     """The paper's ``sqrt((e/2)^2 + (n/25)^2)`` (lower is better)."""
@@ -136,7 +148,32 @@ def effective_params(spec: Any, variables: Mapping[str, Any]) -> int:
     return total
 
 
-def _train_config(config: NhnConfig, stage: str, seed: int, data: Any, progress: bool):
+def with_addons(supernet: Any, space: Any, variables: Mapping[str, Any], genes: Any,
+                directions: Mapping[str, Any], *, head: Any = None) -> tuple[Any, dict[str, Any]]:
+    """The network the gene code picks from the LDS ``supernet`` (its add-on edges, each
+    reading the channels ``directions[edge]`` says), as ``(spec, {"masks", "arch"})``: the DNP
+    masks and the connections travel as arrays, to put into a fresh initialization. ``head``
+    replaces the spec's head (e.g. with the final training's dropout)."""
+    from fnnjax.arch import materialize  # noqa: PLC0415
+    from fnnjax.arch.select import materialize_variables  # noqa: PLC0415
+    from fnnjax.construct.nhn.genes import genes_to_selection  # noqa: PLC0415
+
+    gates = genes_to_selection(jnp.asarray(genes), space)
+    arch = {p: dict(v) for p, v in variables["arch"].items()}
+    for p, g in gates.items():
+        arch[p]["gate"] = g
+        if p in directions:
+            arch[p]["connections"] = jnp.asarray(directions[p])
+    spec = materialize(supernet, arch)
+    if head is not None:
+        spec = spec.replace(head=head)
+    moved = materialize_variables(supernet, {**variables, "arch": arch}, arch)
+    return spec.replace(name="nhn"), {"masks": moved["masks"], "arch": moved["arch"]}
+
+
+def stage_train_config(config: NhnConfig, stage: str, seed: int, data: Any, progress: bool = False):
+    """The :class:`~fnnjax.train.TrainConfig` of a pipeline stage (``"base"``, ``"pruned"`` or
+    ``"final"``; module docstring)."""
     from fnnjax.train import TrainConfig  # noqa: PLC0415
 
     common = dict(batch_size=config.batch_size, optimizer="sgd", learning_rate=config.lr_max,
@@ -172,8 +209,9 @@ def run_nhn(
     log: Callable[[str], None] | None = print,
 ) -> dict[str, Any]:
     """Runs Algorithm 2 from the macro ``arc`` (an ENAS arc: integers, or its text form) and
-    returns ``results.json``'s content plus the final ``spec`` and ``variables`` (module
-    docstring). Same seed, same result.
+    returns ``results.json``'s content plus the final ``spec`` and ``variables``, the
+    ``base_spec``, the ``pruned_spec`` with its trained ``pruned_variables``, the LDS
+    ``supernet`` and gene ``space`` (module docstring). Same seed, same result.
 
     Raises:
         ValueError: no validation split (DNP and LDS never look at the test split), or an arc
@@ -182,14 +220,11 @@ def run_nhn(
     from fnnjax.arch import (  # noqa: PLC0415
         Head,
         build_model,
-        materialize,
         to_dict,
         to_json,
     )
-    from fnnjax.arch.select import materialize_variables  # noqa: PLC0415
     from fnnjax.construct.enas import arc_from_string, arc_to_string, check_arc, retrain_spec  # noqa: PLC0415
     from fnnjax.construct.nhn.cleanup import clean_up  # noqa: PLC0415
-    from fnnjax.construct.nhn.genes import genes_to_selection  # noqa: PLC0415
     from fnnjax.construct.nhn.prune import PruneResult, dnp, prunable_kernels  # noqa: PLC0415
     from fnnjax.construct.nhn.search import lds  # noqa: PLC0415
     from fnnjax.construct.nhn.smooth import smooth_init  # noqa: PLC0415
@@ -224,7 +259,7 @@ def run_nhn(
     def train(spec, stage, initial, stage_seed):
         say(f"== NHN {stage}: training {stage_seed}")
         return fit(build_model(spec, use_masks=True), data,
-                   _train_config(config, stage, stage_seed, data, progress), out_dir=sub(stage),
+                   stage_train_config(config, stage, stage_seed, data, progress), out_dir=sub(stage),
                    resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
                    initial_variables=initial)  # fmt: skip
 
@@ -284,19 +319,13 @@ def run_nhn(
     # 3. LDS on the pruned network.
     found = lds(data, spec, pruned_vars, config.lds, sub("lds"), seed=k_lds, resume=resume, log=log)
     supernet, space = found["supernet"], found["space"]
-    gates = genes_to_selection(jnp.asarray(found["genes"]), space)
-    arch = {p: dict(v) for p, v in found["variables"]["arch"].items()}
-    for p, g in gates.items():
-        arch[p]["gate"] = g
-        if p in found["directions"]:
-            arch[p]["connections"] = jnp.asarray(found["directions"][p])
-    final = materialize(supernet, arch)
-    final = final.replace(head=Head(kind="dense", dropout=config.dropout, pool=config.head_pool)
-                          if config.dropout else Head(pool=config.head_pool), name="nhn")  # fmt: skip
-    moved = materialize_variables(supernet, {**found["variables"], "arch": arch}, arch)
+    head = (Head(kind="dense", dropout=config.dropout, pool=config.head_pool) if config.dropout
+            else Head(pool=config.head_pool))  # fmt: skip
+    final, kept = with_addons(supernet, space, found["variables"], found["genes"],
+                              found["directions"], head=head)  # fmt: skip
 
     # 4. The neuron hierarchy trained from scratch (the DNP masks and the directions kept).
-    init = {**fresh(final, jax.random.key(k_final)), "masks": moved["masks"], "arch": moved["arch"]}
+    init = {**fresh(final, jax.random.key(k_final)), **kept}
     if out is not None:
         (out / "nhn_spec.json").write_text(to_json(final, indent=1))
     res = train(final, "final", init, k_final)
@@ -322,7 +351,9 @@ def run_nhn(
         _write_json(out / "results.json", results)
     say(f"== NHN: final test accuracy {full}, without add-ons {ablated['accuracy']:.4f}, "
         f"params {results['final']['params']}")  # fmt: skip
-    return {**results, "spec": final, "variables": final_vars}
+    return {**results, "spec": final, "variables": final_vars, "base_spec": base,
+            "pruned_spec": spec, "pruned_variables": pruned_vars, "supernet": supernet,
+            "space": space, "lds_variables": found["variables"], "head": head}  # fmt: skip
 
 
 def _noop_tx():
