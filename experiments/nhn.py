@@ -73,20 +73,23 @@ def main(argv=None, log=print) -> dict:
     p.add_argument("--arc", type=Path, default=DEFAULT_ARC)
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--filters", type=int, default=16)
-    p.add_argument("--epochs", type=int, nargs=3, default=[8, 4, 8], metavar=("BASE", "PRUNED", "FINAL"))
+    p.add_argument("--epochs", type=int, nargs=3, default=[6, 3, 6], metavar=("BASE", "PRUNED", "FINAL"))
     p.add_argument("--prune-ratio", type=float, default=0.85)
     p.add_argument("--neurons", type=int, default=4, help="add-on neurons per location")
-    p.add_argument("--lds-cycles", type=int, nargs=2, default=[30, 10], metavar=("LOC", "DIR"))
+    p.add_argument("--lds-cycles", type=int, nargs=2, default=[20, 10], metavar=("LOC", "DIR"))
     p.add_argument("--train-batches", type=int, default=3, help="LDS: M batches per individual")
-    p.add_argument("--limit-train", type=int, default=6000, help="0: the whole training split")
+    p.add_argument("--score-batch", type=int, default=200,
+                   help="LDS: validation images scoring each individual (paper: 500)")  # fmt: skip
+    p.add_argument("--limit-train", type=int, default=5000, help="0: the whole training split")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("experiments/out/nhn"))
     add_devices_arg(p)
     args = p.parse_args(argv)
     lds = nhn.LdsConfig(neurons=args.neurons, location_cycles=args.lds_cycles[0],
-                        direction_cycles=args.lds_cycles[1], train_batches=args.train_batches)  # fmt: skip
-    config = nhn.NhnConfig(layers=args.layers, filters=args.filters, base_epochs=args.epochs[0],
+                        direction_cycles=args.lds_cycles[1], train_batches=args.train_batches,
+                        score_batch=args.score_batch)  # fmt: skip
+    config = nhn.NhnConfig(layers=args.layers, filters=args.filters, batch_size=100, base_epochs=args.epochs[0],
                            prune_epochs=args.epochs[1], final_epochs=args.epochs[2],
                            prune_ratio=args.prune_ratio, lds=lds)  # fmt: skip
     arc_text = args.arc.read_text() if args.arc.is_file() else None

@@ -28,7 +28,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
         "add-ons and the paper's score). Rerunning the command resumes where it stopped.",
         epilog="examples:\n  fnnjax nhn --quick --search --out runs/nhn-quick\n"
         "  fnnjax nhn --arc runs/enas/best_arc.txt --dataset fashion_mnist --layers 6 "
-        "--filters 16 --epochs 10 --lds-cycles 20 --out runs/nhn\n"
+        "--filters 16 --epochs 10 --lds-cycles 20 10 --out runs/nhn\n"
         "  fnnjax nhn --arc runs/enas-c10/best_arc.txt --dataset cifar10 --out runs/nhn-c10"
         "   (paper scale: 310 + 160 + 260 epochs, 300 + 300 LDS cycles; a GPU)",
     )  # fmt: skip
@@ -39,8 +39,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     nhn.add_argument("--dataset", default="fashion_mnist",
                      help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
     nhn.add_argument("--layers", type=positive_int, default=12, help="L; default 12")
-    nhn.add_argument("--filters", type=positive_int, default=36,
-                     help="first segment's width (doubled at each reduction); default 36")  # fmt: skip
+    nhn.add_argument("--filters", type=positive_int, default=96,
+                     help="first segment's width (doubled at each reduction; ENAS's retraining "
+                     "width); default 96")  # fmt: skip
+    nhn.add_argument("--search-filters", type=positive_int, default=36,
+                     help="--search: the supernet's width (ENAS: 36); default 36")  # fmt: skip
     nhn.add_argument("--epochs", type=positive_int, nargs="+", default=None, metavar="E",
                      help="epochs of the base, pruned and final trainings (one value for all); "
                      "default 310 160 260")  # fmt: skip
@@ -56,7 +59,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     nhn.add_argument("--fresh", choices=("random", "mutate"), default="random",
                      help="ranks 16-20: new random individuals (the paper's text, default) or "
                      "mutants of ranks 1-5 (Algorithm 1)")  # fmt: skip
-    nhn.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
+    nhn.add_argument("--batch-size", type=positive_int, default=100, help="default 100")
     nhn.add_argument("--validation", type=float, default=0.1,
                      help="share of the training split held out for LDS; default 0.1")  # fmt: skip
     nhn.add_argument("--limit-train", type=positive_int, help="use only this many examples")
@@ -84,8 +87,9 @@ def config_of(args: argparse.Namespace):
     if loc < 1 or dirs < 0:
         raise ConfigError(f"--lds-cycles: expected LOC >= 1 and DIR >= 0, got {loc} {dirs}")
     k = args.population
-    if k < 10:
-        raise ConfigError(f"--population: expected >= 10 (ranks 1-10 stay, 11-15 are children), got {k}")
+    if k < 15:
+        raise ConfigError(f"--population: expected >= 15 (ranks 1-10 stay, 11-15 are the "
+                          f"children of the best 4, the rest are new), got {k}")  # fmt: skip
     lds = nhn.LdsConfig(neurons=args.neurons, location=nhn.LocationConfig(population=k, fresh=args.fresh),
                         direction=nhn.DirectionConfig(population=k), location_cycles=loc,
                         direction_cycles=dirs)  # fmt: skip
@@ -107,11 +111,12 @@ def run(args: argparse.Namespace) -> int:
     config, dataset, limit = config_of(args)
     data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed, limit_train=limit)
     if args.search:
-        search = enas.SearchConfig(layers=config.layers, filters=config.filters,
-                                   epochs=config.base_epochs, batch_size=config.batch_size,
-                                   head_pool=config.head_pool)  # fmt: skip
+        # ENAS's own settings (its search width, batch 128); no SmoothInit there: SmoothInit is
+        # applied to the network DNP later prunes, which trains from its own initialization.
+        search = enas.SearchConfig(layers=config.layers, filters=args.search_filters,
+                                   epochs=config.base_epochs, head_pool=config.head_pool)  # fmt: skip
         if args.quick:
-            search = dataclasses.replace(search, epochs=2, batch_size=64, controller_steps=2,
+            search = dataclasses.replace(search, filters=4, epochs=2, batch_size=64, controller_steps=2,
                                          arcs_per_step=4, reward_batch=32, derive_arcs=10,
                                          derive_batches=1)  # fmt: skip
         found = enas.search(data, search, args.out / "enas", seed=args.seed, resume=not args.no_resume)

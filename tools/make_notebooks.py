@@ -336,6 +336,118 @@ assert 0.0 <= run.history[-1]["test_accuracy"] <= 1.0'''
 ]
 
 
+NOTEBOOKS["04_nhn.ipynb"] = [
+    new_markdown_cell(
+        "# Neuron Hierarchical Networks in JAX\n\nAlgorithm 2 of NHN (Wang et al. 2018) step by "
+        "step: a macro arc's network with the grouped-convolution head and SmoothInit, trained; DNP "
+        "prunes its flattest 3x3/5x5 kernels and the clean-up removes the neurons left without "
+        "connections; the location-direction search (LDS) finds add-on neurons with shared "
+        "weights, a whole population scored in one vmapped call; the result trains from scratch. "
+        "`fnnjax nhn` runs the same pipeline resumably. On Colab pick a GPU runtime and set "
+        "`DATASET = \"cifar10\"`, `LAYERS = 12`, `FILTERS = 36` and the paper's epochs; locally "
+        "`fashion_mnist` comes from `apt-get install dataset-fashion-mnist`."
+    ),
+    new_code_cell(INSTALL_CELL),
+    new_code_cell(
+        """# parameters
+import os
+
+TINY = bool(os.environ.get("FNNJAX_TINY"))  # set by the test suite: a seconds-long run
+DATASET = "digits" if TINY else "fashion_mnist"
+ARC = "0 2 1 0 0 1" if TINY else "0 2 1 0 0 1 1 1 1 1 2 0 1 0 0 0 0 1 0 1 0"  # an ENAS arc
+LAYERS = 3 if TINY else 6
+FILTERS = 4 if TINY else 16
+EPOCHS = 1 if TINY else 5
+PRUNE_RATIO = 0.85
+LDS_CYCLES = (2, 1) if TINY else (20, 10)"""
+    ),
+    new_code_cell(
+        """import dataclasses
+
+import jax
+import jax.numpy as jnp
+import matplotlib.pyplot as plt
+import numpy as np
+
+from fnnjax import arch, train
+from fnnjax.construct import enas, nhn
+
+data = train.load_dataset(DATASET, validation_fraction=0.1, limit_train=400 if TINY else 6000)
+spec = enas.retrain_spec(enas.arc_from_string(ARC, LAYERS), LAYERS, FILTERS, head_pool="grouped",
+                         input_shape=data.input_shape, num_classes=data.num_classes)
+print(arch.notation(spec))
+
+# SmoothInit: every 3x3 / 5x5 kernel smoothed by a 3x3 Gaussian; their spatial std shrinks.
+model = arch.build_model(spec, use_masks=True)
+variables = model.init(jax.random.key(0), jnp.zeros((1, *data.input_shape)))
+smoothed = nhn.smooth_init(variables["params"], sigma=1.0)
+before = np.concatenate([nhn.kernel_std(k).ravel() for k in nhn.prunable_kernels(variables["params"]).values()])
+after = np.concatenate([nhn.kernel_std(k).ravel() for k in nhn.prunable_kernels(smoothed).values()])
+print(f"kernel std: {before.mean():.4f} at init, {after.mean():.4f} smoothed")
+
+config = train.TrainConfig(epochs=EPOCHS, batch_size=32 if TINY else 128, optimizer="sgd",
+                           learning_rate=0.05, momentum=0.9, nesterov=True, schedule="cosine",
+                           min_learning_rate=0.001, weight_decay=2.5e-4)
+run = train.fit(model, data, config, initial_variables={**variables, "params": smoothed})
+trained = run.state.variables()
+print(f"base network: test accuracy {run.summary['final_test_accuracy']:.2%}")"""
+    ),
+    new_code_cell(
+        """# DNP: a global std quantile prunes PRUNE_RATIO of the 3x3/5x5 kernels through the masks;
+# the clean-up then removes neurons without input (folding their constant where exact) or output.
+pruned = nhn.dnp(trained["params"], trained["masks"], ratio=PRUNE_RATIO)
+print(f"pruned {pruned.total['ratio']:.1%} of the kernels, {pruned.total['params_ratio_all']:.1%} "
+      "of all parameters")
+for unit, row in pruned.layers.items():
+    print(f"  {unit:14s} {row['pruned']:>5}/{row['kernels']:<5} kernels ({row['ratio']:.0%})")
+cleaned = nhn.clean_up(spec, {**trained, "masks": pruned.masks})
+print("removed neurons:", {u: len(v) for u, v in cleaned.removed.items()}, "params", cleaned.params)
+stds = np.concatenate([nhn.kernel_std(k).ravel() for k in nhn.prunable_kernels(trained["params"]).values()])
+fig, ax = plt.subplots(figsize=(5, 3))
+ax.hist(stds, bins=40)
+ax.axvline(next(iter(pruned.thresholds.values())), color="red", label="threshold")
+ax.set(xlabel="kernel standard deviation", ylabel="kernels", title="DNP")
+ax.legend()
+plt.show()"""
+    ),
+    new_code_cell(
+        """# LDS on the pruned network (retrained first in the full pipeline; `nhn.run_nhn` does it all).
+lds_config = nhn.LdsConfig(neurons=2 if TINY else 4, location_cycles=LDS_CYCLES[0],
+                           direction_cycles=LDS_CYCLES[1], train_batches=2 if TINY else 3,
+                           batch_size=16 if TINY else 100, score_batch=40 if TINY else 500)
+if TINY:
+    lds_config = dataclasses.replace(
+        lds_config, location=nhn.LocationConfig(population=4, keep=2, pairs=((0, 1),)),
+        direction=nhn.DirectionConfig(population=4))
+found = nhn.lds(data, cleaned.spec, cleaned.variables, lds_config)
+print("add-on locations:", [(x["source"], x["target"], x["kernel"]) for x in found["locations"]])
+h = found["history"]
+fig, ax = plt.subplots(figsize=(5, 3))
+for key in ("best", "mean", "worst"):
+    ax.plot([r["cycle"] for r in h], [r[key] for r in h], label=key)
+ax.set(xlabel="cycle", ylabel="validation accuracy", title="LDS")
+ax.legend()
+plt.show()"""
+    ),
+    new_code_cell(
+        """# The neuron hierarchy: the pruned network plus the add-on neurons found, trained from scratch
+# (the DNP masks and the directions are arrays that travel with the variables).
+final, kept = nhn.with_addons(found["supernet"], found["space"], found["variables"], found["genes"],
+                              found["directions"])
+print(arch.notation(final))
+model = arch.build_model(final, use_masks=True)
+init = {**model.init(jax.random.key(1), jnp.zeros((1, *data.input_shape))), **kept}
+run = train.fit(model, data, dataclasses.replace(config, cutout=4 if TINY else 14, grad_clip=5.0),
+                initial_variables=init)
+acc = run.summary["final_test_accuracy"]
+params = nhn.effective_params(final, run.state.variables())
+print(f"NHN: test accuracy {acc:.2%}, {params:,} effective parameters, "
+      f"score {nhn.nhn_score(100 * (1 - acc), params / 1e6):.3f}")
+assert 0.0 <= acc <= 1.0"""
+    ),
+]
+
+
 NOTEBOOKS["05_dynamic_capacity.ipynb"] = [
     new_markdown_cell(
         "# Dynamic network capacity: a residual network that grows and shrinks while it trains\n\n"

@@ -303,8 +303,15 @@ def _donating(fn: Callable[..., Any], repl: jax.sharding.NamedSharding) -> Calla
     return call
 
 
-def _eval_sums(model: nn.Module, objective: Objective, variables, x, y, mask):
-    outputs = model.apply(variables, x, train=False)
+BATCH_NORM_MODES = ("running", "batch")
+
+
+def _eval_sums(model: nn.Module, objective: Objective, variables, x, y, mask, batch_norm="running"):
+    if batch_norm == "batch":  # training-mode forward: BatchNorm normalizes with x's own statistics
+        outputs, _ = model.apply(variables, x, train=True, mutable=["batch_stats"],
+                                 rngs={"dropout": jax.random.key(0)})  # fmt: skip
+    else:
+        outputs = model.apply(variables, x, train=False)
     values = objective.evaluate(outputs, y)
     return {**{k: (v * mask).sum() for k, v in values.items()}, "count": mask.sum()}
 
@@ -324,7 +331,12 @@ def make_eval_step(
 
 
 def make_population_eval_step(
-    model: nn.Module, mesh: jax.sharding.Mesh, collection: str, *, objective: Objective | None = None
+    model: nn.Module,
+    mesh: jax.sharding.Mesh,
+    collection: str,
+    *,
+    objective: Objective | None = None,
+    batch_norm: str = "running",
 ) -> Callable[..., dict[str, jax.Array]]:
     """A jitted ``eval(state, population, x, y, mask) -> {name: [P] sums}`` over a population.
 
@@ -332,8 +344,13 @@ def make_population_eval_step(
     every leaf; the candidates share every other variable (params, batch statistics). The
     population axis is split across ``mesh``'s devices (each evaluates its share of candidates
     on the whole, replicated batch), so ``P`` must be a multiple of the number of devices. One
-    compile serves any population of the same size.
+    compile serves any population of the same size. ``batch_norm``: ``"running"`` (inference
+    mode: the shared running statistics) or ``"batch"`` (each candidate normalizes with the
+    batch's own statistics under its own selection, nothing is updated; dropout, if the model
+    has any, is then active).
     """
+    if batch_norm not in BATCH_NORM_MODES:
+        raise ConfigError(f"batch_norm: expected one of {BATCH_NORM_MODES}, got {batch_norm!r}")
     objective = objective or classification()
     split = sharding.batch_sharding(mesh)
 
@@ -342,7 +359,8 @@ def make_population_eval_step(
         base = state.variables()
 
         def one(selection):
-            return _eval_sums(model, objective, {**base, collection: selection}, x, y, mask)
+            return _eval_sums(model, objective, {**base, collection: selection}, x, y, mask,
+                              batch_norm)  # fmt: skip
 
         return jax.vmap(one)(population)
 
@@ -489,14 +507,17 @@ class Engine:
                         mesh=self.mesh)  # fmt: skip
 
     def evaluate_population(
-        self, state: TrainState, split: Split, collection: str, population: Any
-    ) -> dict[str, np.ndarray]:
+        self, state: TrainState, split: Split, collection: str, population: Any, *,
+        batch_norm: str = "running",
+    ) -> dict[str, np.ndarray]:  # fmt: skip
         """Mean loss and metrics on ``split`` of every candidate: ``{name: [P]}``.
 
         ``population`` is ``state.collections[collection]`` with a leading axis ``P`` on every leaf
         (e.g. ``P`` mask sets or architecture selections); the candidates share params and batch
         statistics. The candidates are split across the engine's devices (the population is
         padded to a multiple of their number; the padding is dropped from the result).
+        ``batch_norm="batch"``: each candidate normalizes with each evaluation batch's own
+        statistics instead of the shared running ones (:func:`make_population_eval_step`).
 
         Raises:
             ConfigError: ``state`` has no such collection, or the population's leaves do not
@@ -522,11 +543,12 @@ class Engine:
                     f"population: every leaf of {collection!r} needs shape [P, *leaf shape] with "
                     f"one P; got {tuple(np.shape(leaf))} for a leaf of shape {tuple(np.shape(ref))}"
                 )
-        if collection not in self._population_steps:
-            self._population_steps[collection] = make_population_eval_step(
-                self.model, self.mesh, collection, objective=self.objective
+        key = collection if batch_norm == "running" else f"{collection}:{batch_norm}"
+        if key not in self._population_steps:
+            self._population_steps[key] = make_population_eval_step(
+                self.model, self.mesh, collection, objective=self.objective, batch_norm=batch_norm
             )
-        step = self._population_steps[collection]
+        step = self._population_steps[key]
         size = sizes.pop()
         padded = -(-size // self.mesh.size) * self.mesh.size
         population = jax.tree_util.tree_map(

@@ -191,11 +191,12 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _truncate_jsonl(path: Path, max_epoch: int) -> None:
-    """Drops log lines of epochs after the restored checkpoint (they will be redone)."""
+def _truncate_jsonl(path: Path, max_epoch: int, key: str = "epoch") -> None:
+    """Drops log lines of epochs (``key``: cycles, ...) after the restored checkpoint (they will
+    be redone)."""
     if path.exists():
         lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get("epoch", 0) <= max_epoch]
+        kept = [ln for ln in lines if json.loads(ln).get(key, 0) <= max_epoch]
         path.write_text("".join(ln + "\n" for ln in kept))
 
 

@@ -150,6 +150,7 @@ def test_a_population_of_20_is_scored_in_one_call_equal_to_each_materialized_ind
     scores = engine.evaluate_population(state, data.test, "arch", pop)
     assert len(step) == 1 and step["arch"]._cache_size() == 1  # one compiled call for the 20
     variables = state.variables()
+    batch_scores = engine.evaluate_population(state, data.test, "arch", pop, batch_norm="batch")
     for k in range(20):
         one = jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], pop)
         net = materialize(supernet, one)
@@ -159,6 +160,11 @@ def test_a_population_of_20_is_scored_in_one_call_equal_to_each_materialized_ind
         logits = build_model(net, use_masks=True).apply(mv, data.test.x)
         loss = -jax.nn.log_softmax(logits)[np.arange(48), data.test.y].mean()
         np.testing.assert_allclose(scores["loss"][k], loss, rtol=1e-5, atol=1e-5)
+        if k < 3:  # LDS's default: each individual normalized by the batch's own statistics
+            logits, _ = build_model(net, use_masks=True).apply(mv, data.test.x, train=True,
+                                                               mutable=["batch_stats"])  # fmt: skip
+            loss = -jax.nn.log_softmax(logits)[np.arange(48), data.test.y].mean()
+            np.testing.assert_allclose(batch_scores["loss"][k], loss, rtol=1e-5, atol=1e-5)
 
 
 def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_path):

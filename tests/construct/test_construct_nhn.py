@@ -276,3 +276,20 @@ def test_cleanup_keeps_inputless_neurons_it_cannot_fold_exactly():
                                model.apply(v, x), rtol=1e-5, atol=1e-5)  # fmt: skip
     with pytest.raises(ValueError, match="no 'masks' collection"):
         nhn.clean_up(spec, {"params": v["params"]})
+
+
+def test_cleanup_folds_into_a_grouped_head_behind_a_two_branch_cell():
+    from fnnjax.arch import Cell
+
+    cell = Cell(branches=((Conv(filters=3, kernel=3),), (Conv(filters=4, kernel=3),)))
+    spec = Spec(input_shape=(6, 6, 2), num_classes=3, head=Head(pool="grouped"),
+                stages=(Stage(blocks=(cell,)),))  # fmt: skip
+    model = build_model(spec, use_masks=True)
+    x = jax.random.normal(jax.random.key(1), (3, 6, 6, 2))
+    v = _perturbed(model, x)
+    v["params"]["head"]["pool"]["kernel"] = jax.random.normal(jax.random.key(5), (6, 6, 1, 7))
+    v["masks"]["s0b0"]["br1_0"]["kernel_mask"][:, 2] = 0  # channel 3 + 2 of the concat
+    out = nhn.clean_up(spec, v)
+    assert out.folded == {"s0b0/br1_0": [2]}
+    np.testing.assert_allclose(build_model(out.spec, use_masks=True).apply(out.variables, x),
+                               model.apply(v, x), rtol=1e-5, atol=1e-5)  # fmt: skip

@@ -294,7 +294,7 @@ def _fold(variables: dict[str, Any], reader: _Reader, values: np.ndarray, channe
     if reader.head:
         pool = _get(params, "head/pool/kernel")
         if pool is not None:  # grouped conv: a constant map pools to constant * sum of its kernel
-            v = v * np.asarray(pool, np.float64)[:, :, 0, :].sum(axis=(0, 1))[channels]
+            v = v * np.asarray(pool, np.float64)[:, :, 0, :].sum(axis=(0, 1))[rows]
         unit = _get(params, reader.path)
         unit["bias"] = unit["bias"] + (v @ np.asarray(unit["kernel"], np.float64)[rows]).astype(
             unit["bias"].dtype)  # fmt: skip

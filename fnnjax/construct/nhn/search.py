@@ -20,15 +20,36 @@ One cycle
     Then the whole population is scored in one compiled, vmapped call (split across devices) on
     ``N`` validation batches of ``score_batch`` (the paper: ``N = 1`` batch of 500, of the test
     set, which we do not use; every individual is scored on the same batches, where Algorithm 1
-    gives each its own, so that the ranking compares individuals, not batches). Fitness is the
-    accuracy. The learning rate follows one cosine from ``lr_max`` to ``lr_min`` (0.05 to 0.001)
-    over all cycles of both searches.
+    gives each its own, so that the ranking compares individuals, not batches). Algorithm 1
+    evaluates each individual right after its own training; scoring them together after the
+    cycle is what lets one call score all, and BatchNorm is why it stays fair: with the shared
+    running statistics (momentum 0.9: after ``M = 25`` steps 93% of them come from the last
+    individual trained) every earlier individual would be scored under another's statistics, so
+    by default (``score_bn="batch"``) each individual normalizes with the scoring batch's own
+    statistics under its own selection. Fitness is the accuracy. The learning rate follows one
+    cosine from ``lr_max`` to ``lr_min`` (0.05 to 0.001) over all cycles of both searches.
+
+Choices where the paper is silent, and departures
+    During the location search every add-on neuron reads every channel of its input (the paper
+    searches directions only afterwards); the direction search then trains and scores sparse
+    masks (about 10% of the channels), so the add-ons' output scale drops at the switch, which
+    ``lds.png`` shows. The shared weights keep one Nesterov momentum buffer across individuals
+    (an edge the next individual does not select still moves for a few steps by momentum; no
+    weight decay by default, so nothing else moves it). Individuals train one after another
+    (the paper); training them simultaneously (one step averaging every individual's gradient)
+    is not implemented. When the training split holds fewer than ``K * M * batch_size``
+    examples (a 10% validation hold-out of CIFAR-10 leaves 45,000 of the paper's 50,000), a
+    cycle's batches wrap around the permutation, so some individuals share examples.
+    Eligible channels for directions: :mod:`~fnnjax.construct.nhn.evolve`; in ENAS's retraining
+    form every layer after the first ends in a ``concat_conv`` merge that DNP leaves whole, so
+    there every channel is eligible and the std threshold only narrows reads of the first layer
+    (and of any layer without a merge).
 
 Outputs (``out_dir``): ``lds.jsonl`` (per cycle: phase, best / mean / worst fitness, the best
 genes or the edges' connection counts, the mean training loss), ``checkpoints/`` (the whole
 search state every cycle: weights, optimizer state, the searches' states, the data position),
-``genes.json`` (the chosen locations), ``directions.npz`` (the chosen connection masks) and
-``lds.png``.
+``supernet_spec.json`` (every possible location), ``genes.json`` (the chosen locations),
+``directions.npz`` (the chosen connection masks) and ``lds.png``.
 """
 
 from __future__ import annotations
@@ -65,7 +86,8 @@ from fnnjax.construct.nhn.genes import (
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
-LDS_FILES = ("lds.jsonl", "checkpoints", "genes.json", "directions.npz", "lds.png")
+LDS_FILES = ("lds.jsonl", "checkpoints", "supernet_spec.json", "genes.json", "directions.npz",
+             "lds.png")  # fmt: skip
 
 
 @dataclasses.dataclass(frozen=True)
@@ -83,8 +105,13 @@ class LdsConfig:
         score_batches: ``N`` validation batches per cycle (1).
         score_batch: 500.
         lr_max, lr_min: the cosine's ends (0.05, 0.001); SGD with Nesterov momentum ``momentum``.
-        weight_decay: L2 on the add-on weights (the paper's final training's 2e-4).
+        weight_decay: L2 on the add-on weights (the paper gives none for LDS; default 0, so an
+            edge no individual selects is never moved by decay).
         augment: the dataset's crop/flip on the training batches.
+        score_bn: how scoring normalizes: ``"batch"`` (default: every individual with the
+            scoring batch's own statistics under its own selection) or ``"running"`` (the shared
+            running statistics, which after a cycle are mostly those of the last individuals
+            trained, so the ranking would favour them).
     """
 
     neurons: int = 8
@@ -100,8 +127,9 @@ class LdsConfig:
     lr_max: float = 0.05
     lr_min: float = 0.001
     momentum: float = 0.9
-    weight_decay: float = 2e-4
+    weight_decay: float = 0.0
     augment: bool = True
+    score_bn: str = "batch"
 
     def __post_init__(self):
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
@@ -112,6 +140,8 @@ class LdsConfig:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if self.direction_cycles < 0:
             raise ValueError(f"direction_cycles: expected >= 0, got {self.direction_cycles!r}")
+        if self.score_bn not in ("batch", "running"):
+            raise ValueError(f"score_bn: expected 'batch' or 'running', got {self.score_bn!r}")
         if not 0 <= self.lr_min <= self.lr_max:
             raise ValueError(f"lr_min, lr_max: expected 0 <= lr_min <= lr_max, got "
                              f"{self.lr_min}, {self.lr_max}")  # fmt: skip
@@ -295,7 +325,7 @@ def lds(
         if restored is not None:
             state, meta = restored
             start = int(meta["cycle"]) + 1
-            _truncate_jsonl(out / "lds.jsonl", start - 1)
+            _truncate_jsonl(out / "lds.jsonl", start - 1, key="cycle")
             history = [json.loads(ln) for ln in (out / "lds.jsonl").read_text().splitlines()
                        if ln.strip()]  # fmt: skip
             say = log or (lambda _: None)
@@ -336,7 +366,8 @@ def lds(
             child = child.replace(collections={**child.collections, "arch": base_arch})
             state["child"] = child
             idx = _score_indices(cycle, len(x_val), config)
-            scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch)
+            scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch,
+                                                batch_norm=config.score_bn)  # fmt: skip
             fitness = np.asarray(scores["accuracy"], np.float32)
             if phase == "location":
                 state["location"] = location_tell(pop, fitness, state["location"])
@@ -366,6 +397,9 @@ def lds(
         directions = {e: np.ones((cin, config.neurons), np.float32) for e, (_, cin) in chosen.items()}
     locations = gene_locations(genes, space)
     if out is not None:
+        from fnnjax.arch import to_json  # noqa: PLC0415
+
+        (out / "supernet_spec.json").write_text(to_json(supernet, indent=1))
         (out / "genes.json").write_text(json.dumps(
             {"genes": genes.tolist(), "kernels": list(space.kernels), "low": list(space.low),
              "locations": locations}, indent=1))  # fmt: skip

@@ -56,7 +56,8 @@ def smooth_kernel(kernel: jax.Array, sigma: float = 1.0, size: int = 3) -> jax.A
 def smoothable_kernels(params: Mapping[str, Any], sizes: Sequence[int] = (3, 5),
                        depthwise: bool = True) -> list[tuple[str, ...]]:  # fmt: skip
     """Paths of the conv kernels SmoothInit smooths: square ``k x k`` kernels with ``k`` in
-    ``sizes`` (depthwise ``[k, k, 1, c]`` ones too unless ``depthwise=False``)."""
+    ``sizes`` (depthwise ``[k, k, 1, c]`` ones too unless ``depthwise=False``), outside the head
+    (a grouped-conv head covering a 3x3 or 5x5 map keeps its average-pooling start)."""
     return [path for path, leaf in traverse_util.flatten_dict(dict(params)).items()
             if _smoothable(path, getattr(leaf, "shape", ()), sizes, depthwise)]  # fmt: skip
 
@@ -64,6 +65,8 @@ def smoothable_kernels(params: Mapping[str, Any], sizes: Sequence[int] = (3, 5),
 def _smoothable(path: tuple[str, ...], shape: tuple[int, ...], sizes: Sequence[int],
                 depthwise: bool) -> bool:  # fmt: skip
     if path[-1] != "kernel" or len(shape) != 4 or shape[0] != shape[1] or shape[0] not in sizes:
+        return False
+    if path[0] == "head":  # a grouped-conv head's pooling kernel is not a conv layer's
         return False
     return depthwise or not (shape[2] == 1 and shape[3] > 1)
 
