@@ -337,6 +337,7 @@ def make_population_eval_step(
     *,
     objective: Objective | None = None,
     batch_norm: str = "running",
+    shared: tuple[bool, ...] | None = None,
 ) -> Callable[..., dict[str, jax.Array]]:
     """A jitted ``eval(state, population, x, y, mask) -> {name: [P] sums}`` over a population.
 
@@ -347,7 +348,11 @@ def make_population_eval_step(
     compile serves any population of the same size. ``batch_norm``: ``"running"`` (inference
     mode: the shared running statistics) or ``"batch"`` (each candidate normalizes with the
     batch's own statistics under its own selection, nothing is updated; dropout, if the model
-    has any, is then active).
+    has any, is then active). ``shared``: one flag per leaf of the population (in flattening
+    order), True for a leaf given *without* the population axis because every candidate has
+    the same value: it is not vmapped, so what depends only on shared leaves is computed once
+    (a gate every candidate shares keeps the layers after it unbatched; a batched kernel mask
+    turns a convolution into a per-candidate grouped one, several times slower on CPU).
     """
     if batch_norm not in BATCH_NORM_MODES:
         raise ConfigError(f"batch_norm: expected one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -355,14 +360,18 @@ def make_population_eval_step(
     split = sharding.batch_sharding(mesh)
 
     def evaluate_batch(state: TrainState, population, x, y, mask):
-        population = jax.lax.with_sharding_constraint(population, split)
+        leaves, treedef = jax.tree_util.tree_flatten(population)
+        flags = shared if shared is not None else (False,) * len(leaves)
+        leaves = [leaf if s else jax.lax.with_sharding_constraint(leaf, split)
+                  for leaf, s in zip(leaves, flags, strict=True)]  # fmt: skip
+        axes = jax.tree_util.tree_unflatten(treedef, [None if s else 0 for s in flags])
         base = state.variables()
 
         def one(selection):
             return _eval_sums(model, objective, {**base, collection: selection}, x, y, mask,
                               batch_norm)  # fmt: skip
 
-        return jax.vmap(one)(population)
+        return jax.vmap(one, in_axes=(axes,))(jax.tree_util.tree_unflatten(treedef, leaves))
 
     return jax.jit(evaluate_batch, out_shardings=split)
 
@@ -506,6 +515,11 @@ class Engine:
         return evaluate(self.eval_step, state, split, batch_size=self.eval_batch_size,
                         mesh=self.mesh)  # fmt: skip
 
+    def population_compiles(self) -> int:
+        """How many times :meth:`evaluate_population` compiled (one per collection, BatchNorm
+        mode and pattern of shared leaves; a new population of the same kind compiles nothing)."""
+        return sum(step._cache_size() for step in self._population_steps.values())
+
     def evaluate_population(
         self, state: TrainState, split: Split, collection: str, population: Any, *,
         batch_norm: str = "running",
@@ -543,20 +557,25 @@ class Engine:
                     f"population: every leaf of {collection!r} needs shape [P, *leaf shape] with "
                     f"one P; got {tuple(np.shape(leaf))} for a leaf of shape {tuple(np.shape(ref))}"
                 )
-        key = collection if batch_norm == "running" else f"{collection}:{batch_norm}"
+        # Leaves every candidate shares go in once, unbatched (see make_population_eval_step).
+        leaves, treedef = jax.tree_util.tree_flatten(population)
+        leaves = [np.asarray(leaf) for leaf in leaves]
+        shared = [bool(np.all(leaf == leaf[:1])) for leaf in leaves]
+        if all(shared):
+            shared[0] = False  # vmap needs one batched argument
+        key = (collection, batch_norm, tuple(shared))
         if key not in self._population_steps:
             self._population_steps[key] = make_population_eval_step(
-                self.model, self.mesh, collection, objective=self.objective, batch_norm=batch_norm
-            )
+                self.model, self.mesh, collection, objective=self.objective,
+                batch_norm=batch_norm, shared=tuple(shared))  # fmt: skip
         step = self._population_steps[key]
         size = sizes.pop()
         padded = -(-size // self.mesh.size) * self.mesh.size
-        population = jax.tree_util.tree_map(
-            lambda leaf: np.concatenate([np.asarray(leaf)] + [np.asarray(leaf)[-1:]] * (padded - size)),
-            population,
-        )  # fmt: skip
-        population = jax.device_put(population, sharding.batch_sharding(self.mesh))
-        repl = sharding.replicated_sharding(self.mesh)
+        batch, repl = sharding.batch_sharding(self.mesh), sharding.replicated_sharding(self.mesh)
+        leaves = [jax.device_put(leaf[0], repl) if s else jax.device_put(
+                      np.concatenate([leaf] + [leaf[-1:]] * (padded - size)), batch)
+                  for leaf, s in zip(leaves, shared, strict=True)]  # fmt: skip
+        population = jax.tree_util.tree_unflatten(treedef, leaves)
         outputs = [
             step(state, population, *jax.device_put((x, y, m), repl))
             for x, y, m in _padded_batches(split, self.eval_batch_size, 1)

@@ -195,7 +195,7 @@ def test_a_hundred_selections_evaluate_with_one_compile_and_match_their_material
     scores = engine.evaluate_population(state, data.test, "arch", population)
     again = engine.evaluate_population(state, data.test, "arch",
                                        random_selections(jax.random.key(8), spec, 100))  # fmt: skip
-    assert engine._population_steps["arch"]._cache_size() == 1  # one compile for 200 candidates
+    assert engine.population_compiles() == 1  # one compile for 200 candidates
     assert scores["loss"].shape == (100,) and len(set(np.round(scores["loss"], 6))) > 10
     assert not np.array_equal(scores["loss"], again["loss"])
     for p in np.random.default_rng(0).choice(100, 5, replace=False):

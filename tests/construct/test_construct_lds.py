@@ -146,9 +146,16 @@ def test_a_population_of_20_is_scored_in_one_call_equal_to_each_materialized_ind
                                2, 20, density=0.5)  # fmt: skip
     pop = nhn.population_arch(base_arch, 20, {p: {"gate": g, "connections": dirs[p]} for p, g in gates.items()})
     data = load_dataset("digits", limit_train=64, limit_test=48)
-    step = engine._population_steps
     scores = engine.evaluate_population(state, data.test, "arch", pop)
-    assert len(step) == 1 and step["arch"]._cache_size() == 1  # one compiled call for the 20
+    assert engine.population_compiles() == 1  # one compiled call for the 20
+    # The location search's populations share their connections: those leaves go in unbatched.
+    gates_only = nhn.population_arch(base_arch, 20, {p: {"gate": g} for p, g in gates.items()})
+    shared = engine.evaluate_population(state, data.test, "arch", gates_only)
+    x, y, ones = jnp.asarray(data.test.x), jnp.asarray(data.test.y), jnp.ones(48)
+    for k in (0, 7):
+        one = jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], gates_only)
+        sums = engine.eval_step(state.replace(collections={**state.collections, "arch": one}), x, y, ones)
+        np.testing.assert_allclose(shared["loss"][k], sums["loss"] / 48, rtol=1e-5, atol=1e-6)
     variables = state.variables()
     batch_scores = engine.evaluate_population(state, data.test, "arch", pop, batch_norm="batch")
     for k in range(20):

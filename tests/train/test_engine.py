@@ -150,7 +150,7 @@ def test_a_population_of_masks_is_evaluated_with_one_compile_and_matches_one_by_
     first, second = population(5), population(5)
     scores = engine.evaluate_population(state, synthetic.test, "masks", first)
     engine.evaluate_population(state, synthetic.test, "masks", second)
-    assert engine._population_steps["masks"]._cache_size() == 1  # one compile for both
+    assert engine.population_compiles() == 1  # one compile for both
     assert scores["loss"].shape == (5,) and scores["accuracy"].shape == (5,)
     for p in range(5):
         one = jax.tree_util.tree_map(lambda m, p=p: m[p], first)
