@@ -92,3 +92,14 @@ def test_capacity_benchmark_times_a_consultation_and_a_change_against_an_epoch()
     assert all(1e-6 < t < 5.0 for t in result["consultation_seconds"].values())
     assert result["epoch_seconds"] == result["step_seconds"] * 10
     assert 0 < result["change_seconds"] < 120 and "re-jit" in result["table"]
+
+
+def test_lds_population_benchmark_times_one_call_against_one_by_one():
+    from benchmarks import lds_population
+
+    result = lds_population.main(["--quick"])  # it asserts the two give the same scores
+    seconds = result["seconds"]
+    assert set(seconds) == {"population_call", "sequential"}
+    assert all(1e-6 < t < 10.0 for t in seconds.values())
+    assert result["throughput_ratio"] == seconds["sequential"] / seconds["population_call"]
+    assert result["supernet"]["edges"] == 6 and result["population"] == 4
