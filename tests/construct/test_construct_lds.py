@@ -214,4 +214,21 @@ def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_pa
     assert c["history"] == a["history"]
     for e in a["directions"]:
         np.testing.assert_array_equal(a["directions"][e], c["directions"][e])
+    # Training the individuals simultaneously: M steps per cycle, each from K batches at once.
+    import dataclasses
+
+    joint = dataclasses.replace(cfg, train_mode="simultaneous", location_cycles=1, direction_cycles=0)
+    d = nhn.lds(data, spec, v, joint, seed=3, log=None)
+    assert len(d["history"]) == 1 and np.isfinite(d["history"][0]["train_loss"])
+    before = jax.tree_util.tree_leaves(v["params"]["s0b0"])
+    after = jax.tree_util.tree_leaves(d["variables"]["params"]["s0b0"])
+    assert all(np.array_equal(x, y[..., : x.shape[-2], :] if x.ndim == 4 and x.shape != y.shape else y)
+               for x, y in zip(before, after, strict=True))  # frozen here too
+    # The add-on rows of the entry convs start at zero; training moved some.
+    moved = [np.abs(np.asarray(k)[..., m.sum(axis=(0, 1, 3)) > 0, :]).max()
+             for k, m in zip(jax.tree_util.tree_leaves(d["variables"]["params"]),
+                             jax.tree_util.tree_leaves(nhn.trainable_mask(spec, d["supernet"], d["variables"]["params"])),
+                             strict=True)
+             if np.ndim(k) == 4 and np.asarray(m).any() and not np.asarray(m).all()]  # fmt: skip
+    assert moved and max(moved) > 0
 

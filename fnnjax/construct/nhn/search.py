@@ -36,8 +36,8 @@ Choices where the paper is silent, and departures
     ``lds.png`` shows. The shared weights keep one Nesterov momentum buffer across individuals
     (an edge the next individual does not select still moves for a few steps by momentum; no
     weight decay by default, so nothing else moves it). Individuals train one after another
-    (the paper); training them simultaneously (one step averaging every individual's gradient)
-    is not implemented. When the training split holds fewer than ``K * M * batch_size``
+    (the paper), or simultaneously with ``train_mode="simultaneous"`` (each step averages every
+    individual's gradient on its own batch: :class:`LdsConfig`). When the training split holds fewer than ``K * M * batch_size``
     examples (a 10% validation hold-out of CIFAR-10 leaves 45,000 of the paper's 50,000), a
     cycle's batches wrap around the permutation, so some individuals share examples.
     Eligible channels for directions: :mod:`~fnnjax.construct.nhn.evolve`; in ENAS's retraining
@@ -112,6 +112,12 @@ class LdsConfig:
             scoring batch's own statistics under its own selection) or ``"running"`` (the shared
             running statistics, which after a cycle are mostly those of the last individuals
             trained, so the ranking would favour them).
+        train_mode: ``"sequential"`` (the paper: individual after individual, ``M`` steps each)
+            or ``"simultaneous"``: ``M`` steps, each on ``K`` batches at once, individual ``k``
+            reading its own batch ``m`` under its own selection, the update the mean of their
+            gradients (BatchNorm running statistics: the mean of the individuals' updates). The
+            same data per cycle in ``K`` times fewer, ``K`` times larger steps (one vmapped
+            call each).
     """
 
     neurons: int = 8
@@ -130,6 +136,7 @@ class LdsConfig:
     weight_decay: float = 0.0
     augment: bool = True
     score_bn: str = "batch"
+    train_mode: str = "sequential"
 
     def __post_init__(self):
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
@@ -140,6 +147,9 @@ class LdsConfig:
                 raise ValueError(f"{name}: expected a positive int, got {v!r}")
         if self.direction_cycles < 0:
             raise ValueError(f"direction_cycles: expected >= 0, got {self.direction_cycles!r}")
+        if self.train_mode not in ("sequential", "simultaneous"):
+            raise ValueError(f"train_mode: expected 'sequential' or 'simultaneous', got "
+                             f"{self.train_mode!r}")  # fmt: skip
         if self.score_bn not in ("batch", "running"):
             raise ValueError(f"score_bn: expected 'batch' or 'running', got {self.score_bn!r}")
         if not 0 <= self.lr_min <= self.lr_max:
@@ -185,11 +195,44 @@ def _masked(mask: Any) -> optax.GradientTransformation:
 
 
 def _optimizer(config: LdsConfig, mask: Any) -> optax.GradientTransformation:
-    steps = config.cycles * config.location.population * config.train_batches
+    per_cycle = config.train_batches * (1 if config.train_mode == "simultaneous"
+                                        else config.location.population)  # fmt: skip
+    steps = config.cycles * per_cycle
     schedule = optax.cosine_decay_schedule(config.lr_max, steps, alpha=config.lr_min / config.lr_max
                                            if config.lr_max else 0.0)  # fmt: skip
     return optax.chain(optax.add_decayed_weights(config.weight_decay), _masked(mask),
                        optax.sgd(schedule, momentum=config.momentum, nesterov=True))  # fmt: skip
+
+
+def _joint_step(model: Any, tx: optax.GradientTransformation, objective: Any, augment: Any):
+    """``step(state, archs [K, ...], x_all, y_all, idx [K, batch]) -> (state, losses [K])``: one
+    update from the mean of the ``K`` individuals' gradients (``train_mode="simultaneous"``)."""
+
+    def loss_fn(params, collections, archs, xs, ys, key):
+        def one(arch, x, y, k):
+            noise, drop = jax.random.split(k)
+            x = x if augment is None else augment(noise, x)
+            out, upd = model.apply({"params": params, **collections, "arch": arch}, x, train=True,
+                                   mutable=["batch_stats"], rngs={"dropout": drop})  # fmt: skip
+            return objective.evaluate(out, y)["loss"].mean(), upd["batch_stats"]
+
+        keys = jax.random.split(key, xs.shape[0])
+        losses, stats = jax.vmap(one)(archs, xs, ys, keys)
+        return losses.mean(), (losses, jax.tree_util.tree_map(lambda s: s.mean(0), stats))
+
+    @jax.jit
+    def step(state, archs, x_all, y_all, idx):
+        key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
+        fixed = {k: v for k, v in state.collections.items() if k not in ("arch", "batch_stats", "stats")}
+        collections = {**fixed, "batch_stats": state.collections["batch_stats"]}
+        (_, (losses, stats)), grads = jax.value_and_grad(loss_fn, has_aux=True)(
+            state.params, collections, archs, x_all[idx], y_all[idx], key)  # fmt: skip
+        updates, opt_state = tx.update(grads, state.opt_state, state.params)
+        return state.replace(step=state.step + 1, params=optax.apply_updates(state.params, updates),
+                             opt_state=opt_state,
+                             collections={**state.collections, "batch_stats": stats}), losses  # fmt: skip
+
+    return step
 
 
 def _cycle_orders(seed: int, cycle: int, n_train: int, k: int, config: LdsConfig) -> np.ndarray:
@@ -284,6 +327,9 @@ def lds(
                                        **{k: v for k, v in moved.items() if k != "params"}})  # fmt: skip
     child = replicate(child, engine.mesh)
     repl = replicated_sharding(engine.mesh)
+    x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
+    joint = _joint_step(model, engine.tx, engine.objective,
+                        None if aug is None or aug.is_identity else aug)  # fmt: skip
     k_loc, k_dir, k_cycles = jax.random.split(jax.random.key(seed), 3)
     lcfg, dcfg, K = config.location, config.direction, config.location.population
     if dcfg.population != K:
@@ -333,7 +379,6 @@ def lds(
         else:
             (out / "lds.jsonl").unlink(missing_ok=True)
     say = log or (lambda _: None)
-    x_train, y_train = jax.device_put(data.train.x), jax.device_put(data.train.y)
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     genes = np.asarray(state["location"].best_genes)
     chosen, eligible = (direction_parts(genes) if "direction" in state else ({}, {}))
@@ -358,7 +403,12 @@ def lds(
                     for p, g in gates.items()})  # fmt: skip
             orders = _cycle_orders(seed, cycle, len(data.train), K, config)
             child, losses = state["child"], []
-            for k in range(K):
+            if config.train_mode == "simultaneous":
+                archs = jax.device_put(arch, repl)
+                for m in range(config.train_batches):
+                    child, loss = joint(child, archs, x_train, y_train, orders[:, m])
+                    losses.append(np.asarray(loss))
+            for k in range(K if config.train_mode == "sequential" else 0):
                 one = jax.device_put(jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch), repl)
                 child = child.replace(collections={**child.collections, "arch": one})
                 child, metrics = engine.train_steps(child, x_train, y_train, orders[k])
