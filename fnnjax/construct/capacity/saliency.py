@@ -39,6 +39,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
+from fnnjax._trees import at_path
 from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import Spec
 
@@ -120,15 +121,6 @@ def taylor_saliency(params: Any, grads: Any) -> Any:
     return jax.tree_util.tree_map(lambda w, g: jnp.abs(w * g), params, grads)
 
 
-def _node(tree: Mapping[str, Any], path: str) -> Mapping[str, Any] | None:
-    node: Any = tree
-    for part in path.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def unit_saliency(spec: Spec, saliency: Mapping[str, Any]) -> dict[str, jax.Array]:
     """Per-unit sums of a per-parameter saliency tree (shaped like the spec's params).
 
@@ -139,7 +131,7 @@ def unit_saliency(spec: Spec, saliency: Mapping[str, Any]) -> dict[str, jax.Arra
     """
     out = {}
     for info in infer_layers(spec):
-        node = _node(saliency, info.path)
+        node = at_path(saliency, info.path)
         if node is None or info.op == "norm":
             continue
         total = jnp.zeros((info.cout,), jnp.float32)
@@ -155,7 +147,7 @@ def unit_gates(spec: Spec, masks: Mapping[str, Any]) -> dict[str, jax.Array]:
     ``"masks"`` collection (:func:`fnnjax.arch.build_model` with ``use_masks=True``)."""
     out = {}
     for info in infer_layers(spec):
-        node = _node(masks, info.path)
+        node = at_path(masks, info.path)
         if info.op != "norm" and isinstance(node, Mapping) and "filter_mask" in node:
             out[info.path] = node["filter_mask"]
     if not out:

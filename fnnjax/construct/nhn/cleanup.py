@@ -36,6 +36,7 @@ import jax
 import numpy as np
 from flax import traverse_util
 
+from fnnjax._trees import at_path
 from fnnjax.arch.build import BN_EPSILON
 from fnnjax.arch.shapes import block_shapes, entry_units, infer_layers
 from fnnjax.arch.spec import (
@@ -203,23 +204,14 @@ def _flat_path(spec: Spec, g: int) -> str:
 # ----------------------------------------------------------------------------------------------
 
 
-def _get(tree: Mapping[str, Any], path: str) -> Any:
-    node: Any = tree
-    for part in path.split("/"):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
 def _kernel_mask(variables: Mapping[str, Any], unit: str, shape: tuple[int, int]) -> np.ndarray:
-    m = _get(variables.get("masks", {}), f"{unit}/kernel_mask")
+    m = at_path(variables.get("masks", {}), f"{unit}/kernel_mask")
     return np.ones(shape, np.float32) if m is None else np.asarray(m, np.float32)
 
 
 def _constants(variables: Mapping[str, Any], unit: str, op: Conv) -> np.ndarray:
     """``[cout]``: what each filter emits when its kernel reads nothing (inference mode)."""
-    p = _get(variables["params"], unit)
+    p = at_path(variables["params"], unit)
     bias = np.asarray(p["conv"]["bias"], np.float64) if "bias" in p["conv"] else 0.0
     cout = p["conv"]["kernel"].shape[-1]
     z = np.broadcast_to(np.asarray(bias, np.float64), (cout,)).copy()
@@ -232,7 +224,7 @@ def _constants(variables: Mapping[str, Any], unit: str, op: Conv) -> np.ndarray:
     def bn(v):
         if not op.norm:
             return v
-        s = _get(variables.get("batch_stats", {}), f"{unit}/bn")
+        s = at_path(variables.get("batch_stats", {}), f"{unit}/bn")
         scale, shift = (
             np.asarray(p["bn"]["scale"], np.float64),
             np.asarray(p["bn"]["bias"], np.float64),
@@ -242,7 +234,7 @@ def _constants(variables: Mapping[str, Any], unit: str, op: Conv) -> np.ndarray:
         )
 
     y = bn(act(z)) if op.act_first else act(bn(z))
-    fmask = _get(variables.get("masks", {}), f"{unit}/filter_mask")
+    fmask = at_path(variables.get("masks", {}), f"{unit}/filter_mask")
     return y if fmask is None else y * np.asarray(fmask, np.float64)
 
 
@@ -292,19 +284,19 @@ def _fold(variables: dict[str, Any], reader: _Reader, values: np.ndarray, channe
     rows = reader.offset + channels
     v = np.maximum(values, 0.0) if reader.relu else values
     if reader.head:
-        pool = _get(params, "head/pool/kernel")
+        pool = at_path(params, "head/pool/kernel")
         if pool is not None:  # grouped conv: a constant map pools to constant * sum of its kernel
             v = v * np.asarray(pool, np.float64)[:, :, 0, :].sum(axis=(0, 1))[rows]
-        unit = _get(params, reader.path)
+        unit = at_path(params, reader.path)
         unit["bias"] = unit["bias"] + (v @ np.asarray(unit["kernel"], np.float64)[rows]).astype(
             unit["bias"].dtype)  # fmt: skip
         return
-    unit = _get(params, reader.path)
+    unit = at_path(params, reader.path)
     kernel = np.asarray(unit["conv"]["kernel"], np.float64)[0, 0]  # [cin, cout]
     mask = _kernel_mask(variables, reader.path, kernel.shape)
     delta = v @ (kernel * mask)[rows]
     if ops[reader.path][1].norm:
-        stats = _get(variables["batch_stats"], f"{reader.path}/bn")
+        stats = at_path(variables["batch_stats"], f"{reader.path}/bn")
         stats["mean"] = stats["mean"] - delta.astype(stats["mean"].dtype)
     else:
         unit["conv"]["bias"] = unit["conv"]["bias"] + delta.astype(unit["conv"]["bias"].dtype)
@@ -321,7 +313,7 @@ def _one_pass(spec: Spec, variables: dict[str, Any], fold: bool):
     for unit, (field, op) in ops.items():
         if unit not in readers or unit.startswith("head/"):
             continue
-        kernel = np.asarray(_get(variables["params"], unit)["conv"]["kernel"])
+        kernel = np.asarray(at_path(variables["params"], unit)["conv"]["kernel"])
         cin, cout = kernel.shape[-2], kernel.shape[-1]
         inputless = ~_kernel_mask(variables, unit, (cin, cout)).any(axis=0)
         rs = readers[unit]
@@ -333,7 +325,7 @@ def _one_pass(spec: Spec, variables: dict[str, Any], fold: bool):
                     outputless[:] = False
                     break
                 shape = tuple(
-                    np.asarray(_get(variables["params"], r.path)["conv"]["kernel"]).shape[-2:]
+                    np.asarray(at_path(variables["params"], r.path)["conv"]["kernel"]).shape[-2:]
                 )
                 rows = _kernel_mask(variables, r.path, shape)[r.offset : r.offset + cout]
                 outputless &= ~rows.any(axis=1)

@@ -249,6 +249,7 @@ def eligible_channels(spec: Any, variables: Mapping[str, Any],
     """``{edge: bool [cin]}``: the channels of each edge's input whose producing filter kept a
     kernel through DNP (module docstring). ``edges``: ``{edge path: (source flat index, cin)}``;
     ``spec`` / ``variables``: the pruned base network (its ``"masks"``)."""
+    from fnnjax._trees import at_path  # noqa: PLC0415
     from fnnjax.arch.spec import Cell, Conv, branch_op_name, stage_starts  # noqa: PLC0415
 
     starts = stage_starts(spec)
@@ -270,9 +271,7 @@ def eligible_channels(spec: Any, variables: Mapping[str, Any],
             return None
         cols = []
         for u in units:
-            node: Any = masks
-            for part in [*u.split("/"), "kernel_mask"]:
-                node = node.get(part) if isinstance(node, Mapping) else None
+            node = at_path(masks, f"{u}/kernel_mask")
             if node is None:
                 return None
             cols.append(np.asarray(node).any(axis=0))

@@ -136,14 +136,13 @@ def nhn_score(error_percent: float, params_millions: float) -> float:
 def effective_params(spec: Any, variables: Mapping[str, Any]) -> int:
     """Trainable parameters, without the kernel slices a ``kernel_mask`` or an add-on edge's
     ``connections`` switches off (they are zeros in any deployed network)."""
+    from fnnjax._trees import at_path  # noqa: PLC0415
     from fnnjax.arch.shapes import infer_layers  # noqa: PLC0415
 
     total = sum(u.params for u in infer_layers(spec))
 
     def zeros(tree: Any, path: str, leaf: str) -> int:
-        node: Any = tree
-        for part in [*path.split("/"), leaf]:
-            node = node.get(part) if isinstance(node, Mapping) else None
+        node = at_path(tree, f"{path}/{leaf}")
         return 0 if node is None else int((np.asarray(node) == 0).sum())
 
     for u in infer_layers(spec):
