@@ -319,8 +319,9 @@ def lds(
             base_arch[path] = dict(variables["arch"][path])
     mask = trainable_mask(spec, supernet, moved["params"])
     aug = augmentation_for(data) if config.augment else None
-    engine = Engine(model, _optimizer(config, mask), make_mesh(num_devices), augment=None if aug is None or aug.is_identity
-                    else aug, eval_batch_size=config.score_batches * config.score_batch)  # fmt: skip
+    aug = None if aug is None or aug.is_identity else aug
+    engine = Engine(model, _optimizer(config, mask), make_mesh(num_devices), augment=aug,
+                    eval_batch_size=config.score_batches * config.score_batch)  # fmt: skip
     child = engine.init(jax.random.key(seed + 1), data.input_shape)
     child = child.replace(params=moved["params"], opt_state=engine.tx.init(moved["params"]),
                           collections={**child.collections,
@@ -328,8 +329,7 @@ def lds(
     child = replicate(child, engine.mesh)
     repl = replicated_sharding(engine.mesh)
     x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
-    joint = _joint_step(model, engine.tx, engine.objective,
-                        None if aug is None or aug.is_identity else aug)  # fmt: skip
+    joint = _joint_step(model, engine.tx, engine.objective, aug)
     k_loc, k_dir, k_cycles = jax.random.split(jax.random.key(seed), 3)
     lcfg, dcfg, K = config.location, config.direction, config.location.population
     if dcfg.population != K:
@@ -340,6 +340,7 @@ def lds(
     out = None if out_dir is None else Path(out_dir).expanduser().resolve()
     history: list[dict[str, Any]] = []
     start, ckpt = 0, None
+    say = log or (lambda _: None)
     meta_now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
 
     def direction_parts(genes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
@@ -374,11 +375,9 @@ def lds(
             _truncate_jsonl(out / "lds.jsonl", start - 1, key="cycle")
             history = [json.loads(ln) for ln in (out / "lds.jsonl").read_text().splitlines()
                        if ln.strip()]  # fmt: skip
-            say = log or (lambda _: None)
             say(f"resuming LDS after cycle {start - 1} from {out / 'checkpoints'}")
         else:
             (out / "lds.jsonl").unlink(missing_ok=True)
-    say = log or (lambda _: None)
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     genes = np.asarray(state["location"].best_genes)
     chosen, eligible = (direction_parts(genes) if "direction" in state else ({}, {}))
