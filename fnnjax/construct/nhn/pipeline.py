@@ -263,7 +263,7 @@ def run_nhn(
         return None if out is None else out / name
 
     def train(spec, stage, initial, stage_seed):
-        say(f"== NHN {stage}: training {stage_seed}")
+        say(f"== NHN {stage}: training (seed {stage_seed})")
         return fit(build_model(spec, use_masks=True), data,
                    stage_train_config(config, stage, stage_seed, data, progress), out_dir=sub(stage),
                    resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
