@@ -338,6 +338,7 @@ def make_population_eval_step(
     objective: Objective | None = None,
     batch_norm: str = "running",
     shared: tuple[bool, ...] | None = None,
+    chunk: int | None = None,
 ) -> Callable[..., dict[str, jax.Array]]:
     """A jitted ``eval(state, population, x, y, mask) -> {name: [P] sums}`` over a population.
 
@@ -353,6 +354,11 @@ def make_population_eval_step(
     the same value: it is not vmapped, so what depends only on shared leaves is computed once
     (a gate every candidate shares keeps the layers after it unbatched; a batched kernel mask
     turns a convolution into a per-candidate grouped one, several times slower on CPU).
+    ``chunk``: None vmaps the whole population at once; an int evaluates it ``chunk`` candidates
+    at a time inside the same compiled call (``jax.lax.map`` with ``batch_size``): the same
+    results with ``chunk`` times smaller activations. On CPU, where the whole population's
+    activations make the call memory-bound, one at a time was 1.5x faster than all at once and
+    1.3x faster than one call per candidate (BENCHMARKS.md).
     """
     if batch_norm not in BATCH_NORM_MODES:
         raise ConfigError(f"batch_norm: expected one of {BATCH_NORM_MODES}, got {batch_norm!r}")
@@ -364,14 +370,19 @@ def make_population_eval_step(
         flags = shared if shared is not None else (False,) * len(leaves)
         leaves = [leaf if s else jax.lax.with_sharding_constraint(leaf, split)
                   for leaf, s in zip(leaves, flags, strict=True)]  # fmt: skip
-        axes = jax.tree_util.tree_unflatten(treedef, [None if s else 0 for s in flags])
         base = state.variables()
 
-        def one(selection):
+        def one(varying):
+            it = iter(varying)
+            selection = jax.tree_util.tree_unflatten(
+                treedef, [leaf if s else next(it) for leaf, s in zip(leaves, flags, strict=True)])
             return _eval_sums(model, objective, {**base, collection: selection}, x, y, mask,
                               batch_norm)  # fmt: skip
 
-        return jax.vmap(one, in_axes=(axes,))(jax.tree_util.tree_unflatten(treedef, leaves))
+        varying = [leaf for leaf, s in zip(leaves, flags, strict=True) if not s]
+        if chunk is None:
+            return jax.vmap(one)(varying)
+        return jax.lax.map(one, varying, batch_size=chunk)
 
     return jax.jit(evaluate_batch, out_shardings=split)
 
@@ -522,7 +533,7 @@ class Engine:
 
     def evaluate_population(
         self, state: TrainState, split: Split, collection: str, population: Any, *,
-        batch_norm: str = "running",
+        batch_norm: str = "running", chunk: int | None | str = "auto",
     ) -> dict[str, np.ndarray]:  # fmt: skip
         """Mean loss and metrics on ``split`` of every candidate: ``{name: [P]}``.
 
@@ -532,6 +543,8 @@ class Engine:
         padded to a multiple of their number; the padding is dropped from the result).
         ``batch_norm="batch"``: each candidate normalizes with each evaluation batch's own
         statistics instead of the shared running ones (:func:`make_population_eval_step`).
+        ``chunk``: candidates evaluated at once inside the one compiled call (None: all;
+        ``"auto"``: one at a time on a single CPU device, where that is fastest, all elsewhere).
 
         Raises:
             ConfigError: ``state`` has no such collection, or the population's leaves do not
@@ -563,11 +576,16 @@ class Engine:
         shared = [bool(np.all(leaf == leaf[:1])) for leaf in leaves]
         if all(shared):
             shared[0] = False  # vmap needs one batched argument
-        key = (collection, batch_norm, tuple(shared))
+        if chunk == "auto":
+            one_cpu = self.mesh.size == 1 and self.mesh.devices.flat[0].platform == "cpu"
+            chunk = 1 if one_cpu else None
+        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+            raise ConfigError(f"chunk: expected a positive int, None or 'auto', got {chunk!r}")
+        key = (collection, batch_norm, tuple(shared), chunk)
         if key not in self._population_steps:
             self._population_steps[key] = make_population_eval_step(
                 self.model, self.mesh, collection, objective=self.objective,
-                batch_norm=batch_norm, shared=tuple(shared))  # fmt: skip
+                batch_norm=batch_norm, shared=tuple(shared), chunk=chunk)  # fmt: skip
         step = self._population_steps[key]
         size = sizes.pop()
         padded = -(-size // self.mesh.size) * self.mesh.size
