@@ -293,3 +293,15 @@ def test_cleanup_folds_into_a_grouped_head_behind_a_two_branch_cell():
     assert out.folded == {"s0b0/br1_0": [2]}
     np.testing.assert_allclose(build_model(out.spec, use_masks=True).apply(out.variables, x),
                                model.apply(v, x), rtol=1e-5, atol=1e-5)  # fmt: skip
+
+
+def test_a_pipeline_saved_before_a_setting_existed_still_resumes_while_it_is_at_its_default():
+    from fnnjax.construct.nhn.pipeline import NhnConfig, _without_new_defaults
+
+    defaults = {"config": NhnConfig().to_dict()}
+    now = {"arc": "0", "config": NhnConfig(prune_ratio=0.5).to_dict()}
+    saved = {"arc": "0", "config": NhnConfig(prune_ratio=0.5).to_dict()}
+    del saved["config"]["lds"]["train_mode"], saved["config"]["head_pool"]  # added later
+    assert _without_new_defaults(now, saved, defaults) == saved
+    changed = {"arc": "0", "config": NhnConfig(prune_ratio=0.5, head_pool="avg").to_dict()}
+    assert _without_new_defaults(changed, saved, defaults) != saved  # a new setting, not default

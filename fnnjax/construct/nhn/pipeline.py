@@ -197,6 +197,16 @@ def stage_train_config(config: NhnConfig, stage: str, seed: int, data: Any, prog
                        **common)  # fmt: skip
 
 
+def _without_new_defaults(now: Any, saved: Any, defaults: Any) -> Any:
+    """``now`` without the settings ``saved`` lacks that are at their defaults (settings added
+    after a pipeline was started, so that it still resumes)."""
+    if not isinstance(now, dict) or not isinstance(saved, dict):
+        return now
+    defaults = defaults if isinstance(defaults, dict) else {}
+    return {k: _without_new_defaults(v, saved.get(k), defaults.get(k)) for k, v in now.items()
+            if k in saved or k not in defaults or v != defaults[k]}  # fmt: skip
+
+
 def _write_json(path: Path, value: Any) -> None:
     tmp = path.with_suffix(path.suffix + ".tmp")
     tmp.write_text(json.dumps(value, indent=1))
@@ -248,7 +258,9 @@ def run_nhn(
                 "dataset": data.describe()}  # fmt: skip
         saved = out / "nhn.json"
         if resume and saved.exists():
-            if json.loads(saved.read_text()) != json.loads(json.dumps(meta)):
+            now = _without_new_defaults(json.loads(json.dumps(meta)), json.loads(saved.read_text()),
+                                        {"config": json.loads(json.dumps(NhnConfig().to_dict()))})  # fmt: skip
+            if json.loads(saved.read_text()) != now:
                 raise ValueError(f"{out}: holds another NHN pipeline (arc, settings, seed or data "
                                  "differ); use another --out, or --no-resume to start afresh")  # fmt: skip
         elif not resume:
