@@ -109,6 +109,16 @@ def run(args: argparse.Namespace) -> int:
     from fnnjax.train import load_dataset  # noqa: PLC0415
 
     config, dataset, limit = config_of(args)
+    arc = None
+    if not args.search:  # checked before any data is loaded
+        if not args.arc.is_file():
+            raise ConfigError(f"--arc: {args.arc} is not a file; give a best_arc.txt written by "
+                              "`fnnjax enas` (or any file holding an arc string)")  # fmt: skip
+        try:
+            arc = enas.arc_from_string(args.arc.read_text(), config.layers)
+        except ValueError as error:
+            raise ConfigError(f"--arc {args.arc}: {error} (is --layers {config.layers} the "
+                              "arc's?)") from None  # fmt: skip
     data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed, limit_train=limit)
     if args.search:
         # ENAS's own settings (its search width, batch 128); no SmoothInit there: SmoothInit is
@@ -121,15 +131,6 @@ def run(args: argparse.Namespace) -> int:
                                          derive_batches=1)  # fmt: skip
         found = enas.search(data, search, args.out / "enas", seed=args.seed, resume=not args.no_resume)
         arc = found["best_arc"]
-    else:
-        if not args.arc.is_file():
-            raise ConfigError(f"--arc: {args.arc} is not a file; give a best_arc.txt written by "
-                              "`fnnjax enas` (or any file holding an arc string)")  # fmt: skip
-        try:
-            arc = enas.arc_from_string(args.arc.read_text(), config.layers)
-        except ValueError as error:
-            raise ConfigError(f"--arc {args.arc}: {error} (is --layers {config.layers} the "
-                              "arc's?)") from None  # fmt: skip
     out = nhn.run_nhn(data, arc, config, args.out, seed=args.seed, resume=not args.no_resume)
     final, abl = out["final"], out["ablation"]
     acc = final["test_accuracy"]
