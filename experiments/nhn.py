@@ -82,6 +82,8 @@ def main(argv=None, log=print) -> dict:
                    help="LDS: validation images scoring each individual (paper: 500)")  # fmt: skip
     p.add_argument("--limit-train", type=int, default=5000, help="0: the whole training split")
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    p.add_argument("--compare-epochs", type=int, default=None,
+                   help="epochs of the four comparison trainings (default: the final training's)")  # fmt: skip
     p.add_argument("--quick", action="store_true")
     p.add_argument("--out", type=Path, default=Path("experiments/out/nhn"))
     add_devices_arg(p)
@@ -119,7 +121,8 @@ def main(argv=None, log=print) -> dict:
         "pruned + random add-ons": (rand_spec, rand_kept),
     }
     train_config = dataclasses.replace(
-        nhn.stage_train_config(config, "final", 0, data), num_devices=args.devices)
+        nhn.stage_train_config(config, "final", 0, data), num_devices=args.devices,
+        epochs=args.compare_epochs or config.final_epochs)  # fmt: skip
     rows = {}
     for name, (spec, kept) in nets.items():
         runs = []
@@ -138,7 +141,8 @@ def main(argv=None, log=print) -> dict:
                       "score": nhn.nhn_score(err, params / 1e6)}  # fmt: skip
     header = (f"{args.dataset} ({args.limit_train or 'all'} training images), arc "
               f"{found['arc']}, {config.layers} layers x {config.filters}, epochs "
-              f"{config.base_epochs}/{config.prune_epochs}/{config.final_epochs}, LDS "
+              f"{config.base_epochs}/{config.prune_epochs}/{config.final_epochs} (comparisons "
+              f"{train_config.epochs}), LDS "
               f"{config.lds.location_cycles}+{config.lds.direction_cycles} cycles, seeds {args.seeds}")  # fmt: skip
     lines = [header, "", "| network | effective params | test acc % | score |", "|---|---:|---:|---:|"]
     for name, row in rows.items():
