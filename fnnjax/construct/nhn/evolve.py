@@ -248,7 +248,9 @@ def eligible_channels(spec: Any, variables: Mapping[str, Any],
                       edges: Mapping[str, tuple[int, int]]) -> dict[str, np.ndarray]:  # fmt: skip
     """``{edge: bool [cin]}``: the channels of each edge's input whose producing filter kept a
     kernel through DNP (module docstring). ``edges``: ``{edge path: (source flat index, cin)}``;
-    ``spec`` / ``variables``: the pruned base network (its ``"masks"``)."""
+    ``spec`` / ``variables``: the pruned base network (its ``"masks"``). A source whose filters
+    all lost every kernel has no eligible channel by this rule; there every channel is eligible
+    (a direction must read something), as for sources DNP does not prune."""
     from fnnjax._trees import at_path  # noqa: PLC0415
     from fnnjax.arch.spec import Cell, Conv, branch_op_name, stage_starts  # noqa: PLC0415
 

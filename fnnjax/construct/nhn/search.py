@@ -380,7 +380,7 @@ def lds(
             (out / "lds.jsonl").unlink(missing_ok=True)
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     genes = np.asarray(state["location"].best_genes)
-    chosen, eligible = (direction_parts(genes) if "direction" in state else ({}, {}))
+    eligible = direction_parts(genes)[1] if "direction" in state else {}
     try:  # an interrupted search still finishes writing its last checkpoint
         for cycle in range(start, config.cycles):
             key = jax.random.fold_in(k_cycles, cycle)
@@ -392,7 +392,7 @@ def lds(
             else:
                 if "direction" not in state:  # the first direction cycle: fix the locations
                     genes = np.asarray(state["location"].best_genes)
-                    chosen, eligible = direction_parts(genes)
+                    eligible = direction_parts(genes)[1]
                     state["direction"] = direction_init(k_dir, eligible, config.neurons, dcfg)
                 pop, state["direction"] = direction_ask(key, state["direction"], eligible,
                                                         config.neurons, dcfg)  # fmt: skip
