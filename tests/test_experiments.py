@@ -9,6 +9,7 @@ from experiments import (
     dynamic_capacity,
     enas_search,
     envelopenets,
+    envelopenets_inherit,
     fnn_table1,
     fnn_table2,
     nhn,
@@ -81,6 +82,22 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
     assert "| constructed | 6/3-2/2 |" in capsys.readouterr().out
     running = json.loads((tmp_path / "runs/figure2/iterations/0/statistics.json").read_text())
     assert [r["step"] for r in running] == [2, 4]  # a point every 2 of the epoch's 4 steps
+    # The inheritance study, reusing that experiment's construction (seed 0) for iteration 0.
+    study = envelopenets_inherit.main(["--quick", "--reuse", str(tmp_path / "runs"),
+                                       "--out", str(tmp_path / "inherit")])  # fmt: skip
+    assert "iteration 0 reused from" in capsys.readouterr().out
+    (row,) = study["seeds"]
+    assert row["notation"] == "6/3-2/2" and row["pruned_count"] == len(row["reference"]) > 0
+    for variant in ("scratch", "inherit"):
+        assert row[variant]["steps"] == [2, 4, 6, 8]  # every 2 steps over 2 epochs of 4 steps
+        assert all(0 <= j <= 1 for j in row[variant]["jaccard"] + row[variant]["own_final_jaccard"])
+        assert row[variant]["own_final_jaccard"][-1] == 1
+    assert row["scratch"]["jaccard"][-1] == 1  # the reference is the scratch run's last decision
+    for name in ("table.md", "agreement.png", "results.json"):
+        assert (tmp_path / "inherit" / name).stat().st_size > 0, name
+    assert envelopenets_inherit.jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
+    assert envelopenets_inherit.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
+    assert envelopenets_inherit.spearman([1, 2, 2], [1, 3, 3]) == pytest.approx(1.0)
 
 
 def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlation(tmp_path, capsys):

@@ -22,7 +22,9 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
   batch) and ``featuremap_var`` = variance over batch and space. ``collect_stats="conv"`` sows the
   same statistics of the convolution's own output instead (before BN and activation: the
   ``||W x||^2`` of EnvelopeNets' section 4.2; a separable unit's is its pointwise conv's). Flax
-  ``sow`` appends, so each is a tuple with one array per call.
+  ``sow`` appends, so each is a tuple with one array per call. ``build_model(...,
+  stats_at=paths)`` restricts the sowing to the units (or choice blocks) at those module paths
+  (``"s0b1/br2_0/pw"``): the statistics a caller reads, and no reductions for the rest.
 * ``use_masks=True``: every conv unit multiplies its output by a ``[cout]`` array
   ``masks/<path>/filter_mask`` and its kernel by a ``[cin / groups, cout]`` array
   ``masks/<path>/kernel_mask`` (which input channel each filter reads: kernel pruning; a
@@ -39,7 +41,8 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import dataclasses
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -98,6 +101,26 @@ def _activate(act: str | None, x: jax.Array) -> jax.Array:
     if act == "relu6":
         return nn.relu6(x)
     raise ValueError(f"unknown activation {act!r}")
+
+
+@dataclasses.dataclass(frozen=True)
+class _StatsAt:
+    """``collect_stats`` restricted to the modules at ``paths`` (``measure``: ``"conv"`` or
+    ``"output"``): :func:`build_model`'s ``stats_at``."""
+
+    measure: str
+    paths: frozenset[str]
+
+
+def _stats_measure(module: nn.Module) -> str | None:
+    """Where ``module`` sows its statistics (``"conv"``, ``"output"``) or None, from its
+    ``collect_stats`` hook and its path; None too when ``"intermediates"`` is not mutable."""
+    hook = module.collect_stats
+    if not hook or not module.is_mutable_collection("intermediates"):
+        return None
+    if isinstance(hook, _StatsAt):
+        return hook.measure if "/".join(module.path) in hook.paths else None
+    return "conv" if hook == "conv" else "output"
 
 
 def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
@@ -179,7 +202,7 @@ class ConvUnit(nn.Module):
     norm: bool = True
     act: str | None = "relu"
     act_first: bool = False
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -219,7 +242,7 @@ class ConvUnit(nn.Module):
                                   and x.size >= SHIFTS_MIN_ELEMENTS else None),  # fmt: skip
             name="conv",
         )(x)
-        if self.collect_stats == "conv" and self.is_mutable_collection("intermediates"):
+        if _stats_measure(self) == "conv":
             for key, value in featuremap_stats(x).items():  # the filters' own output, ||W x||^2
                 self.sow("intermediates", key, value)
         bn = (
@@ -243,8 +266,7 @@ class ConvUnit(nn.Module):
         if self.use_masks:
             mask = self.variable("masks", "filter_mask", lambda: jnp.ones((features,), x.dtype))
             x = x * mask.value.astype(x.dtype)
-        if self.collect_stats and self.collect_stats != "conv" \
-                and self.is_mutable_collection("intermediates"):  # fmt: skip
+        if _stats_measure(self) == "output":
             for key, value in featuremap_stats(x).items():
                 self.sow("intermediates", key, value)
         return x
@@ -268,7 +290,7 @@ class SepConvUnit(nn.Module):
     """Depthwise conv unit ``dw`` followed by pointwise conv unit ``pw``."""
 
     op: SepConv
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -350,7 +372,7 @@ class CellUnit(nn.Module):
     """Parallel branches, merged by channel concat or sum, then ``act``."""
 
     cell: Cell
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -380,7 +402,7 @@ class ChoiceUnit(nn.Module):
     """The selected candidate of a :class:`~fnnjax.arch.spec.Choice` (selector in ``"arch"``)."""
 
     choice: Choice
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -411,7 +433,7 @@ class ChoiceUnit(nn.Module):
             if _choice_mode(self.choice) == "switch_remat":  # forward residuals: the inputs only
                 branches = [nn.remat(branch) for branch in branches]
             y = nn.switch(selector, branches, self, x)
-        if self.collect_stats and self.is_mutable_collection("intermediates"):
+        if _stats_measure(self) is not None:
             for key, value in featuremap_stats(y).items():
                 self.sow("intermediates", key, value)
         return y
@@ -427,7 +449,7 @@ class FactorizedReduce(nn.Module):
     """
 
     filters: int
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -451,7 +473,7 @@ class GatedSkips(nn.Module):
 
     merge: str
     n: int
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -475,7 +497,7 @@ class AddOnUnit(nn.Module):
     ``unit`` a conv -> BN -> ReLU unit; ``gate`` and ``connections`` are ``"arch"`` leaves."""
 
     addon: AddOn
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -496,7 +518,7 @@ class ResidualUnit(nn.Module):
     """``act(body(x) + shortcut(x))`` with the ResNet projection rule (see ``Residual``)."""
 
     block: Residual
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -573,7 +595,7 @@ class SpecNet(nn.Module):
     """
 
     spec: Spec
-    collect_stats: bool | str = False
+    collect_stats: bool | str | _StatsAt = False
     use_masks: bool = False
 
     @nn.compact
@@ -621,13 +643,28 @@ class SpecNet(nn.Module):
 
 
 def build_model(
-    spec: Spec, *, collect_stats: bool | str = False, use_masks: bool = False
+    spec: Spec,
+    *,
+    collect_stats: bool | str = False,
+    use_masks: bool = False,
+    stats_at: Collection[str] | None = None,
 ) -> SpecNet:
     """Returns the Flax module of ``spec`` (see :class:`SpecNet` and the module docstring for the
-    hooks; ``collect_stats``: False, True / ``"output"`` or ``"conv"``)."""
+    hooks; ``collect_stats``: False, True / ``"output"`` or ``"conv"``; ``stats_at``: None, every
+    conv unit sows, or the module paths of the units that do, e.g. ``{"s0b1/br2_0/pw"}``: a unit
+    elsewhere computes no statistics, a path naming no unit collects nothing)."""
     if not (isinstance(collect_stats, bool) or collect_stats in ("output", "conv")):
         raise ValueError(f"collect_stats: expected False, True, 'output' or 'conv', got "
                          f"{collect_stats!r}")  # fmt: skip
+    if stats_at is not None:
+        if isinstance(stats_at, str) or not all(isinstance(p, str) for p in stats_at):
+            raise ValueError(f"stats_at: expected a collection of module paths (strings), got "
+                             f"{stats_at!r}")  # fmt: skip
+        if not collect_stats:
+            raise ValueError("stats_at: given, but collect_stats is off; pass collect_stats=True, "
+                             "'output' or 'conv' too")  # fmt: skip
+        collect_stats = _StatsAt("conv" if collect_stats == "conv" else "output",
+                                 frozenset(stats_at))  # fmt: skip
     return SpecNet(spec, collect_stats=collect_stats, use_masks=use_masks)
 
 

@@ -243,6 +243,24 @@ def test_the_statistic_is_the_released_codes_per_batch_sum_of_normalized_squared
     assert all(0 <= var[k] for k in var) and var != got
     with pytest.raises(ValueError, match="build the model with collect_stats=True"):
         ev.block_statistics({}, layers, ENV, batch_size=5)
+    # Collected at the blocks' units only (construction's default): the same values, and no
+    # reductions anywhere else (the stem, a separable block's depthwise half).
+    config = ev.ConstructionConfig(stages=(2, 1), envelope=ENV, measure="output")
+    for stats_at, units in (("blocks", 4), ("all", 7)):  # + the stem, dw and the widener conv
+        at_model = ev.statistics_model(spec, dataclasses.replace(config, stats_at=stats_at))
+        at_state = Engine(at_model, optax.sgd(0.0)).init(jax.random.key(0), (8, 8, 1))
+        at_state, _ = Engine(at_model, optax.sgd(0.0)).train_steps(at_state, x, y, orders)
+        sown = read_stats(at_state)
+        assert len(jax.tree_util.tree_leaves(sown)) == 2 * units, stats_at
+        at = ev.block_statistics(sown, layers, ENV, batch_size=5)
+        for key in want:
+            np.testing.assert_allclose(at[key], got[key], rtol=1e-5)
+    with pytest.raises(ValueError, match="stats_at: given, but collect_stats is off"):
+        build_model(spec, stats_at={"s0b0/br0_0"})
+    with pytest.raises(ValueError, match="stats_at: expected a collection of module paths"):
+        build_model(spec, collect_stats=True, stats_at="s0b0/br0_0")
+    with pytest.raises(ValueError, match="stats_at: expected 'blocks' or 'all', got 'stem'"):
+        dataclasses.replace(config, stats_at="stem")
 
 
 def engine_collections(state):
@@ -334,12 +352,22 @@ def test_inheritance_keeps_the_surviving_blocks_weights_and_starts_the_new_cell_
     np.testing.assert_array_equal(p_new["s0b4"]["br1_0"]["conv"]["kernel"],
                                   p_fresh["s0b4"]["br1_0"]["conv"]["kernel"])  # the new cell  # fmt: skip
     # The construction driver: an inheriting iteration resumed in a new call restores the last.
+    # Its first iteration is written as constructions before ``stats_at`` were (statistics at
+    # every unit, no ``stats_at`` in construction.json): the resume keeps that layout.
     data = load_dataset("digits", limit_train=120)
     config = dataclasses.replace(_quick(), inherit=True, epochs_per_iteration=1, iterations=1)
-    ev.construct(data, config, tmp_path, log=None, num_devices=1)
+    ev.construct(data, dataclasses.replace(config, stats_at="all"), tmp_path, log=None,
+                 num_devices=1)  # fmt: skip
+    meta = json.loads((tmp_path / "construction.json").read_text())
+    del meta["config"]["stats_at"]
+    (tmp_path / "construction.json").write_text(json.dumps(meta))
+    state = ev.restore_iteration(tmp_path, 0)
+    assert "stem0" in read_stats(state)  # a unit construction does not read
     result = ev.construct(data, dataclasses.replace(config, iterations=2), tmp_path, log=None,
                           num_devices=1)  # fmt: skip
     assert [r["inherited"] for r in result["records"]] == [False, True]
+    saved = json.loads((tmp_path / "construction.json").read_text())["config"]
+    assert saved["stats_at"] == "all"
 
 
 def test_the_cli_defaults_to_the_released_maxima_for_the_papers_init_only(capsys):

@@ -18,7 +18,8 @@ Statistic (:func:`block_statistics`)
     the iteration's training examples as the released code does (per batch: the sum over the
     examples of the mean over height, width and channels of ``y**2``; averaged over the
     batches); accumulated inside the jitted train step (the model's ``collect_stats`` hook and
-    the engine's ``"stats"`` collection). The running featuremap variance is offered too.
+    the engine's ``"stats"`` collection), at the blocks' own units only
+    (:func:`statistics_model`). The running featuremap variance is offered too.
 
 Restructuring (:mod:`~fnnjax.construct.envelope.restructure`)
     ``restructure(spec, statistics, envelope, config) -> spec``: per stage, prune the blocks with
@@ -33,6 +34,9 @@ Construction (:func:`construct`)
     inheritance); resumable inside an iteration; records every iteration in
     ``construction.json``. Construction time is reported as the paper does,
     ``N * f * t_train + t_train`` in epochs (:meth:`ConstructionConfig.construction_epochs`).
+    Its parts are public: :func:`train_iteration` (one iteration's training with statistics) and,
+    beyond the paper, :func:`inherited_variables` (a restructured network starting from its
+    predecessor's trained weights: ``ConstructionConfig.inherit``).
 
 The paper's text says construction keeps the parameter count "approximately same", its Table 1
 shows 13M -> 48M for 10-1-1-1 -> 15-6-4-4: the construction records carry the parameter count of
@@ -44,6 +48,10 @@ from fnnjax.construct.envelope.driver import (
     ConstructionConfig,
     block_statistics,
     construct,
+    inherited_variables,
+    restore_iteration,
+    statistics_model,
+    train_iteration,
 )
 from fnnjax.construct.envelope.net import (
     CELL_OPS,
@@ -88,6 +96,7 @@ __all__ = [
     "envelope_notation",
     "envelope_spec",
     "inheritance_map",
+    "inherited_variables",
     "initial_layers",
     "layer_widths",
     "parse_notation",
@@ -95,4 +104,7 @@ __all__ = [
     "random_equivalent_layers",
     "restructure",
     "restructure_layers",
+    "restore_iteration",
+    "statistics_model",
+    "train_iteration",
 ]

@@ -26,11 +26,21 @@ from fnnjax.construct.envelope.net import (
 )
 from fnnjax.construct.envelope.restructure import (
     RestructureConfig,
+    Restructuring,
     inheritance_map,
     restructure_layers,
 )
 
-__all__ = ["STATISTICS", "ConstructionConfig", "block_statistics", "construct"]
+__all__ = [
+    "STATISTICS",
+    "ConstructionConfig",
+    "block_statistics",
+    "construct",
+    "inherited_variables",
+    "restore_iteration",
+    "statistics_model",
+    "train_iteration",
+]
 
 STATISTICS = ("l2", "variance")
 CONSTRUCTION_FILES = ("construction.json", "final_spec.json", "iterations", "final",
@@ -118,6 +128,11 @@ class ConstructionConfig:
         statistics_every: also record the running statistics every this many training steps
             (``iterations/<k>/statistics.json``, Figure 2's curves; 0: once per epoch). It
             changes nothing but that record.
+        stats_at: ``"blocks"`` (default): only the units whose output is a block's measurement
+            compute statistics (:func:`block_modules`); ``"all"``: every conv unit does (the stem,
+            the wideners, a separable block's depthwise half too), as constructions written before
+            this option did. The statistics read are the same either way; a resumed construction
+            keeps the setting it was started with (its checkpoints' layout).
         inherit: beyond the paper (which retrains every iteration from scratch): start each
             iteration from the previous one's trained weights, moved through the restructuring
             by :func:`fnnjax.arch.transplant_params` (:func:`inheritance_map`: surviving blocks
@@ -138,6 +153,7 @@ class ConstructionConfig:
     inherit: bool = False
     measure: str | None = None
     statistics_every: int = 0
+    stats_at: str = "blocks"
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
@@ -154,6 +170,8 @@ class ConstructionConfig:
         if isinstance(self.final_epochs, bool) or not isinstance(self.final_epochs, int) \
                 or self.final_epochs < 0:  # fmt: skip
             raise ValueError(f"final_epochs: expected an int >= 0, got {self.final_epochs!r}")
+        if self.stats_at not in ("blocks", "all"):
+            raise ValueError(f"stats_at: expected 'blocks' or 'all', got {self.stats_at!r}")
         if self.measure not in (None, "conv", "output"):
             raise ValueError(f"measure: expected None, 'conv' or 'output', got {self.measure!r}")
         if not isinstance(self.inherit, bool):
@@ -200,6 +218,51 @@ class ConstructionConfig:
         return self.iterations * self.epochs_per_iteration + final
 
 
+def statistics_model(spec, config: ConstructionConfig):
+    """The Flax model an iteration trains: ``spec`` collecting the featuremap statistics where
+    ``config`` says (``measured_at``; at the blocks' units only, or everywhere: ``stats_at``)."""
+    from fnnjax.arch import build_model  # noqa: PLC0415
+
+    paths = None
+    if config.stats_at == "blocks":
+        paths = set(block_modules(envelope_layers(spec, config.envelope), config.envelope).values())
+    return build_model(spec, collect_stats=config.measured_at, stats_at=paths)
+
+
+def restore_iteration(out_dir: str | Path, iteration: int, config: ConstructionConfig | None = None):
+    """The train state iteration ``iteration`` of the construction in ``out_dir`` ended with (its
+    newest checkpoint, ``out_dir/iterations/<k>/``), restored with the statistics layout the
+    construction was written with (``construction.json``'s ``stats_at``; ``config``'s when the
+    folder has none).
+
+    Raises:
+        CheckpointError: no readable checkpoint there.
+    """
+    from fnnjax.arch import from_dict  # noqa: PLC0415
+    from fnnjax.train import restore_run  # noqa: PLC0415
+
+    out = Path(out_dir)
+    config = config or ConstructionConfig()
+    meta = out / "construction.json"
+    if meta.exists():
+        saved = json.loads(meta.read_text())["config"]
+        config = dataclasses.replace(config, stats_at=saved.get("stats_at", "all"),
+                                     measure=saved.get("measure", config.measure),
+                                     envelope=_envelope_of(saved, config.envelope))  # fmt: skip
+    _, state, _ = restore_run(out / "iterations" / str(iteration),
+                              lambda d: statistics_model(from_dict(d), config))  # fmt: skip
+    return state
+
+
+def _envelope_of(saved: dict[str, Any], default: EnvelopeConfig) -> EnvelopeConfig:
+    env = saved.get("envelope")
+    if not env:
+        return default
+    fields = {f.name for f in dataclasses.fields(EnvelopeConfig)}
+    return EnvelopeConfig(**{k: tuple(v) if isinstance(v, list) else v
+                             for k, v in env.items() if k in fields})  # fmt: skip
+
+
 def _train_config(config: ConstructionConfig, epochs: int, seed: int, progress: bool,
                   num_devices: int | None):  # fmt: skip
     from fnnjax.train import TrainConfig  # noqa: PLC0415
@@ -225,7 +288,7 @@ def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Pat
     saved_config = dict(meta.get("config", {}))
     now_config = dict(now["config"])
     for c in (saved_config, now_config):
-        for key in ("iterations", "final_epochs", "statistics_every"):  # they change no record
+        for key in ("iterations", "final_epochs", "statistics_every", "stats_at"):  # no record changes
             c.pop(key, None)
     diff = [f"{k}: {saved_config.get(k)!r} there, {v!r} now" for k, v in now_config.items()
             if saved_config.get(k) != v]  # fmt: skip
@@ -270,7 +333,7 @@ def construct(
         summary, or None).
     """
     from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
-    from fnnjax.train import Split, fit, read_stats  # noqa: PLC0415
+    from fnnjax.train import fit  # noqa: PLC0415
     from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
 
     env = config.envelope
@@ -287,6 +350,9 @@ def construct(
             saved = json.loads(path.read_text())
             _check_same_construction(saved, now, out)
             records = saved["records"][: config.iterations]
+            # the checkpoints' layout: keep where statistics were collected (older runs: "all")
+            config = dataclasses.replace(config, stats_at=saved["config"].get("stats_at", "all"))
+            now["config"] = config.to_dict()
     say = log or (lambda _: None)
 
     def save() -> None:
@@ -301,8 +367,6 @@ def construct(
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
     shape, classes = data.input_shape, data.num_classes
-    # The construction never reads the test split (only the final training is tested).
-    blind = dataclasses.replace(data, test=Split(data.test.x[:0], data.test.y[:0]))
     previous = None  # (layers, restructuring, trained variables) of the last iteration run here
     for k in range(len(records), config.iterations):
         spec = envelope_spec(layers, env, shape, classes)
@@ -310,32 +374,11 @@ def construct(
         initial = None
         if config.inherit and k > 0:
             initial = _inherited(previous, records[-1], spec, config, out, k, seed)
-        running: list[dict[str, Any]] = []
-        if run_dir is not None and (run_dir / "statistics.json").exists():
-            running = json.loads((run_dir / "statistics.json").read_text())
-
-        def record_running(record, state, layers=layers, run_dir=run_dir, running=running):
-            stats = block_statistics(read_stats(state), layers, env, batch_size=config.batch_size,
-                                     statistic=config.statistic)  # fmt: skip
-            running[:] = [r for r in running if r["step"] < record["step"]]  # redone after a resume
-            running.append({"epoch": record["epoch"], "step": record["step"], "statistics": stats})
-            if run_dir is not None:
-                _write_json(run_dir / "statistics.json", running)
-
-        def on_epoch_end(record, state, running=running, record_running=record_running):
-            if not running or running[-1]["step"] != record["step"]:
-                record_running(record, state)
-
         started = time.perf_counter()
-        result = fit(build_model(spec, collect_stats=config.measured_at), blind,
-                     _train_config(config, config.epochs_per_iteration, seed * 1000 + k, progress,
-                                   num_devices),
-                     out_dir=run_dir, resume=resume, description=to_dict(spec),
-                     on_epoch_end=on_epoch_end, initial_variables=initial,
-                     on_steps=(config.statistics_every, record_running)
-                     if config.statistics_every else None)  # fmt: skip
-        stats = block_statistics(read_stats(result.state), layers, env,
-                                 batch_size=config.batch_size, statistic=config.statistic)  # fmt: skip
+        result, stats, _ = train_iteration(data, layers, config, seed=seed, iteration=k,
+                                           run_dir=run_dir, initial_variables=initial,
+                                           resume=resume, progress=progress,
+                                           num_devices=num_devices)  # fmt: skip
         done = restructure_layers(layers, stats, env, config.restructure)
         counts = analytic_counts(spec)
         records.append({
@@ -382,31 +425,104 @@ def construct(
             "records": records, "final": final}  # fmt: skip
 
 
+def train_iteration(
+    data: Any,
+    layers: Layers,
+    config: ConstructionConfig,
+    *,
+    seed: int = 0,
+    iteration: int = 0,
+    epochs: int | None = None,
+    run_dir: str | Path | None = None,
+    initial_variables: Mapping[str, Any] | None = None,
+    resume: bool = True,
+    progress: bool = False,
+    num_devices: int | None = None,
+) -> tuple[Any, dict[str, float], list[dict[str, Any]]]:
+    """One construction iteration's training: the network of ``layers`` trained with
+    statistics (``epochs``, default ``config.epochs_per_iteration``; SGD as ``config``; training
+    seed ``seed * 1000 + iteration``, as :func:`construct` uses), never reading ``data``'s test
+    split. ``run_dir`` (checkpointed every epoch; resumable) also receives ``statistics.json``:
+    the running block statistics at the end of every epoch and every
+    ``config.statistics_every`` steps. ``initial_variables``: start from these instead of a
+    fresh initialization (:func:`inherited_variables`).
+
+    Returns:
+        ``(fit result, final block statistics, running statistics)``, the running ones a list of
+        ``{"epoch", "step", "statistics"}`` (what ``statistics.json`` holds).
+    """
+    from fnnjax.arch import to_dict  # noqa: PLC0415
+    from fnnjax.train import Split, fit, read_stats  # noqa: PLC0415
+
+    env = config.envelope
+    spec = envelope_spec(layers, env, data.input_shape, data.num_classes)
+    run_dir = None if run_dir is None else Path(run_dir)
+    # Construction never reads the test split (only the final training is tested).
+    blind = dataclasses.replace(data, test=Split(data.test.x[:0], data.test.y[:0]))
+    running: list[dict[str, Any]] = []
+    if run_dir is not None and resume and (run_dir / "statistics.json").exists():
+        running = json.loads((run_dir / "statistics.json").read_text())
+
+    def current(state) -> dict[str, float]:
+        return block_statistics(read_stats(state), layers, env, batch_size=config.batch_size,
+                                statistic=config.statistic)  # fmt: skip
+
+    def record_running(record, state) -> None:
+        running[:] = [r for r in running if r["step"] < record["step"]]  # redone after a resume
+        running.append({"epoch": record["epoch"], "step": record["step"],
+                        "statistics": current(state)})  # fmt: skip
+        if run_dir is not None:
+            _write_json(run_dir / "statistics.json", running)
+
+    def on_epoch_end(record, state) -> None:
+        if not running or running[-1]["step"] != record["step"]:
+            record_running(record, state)
+
+    every = config.statistics_every
+    result = fit(statistics_model(spec, config), blind,
+                 _train_config(config, config.epochs_per_iteration if epochs is None else epochs,
+                               seed * 1000 + iteration, progress, num_devices),
+                 out_dir=run_dir, resume=resume, description=to_dict(spec),
+                 on_epoch_end=on_epoch_end, initial_variables=initial_variables,
+                 on_steps=(every, record_running) if every else None)  # fmt: skip
+    return result, current(result.state), running
+
+
+def inherited_variables(old_spec, old_variables: Mapping[str, Any], done: Restructuring,
+                        spec, config: ConstructionConfig, key) -> dict[str, Any]:  # fmt: skip
+    """Beyond the paper: the variables a restructured network starts from when it inherits
+    (``config.inherit``): ``old_variables`` (the network ``old_spec`` trained) moved onto
+    ``spec``, the network ``done`` describes, by :func:`fnnjax.arch.transplant_params` with
+    :func:`inheritance_map` (surviving blocks keep their filters, the appended cell starts from
+    a fresh initialization drawn with ``key``; batch statistics follow their filters)."""
+    from fnnjax.arch import build_model, init_variables, transplant_params  # noqa: PLC0415
+
+    old_layers = envelope_layers(old_spec, config.envelope)
+    fresh = init_variables(build_model(spec), key, spec.input_shape)
+    return transplant_params(old_spec, old_variables, spec, fresh,
+                             kept=inheritance_map(old_layers, done, config.envelope))  # fmt: skip
+
+
 def _inherited(previous, record: dict[str, Any], spec, config: ConstructionConfig,
                out: Path | None, k: int, seed: int) -> dict[str, Any]:  # fmt: skip
     """The variables iteration ``k`` starts from: iteration ``k - 1``'s trained ones (from
     memory, or from its folder after a resume) transplanted onto ``spec``."""
     import jax  # noqa: PLC0415
 
-    from fnnjax.arch import build_model, from_dict, init_variables, transplant_params  # noqa: PLC0415
-    from fnnjax.train import restore_run  # noqa: PLC0415
+    from fnnjax.arch import from_dict  # noqa: PLC0415
 
     old_spec = from_dict(record["spec"])
     if previous is None:
         if out is None:
             raise ValueError("inherit: no earlier iteration to inherit from")
-        _, state, _ = restore_run(
-            out / "iterations" / str(k - 1),
-            lambda d: build_model(from_dict(d), collect_stats=config.measured_at))
-        old_layers = envelope_layers(old_spec, config.envelope)
-        done = restructure_layers(old_layers, record["statistics"], config.envelope,
-                                  config.restructure)  # fmt: skip
+        state = restore_iteration(out, k - 1, config)
+        done = restructure_layers(envelope_layers(old_spec, config.envelope),
+                                  record["statistics"], config.envelope, config.restructure)  # fmt: skip
         variables = state.variables()
     else:
-        old_layers, done, variables = previous
-    fresh = init_variables(build_model(spec), jax.random.key(seed * 1000 + k), spec.input_shape)
-    return transplant_params(old_spec, variables, spec, fresh,
-                             kept=inheritance_map(old_layers, done, config.envelope))  # fmt: skip
+        _, done, variables = previous
+    return inherited_variables(old_spec, variables, done, spec, config,
+                               jax.random.key(seed * 1000 + k))
 
 
 def _next_layers(record: dict[str, Any]) -> Layers:
