@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import hashlib
 import json
 import math
 import sys
@@ -108,6 +109,10 @@ def build_parser() -> argparse.ArgumentParser:
     what.add_argument("--spec", type=Path, metavar="FILE.json",
                       help="train the architecture of a spec file (from `fnnjax spec --write` or a "
                       "search) instead of --model")
+    what.add_argument("--masks", type=Path, metavar="FILE.npz",
+                      help="with --spec: start from the kernel masks and selection arrays in FILE "
+                      "(what a spec does not carry, written beside it: nhn_masks.npz, "
+                      "pruned_masks.npz); they stay applied while training")  # fmt: skip
     what.add_argument("--dataset", default="digits", help="dataset name (see `fnnjax datasets`); default digits")
     what.add_argument("-o", "--option", action="append", type=_parse_option, default=[],
                       metavar="KEY=VALUE", help="model option, repeatable (e.g. -o iterations=2)")
@@ -368,6 +373,12 @@ def _train(args: argparse.Namespace) -> int:
     if args.spec is not None and (args.model != "dense" or options):
         raise ConfigError("--spec FILE replaces --model, -o, --template and --width; pass one or "
                           "the other (`fnnjax spec --model ... --write FILE` makes a spec)")  # fmt: skip
+    masks = None
+    if args.masks is not None:
+        if args.spec is None:
+            raise ConfigError("--masks FILE applies to --spec FILE (the spec the masks belong to); "
+                              "pass both")  # fmt: skip
+        masks = _read_masks(args.masks)
     data = train.load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                               limit_train=args.limit_train, limit_test=args.limit_test)  # fmt: skip
     if args.spec is not None:
@@ -379,7 +390,8 @@ def _train(args: argparse.Namespace) -> int:
                 f"with {data.num_classes}; write a matching one with `fnnjax spec ... "
                 f"--input-shape {' '.join(map(str, data.input_shape))} --classes {data.num_classes}`"
             )
-        description = models.describe_spec(spec)
+        description = (models.describe_spec(spec, use_masks=True) if masks and "masks" in masks
+                       else models.describe_spec(spec))  # fmt: skip
         name = spec.name or args.spec.stem
     else:
         description = {"name": args.model, "options": options, "num_classes": data.num_classes,
@@ -387,9 +399,17 @@ def _train(args: argparse.Namespace) -> int:
         name = args.model
     model = models.model_from_description(description)
     digest = train.run_digest(description, data, config)
+    if masks is not None:  # other masks, another run
+        digest += "-m" + hashlib.sha256(args.masks.read_bytes()).hexdigest()[:8]
     out = args.out or Path("runs") / f"{name}-{args.dataset}-{digest}"
-    result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
-                       description=description, rebuild=models.model_from_description)  # fmt: skip
+    try:
+        result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
+                           description=description, rebuild=models.model_from_description,
+                           initial_variables=masks)  # fmt: skip
+    except ConfigError as error:
+        if masks is None or not str(error).startswith("initial_variables"):
+            raise
+        raise ConfigError(f"--masks {args.masks}: {error} (masks written for another spec?)") from None
     summary = result.summary
     if summary.get("best_epoch") is not None:
         best = (f"best validation accuracy {summary['best_validation_accuracy']:.2%} at epoch "
@@ -464,6 +484,25 @@ def _profile(args: argparse.Namespace) -> int:
             raise ConfigError(f"cannot write --json {args.json}: {error.strerror or error}") from None
         print(f"wrote {args.json}")
     return 0
+
+
+def _read_masks(path: Path) -> dict[str, Any]:
+    """The ``"masks"``/``"arch"`` trees in ``path`` (:func:`fnnjax.arch.save_variables`), or one
+    ConfigError naming the file and what is wrong."""
+    from fnnjax.arch import load_variables  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if not path.is_file():
+        raise ConfigError(f"--masks {path}: no such file")
+    try:
+        tree = load_variables(path)
+    except ValueError as error:
+        raise ConfigError(f"--masks {error}") from None
+    other = sorted(set(tree) - {"masks", "arch"})
+    if other:
+        raise ConfigError(f"--masks {path}: holds {', '.join(map(repr, other))}; expected only "
+                          "'masks' and 'arch' (kernel masks and selection arrays)")  # fmt: skip
+    return tree
 
 
 def _read_spec(path: Path):

@@ -137,4 +137,6 @@ def run(args: argparse.Namespace) -> int:
     print(f"NHN on {dataset}: test accuracy {acc:.2%} with {final['params']:,} parameters "
           f"(score {final['score']:.3f}); without the add-on neurons "
           f"{abl['test_accuracy_without_addons']:.2%}; results in {args.out / 'results.json'}")  # fmt: skip
+    print(f"retrain the found network: fnnjax train --spec {args.out / 'nhn_spec.json'} --masks "
+          f"{args.out / 'nhn_masks.npz'} --dataset {dataset}")  # fmt: skip
     return 0

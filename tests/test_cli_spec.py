@@ -42,6 +42,54 @@ def test_train_spec_trains_the_architecture_of_a_file_and_resumes(tmp_path, caps
     assert json.loads((out / "summary.json").read_text())["epochs_done"] == 3
 
 
+def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp_path, capsys):
+    import jax
+    import numpy as np
+
+    from fnnjax.train import restore_run
+
+    path, masks_path = tmp_path / "tiny.json", tmp_path / "tiny_masks.npz"
+    path.write_text(arch.to_json(TINY))
+    model = arch.build_model(TINY, use_masks=True)
+    masks = jax.tree_util.tree_map(np.array,  # writable copies
+                                   arch.init_variables(model, jax.random.key(0), (8, 8, 1))["masks"])
+    masks["s0b0"]["kernel_mask"][0, :4] = 0  # the first conv's filters 0-3 read nothing
+    masks["s0b2"]["filter_mask"][5] = 0  # the last conv's filter 5 is off
+    arch.save_variables(masks_path, {"masks": masks})
+    back = arch.load_variables(masks_path)
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, back, {"masks": masks}))
+    out = tmp_path / "run"
+    argv = ["train", "--spec", str(path), "--masks", str(masks_path), "--epochs", "1", "--devices",
+            "1", "--quiet", "--limit-train", "256", "--out", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    capsys.readouterr()
+    _, state, meta = restore_run(out, lambda d: arch.build_model(arch.from_dict(d["spec"]),
+                                                                 use_masks=d.get("use_masks", False)))  # fmt: skip
+    assert meta["model"]["use_masks"] is True
+    trained = jax.tree_util.tree_map(np.asarray, state.collections["masks"])
+    assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, trained, masks))
+    # Mistakes: masks without a spec, masks of another spec, a file holding weights, not a file.
+    other = TINY.replace(stages=(arch.Stage(blocks=(arch.Conv(filters=4),)),))
+    other_model = arch.build_model(other, use_masks=True)
+    arch.save_variables(tmp_path / "other.npz", {"masks": arch.init_variables(
+        other_model, jax.random.key(0), (8, 8, 1))["masks"]})  # fmt: skip
+    arch.save_variables(tmp_path / "weights.npz", {"params": {"w": np.zeros(2)}})
+    (tmp_path / "text.npz").write_text("not an npz")
+    for args, expected in [
+        (["--masks", str(masks_path)], "--masks FILE applies to --spec FILE"),
+        (["--spec", str(path), "--masks", str(tmp_path / "other.npz")],
+         f"--masks {tmp_path / 'other.npz'}: initial_variables['masks']"),
+        (["--spec", str(path), "--masks", str(tmp_path / "weights.npz")],
+         "holds 'params'; expected only 'masks' and 'arch'"),
+        (["--spec", str(path), "--masks", str(tmp_path / "text.npz")], "expected an .npz file"),
+        (["--spec", str(path), "--masks", str(tmp_path / "none.npz")], "none.npz: no such file"),
+    ]:
+        assert cli.main(["train", *args, "--quiet", "--epochs", "1", "--out",
+                         str(tmp_path / "bad")]) == 2  # fmt: skip
+        err = capsys.readouterr().err.strip()
+        assert len(err.splitlines()) == 1 and expected in err, err
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [

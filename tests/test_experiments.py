@@ -136,9 +136,9 @@ def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipe
     printed = capsys.readouterr().out
     assert "resuming LDS after cycle 0" in printed and "| pruned + random add-ons |" in printed
     assert (pipe / "base" / "metrics.jsonl").read_text() == base_epochs  # not trained again
-    for name in ("base_spec.json", "pruned_spec.json", "prune.json", "nhn_spec.json",
-                 "results.json", "lds/lds.jsonl", "lds/genes.json", "lds/directions.npz",
-                 "lds/lds.png"):  # fmt: skip
+    for name in ("base_spec.json", "pruned_spec.json", "pruned_masks.npz", "prune.json",
+                 "nhn_spec.json", "nhn_masks.npz", "results.json", "lds/lds.jsonl",
+                 "lds/genes.json", "lds/directions.npz", "lds/lds.png"):  # fmt: skip
         assert (pipe / name).exists(), name
     rows, pipeline = payload["rows"], payload["pipeline"]
     assert list(rows) == ["base", "pruned", "pruned + LDS add-ons", "pruned + random add-ons"]
@@ -153,6 +153,14 @@ def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipe
     assert main(["nhn", "--quick", "--arc", str(arc), "--out", str(pipe)]) == 0
     printed = capsys.readouterr().out
     assert "NHN on digits: test accuracy" in printed and "== NHN final" in printed
+    retrain = f"fnnjax train --spec {pipe / 'nhn_spec.json'} --masks {pipe / 'nhn_masks.npz'}"
+    assert retrain in printed
+    # That command retrains the found network: its DNP masks and add-on directions applied.
+    argv = retrain.split()[1:] + ["--dataset", "digits", "--epochs", "1", "--limit-train", "64",
+                                  "--batch-size", "32", "--quiet", "--out", str(tmp_path / "re")]  # fmt: skip
+    assert main(argv) == 0
+    config = json.loads((tmp_path / "re" / "config.json").read_text())
+    assert config["model"]["use_masks"] is True
     with pytest.raises(SystemExit):
         main(["nhn", "--quick", "--out", str(pipe)])  # --arc or --search is required
     assert main(["nhn", "--quick", "--arc", str(tmp_path / "missing.txt"), "--out", str(pipe)]) == 2

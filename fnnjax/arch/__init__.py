@@ -20,7 +20,14 @@ from fnnjax.arch.select import (
     random_selections,
     selection_of,
 )
-from fnnjax.arch.serialize import from_dict, from_json, to_dict, to_json
+from fnnjax.arch.serialize import (
+    from_dict,
+    from_json,
+    load_variables,
+    save_variables,
+    to_dict,
+    to_json,
+)
 from fnnjax.arch.shapes import LayerInfo, block_shapes, head_features, infer_layers
 from fnnjax.arch.spec import (
     AddOn,
@@ -86,6 +93,7 @@ __all__ = [
     "init_variables",
     "is_filter_block",
     "iter_blocks",
+    "load_variables",
     "materialize",
     "materialize_variables",
     "net2wider",
@@ -93,6 +101,7 @@ __all__ = [
     "profile",
     "profile_table",
     "random_selections",
+    "save_variables",
     "selection_of",
     "stage_notation",
     "to_dict",

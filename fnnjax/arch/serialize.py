@@ -16,7 +16,7 @@ from typing import Any
 
 from fnnjax.arch.spec import BLOCK_TYPES, AddOn, Block, FnnHead, Head, Spec, Stage, _fail
 
-__all__ = ["FORMAT", "from_dict", "from_json", "to_dict", "to_json"]
+__all__ = ["FORMAT", "from_dict", "from_json", "load_variables", "save_variables", "to_dict", "to_json"]
 
 FORMAT = "fnnjax.arch.spec/2"
 _READABLE = (FORMAT, "fnnjax.arch.spec/1")
@@ -232,3 +232,59 @@ def from_json(text: str) -> Spec:
     except json.JSONDecodeError as e:
         raise ValueError(f"<root>: expected JSON, got a parse error: {e}") from None
     return from_dict(d)
+
+
+def save_variables(path: Any, variables: Mapping[str, Any]) -> None:
+    """Writes nested variable trees (e.g. ``{"masks": ..., "arch": ...}``: what a spec alone does
+    not carry) to an ``.npz`` file, one array per leaf, keyed ``"<collection>/<path>/<leaf>"``.
+    :func:`load_variables` reads it back; ``fnnjax train --spec S --masks FILE`` trains ``S``
+    starting from it."""
+    import numpy as np  # noqa: PLC0415
+
+    flat: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, Mapping):
+            for key, value in node.items():
+                if not isinstance(key, str) or "/" in key or not key:
+                    raise ValueError(f"variables: expected names without '/', got {key!r} under "
+                                     f"{prefix or '<root>'!r}")  # fmt: skip
+                walk(value, f"{prefix}/{key}" if prefix else key)
+        else:
+            flat[prefix] = np.asarray(node)
+
+    walk(variables, "")
+    with open(path, "wb") as f:
+        np.savez(f, **flat)
+
+
+def load_variables(path: Any) -> dict[str, Any]:
+    """The nested variable trees :func:`save_variables` wrote to ``path`` (numpy arrays).
+
+    Raises:
+        ValueError: ``path`` is not such a file (the message says what it holds instead).
+    """
+    import zipfile  # noqa: PLC0415
+
+    import numpy as np  # noqa: PLC0415
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            flat = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables), got an "
+                         f"unreadable file: {error}") from None  # fmt: skip
+    if not isinstance(flat, dict) or not flat:
+        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables); it holds none")
+    tree: dict[str, Any] = {}
+    for key, value in flat.items():
+        parts = key.split("/")
+        if len(parts) < 2 or not all(parts):
+            raise ValueError(f"{path}: key {key!r} is not '<collection>/<path>/<leaf>'")
+        node = tree
+        for part in parts[:-1]:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ValueError(f"{path}: key {key!r} nests under an array")
+        node[parts[-1]] = value
+    return tree

@@ -13,13 +13,14 @@ Stages and files (``out/``):
                 ``base_spec.json``
 ``pruned/``     DNP (``prune_ratio`` of the 3x3/5x5 kernels, a global quantile) and clean-up,
                 then trained further (``retrain="inherit"``, the paper's "three passes of
-                training") or from scratch; ``pruned_spec.json``, ``prune.json`` (per-layer and
-                total prune ratios, the clean-up's removals)
+                training") or from scratch; ``pruned_spec.json``, ``pruned_masks.npz`` (its
+                DNP kernel masks), ``prune.json`` (per-layer and total prune ratios, the
+                clean-up's removals)
 ``lds/``        :func:`~fnnjax.construct.nhn.search.lds`: ``lds.jsonl``, ``genes.json``,
                 ``directions.npz``, ``lds.png``
 ``final/``      the pruned network with the add-on neurons LDS found, trained from scratch
                 (Nesterov 0.9, L2 ``final_l2``, clipping 5, Cutout, dropout; section 3);
-                ``nhn_spec.json``
+                ``nhn_spec.json``, ``nhn_masks.npz`` (its DNP masks and add-on directions)
 ``results.json`` every stage's parameters (effective: pruned kernels and unread add-on
                 connections not counted), validation and test accuracy, the ablation (the
                 final network with its add-on edges switched off) and the score
@@ -28,7 +29,9 @@ Stages and files (``out/``):
 
 The test split is read only by the trainings' final evaluations, never by a decision (DNP, LDS).
 The DNP masks and the directions are arrays, not spec: the final network's ``"masks"`` and
-``"arch"`` collections carry them (its checkpoints too); ``nhn_spec.json`` alone retrains the
+``"arch"`` collections carry them (its checkpoints too) and ``nhn_masks.npz`` holds them beside
+the spec (:func:`fnnjax.arch.save_variables`): ``fnnjax train --spec nhn_spec.json --masks
+nhn_masks.npz`` retrains the found network, while ``nhn_spec.json`` alone would retrain the
 architecture with every kernel and connection on.
 """
 
@@ -236,6 +239,7 @@ def run_nhn(
     from fnnjax.arch import (  # noqa: PLC0415
         Head,
         build_model,
+        save_variables,
         to_dict,
         to_json,
     )
@@ -321,6 +325,7 @@ def run_nhn(
         start = {**fresh(spec, jax.random.key(k_pruned)), "masks": cleaned.variables["masks"]}
     if out is not None:
         (out / "pruned_spec.json").write_text(to_json(spec, indent=1))
+        save_variables(out / "pruned_masks.npz", {"masks": cleaned.variables["masks"]})
         _write_json(out / "prune.json", {"ratio": config.prune_ratio, "total": pruned.total,
                                          "layers": pruned.layers, "removed": cleaned.removed,
                                          "folded": cleaned.folded,
@@ -346,6 +351,7 @@ def run_nhn(
     init = {**fresh(final, jax.random.key(k_final)), **kept}
     if out is not None:
         (out / "nhn_spec.json").write_text(to_json(final, indent=1))
+        save_variables(out / "nhn_masks.npz", kept)
     res = train(final, "final", init, k_final)
     final_vars = res.state.variables()
     record("final", final, res, final_vars)
