@@ -30,32 +30,14 @@ from pathlib import Path
 if __package__ in (None, ""):  # run as a script: make the repository importable
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-import numpy as np  # noqa: E402
 
-from experiments.common import mean_std, save_figure, write_results  # noqa: E402
+from experiments.common import mean_std, save_figure, spearman, write_results  # noqa: E402
 from fnnjax.arch import build_model, from_json  # noqa: E402
 from fnnjax.construct import capacity as cp  # noqa: E402
 from fnnjax.models import describe_spec  # noqa: E402
 from fnnjax.train import TrainConfig, fit, load_dataset  # noqa: E402
 
 OPS = ("widen", "insert", "narrow", "remove")
-
-
-def spearman(x, y) -> float:
-    """Spearman's rank correlation (average ranks for ties); NaN when either side is constant."""
-    def ranks(v):
-        v = np.asarray(v, np.float64)
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=np.float64)
-        for value in np.unique(v):  # ties share their mean rank
-            r[v == value] = r[v == value].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return float("nan")
-    return float(np.corrcoef(rx, ry)[0, 1])
 
 
 def _fixed(spec, data, train: TrainConfig, out: Path | None, objective: str) -> dict:

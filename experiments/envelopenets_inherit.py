@@ -51,6 +51,7 @@ from experiments.common import (  # noqa: E402
     mean_std,
     quick_devices,
     save_figure,
+    spearman,
     write_results,
 )
 from fnnjax.arch import from_dict  # noqa: E402
@@ -65,35 +66,16 @@ def jaccard(a: set[str], b: set[str]) -> float:
     return len(a & b) / len(a | b) if a | b else 1.0
 
 
-def spearman(x: list[float], y: list[float]) -> float:
-    """Spearman's rank correlation (average ranks for ties; 1 for fewer than two values)."""
-    if len(x) < 2:
-        return 1.0
-
-    def ranks(v):
-        v = np.asarray(v, float)
-        order = np.argsort(v, kind="stable")
-        r = np.empty(len(v))
-        r[order] = np.arange(len(v), dtype=float)
-        for value in np.unique(v):  # ties share their mean rank
-            tied = v == value
-            r[tied] = r[tied].mean()
-        return r
-
-    rx, ry = ranks(x), ranks(y)
-    if rx.std() == 0 or ry.std() == 0:
-        return 1.0 if np.array_equal(rx, ry) else 0.0
-    return float(np.corrcoef(rx, ry)[0, 1])
-
-
 def stage_spearman(stats: dict[str, float], reference: dict[str, float]) -> float:
-    """The mean over stages of the rank correlation of one stage's block statistics."""
+    """The mean over stages of the rank correlation of one stage's block statistics (stages
+    whose statistics are constant on either side, where it is undefined, left out; NaN if all)."""
     stages = sorted({key.split("/")[0] for key in reference})
     values = []
     for s in stages:
         keys = sorted(k for k in reference if k.startswith(s + "/"))
         values.append(spearman([stats[k] for k in keys], [reference[k] for k in keys]))
-    return statistics.fmean(values)
+    values = [v for v in values if v == v]
+    return statistics.fmean(values) if values else float("nan")
 
 
 def _base(data, config: ev.ConstructionConfig, out: Path, reuse: Path | None, seed: int, devices):

@@ -96,8 +96,9 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
     for name in ("table.md", "agreement.png", "results.json"):
         assert (tmp_path / "inherit" / name).stat().st_size > 0, name
     assert envelopenets_inherit.jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)
-    assert envelopenets_inherit.spearman([1, 2, 3], [10, 30, 20]) == pytest.approx(0.5)
-    assert envelopenets_inherit.spearman([1, 2, 2], [1, 3, 3]) == pytest.approx(1.0)
+    assert envelopenets_inherit.stage_spearman({"s0/a": 1, "s0/b": 2, "s0/c": 3, "s1/a": 1, "s1/b": 1},
+                                               {"s0/a": 10, "s0/b": 30, "s0/c": 20, "s1/a": 1,
+                                                "s1/b": 2}) == pytest.approx(0.5)  # s1: constant
 
 
 def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlation(tmp_path, capsys):
