@@ -23,7 +23,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
         "weights; the result trains from scratch with Cutout and dropout. The arc comes from "
         "--arc FILE (a best_arc.txt of `fnnjax enas`, or any arc string) or from an ENAS search "
         "run first (--search, into OUT/enas). OUT gets base_spec.json, pruned_spec.json, "
-        "prune.json, nhn_spec.json, lds/ (lds.jsonl, genes.json, directions.npz, lds.png), each "
+        "pruned_masks.npz, prune.json, nhn_spec.json, nhn_masks.npz (retrain with `fnnjax "
+        "train --spec OUT/nhn_spec.json --masks OUT/nhn_masks.npz`), lds/ (lds.jsonl, genes.json, directions.npz, lds.png), each "
         "training's run folder and results.json (accuracies, parameters, the ablation without "
         "add-ons and the paper's score). Rerunning the command resumes where it stopped.",
         epilog="examples:\n  fnnjax nhn --quick --search --out runs/nhn-quick\n"
