@@ -322,9 +322,13 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
     assert final == cut["spec"] and ev.envelope_notation(final, _quick().envelope) == "6/4-3/2"
     for name in ("statistics.png", "widths.png"):
         assert (tmp_path / "whole" / name).stat().st_size > 0
-    # Another seed is refused in the same folder; resume=False moves the old files aside.
+    # Another seed is refused in the same folder, and so are fewer iterations (they would drop
+    # records); resume=False moves the old files aside.
     with pytest.raises(ValueError, match=r"holds a different construction \(seed: 0 there, 1 now\)"):
         ev.construct(data, _quick(), tmp_path / "cut", seed=1, log=None, num_devices=1)
+    with pytest.raises(ValueError, match="holds a construction of 2 iterations; iterations=1"):
+        ev.construct(data, dataclasses.replace(_quick(), iterations=1), tmp_path / "cut", log=None)
+    assert len(json.loads((tmp_path / "cut/construction.json").read_text())["records"]) == 2
     assert _quick().construction_epochs(100) == 2 * 3 + 100
 
 

@@ -349,7 +349,12 @@ def construct(
         if path.exists():
             saved = json.loads(path.read_text())
             _check_same_construction(saved, now, out)
-            records = saved["records"][: config.iterations]
+            if len(saved["records"]) > config.iterations:
+                raise ValueError(f"{out} holds a construction of {len(saved['records'])} "
+                                 f"iterations; iterations={config.iterations} would discard the "
+                                 f"later records: pass iterations >= {len(saved['records'])}, "
+                                 "or another out folder")  # fmt: skip
+            records = saved["records"]
             # the checkpoints' layout: keep where statistics were collected (older runs: "all")
             config = dataclasses.replace(config, stats_at=saved["config"].get("stats_at", "all"))
             now["config"] = config.to_dict()
