@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from fnnjax.construct.envelope.figures import plot_statistics, plot_widths
 from fnnjax.construct.envelope.net import (
     EnvelopeConfig,
     Layers,
@@ -415,9 +416,9 @@ def construct(
     if out is not None:
         _write_text(out / "final_spec.json", to_json(spec))
         if records:
-            _plot_statistics(records[0], out / "iterations" / "0" / "statistics.json",
-                             out / "statistics.png")  # fmt: skip
-        _plot_widths(layers, env, out / "widths.png")
+            plot_statistics(records[0], out / "iterations" / "0" / "statistics.json",
+                            out / "statistics.png")  # fmt: skip
+        plot_widths(layers, env, out / "widths.png")
     if config.final_epochs:
         result = fit(build_model(spec), data,
                      _train_config(config, config.final_epochs, seed * 1000 + config.iterations,
@@ -532,70 +533,3 @@ def _inherited(previous, record: dict[str, Any], spec, config: ConstructionConfi
 
 def _next_layers(record: dict[str, Any]) -> Layers:
     return tuple(tuple(tuple(layer) for layer in stage) for stage in record["next_layers"])
-
-
-def _figure_layers(counts: list[list[int]]) -> list[tuple[int, int]]:
-    """Layers whose blocks Figure 2 shows: the first, middle and last of the first stage, and the
-    first layer of every later stage."""
-    first = sorted({0, len(counts[0]) // 2, len(counts[0]) - 1})
-    return [(0, j) for j in first] + [(i, 0) for i in range(1, len(counts))]
-
-
-def _plot_statistics(record: dict[str, Any], running_path: Path, path: Path) -> None:
-    """Figure 2: the running statistic of every block of several layers against training steps."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    if not running_path.exists():
-        return
-    running = json.loads(running_path.read_text())
-    panels = _figure_layers(record["block_counts"])
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3), squeeze=False)
-    steps = [r["step"] for r in running]
-    for ax, (i, j) in zip(axes[0], panels, strict=True):
-        prefix = f"s{i}/l{j}/"
-        for key in record["statistics"]:
-            if key.startswith(prefix):
-                ax.plot(steps, [r["statistics"][key] for r in running], "o-", ms=3,
-                        label=key[len(prefix):])  # fmt: skip
-        ax.set_title(f"stage {i}, layer {j}", fontsize=9)
-        ax.set_xlabel("training step")
-        ax.grid(alpha=0.3)
-        ax.legend(fontsize=6)
-    axes[0, 0].set_ylabel("running featuremap statistic")
-    fig.suptitle(f"{record['notation']}: featuremap statistics, iteration 1", fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-
-
-def _plot_widths(layers: Layers, env: EnvelopeConfig, path: Path) -> None:
-    """Blocks and channels per layer (depth on the x axis, stages shaded)."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    counts = [n for stage in block_counts(layers) for n in stage]
-    widths = [w * n for stage_w, stage_n in zip(layer_widths(layers, env), block_counts(layers),
-                                                 strict=True)
-              for w, n in zip(stage_w, stage_n, strict=True)]  # fmt: skip
-    fig, ax = plt.subplots(figsize=(6, 3))
-    depth = np.arange(1, len(counts) + 1)
-    ax.bar(depth, counts, color="tab:blue", alpha=0.7, label="blocks")
-    ax.set_xlabel("layer (depth)")
-    ax.set_ylabel("blocks in the layer")
-    twin = ax.twinx()
-    twin.plot(depth, widths, "o-", color="tab:red", label="channels")
-    twin.set_ylabel("channels")
-    start = 0
-    for i, stage in enumerate(layers):
-        if i % 2:
-            ax.axvspan(start + 0.5, start + len(stage) + 0.5, color="gray", alpha=0.1)
-        start += len(stage)
-    ax.set_title(envelope_notation_of(env.channels, layers, env.m), fontsize=10)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
