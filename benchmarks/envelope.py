@@ -62,7 +62,8 @@ def main(argv=None) -> dict:
     ratio_all = seconds["all"] / seconds["plain"]
     table = "\n".join([
         f"EnvelopeNet {args.init} ({analytic_counts(spec)['params']:,} params), batch {args.batch}, "
-        f"{args.size}x{args.size}x3 inputs, statistics at the {args.measure}s' output "
+        f"{args.size}x{args.size}x3 inputs, statistics at the "
+        f"{'convs' if args.measure == 'conv' else 'blocks'}' output "
         f"({machine()}, {jax.default_backend()})",
         f"  without statistics              {1e3 * seconds['plain']:9.3f} ms/step",
         f"  statistics at the blocks' units {1e3 * seconds['blocks']:9.3f} ms/step  "

@@ -68,6 +68,14 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     assert meta["model"]["use_masks"] is True
     trained = jax.tree_util.tree_map(np.asarray, state.collections["masks"])
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, trained, masks))
+    # ... and they act: filter 5 of the last conv is zero with them, not with all-ones masks.
+    x = np.random.default_rng(0).normal(size=(4, 8, 8, 1)).astype(np.float32)
+    variables = {"params": state.params, **state.collections}
+    ones = jax.tree_util.tree_map(np.ones_like, masks)
+    _, inter = model.apply(variables, x, capture_intermediates=True)
+    _, inter_ones = model.apply({**variables, "masks": ones}, x, capture_intermediates=True)
+    last, last_ones = (np.asarray(i["intermediates"]["s0b2"]["__call__"][0]) for i in (inter, inter_ones))
+    assert np.all(last[..., 5] == 0) and np.any(last_ones[..., 5] != 0)
     # Mistakes: masks without a spec, masks of another spec, a file holding weights, not a file.
     other = TINY.replace(stages=(arch.Stage(blocks=(arch.Conv(filters=4),)),))
     other_model = arch.build_model(other, use_masks=True)
@@ -75,6 +83,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
         other_model, jax.random.key(0), (8, 8, 1))["masks"]})  # fmt: skip
     arch.save_variables(tmp_path / "weights.npz", {"params": {"w": np.zeros(2)}})
     (tmp_path / "text.npz").write_text("not an npz")
+    np.save(tmp_path / "one.npy", np.zeros(3))
     for args, expected in [
         (["--masks", str(masks_path)], "--masks FILE applies to --spec FILE"),
         (["--spec", str(path), "--masks", str(tmp_path / "other.npz")],
@@ -82,6 +91,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
         (["--spec", str(path), "--masks", str(tmp_path / "weights.npz")],
          "holds 'params'; expected only 'masks' and 'arch'"),
         (["--spec", str(path), "--masks", str(tmp_path / "text.npz")], "expected an .npz file"),
+        (["--spec", str(path), "--masks", str(tmp_path / "one.npy")], "got a single ndarray (.npy)"),
         (["--spec", str(path), "--masks", str(tmp_path / "none.npz")], "none.npz: no such file"),
     ]:
         assert cli.main(["train", *args, "--quiet", "--epochs", "1", "--out",

@@ -87,12 +87,15 @@ def test_envelopenets_quick_constructs_compares_and_draws_figures_2_to_4(tmp_pat
                                        "--out", str(tmp_path / "inherit")])  # fmt: skip
     assert "iteration 0 reused from" in capsys.readouterr().out
     (row,) = study["seeds"]
-    assert row["notation"] == "6/3-2/2" and row["pruned_count"] == len(row["reference"]) > 0
-    for variant in ("scratch", "inherit"):
+    assert row["notation"] == "6/3-2/2" and row["pruned_count"] == len(row["reference_pruned"]) > 0
+    for variant in ("scratch", "inherit", "reference"):
         assert row[variant]["steps"] == [2, 4, 6, 8]  # every 2 steps over 2 epochs of 4 steps
         assert all(0 <= j <= 1 for j in row[variant]["jaccard"] + row[variant]["own_final_jaccard"])
-        assert row[variant]["own_final_jaccard"][-1] == 1
-    assert row["scratch"]["jaccard"][-1] == 1  # the reference is the scratch run's last decision
+    # the reference trains with another seed: scratch and reference are two different runs
+    scratch = json.loads((tmp_path / "inherit/runs/scratch-seed0/config.json").read_text())
+    reference = json.loads((tmp_path / "inherit/runs/reference-seed0/config.json").read_text())
+    assert scratch["config"]["seed"] == 1 and reference["config"]["seed"] == 1000 * 1000 + 1
+    assert row["reference"]["jaccard"][-1] == 1 and "| 8 (2.00) |" in study["table"]
     for name in ("table.md", "agreement.png", "results.json"):
         assert (tmp_path / "inherit" / name).stat().st_size > 0, name
     assert envelopenets_inherit.jaccard({"a", "b"}, {"b", "c"}) == pytest.approx(1 / 3)

@@ -269,12 +269,16 @@ def load_variables(path: Any) -> dict[str, Any]:
     import numpy as np  # noqa: PLC0415
 
     try:
-        with np.load(path, allow_pickle=False) as data:
-            flat = {key: data[key] for key in data.files}
+        data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
         raise ValueError(f"{path}: expected an .npz file of arrays (save_variables), got an "
                          f"unreadable file: {error}") from None  # fmt: skip
-    if not isinstance(flat, dict) or not flat:
+    if not isinstance(data, np.lib.npyio.NpzFile):
+        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables), got a "
+                         f"single {type(data).__name__} (.npy)")  # fmt: skip
+    with data:
+        flat = {key: data[key] for key in data.files}
+    if not flat:
         raise ValueError(f"{path}: expected an .npz file of arrays (save_variables); it holds none")
     tree: dict[str, Any] = {}
     for key, value in flat.items():

@@ -255,6 +255,8 @@ def test_the_statistic_is_the_released_codes_per_batch_sum_of_normalized_squared
         at = ev.block_statistics(sown, layers, ENV, batch_size=5)
         for key in want:
             np.testing.assert_allclose(at[key], got[key], rtol=1e-5)
+    paths = ev.block_modules(layers, ENV).values()
+    assert build_model(spec, collect_stats=True, stats_at=iter(paths)).collect_stats.paths == set(paths)
     with pytest.raises(ValueError, match="stats_at: given, but collect_stats is off"):
         build_model(spec, stats_at={"s0b0/br0_0"})
     with pytest.raises(ValueError, match="stats_at: expected a collection of module paths"):

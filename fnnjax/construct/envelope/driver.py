@@ -79,7 +79,8 @@ def block_statistics(
         for part in path.split("/"):
             if not isinstance(node, Mapping) or part not in node:
                 raise ValueError(f"stats: no statistics at {path!r} for block {key!r}; build the "
-                                 "model with collect_stats=True")  # fmt: skip
+                                 "model with collect_stats=True (and, with stats_at, this "
+                                 "path among them: statistics_model)")  # fmt: skip
             node = node[part]
         if statistic == "l2":
             out[key] = float(batch_size * np.mean(np.asarray(node["featuremap_msq"])))
@@ -131,7 +132,8 @@ class ConstructionConfig:
             changes nothing but that record.
         stats_at: ``"blocks"`` (default): only the units whose output is a block's measurement
             compute statistics (:func:`block_modules`); ``"all"``: every conv unit does (the stem,
-            the wideners, a separable block's depthwise half too), as constructions written before
+            the wideners, a separable block's depthwise half, the dense skips' 1x1 convs too), as
+            constructions written before
             this option did. The statistics read are the same either way; a resumed construction
             keeps the setting it was started with (its checkpoints' layout).
         inherit: beyond the paper (which retrains every iteration from scratch): start each
@@ -357,7 +359,11 @@ def construct(
                                  "or another out folder")  # fmt: skip
             records = saved["records"]
             # the checkpoints' layout: keep where statistics were collected (older runs: "all")
-            config = dataclasses.replace(config, stats_at=saved["config"].get("stats_at", "all"))
+            kept = saved["config"].get("stats_at", "all")
+            if kept != config.stats_at and log is not None:
+                log(f"{out}: statistics collected at stats_at={kept!r} as when this construction "
+                    f"started (not {config.stats_at!r}): its checkpoints' layout")  # fmt: skip
+            config = dataclasses.replace(config, stats_at=kept)
             now["config"] = config.to_dict()
     say = log or (lambda _: None)
 

@@ -272,7 +272,7 @@ def run_nhn(
 
             archive_previous_run(out, ("nhn.json", "base", "pruned", "lds", "final", "results.json",
                                        "base_spec.json", "pruned_spec.json", "prune.json",
-                                       "nhn_spec.json"))  # fmt: skip
+                                       "nhn_spec.json", "pruned_masks.npz", "nhn_masks.npz"))  # fmt: skip
         _write_json(saved, meta)
 
     def sub(name: str) -> Path | None:
