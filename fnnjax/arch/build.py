@@ -657,8 +657,11 @@ def build_model(
         raise ValueError(f"collect_stats: expected False, True, 'output' or 'conv', got "
                          f"{collect_stats!r}")  # fmt: skip
     if stats_at is not None:
-        stats_at = tuple(stats_at) if not isinstance(stats_at, str) else stats_at
-        if isinstance(stats_at, str) or not all(isinstance(p, str) for p in stats_at):
+        try:
+            stats_at = stats_at if isinstance(stats_at, str) else tuple(stats_at)
+        except TypeError:
+            pass  # not iterable: refused below
+        if not isinstance(stats_at, tuple) or not all(isinstance(p, str) for p in stats_at):
             raise ValueError(f"stats_at: expected a collection of module paths (strings), got "
                              f"{stats_at!r}")  # fmt: skip
         if not collect_stats:

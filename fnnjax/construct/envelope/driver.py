@@ -133,9 +133,9 @@ class ConstructionConfig:
         stats_at: ``"blocks"`` (default): only the units whose output is a block's measurement
             compute statistics (:func:`block_modules`); ``"all"``: every conv unit does (the stem,
             the wideners, a separable block's depthwise half, the dense skips' 1x1 convs too), as
-            constructions written before
-            this option did. The statistics read are the same either way; a resumed construction
-            keeps the setting it was started with (its checkpoints' layout).
+            constructions written before this option did. The statistics read are the same
+            either way; a resumed construction keeps the setting it was started with (its
+            checkpoints' layout).
         inherit: beyond the paper (which retrains every iteration from scratch): start each
             iteration from the previous one's trained weights, moved through the restructuring
             by :func:`fnnjax.arch.transplant_params` (:func:`inheritance_map`: surviving blocks
