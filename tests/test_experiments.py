@@ -121,19 +121,28 @@ def test_dynamic_capacity_quick_writes_tables_figures_and_the_spearman_correlati
     assert dynamic_capacity.spearman([1, 2, 3], [5, 5, 5]) != dynamic_capacity.spearman([1, 2, 3], [5, 5, 5])
 
 
-def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipeline(tmp_path, capsys):
-    """Algorithm 2 end to end at a tiny size, killed in the LDS stage: the same command resumes
-    inside it (the trainings before it are not redone); ``fnnjax nhn --quick`` with the same arc
-    then finds every stage done."""
+def test_fnnjax_nhn_killed_inside_lds_is_resumed_there_by_the_experiment(tmp_path, capsys,
+                                                                         monkeypatch):  # fmt: skip
+    """Algorithm 2 end to end at a tiny size: ``fnnjax nhn --quick`` killed in the LDS stage; the
+    experiment (the same pipeline: ``--quick`` and the same arc) resumes inside it, the trainings
+    before it not redone, then adds its comparison; the files it leaves retrain the network."""
     from fnnjax.cli import main
+    from fnnjax.construct.nhn import search
 
-    def killer(line):
-        if "LDS location cycle 2/" in line:
+    pipe, arc = tmp_path / "pipeline", tmp_path / "arc.txt"
+    arc.write_text("0 2 1 0 0 1\n")  # the experiment's --quick arc
+    real, calls = search.location_tell, []
+
+    def dying(*args, **kwargs):  # killed in the second location cycle
+        calls.append(1)
+        if len(calls) == 2:
             raise KeyboardInterrupt
+        return real(*args, **kwargs)
 
-    with pytest.raises(KeyboardInterrupt):
-        nhn.main(["--quick", "--out", str(tmp_path)], log=killer)
-    pipe = tmp_path / "pipeline"
+    monkeypatch.setattr(search, "location_tell", dying)
+    assert main(["nhn", "--quick", "--arc", str(arc), "--out", str(pipe)]) == 130
+    assert "rerun the command to resume" in capsys.readouterr().err
+    monkeypatch.setattr(search, "location_tell", real)
     base_epochs = (pipe / "base" / "metrics.jsonl").read_text()
     assert not (pipe / "final").exists() and (pipe / "pruned_spec.json").exists()
     payload = nhn.main(["--quick", "--out", str(tmp_path)])
@@ -145,6 +154,7 @@ def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipe
                  "lds/genes.json", "lds/directions.npz", "lds/lds.png"):  # fmt: skip
         assert (pipe / name).exists(), name
     rows, pipeline = payload["rows"], payload["pipeline"]
+    assert pipeline["arc"] == "0 2 1 0 0 1"
     assert list(rows) == ["base", "pruned", "pruned + LDS add-ons", "pruned + random add-ons"]
     assert rows["pruned"]["params"] < rows["base"]["params"]
     assert pipeline["prune"]["kernels"] == pytest.approx(0.5, abs=0.02)
@@ -152,16 +162,11 @@ def test_nhn_quick_killed_inside_lds_resumes_there_and_fnnjax_nhn_reads_its_pipe
     assert sum(g >= 0 for g in payload["random_addons"]["genes"]) == n
     assert {"test_accuracy_without_addons", "drop"} <= set(pipeline["ablation"])
     assert (tmp_path / "table1.md").exists() and (tmp_path / "results.json").exists()
-    arc = tmp_path / "arc.txt"
-    arc.write_text(pipeline["arc"] + "\n")
-    assert main(["nhn", "--quick", "--arc", str(arc), "--out", str(pipe)]) == 0
-    printed = capsys.readouterr().out
-    assert "NHN on digits: test accuracy" in printed and "== NHN final" in printed
-    retrain = f"fnnjax train --spec {pipe / 'nhn_spec.json'} --masks {pipe / 'nhn_masks.npz'}"
-    assert retrain in printed
-    # That command retrains the found network: its DNP masks and add-on directions applied.
-    argv = retrain.split()[1:] + ["--dataset", "digits", "--epochs", "1", "--limit-train", "64",
-                                  "--batch-size", "32", "--quiet", "--out", str(tmp_path / "re")]  # fmt: skip
+    # The command `fnnjax nhn` prints at its end retrains the found network with its DNP masks
+    # and add-on directions applied.
+    argv = ["train", "--spec", str(pipe / "nhn_spec.json"), "--masks", str(pipe / "nhn_masks.npz"),
+            "--dataset", "digits", "--epochs", "1", "--limit-train", "64", "--batch-size", "32",
+            "--quiet", "--out", str(tmp_path / "re")]  # fmt: skip
     assert main(argv) == 0
     config = json.loads((tmp_path / "re" / "config.json").read_text())
     assert config["model"]["use_masks"] is True
