@@ -290,6 +290,8 @@ def _train(args: argparse.Namespace) -> int:
             )
         description = (models.describe_spec(spec, use_masks=True) if masks and "masks" in masks
                        else models.describe_spec(spec))  # fmt: skip
+        if masks is not None:  # other masks, another run (its folder and its checkpoints' identity)
+            description["masks_sha256"] = hashlib.sha256(args.masks.read_bytes()).hexdigest()
         name = spec.name or args.spec.stem
     else:
         description = {"name": args.model, "options": options, "num_classes": data.num_classes,
@@ -297,8 +299,6 @@ def _train(args: argparse.Namespace) -> int:
         name = args.model
     model = models.model_from_description(description)
     digest = train.run_digest(description, data, config)
-    if masks is not None:  # other masks, another run
-        digest += "-m" + hashlib.sha256(args.masks.read_bytes()).hexdigest()[:8]
     out = args.out or Path("runs") / f"{name}-{args.dataset}-{digest}"
     try:
         result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,

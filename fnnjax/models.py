@@ -201,7 +201,9 @@ def describe_spec(spec: Spec, **build_options: Any) -> dict[str, Any]:
 def model_from_description(description: Mapping[str, Any]) -> nn.Module:
     """Builds the model a run description names: the inverse of what ``fnnjax train`` stores.
 
-    Two forms: ``{"spec": <spec JSON dict>, "use_masks": ..., "collect_stats": ...}`` (any
+    Two forms: ``{"spec": <spec JSON dict>, "use_masks": ..., "collect_stats": ...,
+    "masks_sha256": ...}`` (the last names the masks file a run started from, ``fnnjax train
+    --masks``: part of the run's identity, not of the model; any
     architecture, e.g. one a search exported; see :func:`describe_spec`) and ``{"name": ...,
     "options": {...}, "num_classes": ..., "input_shape": [...]}`` (a registered model). This is
     the ``rebuild`` that :func:`fnnjax.train.fit` and :func:`fnnjax.train.restore_run` need to
@@ -213,7 +215,7 @@ def model_from_description(description: Mapping[str, Any]) -> nn.Module:
     if not isinstance(description, Mapping):
         raise ConfigError(f"description: expected a JSON object, got {type(description).__name__}")
     if "spec" in description:
-        options = {k: v for k, v in description.items() if k != "spec"}
+        options = {k: v for k, v in description.items() if k not in ("spec", "masks_sha256")}
         unknown = sorted(set(options) - {"use_masks", "collect_stats"})
         if unknown:
             raise ConfigError(f"description: unknown build option(s) {', '.join(unknown)}; "

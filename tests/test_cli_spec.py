@@ -65,7 +65,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     capsys.readouterr()
     _, state, meta = restore_run(out, lambda d: arch.build_model(arch.from_dict(d["spec"]),
                                                                  use_masks=d.get("use_masks", False)))  # fmt: skip
-    assert meta["model"]["use_masks"] is True
+    assert meta["model"]["use_masks"] is True and len(meta["model"]["masks_sha256"]) == 64
     trained = jax.tree_util.tree_map(np.asarray, state.collections["masks"])
     assert jax.tree_util.tree_all(jax.tree_util.tree_map(np.array_equal, trained, masks))
     # ... and they act: filter 5 of the last conv is zero with them, not with all-ones masks.
@@ -76,7 +76,8 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     _, inter_ones = model.apply({**variables, "masks": ones}, x, capture_intermediates=True)
     last, last_ones = (np.asarray(i["intermediates"]["s0b2"]["__call__"][0]) for i in (inter, inter_ones))
     assert np.all(last[..., 5] == 0) and np.any(last_ones[..., 5] != 0)
-    # Mistakes: masks without a spec, masks of another spec, a file holding weights, not a file.
+    # Mistakes: other masks into the same run folder, masks without a spec, masks of another
+    # spec, a file holding weights, not an .npz, no file.
     other = TINY.replace(stages=(arch.Stage(blocks=(arch.Conv(filters=4),)),))
     other_model = arch.build_model(other, use_masks=True)
     arch.save_variables(tmp_path / "other.npz", {"masks": arch.init_variables(
@@ -84,7 +85,11 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     arch.save_variables(tmp_path / "weights.npz", {"params": {"w": np.zeros(2)}})
     (tmp_path / "text.npz").write_text("not an npz")
     np.save(tmp_path / "one.npy", np.zeros(3))
+    ones_path = tmp_path / "ones.npz"
+    arch.save_variables(ones_path, {"masks": jax.tree_util.tree_map(np.ones_like, masks)})
     for args, expected in [
+        (["--spec", str(path), "--masks", str(ones_path), "--limit-train", "256", "--out",
+          str(out)], f"{out} holds a checkpoint of a different run (model.masks_sha256"),
         (["--masks", str(masks_path)], "--masks FILE applies to --spec FILE"),
         (["--spec", str(path), "--masks", str(tmp_path / "other.npz")],
          f"--masks {tmp_path / 'other.npz'}: initial_variables['masks']"),
@@ -94,8 +99,8 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
         (["--spec", str(path), "--masks", str(tmp_path / "one.npy")], "got a single ndarray (.npy)"),
         (["--spec", str(path), "--masks", str(tmp_path / "none.npz")], "none.npz: no such file"),
     ]:
-        assert cli.main(["train", *args, "--quiet", "--epochs", "1", "--out",
-                         str(tmp_path / "bad")]) == 2  # fmt: skip
+        assert cli.main(["train", "--quiet", "--epochs", "1", "--out", str(tmp_path / "bad"),
+                         *args]) == 2  # an --out in args wins  # fmt: skip
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
 
