@@ -45,6 +45,12 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
     enas.add_argument("--bn-update", choices=("selected", "all"), default="selected",
                       help="whose BatchNorm statistics a step updates: the sampled op's (default) "
                       "or all six ops' (the released child; all six then run every step)")  # fmt: skip
+    enas.add_argument("--execution", choices=("auto", "sampled", "all", "switch", "switch_remat"),
+                      default="auto",
+                      help="how a sampled arc runs: sampled (only its ops, per-op compiled "
+                      "programs composed in Python), or the jitted supernet computing all six "
+                      "ops (all) or a conditional (switch, switch_remat); default auto: sampled "
+                      "on CPU, switch elsewhere (all with --bn-update all)")  # fmt: skip
     enas.add_argument("--head-pool", choices=("avg", "grouped"), default="avg",
                       help="the classifier's pooling: global average (ENAS, default) or NHN's "
                       "grouped convolution covering the feature map")  # fmt: skip
@@ -131,7 +137,11 @@ def run_enas(args: argparse.Namespace) -> int:
                                batch_size=args.batch_size, random_search=args.random,
                                child_clip=args.clip or None, skips=args.skips,
                                update_stats=args.bn_update, head_pool=args.head_pool,
-                               derive_arcs=args.derive_arcs)  # fmt: skip
+                               derive_arcs=args.derive_arcs, mode=args.execution)  # fmt: skip
+    if args.bn_update == "all" and args.execution not in ("auto", "all"):
+        raise ConfigError(f"--execution: {args.execution} runs only the sampled op, but "
+                          "--bn-update all updates every op's statistics, which needs all six "
+                          "computed; use --execution auto or all")  # fmt: skip
     dataset, limit = args.dataset, args.limit_train
     if args.quick:
         dataset, limit = "digits", limit or 400

@@ -105,3 +105,31 @@ def test_lds_population_benchmark_times_one_call_against_one_by_one():
     assert all(1e-6 < t < 10.0 for t in seconds.values())
     assert result["throughput_ratio"] == seconds["sequential"] / seconds["population_call"]
     assert result["supernet"]["edges"] == 6 and result["population"] == 4
+
+
+def test_enas_step_benchmark_times_every_path_per_arc():
+    from benchmarks import enas_step
+
+    result = enas_step.main(["--quick"])
+    rows, summary = result["rows"], result["summary"]
+    assert len(rows) == 2 and all({"sampled", "standalone"} <= set(r) for r in rows)
+    assert "supernet" in rows[0]
+    ratios = [r["sampled"] / r["standalone"] for r in rows]
+    assert summary["sampled_over_standalone_max"] == max(ratios)
+    assert summary["compiles_after_warmup"] == 0  # a new arc compiles nothing
+    # The PyTorch peer is optional: timed when installed, skipped otherwise.
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        assert "torch" not in rows[0] and "sampled_over_torch_median" not in summary
+    else:
+        assert summary["sampled_over_torch_max"] == max(r["sampled"] / r["torch"] for r in rows)
+
+
+def test_conv_grad_benchmark_checks_and_times_both_gradients():
+    from benchmarks import conv_grad
+
+    seconds = conv_grad.main(["--quick"])["seconds"]
+    for k in (1, 3, 5):
+        assert {f"conv{k}x{k}_kernel_grad_xla", f"conv{k}x{k}_kernel_grad_matmul"} <= set(seconds)
+    assert all(0 < t < 5.0 for t in seconds.values())

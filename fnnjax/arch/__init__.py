@@ -11,6 +11,7 @@ from fnnjax.arch.build import SpecNet, build_model, featuremap_stats, host_init,
 from fnnjax.arch.grow import Grown, insert_residual, net2wider
 from fnnjax.arch.notation import notation, stage_notation
 from fnnjax.arch.profile import Profile, analytic_counts, profile, profile_table
+from fnnjax.arch.sampled import SampledNet, sampled_support
 from fnnjax.arch.select import (
     addon_blocks,
     choice_blocks,
@@ -72,6 +73,7 @@ __all__ = [
     "Pool",
     "Profile",
     "Residual",
+    "SampledNet",
     "SepConv",
     "Spec",
     "SpecNet",
@@ -101,6 +103,7 @@ __all__ = [
     "profile",
     "profile_table",
     "random_selections",
+    "sampled_support",
     "save_variables",
     "selection_of",
     "stage_notation",

@@ -51,6 +51,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnjax._checks import check_float_input
+from fnnjax.arch.cpu_ops import conv_matmul_kernel_grad, max_pool_shifted_grad
 from fnnjax.arch.shapes import residual_projects, residual_stride
 from fnnjax.arch.spec import (
     AddOn,
@@ -190,6 +191,16 @@ def depthwise_conv_by_shifts(
     return out
 
 
+def _cpu_conv(depthwise: bool, x: jax.Array) -> Any:
+    """The convolution a conv unit runs on ``x``: on the CPU backend, from
+    :data:`SHIFTS_MIN_ELEMENTS` input elements up, depthwise ones by shifts
+    (:func:`depthwise_conv_by_shifts`) and dense ones with their kernel gradient as matmuls
+    (:func:`fnnjax.arch.cpu_ops.conv_matmul_kernel_grad`); XLA's own (None) otherwise."""
+    if jax.default_backend() != "cpu" or x.size < SHIFTS_MIN_ELEMENTS:
+        return None
+    return depthwise_conv_by_shifts if depthwise else conv_matmul_kernel_grad
+
+
 class ConvUnit(nn.Module):
     """conv -> BN -> act (or conv -> act -> BN), optional filter mask and statistics hooks."""
 
@@ -237,9 +248,7 @@ class ConvUnit(nn.Module):
             use_bias=self.bias,
             kernel_init=_KERNEL_INIT,
             mask=kernel_mask,
-            conv_general_dilated=(depthwise_conv_by_shifts
-                                  if self.depthwise and jax.default_backend() == "cpu"
-                                  and x.size >= SHIFTS_MIN_ELEMENTS else None),  # fmt: skip
+            conv_general_dilated=_cpu_conv(self.depthwise, x),
             name="conv",
         )(x)
         if _stats_measure(self) == "conv":
@@ -355,6 +364,8 @@ def _apply_leaf(
         pad = ((op.padding, op.padding), (op.padding, op.padding))
         win, strides = (op.window, op.window), (op.stride, op.stride)
         if op.op == "max":
+            if jax.default_backend() == "cpu" and x.size >= SHIFTS_MIN_ELEMENTS:
+                return max_pool_shifted_grad(x, win, strides, pad)  # XLA:CPU's gradient is slow
             return nn.max_pool(x, win, strides=strides, padding=pad)
         return nn.avg_pool(x, win, strides=strides, padding=pad,
                            count_include_pad=op.count_include_pad)  # fmt: skip

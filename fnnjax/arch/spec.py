@@ -315,7 +315,9 @@ class Choice(Block):
     candidate's with the batch (ENAS's released child computes all six ops every step, so all
     their statistics follow the data); it needs every candidate computed, so ``"auto"`` then
     resolves to ``"all"`` and the ``switch`` modes are refused.
-    :func:`fnnjax.arch.materialize` turns a selection into a plain spec. Inside the model a
+    :class:`fnnjax.arch.SampledNet` runs one concrete selection computing only its candidates
+    (per-op compiled programs composed in Python: the sampled execution path, the CPU choice of
+    ENAS's search). :func:`fnnjax.arch.materialize` turns a selection into a plain spec. Inside the model a
     selector out of range is clipped to the nearest candidate (jit cannot raise);
     :func:`fnnjax.arch.selection_of` and :func:`~fnnjax.arch.materialize` check ranges.
     """

@@ -21,6 +21,7 @@ the default is classification.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Mapping
 from typing import Any
 
@@ -52,6 +53,9 @@ STATS = "stats"  # the collection of accumulated statistics in TrainState.collec
 SOWN = "intermediates"  # the Flax collection models sow statistics into
 TRAINED_COLLECTIONS = ("batch_stats", STATS)  # collections a train step updates (and donates)
 _RUN_ONCE_COMPILER_OPTIONS = {"xla_backend_optimization_level": 0}
+GradientFn = Callable[..., tuple[dict[str, jax.Array], Any, Any]]
+"""``gradient(variables, x, y, drop_key, objective) -> (metrics, grads, batch_stats)``: one
+training batch's means, its gradients as the full ``params`` tree, the new batch statistics."""
 
 
 @struct.dataclass
@@ -206,16 +210,29 @@ def _apply_update(
     )
 
 
+def _step_batch(augment, batch, rng, step, x_all, y_all, idx):
+    """The batch ``x_all[idx]`` (augmented) and the dropout key of step ``step``: the step's key
+    is the run's key with the step number folded in, split into augmentation and dropout keys."""
+    x = jax.lax.with_sharding_constraint(x_all[idx], batch)
+    y = jax.lax.with_sharding_constraint(y_all[idx], batch)
+    step_key = jax.random.fold_in(jax.random.wrap_key_data(rng), step)
+    noise_key, drop_key = jax.random.split(step_key)
+    if augment is not None:
+        x = augment(noise_key, x)
+    return x, y, drop_key
+
+
+def _gradient_update(tx: optax.GradientTransformation, params, opt_state, step, grads):
+    """The optimizer applied to gradients computed elsewhere: ``(params, opt_state, step + 1)``."""
+    updates, opt_state = tx.update(grads, opt_state, params)
+    return optax.apply_updates(params, updates), opt_state, step + 1
+
+
 def _step_body(model, tx, objective, augment, batch):
     """One optimizer step on ``x_all[idx]`` (shared by the one-step and k-step functions)."""
 
     def body(state: TrainState, x_all, y_all, idx):
-        x = jax.lax.with_sharding_constraint(x_all[idx], batch)
-        y = jax.lax.with_sharding_constraint(y_all[idx], batch)
-        step_key = jax.random.fold_in(jax.random.wrap_key_data(state.rng), state.step)
-        noise_key, drop_key = jax.random.split(step_key)
-        if augment is not None:
-            x = augment(noise_key, x)
+        x, y, drop_key = _step_batch(augment, batch, state.rng, state.step, x_all, y_all, idx)
         grad_fn = jax.value_and_grad(
             lambda p: _train_forward(model, objective, state, p, x, y, drop_key), has_aux=True
         )
@@ -488,10 +505,24 @@ class Engine:
         self._train_steps = make_train_steps(model, tx, self.mesh, **kw)
         self.eval_step = make_eval_step(model, self.mesh, objective=self.objective)
         self._population_steps: dict[str, Callable[..., Any]] = {}
+        batch, repl = sharding.batch_sharding(self.mesh), sharding.replicated_sharding(self.mesh)
+        self._batch = jax.jit(lambda rng, step, x_all, y_all, idx: _step_batch(
+            augment, batch, rng, step, x_all, y_all, idx))  # fmt: skip
+        self._update = jax.jit(functools.partial(_gradient_update, tx), donate_argnums=(0, 1),
+                               out_shardings=repl)  # fmt: skip
 
     def init(self, key: jax.Array, input_shape: tuple[int, ...]) -> TrainState:
         """A fresh state (params, collections, optimizer state), replicated over the mesh."""
         return sharding.replicate(init_state(key, self.model, input_shape, self.tx), self.mesh)
+
+    def _check_orders(self, orders: Any) -> jax.Array:
+        orders = jnp.asarray(orders, jnp.int32)
+        if orders.ndim != 2 or orders.shape[1] % self.mesh.size:
+            raise ConfigError(
+                f"orders: expected [steps, batch] indices with batch a multiple of "
+                f"{self.mesh.size} devices, got shape {tuple(orders.shape)}"
+            )
+        return orders
 
     def train_steps(
         self, state: TrainState, x: Any, y: Any, orders: Any
@@ -503,12 +534,7 @@ class Engine:
         ``[k]`` metrics. Statistics accumulate in ``state.collections["stats"]``. On CPU the steps
         are dispatched one by one (see :func:`make_train_steps`).
         """
-        orders = jnp.asarray(orders, jnp.int32)
-        if orders.ndim != 2 or orders.shape[1] % self.mesh.size:
-            raise ConfigError(
-                f"orders: expected [steps, batch] indices with batch a multiple of "
-                f"{self.mesh.size} devices, got shape {tuple(orders.shape)}"
-            )
+        orders = self._check_orders(orders)
         # Once per call, not per step (a no-op for arrays already there).
         x, y = jax.device_put((x, y), sharding.replicated_sharding(self.mesh))
         if self.mesh.devices.flat[0].platform != "cpu":
@@ -518,6 +544,43 @@ class Engine:
         metrics = []
         for i in range(orders.shape[0]):
             state, m = self.train_step(state, x, y, orders, i)
+            metrics.append(m)
+        return state, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *metrics)
+
+    def train_steps_with(
+        self, state: TrainState, x: Any, y: Any, orders: Any, gradient: GradientFn
+    ) -> tuple[TrainState, dict[str, jax.Array]]:
+        """``k = len(orders)`` optimizer steps whose gradients come from ``gradient``, a host-side
+        function (e.g. :meth:`fnnjax.arch.SampledNet.value_and_grad`, which composes compiled
+        pieces of a sampled architecture in Python).
+
+        Each step is what :meth:`train_steps` does, in three parts: one jitted call gathers and
+        augments the batch and derives the step's dropout key (the same keys as the jitted step),
+        ``gradient(variables, x, y, drop_key, objective) -> (metrics, grads, batch_stats)``
+        computes the batch means, the gradients as the full ``params`` tree and the new
+        ``"batch_stats"``, and one jitted call applies the optimizer to every parameter. ``state``
+        (params and optimizer state) is donated. Statistics collection is not supported.
+
+        Raises:
+            ConfigError: the state accumulates statistics (``"stats"``), or ``orders`` is not
+                ``[k, batch]`` with a batch the devices divide.
+        """
+        if STATS in state.collections:
+            raise ConfigError("train_steps_with: the model sows statistics, which a host-side "
+                              "gradient function does not accumulate; use train_steps")  # fmt: skip
+        orders = self._check_orders(orders)
+        x, y = jax.device_put((x, y), sharding.replicated_sharding(self.mesh))
+        metrics = []
+        for i in range(orders.shape[0]):
+            xb, yb, drop_key = self._batch(state.rng, state.step, x, y, orders[i])
+            m, grads, batch_stats = gradient(state.variables(), xb, yb, drop_key, self.objective)
+            params, opt_state, step = self._update(state.params, state.opt_state, state.step,
+                                                   grads)  # fmt: skip
+            collections = dict(state.collections)
+            if "batch_stats" in collections:
+                collections["batch_stats"] = batch_stats
+            state = state.replace(step=step, params=params, opt_state=opt_state,
+                                  collections=collections)  # fmt: skip
             metrics.append(m)
         return state, jax.tree_util.tree_map(lambda *v: jnp.stack(v), *metrics)
 

@@ -203,6 +203,29 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted
 
 
 
+def test_the_sampled_path_searches_as_the_jitted_supernet(tmp_path):
+    from fnnjax.train import load_dataset
+
+    data = load_dataset("digits", validation_fraction=0.1, limit_train=300)
+    config = enas.SearchConfig(layers=2, filters=4, epochs=1, batch_size=64, controller_steps=2,
+                               arcs_per_step=4, reward_batch=32, derive_arcs=6, derive_batches=2)  # fmt: skip
+    runs = {mode: enas.search(data, dataclasses.replace(config, mode=mode), tmp_path / mode,
+                              log=lambda _: None)
+            for mode in ("sampled", "all")}  # fmt: skip
+    sampled, jitted = runs["sampled"], runs["all"]
+    assert sampled["execution"] == "sampled" and jitted["execution"] == "all"
+    for key in ("child_loss", "child_accuracy", "reward", "entropy", "valid_accuracy"):
+        np.testing.assert_allclose(sampled["history"][0][key], jitted["history"][0][key],
+                                   rtol=1e-5, err_msg=key)  # fmt: skip
+    assert [enas.arc_to_string(t["arc"], 2) for t in sampled["top"]] == [
+        enas.arc_to_string(t["arc"], 2) for t in jitted["top"]]
+    np.testing.assert_allclose([t["accuracy"] for t in sampled["top"]],
+                               [t["accuracy"] for t in jitted["top"]])  # fmt: skip
+    record = json.loads((tmp_path / "sampled" / "search.jsonl").read_text().splitlines()[0])
+    assert record["execution"] == "sampled"  # the resolved path is recorded with the run
+    assert enas.resolve_execution("auto") == "sampled"  # this suite runs on CPU
+
+
 def test_a_folder_of_a_search_on_other_data_is_refused():
     from pathlib import Path
 

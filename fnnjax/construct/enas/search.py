@@ -15,6 +15,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fnnjax.arch.sampled import SampledNet
 from fnnjax.construct.enas.controller import (
     Controller,
     init_controller,
@@ -24,6 +25,7 @@ from fnnjax.construct.enas.controller import (
 from fnnjax.construct.enas.space import (
     arc_to_selection,
     arc_to_string,
+    host_selection,
     macro_space,
     random_arcs,
     retrain_spec,
@@ -57,6 +59,12 @@ class SearchConfig:
     statistics follow each batch, as in the released child; all six ops then run every step).
     ``head_pool``: ``"avg"`` (ENAS) or ``"grouped"`` (NHN section 2.2's grouped-convolution head,
     in the supernet and both exports).
+    ``mode``: how a sampled arc runs (:data:`EXECUTION_MODES`, :func:`resolve_execution`):
+    ``"sampled"`` composes per-op compiled programs so only the arc's ops run
+    (:class:`fnnjax.arch.SampledNet`; the same numbers as the supernet); ``"all"``, ``"switch"``
+    and ``"switch_remat"`` jit the whole supernet with that choice-block mode
+    (:class:`fnnjax.arch.Choice`); ``"auto"`` picks by a fixed table per backend (never by timing,
+    so a seed gives the same search).
     """
 
     layers: int = 12
@@ -89,6 +97,41 @@ class SearchConfig:
     skips: str = "paper"
     update_stats: str = "selected"
     head_pool: str = "avg"
+
+
+EXECUTION_MODES = ("auto", "sampled", "all", "switch", "switch_remat")
+
+AUTO_EXECUTION = {"cpu": "sampled"}
+"""What ``mode="auto"`` runs per backend (:func:`resolve_execution`). CPU: the sampled path (a
+step costs about its own network: 0.8x the arc compiled alone at 6 layers x 16, against 3.8x for
+the supernet's ``all``; BENCHMARKS.md). Other backends: ``"switch"``, the jitted supernet measured
+on an H100 (2.0x the standalone net); the sampled path is not yet measured there
+(``python -m benchmarks.enas_step`` on the device: BENCHMARKS.md)."""
+
+
+def resolve_execution(mode: str, update_stats: str = "selected",
+                      backend: str | None = None) -> str:  # fmt: skip
+    """The execution path a search with ``mode`` runs on ``backend`` (default: JAX's): one of
+    ``"sampled"``, ``"all"``, ``"switch"``, ``"switch_remat"``.
+
+    ``"auto"`` follows :data:`AUTO_EXECUTION` (``"switch"`` on backends it does not list), except
+    with ``update_stats="all"`` (every op's BatchNorm statistics follow each batch), which needs
+    every op computed: the supernet's ``"all"``.
+
+    Raises:
+        ValueError: an unknown mode, or ``"sampled"``/``"switch*"`` with ``update_stats="all"``.
+    """
+    if mode not in EXECUTION_MODES:
+        raise ValueError(f"mode: expected one of {EXECUTION_MODES}, got {mode!r}")
+    if update_stats == "all":
+        if mode not in ("auto", "all"):
+            raise ValueError(f"mode: {mode!r} runs only the sampled op, but update_stats='all' "
+                             "updates every op's BatchNorm statistics, which needs all six "
+                             "computed; use mode 'auto' or 'all'")  # fmt: skip
+        return "all"
+    if mode != "auto":
+        return mode
+    return AUTO_EXECUTION.get(backend or jax.default_backend(), "switch")
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -139,17 +182,35 @@ def arc_accuracies(model: nn.Module, variables: Any, arcs: jax.Array, x: jax.Arr
     return jax.vmap(one)(arcs, x, y)
 
 
-_selection = jax.jit(arc_to_selection, static_argnums=1)
 _learning_rate = jax.jit(cosine_restarts, static_argnums=(1, 2))
+_accuracy = jax.jit(lambda logits, y: jnp.mean(jnp.argmax(logits, -1) == y))
 
 
-def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: SearchConfig):
-    """One jitted controller step: sample arcs, score them, REINFORCE, Adam."""
+def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: Any,
+                       layers: int) -> jax.Array:  # fmt: skip
+    """:func:`arc_accuracies` through the sampled execution path: each arc ``[P, size]`` scored on
+    its own batch ``x [P, B, ...]`` (or every arc on one batch ``x [B, ...]``, when an arc
+    repeated is scored once) with only its own ops computed, in inference mode."""
+    arcs = np.asarray(arcs)
+    shared = np.ndim(x) == len(net.spec.input_shape) + 1
+    scores: dict[bytes, jax.Array] = {}
+    out = []
+    for p, arc in enumerate(arcs):
+        if shared and arc.tobytes() in scores:
+            out.append(scores[arc.tobytes()])
+            continue
+        xb, yb = (x, y) if shared else (x[p], y[p])
+        acc = _accuracy(net.apply(variables, host_selection(arc, layers), xb), yb)
+        scores[arc.tobytes()] = acc
+        out.append(acc)
+    return jnp.stack(out)
 
-    def step(cparams, copt, baseline, variables, key, x, y):
-        k_sample, _ = jax.random.split(key)
-        arcs = sample_arcs(controller, cparams, k_sample, config.arcs_per_step)["arc"]
-        acc = arc_accuracies(model, variables, arcs, x, y, config.layers)
+
+def _reinforce_update(controller: Controller, tx, config: SearchConfig):
+    """``update(cparams, copt, baseline, arcs, acc) -> (cparams, copt, baseline, aux)``: the
+    REINFORCE loss of scored arcs and one Adam step (pure; jitted by the callers)."""
+
+    def update(cparams, copt, baseline, arcs, acc):
         grads, aux = jax.grad(reinforce_loss, has_aux=True)(
             cparams, controller, arcs, acc, baseline, entropy_weight=config.entropy_weight,
             skip_weight=config.skip_weight, baseline_decay=config.baseline_decay)  # fmt: skip
@@ -157,7 +218,37 @@ def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: Se
         aux = {**aux, "accuracy": jnp.mean(acc), "arcs": arcs, "accuracies": acc}
         return optax.apply_updates(cparams, updates), copt, aux["baseline"], aux
 
-    return jax.jit(step)
+    return update
+
+
+def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: SearchConfig,
+                        net: SampledNet | None = None):  # fmt: skip
+    """One controller step ``step(cparams, copt, baseline, variables, key, x, y)``: sample arcs,
+    score them, REINFORCE, Adam. With the supernet, one jitted call; with the sampled path
+    (``net``), the same keys split into a jitted sampling, the arcs scored one by one on the
+    host's composition of their own ops, and a jitted update."""
+    update = _reinforce_update(controller, tx, config)
+
+    def sample(cparams, key):
+        k_sample, _ = jax.random.split(key)
+        return sample_arcs(controller, cparams, k_sample, config.arcs_per_step)["arc"]
+
+    if net is None:
+
+        def step(cparams, copt, baseline, variables, key, x, y):
+            arcs = sample(cparams, key)
+            acc = arc_accuracies(model, variables, arcs, x, y, config.layers)
+            return update(cparams, copt, baseline, arcs, acc)
+
+        return jax.jit(step)
+    sample, update = jax.jit(sample), jax.jit(update)
+
+    def composed(cparams, copt, baseline, variables, key, x, y):
+        arcs = sample(cparams, key)
+        acc = sampled_accuracies(net, variables, arcs, x, y, config.layers)
+        return update(cparams, copt, baseline, arcs, acc)
+
+    return composed
 
 
 def search(
@@ -209,10 +300,10 @@ def search(
     # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
     parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
                                     random_search=False)  # fmt: skip
-    model, engine, controller, ctx, controller_step, score = _search_parts(
-        parts_key, tuple(data.input_shape), data.num_classes, steps,
-        data.name if config.augment else None,
-    )
+    parts = _search_parts(parts_key, tuple(data.input_shape), data.num_classes, steps,
+                          data.name if config.augment else None)  # fmt: skip
+    model, engine, controller, ctx, controller_step, score, net, execution = parts
+    log(f"execution: {execution} (mode {config.mode!r} on {jax.default_backend()})")
     k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
     cparams = init_controller(controller, k_controller)
     state = {"child": engine.init(k_child, data.input_shape),
@@ -253,14 +344,19 @@ def search(
         else:
             arcs = sample_arcs(controller, state["controller"], k_arcs, steps)["arc"]
         child, losses, accs = state["child"], [], []
+        arcs_host = np.asarray(arcs)
         for s in range(steps):
-            child = child.replace(collections={**child.collections,
-                                               "arch": _selection(arcs[s], config.layers)})  # fmt: skip
-            child, metrics = engine.train_steps(child, x_train, y_train, order[s : s + 1])
+            selection = host_selection(arcs_host[s], config.layers)
+            child = child.replace(collections={**child.collections, "arch": selection})
+            if net is None:
+                child, metrics = engine.train_steps(child, x_train, y_train, order[s : s + 1])
+            else:
+                child, metrics = engine.train_steps_with(child, x_train, y_train,
+                                                         order[s : s + 1], net.gradient(selection))  # fmt: skip
             losses.append(metrics["loss"])
             accs.append(metrics["accuracy"])
         state = {**state, "child": child}
-        record = {"epoch": epoch, "child_loss": float(np.mean(losses)),
+        record = {"epoch": epoch, "execution": execution, "child_loss": float(np.mean(losses)),
                   "child_accuracy": float(np.mean(accs)),
                   "lr": float(_learning_rate(child.step - 1, steps, config))}  # fmt: skip
         if not config.random_search:
@@ -291,13 +387,14 @@ def search(
                 append_jsonl(out / "arcs.jsonl", line)
             append_jsonl(out / "search.jsonl", record)
             ckpt.save(epoch, state, {"epoch": epoch, "config": dataclasses.asdict(config),
-                                     "seed": seed, "dataset": data.describe()})  # fmt: skip
+                                     "seed": seed, "dataset": data.describe(),
+                                     "execution": execution})  # fmt: skip
     if ckpt is not None:
         ckpt.close()
     top = derive(model, controller, state, data, config, k_derive, score=score)
     best = np.asarray(top[0]["arc"])
     result = {"best_arc": best, "best_accuracy": top[0]["accuracy"], "top": top,
-              "history": history, "state": state}  # fmt: skip
+              "history": history, "state": state, "execution": execution}  # fmt: skip
     if out is not None:
         (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
         kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
@@ -322,17 +419,26 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
     from fnnjax.arch.build import build_model  # noqa: PLC0415
     from fnnjax.train import Engine, augmentation_for  # noqa: PLC0415
 
+    execution = resolve_execution(config.mode, config.update_stats)
     space = macro_space(config.layers, config.filters, input_shape=input_shape,
-                        num_classes=num_classes, mode=config.mode, skips=config.skips,
-                        update_stats=config.update_stats, head_pool=config.head_pool)  # fmt: skip
+                        num_classes=num_classes, mode="all" if execution == "sampled" else execution,
+                        skips=config.skips, update_stats=config.update_stats,
+                        head_pool=config.head_pool)  # fmt: skip
     model = build_model(space)
+    net = SampledNet(space) if execution == "sampled" else None
     aug = None if augment is None else augmentation_for(augment, input_shape)
     engine = Engine(model, child_optimizer(config, steps), augment=aug)
     controller = Controller(config.layers, config.lstm_size, tanh_constant=config.tanh_constant,
                             skip_target=config.skip_target)  # fmt: skip
     ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
-    score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
-    return model, engine, controller, ctx, _controller_step_fn(model, controller, ctx, config), score
+    if net is None:
+        score = jax.jit(lambda v, a, x, y: arc_accuracies(
+            model, v, a, jnp.broadcast_to(x, (a.shape[0], *x.shape)),
+            jnp.broadcast_to(y, (a.shape[0], *y.shape)), config.layers))  # fmt: skip
+    else:
+        score = functools.partial(sampled_accuracies, net, layers=config.layers)
+    step = _controller_step_fn(model, controller, ctx, config, net)
+    return model, engine, controller, ctx, step, score, net, execution
 
 
 SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.png",
@@ -394,7 +500,9 @@ def _plot_search(history: list[dict[str, Any]], path: Path) -> None:
 def derive(model, controller, state, data, config: SearchConfig, key, *, score=None
            ) -> list[dict[str, Any]]:  # fmt: skip
     """Scores ``config.derive_arcs`` arcs (sampled by the controller, or uniform for random
-    search) on ``config.derive_batches`` validation minibatches each with the shared weights;
+    search) on ``config.derive_batches`` validation minibatches each with the shared weights
+    (``score(variables, arcs [P, size], x [B, ...], y [B]) -> [P]`` accuracies; default: the
+    jitted supernet);
     returns the distinct arcs best first as ``[{"arc", "accuracy", "count"}]`` (``count``: how
     often the arc was sampled, a trained controller repeats its favourites; an arc's copies
     score alike, as they see the same batches; ties keep sampling order)."""
@@ -407,13 +515,13 @@ def derive(model, controller, state, data, config: SearchConfig, key, *, score=N
     rng = np.random.default_rng(np.asarray(jax.random.key_data(k_data)).tolist())
     x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
     if score is None:
-        score = jax.jit(lambda v, a, x, y: arc_accuracies(model, v, a, x, y, config.layers))
+        score = jax.jit(lambda v, a, x, y: arc_accuracies(
+            model, v, a, jnp.broadcast_to(x, (a.shape[0], *x.shape)),
+            jnp.broadcast_to(y, (a.shape[0], *y.shape)), config.layers))  # fmt: skip
     total = np.zeros(config.derive_arcs)
     for _ in range(config.derive_batches):
         idx = rng.integers(0, len(x_val), config.reward_batch)
-        xs = np.broadcast_to(x_val[idx], (config.derive_arcs, *x_val[idx].shape))
-        ys = np.broadcast_to(y_val[idx], (config.derive_arcs, config.reward_batch))
-        total += np.asarray(score(variables, arcs, xs, ys))
+        total += np.asarray(score(variables, arcs, x_val[idx], y_val[idx]))
     acc = total / config.derive_batches
     order = np.argsort(-acc, kind="stable")
     arcs = np.asarray(arcs)

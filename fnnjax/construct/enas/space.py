@@ -181,6 +181,18 @@ def arc_to_selection(arc: jax.Array, layers: int) -> dict[str, Any]:
     return out
 
 
+def host_selection(arc: Any, layers: int) -> dict[str, Any]:
+    """:func:`arc_to_selection` of one concrete arc, with numpy leaves (no device round trip: the
+    sampled execution path reads a selection on the host)."""
+    arc = np.asarray(arc)
+    out: dict[str, Any] = {}
+    for k, (path, off) in enumerate(zip(_layer_paths(layers), _offsets(layers), strict=True)):
+        out[path] = {"choice": np.asarray(arc[off], np.int32)}
+        if k:
+            out[f"{path}_skip"] = {"gates": arc[off + 1 : off + 1 + k].astype(np.float32)}
+    return out
+
+
 def selection_to_arc(selection: dict[str, Any], layers: int) -> np.ndarray:
     """Inverse of :func:`arc_to_selection` for one selection (concrete values)."""
     parts = []
