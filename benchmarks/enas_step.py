@@ -14,8 +14,9 @@ with L2 and global-norm clipping: :func:`fnnjax.construct.enas.child_optimizer`)
 * ``standalone``: the arc's search form (:func:`fnnjax.construct.enas.search_spec`) compiled
   alone as one program, the same optimizer;
 * ``torch``: an eager PyTorch port of the same space and step (only the sampled op runs; every
-  factorized reduction runs, as in the supernet; same sizes, optimizer and clipping;
-  PyTorch's default initialization), when PyTorch is installed (an optional benchmark dependency: skipped otherwise).
+  factorized reduction runs, as in the supernet; same sizes, optimizer and clipping, and, as in
+  fnnjax's step, every weight decays and carries momentum and the clipping norm covers all:
+  unused weights get zero gradients; PyTorch's default initialization and thread count), when PyTorch is installed (an optional benchmark dependency: skipped otherwise).
 
 Reports per-arc ratios ``sampled / standalone`` and ``sampled / torch`` (median and maximum).
 
@@ -44,6 +45,11 @@ from fnnjax.construct import enas
 from fnnjax.train import Engine
 
 
+def box_state(stepper):
+    """The current variables of a stepper made by :func:`_fnnjax_stepper`."""
+    return stepper.box["state"].variables()
+
+
 def _fnnjax_stepper(engine, state, x, y, batch, gradient=None):
     """A closure doing one training step per call on a rotating batch; the state is carried."""
     box = {"state": state, "i": 0}
@@ -61,12 +67,13 @@ def _fnnjax_stepper(engine, state, x, y, batch, gradient=None):
             state, metrics = engine.train_steps_with(state, x, y, order,
                                                      lambda *a: gradient(arch, *a))  # fmt: skip
         box["state"] = state
-        return metrics["loss"]
+        return state.params  # blocked on: the step's update is done
 
+    step.box = box
     return step
 
 
-def torch_peer(arcs, layers, width, shape, num_classes, skips, lr, momentum, l2, clip):
+def torch_peer(layers, width, shape, num_classes, skips, lr, momentum, l2, clip):
     """An eager PyTorch port of ENAS's macro supernet and its child step (None: no PyTorch)."""
     try:
         import torch  # noqa: PLC0415
@@ -144,6 +151,8 @@ def torch_peer(arcs, layers, width, shape, num_classes, skips, lr, momentum, l2,
 
     torch.manual_seed(0)
     net = Net()
+    for p in net.parameters():  # every weight has a gradient (zeros where unused), so SGD decays
+        p.grad = torch.zeros_like(p)  # and moves every one and clipping covers all, as fnnjax's
     opt = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum, nesterov=True,
                           weight_decay=2 * l2)  # fmt: skip
     loss_fn = nn.CrossEntropyLoss()
@@ -157,7 +166,7 @@ def torch_peer(arcs, layers, width, shape, num_classes, skips, lr, momentum, l2,
         def step(arc):
             j = box["i"] % steps
             box["i"] += 1
-            opt.zero_grad(set_to_none=True)
+            opt.zero_grad(set_to_none=False)
             loss = loss_fn(net(xt[j * batch:(j + 1) * batch], arc), yt[j * batch:(j + 1) * batch])
             loss.backward()
             torch.nn.utils.clip_grad_norm_(net.parameters(), clip)
@@ -177,6 +186,8 @@ def main(argv=None) -> dict:
     parser.add_argument("--channels", type=int, default=3)
     parser.add_argument("--batch", type=int, default=128)
     parser.add_argument("--arcs", type=int, default=20)
+    parser.add_argument("--warmup-arcs", type=int, default=30,
+                        help="other arcs run once before timing (compiles every op and shape)")
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per arc and path")
     parser.add_argument("--supernet-arcs", type=int, default=3,
                         help="arcs the whole-supernet step is timed on (its cost is the arc's)")
@@ -208,10 +219,12 @@ def main(argv=None) -> dict:
     net = SampledNet(sup)
     sampled = _fnnjax_stepper(engine, engine.init(jax.random.key(0), shape), xd, yd, args.batch,
                               gradient=lambda arch, v, *a: net.value_and_grad(v, arch, *a))  # fmt: skip
-    selections = [jax.tree_util.tree_map(np.asarray, enas.arc_to_selection(a, args.layers))
-                  for a in arcs]  # fmt: skip
-    for sel in selections:  # warm-up: every arc once (compiles each op at each shape once)
-        jax.block_until_ready(sampled(sel))
+    selections = [enas.host_selection(a, args.layers) for a in arcs]
+    # Warm-up on other arcs (every op at every shape compiles once), so that the count of
+    # compiles while the timed arcs run shows whether a new arc compiles anything.
+    warmup = np.asarray(enas.random_arcs(jax.random.key(2), args.layers, args.warmup_arcs))
+    for arc in warmup:
+        jax.block_until_ready(sampled(enas.host_selection(arc, args.layers)))
     compiles_before = net.compiles()
 
     # The whole supernet, jitted.
@@ -219,7 +232,7 @@ def main(argv=None) -> dict:
     supernet = _fnnjax_stepper(sup_engine, sup_engine.init(jax.random.key(0), shape), xd, yd,
                                args.batch)  # fmt: skip
     peer = None if args.no_torch else torch_peer(
-        arcs, args.layers, args.width, shape, 10, args.skips, config.child_lr_max,
+        args.layers, args.width, shape, 10, args.skips, config.child_lr_max,
         config.child_momentum, config.child_l2, config.child_clip)  # fmt: skip
     torch_step = peer[0](x, y, args.batch) if peer else None
 
@@ -243,6 +256,21 @@ def main(argv=None) -> dict:
         rows.append(row)
         print(" ".join(f"{k}={v * 1e3:.1f}ms" if isinstance(v, float) else f"{k}={v}"
                        for k, v in row.items()), flush=True)  # fmt: skip
+    compiles_timed = net.compiles() - compiles_before
+    # Rewards: 20 arcs, each on its own batch, inference mode (one controller step's scoring):
+    # the supernet vmapped over the arcs in one jitted call, against the arcs' own pieces.
+    variables = box_state(sampled)
+    n = min(20, len(arcs))
+    xs = jnp.asarray(np.stack([np.roll(x[: args.batch], i, axis=0) for i in range(n)]))
+    ys = jnp.asarray(np.stack([np.roll(y[: args.batch], i) for i in range(n)]))
+    sup_score = jax.jit(lambda v, a, x, y: enas.arc_accuracies(build_model(space("all")), v, a, x,
+                                                               y, args.layers))  # fmt: skip
+    scoring = {
+        "score_supernet": median_seconds(lambda: sup_score(variables, jnp.asarray(arcs[:n]), xs,
+                                                           ys), repeats=args.repeats),  # fmt: skip
+        "score_sampled": median_seconds(lambda: enas.sampled_accuracies(
+            net, variables, arcs[:n], xs, ys, args.layers), repeats=args.repeats),  # fmt: skip
+    }
     over_alone = [r["sampled"] / r["standalone"] for r in rows]
     summary = {
         "sampled_over_standalone_median": statistics.median(over_alone),
@@ -253,7 +281,9 @@ def main(argv=None) -> dict:
         "standalone_ms_median": 1e3 * statistics.median(r["standalone"] for r in rows),
         "supernet_ms_median": 1e3 * statistics.median(r["supernet"] for r in rows
                                                       if "supernet" in r),  # fmt: skip
-        "compiles_after_warmup": net.compiles() - compiles_before,
+        "compiles_after_warmup": compiles_timed,
+        f"score_{n}_arcs_supernet_ms": 1e3 * scoring["score_supernet"],
+        f"score_{n}_arcs_sampled_ms": 1e3 * scoring["score_sampled"],
     }
     if torch_step is not None:
         over_torch = [r["sampled"] / r["torch"] for r in rows]

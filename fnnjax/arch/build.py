@@ -139,8 +139,11 @@ def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
 
 
 SHIFTS_MIN_ELEMENTS = 16385
-"""Depthwise units on CPU compute by shifts from this input size (batch x height x width x
-channels) up; smaller ones keep XLA's grouped convolution, which compiles faster."""
+"""From this input size (batch x height x width x channels) up, on CPU, depthwise units compute by
+shifts, dense conv units take their kernel gradient as matmuls and max-pooling its gradient by
+shifted comparisons (:mod:`fnnjax.arch.cpu_ops`); smaller inputs keep XLA's own operations, which
+compile faster and cost little there. One threshold for all three: the replacements' compile
+cost (``k*k`` slices and dots) is what a small featuremap does not win back."""
 
 
 def depthwise_conv_by_shifts(

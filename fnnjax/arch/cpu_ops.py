@@ -34,12 +34,17 @@ _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 def takes_matmul_kernel_grad(lhs: jax.Array, rhs: jax.Array, padding: Any, groups: int,
                              lhs_dilation=None, rhs_dilation=None, dimension_numbers=None
                              ) -> bool:  # fmt: skip
-    """Whether :func:`conv_matmul_kernel_grad` handles this convolution (else: XLA's own)."""
-    dilated = any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ())))
-    layout = dimension_numbers is None or tuple(
-        getattr(dimension_numbers, "lhs_spec", None) or ()) == (0, 3, 1, 2)  # fmt: skip
-    return (lhs.ndim == 4 and rhs.ndim == 4 and groups == 1 and not isinstance(padding, str)
-            and not dilated and layout)  # fmt: skip
+    """Whether :func:`conv_matmul_kernel_grad` handles this convolution (else: XLA's own): 2-D,
+    NHWC / HWIO dimension numbers given explicitly (as Flax passes them; lax's default, None, is
+    NCHW / OIHW), explicit padding, no dilation, no groups."""
+    if lhs.ndim != 4 or rhs.ndim != 4 or groups != 1 or isinstance(padding, str):
+        return False
+    if any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))):
+        return False
+    if dimension_numbers is None:
+        return False
+    nhwc = jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, _DIMENSIONS)
+    return jax.lax.conv_dimension_numbers(lhs.shape, rhs.shape, dimension_numbers) == nhwc
 
 
 def conv_matmul_kernel_grad(
@@ -82,16 +87,19 @@ def _conv_fwd(lhs, rhs, strides, pads, precision):
 
 def _conv_bwd(strides, pads, precision, residuals, g):
     lhs, rhs = residuals
-    _, input_vjp = jax.vjp(lambda x: _plain(x, rhs, strides, pads, precision), lhs)
-    (d_lhs,) = input_vjp(g)
-    return d_lhs, kernel_grad(lhs, g, rhs.shape, strides, pads)
+    # The input gradient is XLA's (a forward-style convolution): the transpose of the conv as a
+    # linear function of its input (no forward recomputed).
+    transpose = jax.linear_transpose(lambda x: _plain(x, rhs, strides, pads, precision), lhs)
+    (d_lhs,) = transpose(g)
+    return d_lhs, kernel_grad(lhs, g, rhs.shape, strides, pads, precision)
 
 
 _conv.defvjp(_conv_fwd, _conv_bwd)
 
 
 def kernel_grad(lhs: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
-                strides: Sequence[int], pads: Sequence[Sequence[int]]) -> jax.Array:  # fmt: skip
+                strides: Sequence[int], pads: Sequence[Sequence[int]],
+                precision: Any = None) -> jax.Array:  # fmt: skip
     """The gradient of a convolution's ``[kh, kw, cin, cout]`` kernel from its input ``lhs``
     ``[n, h, w, cin]`` and output gradient ``g`` ``[n, oh, ow, cout]``: for every kernel offset,
     the input window that offset reads (shifted, strided) contracted with ``g`` over batch and
@@ -101,6 +109,7 @@ def kernel_grad(lhs: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
     x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
     n, oh, ow, _ = g.shape
     sh, sw = strides
+    accumulate = jnp.promote_types(jnp.result_type(lhs, g), jnp.float32)
     rows = []
     for i in range(kh):
         row = []
@@ -109,9 +118,9 @@ def kernel_grad(lhs: jax.Array, g: jax.Array, kernel_shape: Sequence[int],
                                                      j + (ow - 1) * sw + 1, x.shape[3]),
                                    (1, sh, sw, 1))  # fmt: skip
             row.append(jax.lax.dot_general(window, g, (((0, 1, 2), (0, 1, 2)), ((), ())),
-                                           preferred_element_type=jnp.float32))  # fmt: skip
+                                           precision=precision, preferred_element_type=accumulate))  # fmt: skip
         rows.append(jnp.stack(row))
-    return jnp.stack(rows).astype(lhs.dtype)
+    return jnp.stack(rows).astype(jnp.result_type(lhs, g))
 
 
 def max_pool_shifted_grad(x: jax.Array, window: Sequence[int], strides: Sequence[int],

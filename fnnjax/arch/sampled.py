@@ -36,9 +36,10 @@ source with its gate. The head runs under the name ``head``, so its dropout draw
 random numbers as in the supernet; dropout elsewhere (a ``Dropout`` block) would draw others
 and is refused.
 
-Not supported (refused by :func:`sampled_support`, which names the reason): masks and statistics
-hooks, add-on edges, a block's own ``skips`` (``concat``/``add``), dropout outside the head and
-``Choice.update_stats="all"``.
+Not supported (refused by :func:`sampled_support`, which names the reason): add-on edges, a
+block's own ``skips`` (``concat``/``add``), dropout outside the head, choice blocks in the stem and
+``Choice.update_stats="all"``; and (refused when the variables carry them) the ``use_masks`` and
+``collect_stats`` hooks of :func:`~fnnjax.arch.build_model`: the pieces are built without them.
 """
 
 from __future__ import annotations
@@ -51,6 +52,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax._checks import check_float_input
 from fnnjax.arch.build import (
     FactorizedReduce,
     GatedSkips,
@@ -126,6 +128,8 @@ def _has_dropout(b: Block) -> bool:
 def sampled_support(spec: Spec) -> str | None:
     """Why :class:`SampledNet` cannot run ``spec`` (one line), or None when it can."""
     for j, b in enumerate(spec.stem):
+        if isinstance(b, Choice):
+            return f"stem block {j} is a choice block (choices are composed in stages)"
         if _has_dropout(b):
             return f"stem block {j} holds dropout (only the head's draws the supernet's numbers)"
     for i, st in enumerate(spec.stages):
@@ -176,7 +180,7 @@ class SampledNet:
     Example::
 
         net = SampledNet(space)                          # a spec with Choice blocks
-        selection = enas.arc_to_selection(arc, layers)   # concrete values
+        selection = enas.host_selection(arc, layers)     # concrete values, numpy
         metrics, grads, batch_stats = net.value_and_grad(variables, selection, x, y, key,
                                                          objective)
         logits = net.apply(variables, selection, x)      # inference mode
@@ -340,6 +344,7 @@ class SampledNet:
             ``"batch_stats"`` tree with the used units' statistics updated.
         """
         params, stats = variables["params"], variables.get("batch_stats", {})
+        x = self._check_input(variables, x)
         values: dict[Any, Any] = {"x": x}
         tape: list[_Entry] = []
         new_stats, out = stats, "x"
@@ -389,6 +394,7 @@ class SampledNet:
               x: jax.Array) -> jax.Array:  # fmt: skip
         """Logits of ``selection`` in inference mode (running BatchNorm statistics)."""
         params, stats = variables["params"], variables.get("batch_stats", {})
+        x = self._check_input(variables, x)
         values: dict[Any, Any] = {"x": x}
         out = "x"
         for kind, part, paths, inputs, _, extra, out in self._pieces(selection):
@@ -399,12 +405,22 @@ class SampledNet:
         return self._infer_fn("head", (self.spec.head, self.spec.num_classes))(
             self._local(params, head), self._local(stats, head), {}, values[out])
 
+    def _check_input(self, variables: Mapping[str, Any], x: jax.Array) -> jax.Array:
+        """``x`` as the supernet takes it (flat rows reshaped to the input shape); refuses
+        integer pixels and variables of hooks the pieces do not build (masks, statistics)."""
+        hooks = sorted(set(variables) & {"masks", "intermediates", "stats"})
+        if hooks:
+            raise ValueError(f"variables: the sampled execution path builds no masks or "
+                             f"statistics hooks, but the variables hold {hooks}; build the model "
+                             "without use_masks / collect_stats, or use the jitted supernet")  # fmt: skip
+        check_float_input(x, f"model {self.spec.name or 'SampledNet'}")
+        return x.reshape((x.shape[0], *self.spec.input_shape)) if x.ndim == 2 else x
+
     def _zero_grads(self, params: Any) -> Any:
         """A cached tree of zeros shaped like ``params`` (never donated, shared by steps)."""
         structure = jax.tree_util.tree_structure(params)
         if self._zeros is None or self._zeros[0] != structure:
-            zeros = jax.tree_util.tree_map(jnp.zeros_like, params)
-            self._zeros = (structure, jax.tree_util.tree_map(lambda z: z, zeros))
+            self._zeros = (structure, jax.tree_util.tree_map(jnp.zeros_like, params))
         return self._zeros[1]
 
     def compiles(self) -> int:

@@ -37,7 +37,8 @@ def test_the_matmul_kernel_gradient_equals_xlas(k, stride, pads):
 
 @pytest.mark.parametrize(("window", "stride", "pads"), [((3, 3), (1, 1), ((1, 1), (1, 1))),
                                                         ((2, 2), (2, 2), ((0, 0), (0, 0))),
-                                                        ((3, 3), (2, 2), ((1, 1), (1, 1)))])  # fmt: skip
+                                                        ((3, 3), (2, 2), ((1, 1), (1, 1))),
+                                                        ((3, 3), (1, 1), ((0, 1), (1, 0)))])  # fmt: skip
 def test_the_shifted_max_pool_gradient_breaks_ties_as_xla(window, stride, pads):
     x = jnp.asarray(np.random.default_rng(0).integers(0, 3, size=(2, 7, 7, 3)), jnp.float32)
     weights = jnp.arange(1.0, 4.0)
@@ -67,3 +68,27 @@ def test_conv_units_take_the_matmul_gradient_from_the_threshold_up():
     # XLA's kernel gradient is a convolution; the matmul one is one dot per kernel offset.
     assert kernel_grad_ops(small).count("dot_general") == 0
     assert kernel_grad_ops(big).count("dot_general") == 9
+
+
+def test_second_order_derivatives_go_through_the_custom_gradients():
+    """Capacity's OBD saliency takes Hessian-vector products (jvp of grad): the same through the
+    CPU kernels as through XLA's own; lax's default (NCHW) layout is left to lax."""
+    x = jax.random.normal(jax.random.key(0), (2, 5, 5, 3))
+    w = jax.random.normal(jax.random.key(1), (3, 3, 3, 4)) * 0.3
+    dims = jax.lax.conv_dimension_numbers(x.shape, w.shape, DIMS)
+    pads = ((1, 1), (1, 1))
+
+    def net(conv, pool):
+        def f(w, x):
+            return jnp.sum(jnp.sin(pool(conv(x, w, (1, 1), pads, dimension_numbers=dims))))
+        return jax.jit(lambda w, x: jax.jvp(jax.grad(f, argnums=(0, 1)), (w, x), (w, x))[1])
+
+    ref = net(jax.lax.conv_general_dilated, lambda y: nn.max_pool(y, (3, 3), (1, 1), pads))(w, x)
+    new = net(conv_matmul_kernel_grad, lambda y: max_pool_shifted_grad(y, (3, 3), (1, 1), pads))(
+        w, x)  # fmt: skip
+    for a, b in zip(new, ref, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-4, atol=1e-4)
+    nchw = jnp.transpose(x, (0, 3, 1, 2))
+    oihw = jnp.transpose(w, (3, 2, 0, 1))
+    np.testing.assert_allclose(conv_matmul_kernel_grad(nchw, oihw, (1, 1), pads),
+                               jax.lax.conv_general_dilated(nchw, oihw, (1, 1), pads), rtol=1e-5)

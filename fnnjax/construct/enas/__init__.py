@@ -36,7 +36,10 @@ Execution (``SearchConfig.mode``, :func:`resolve_execution`)
     with that :class:`~fnnjax.arch.Choice` mode (accelerators' ``auto`` is ``"switch"``;
     ``update_stats="all"`` always runs ``"all"``). The controller's sampling and update stay
     jitted in every mode; with ``"sampled"`` the arcs are scored between them on the host with
-    the same keys, so both give the same search.
+    the same keys, so both give the same search up to float rounding (tested over an epoch; an
+    accuracy reward can flip where two logits nearly tie, so long searches may part ways). A
+    search resumes on another path than it started on (saying so: mode is no part of its
+    identity).
 
 Two exports of an arc
     *search form* (:func:`search_spec`): the supernet's sub-network for the arc as a plain spec

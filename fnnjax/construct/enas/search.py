@@ -275,7 +275,8 @@ def search(
     ``search_spec.json`` (search form) and ``top_arcs.json``.
 
     Returns:
-        ``{"best_arc", "best_accuracy", "top", "history", "state"}``.
+        ``{"best_arc", "best_accuracy", "top", "history", "state", "execution"}``
+        (``execution``: the path that ran, :func:`resolve_execution`).
 
     Raises:
         ValueError: no validation split, or too few training examples for one batch.
@@ -324,6 +325,10 @@ def search(
         if restored is not None:
             state, meta = restored
             start = int(meta["epoch"]) + 1
+            if meta.get("execution", "all (not recorded)") != execution:
+                log(f"the search ran with execution {meta.get('execution', 'all (not recorded)')!r}"
+                    f" and resumes with {execution!r}: the same computation, rounded "
+                    "differently (it will not match an uninterrupted run bit for bit)")  # fmt: skip
             _truncate_jsonl(out / "search.jsonl", start - 1)
             _truncate_jsonl(out / "arcs.jsonl", start - 1)
             history = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()
@@ -456,8 +461,10 @@ def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int,
             saved[f.name] = f.default
     if dataset is not None and "dataset" in meta:
         saved["dataset"], now["dataset"] = meta["dataset"], dataset
+    # ``mode`` picks how a sampled arc runs, not what it computes: every path gives the same
+    # numbers (to float rounding), so a search may resume on another path (search() says so).
     diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now
-            if k != "epochs" and saved.get(k) != now[k]]  # fmt: skip
+            if k not in ("epochs", "mode") and saved.get(k) != now[k]]  # fmt: skip
     if diff:
         raise ValueError(f"{out} holds a different search ({'; '.join(diff[:3])}); pass another "
                          f"out folder, or resume=False (--no-resume) to start afresh (the old "
