@@ -2,11 +2,11 @@
 
 XLA:CPU differentiates a convolution with respect to its kernel by a convolution whose window is
 the whole featuremap, which it runs far below its forward and input-gradient convolutions: on
-ENAS's search size (batch 128, 32x32x36) the kernel gradient took 275 ms for a 1x1 conv, 745 ms
-for a 3x3 and 1.5 s for a 5x5, against 6 ms, about 200 ms and about 480 ms as the matmuls
-below, and 42 ms for the 3x3's forward (BENCHMARKS.md, ``python -m benchmarks.conv_grad``).
-PyTorch's oneDNN kernels do the whole 3x3 conv, BN and ReLU forward and backward in 132 ms, so
-this gradient alone made fnnjax's CPU training steps several times slower than an eager port.
+ENAS's search size (batch 128, 32x32x36) the kernel gradient took 140 ms for a 1x1 conv, 481 ms
+for a 3x3 and 972 ms for a 5x5, against 9 ms, 167 ms and 421 ms as the matmuls below, and 45 ms
+for the 3x3's forward (BENCHMARKS.md, ``python -m benchmarks.conv_grad``). PyTorch's oneDNN
+kernels do the whole 3x3 conv, BN and ReLU forward and backward in 115 ms, so this gradient
+alone made fnnjax's CPU training steps several times slower than an eager port.
 
 :func:`conv_matmul_kernel_grad` is ``lax.conv_general_dilated`` with a custom VJP: the input
 gradient is XLA's own (a forward-style convolution, fast), and the kernel gradient of a ``k x k``
@@ -127,8 +127,8 @@ def max_pool_shifted_grad(x: jax.Array, window: Sequence[int], strides: Sequence
                           pads: Sequence[Sequence[int]]) -> jax.Array:  # fmt: skip
     """``flax.linen.max_pool`` (NHWC, explicit padding) whose gradient is computed by shifted
     comparisons instead of XLA's ``select_and_scatter``, which XLA:CPU runs slowly (a 3x3
-    stride-1 max-pool's backward on batch 128, 32x32x36: 180 ms against 91 ms for PyTorch's
-    forward and backward together). The gradient of each output goes to the first maximum of
+    stride-1 max-pool's forward and backward on batch 128, 32x32x36: 233 ms against 40 ms
+    shifted, and 80 ms for PyTorch's). The gradient of each output goes to the first maximum of
     its window in row-major order, as ``select_and_scatter`` breaks ties."""
     return _max_pool(x, tuple(int(w) for w in window), tuple(int(s) for s in strides),
                      tuple(tuple(int(v) for v in p) for p in pads))  # fmt: skip

@@ -102,11 +102,12 @@ class SearchConfig:
 EXECUTION_MODES = ("auto", "sampled", "all", "switch", "switch_remat")
 
 AUTO_EXECUTION = {"cpu": "sampled"}
-"""What ``mode="auto"`` runs per backend (:func:`resolve_execution`). CPU: the sampled path (a
-step costs about its own network: 0.8x the arc compiled alone at 6 layers x 16, against 3.8x for
-the supernet's ``all``; BENCHMARKS.md). Other backends: ``"switch"``, the jitted supernet measured
-on an H100 (2.0x the standalone net); the sampled path is not yet measured there
-(``python -m benchmarks.enas_step`` on the device: BENCHMARKS.md)."""
+"""What ``mode="auto"`` runs per backend (:func:`resolve_execution`). CPU: the sampled path (at
+the paper's size a step costs 0.85x the arc compiled alone, median of 20 arcs, against 4.9x for
+the supernet's ``all``, and rewards score 9.4x faster; BENCHMARKS.md). Other backends:
+``"switch"``, the jitted supernet measured on an H100 (2.0x the standalone net); the sampled
+path is not yet measured there (``python -m benchmarks.enas_step`` on the device:
+BENCHMARKS.md)."""
 
 
 def resolve_execution(mode: str, update_stats: str = "selected",
