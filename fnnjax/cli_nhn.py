@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any
 
@@ -34,9 +35,17 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
         "   (paper scale: 310 + 160 + 260 epochs, 300 + 300 LDS cycles; a GPU)",
     )  # fmt: skip
     source = nhn.add_mutually_exclusive_group(required=True)
-    source.add_argument("--arc", type=Path, help="a file holding the macro arc (released format)")
+    source.add_argument("--arc", type=Path, help="a file holding the macro arc: the "
+                        "best_arc.json of `fnnjax enas` (it records the skip convention), its "
+                        "best_arc.txt (read with the best_arc.json beside it), or any arc string "
+                        "in the released format (give --skips when a skip is on)")  # fmt: skip
     source.add_argument("--search", action="store_true",
                         help="run an ENAS macro search first (same sizes, into OUT/enas)")  # fmt: skip
+    nhn.add_argument("--skips", choices=("paper", "released"), default=None,
+                     help="the arc's skip convention: paper (skip bit j reads layer j; fnnjax "
+                     "enas's default) or released (the stem, then layers 0..k-2: arcs found by "
+                     "the released ENAS code, as NHN's); default: what --arc's best_arc.json "
+                     "records, paper with --search")  # fmt: skip
     nhn.add_argument("--dataset", default="fashion_mnist",
                      help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
     nhn.add_argument("--layers", type=positive_int, default=12, help="L; default 12")
@@ -50,6 +59,11 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      "default 310 160 260")  # fmt: skip
     nhn.add_argument("--prune-ratio", type=float, default=0.85,
                      help="share of the 3x3/5x5 kernels DNP removes; default 0.85")  # fmt: skip
+    nhn.add_argument("--prune-scope", choices=("global", "layer"), default="global",
+                     help="DNP's std threshold: one quantile over all kernels (global, default) or "
+                     "one per layer (each loses --prune-ratio of its kernels)")  # fmt: skip
+    nhn.add_argument("--keep-stem", action="store_true",
+                     help="DNP leaves the stem's 3x3 kernels (RGB inputs) whole")  # fmt: skip
     nhn.add_argument("--retrain", choices=("inherit", "scratch"), default="inherit",
                      help="the pruned network goes on from its weights (default) or restarts")  # fmt: skip
     nhn.add_argument("--neurons", type=positive_int, default=8,
@@ -96,36 +110,85 @@ def config_of(args: argparse.Namespace):
                         direction_cycles=dirs)  # fmt: skip
     config = nhn.NhnConfig(layers=args.layers, filters=args.filters, batch_size=args.batch_size,
                            base_epochs=base, prune_epochs=pruned, final_epochs=final,
-                           prune_ratio=args.prune_ratio, retrain=args.retrain, lds=lds)  # fmt: skip
+                           prune_ratio=args.prune_ratio, retrain=args.retrain, lds=lds,
+                           prune_scope=args.prune_scope, prune_stem=not args.keep_stem)  # fmt: skip
     dataset, limit = args.dataset, args.limit_train
     if args.quick:
         dataset, limit = "digits", limit or 400
-        config = nhn.NhnConfig.quick()
+        config = dataclasses.replace(nhn.NhnConfig.quick(), prune_scope=args.prune_scope,
+                                     prune_stem=not args.keep_stem)  # fmt: skip
     return config, dataset, limit
+
+
+def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
+    """The arc in ``path`` and its skip convention: the one ``fnnjax enas`` recorded in its
+    ``best_arc.json`` (``path`` itself, or beside a ``best_arc.txt`` holding the same arc), else
+    ``skips``; an arc with a skip on and no convention recorded or given is refused (the two
+    conventions wire it differently); an arc without skips is the same in both.
+
+    Raises:
+        ConfigError: naming ``--arc`` or ``--skips``.
+    """
+    from fnnjax.construct import enas  # noqa: PLC0415
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if not path.is_file():
+        raise ConfigError(f"--arc: {path} is not a file; give the best_arc.json or best_arc.txt "
+                          "of `fnnjax enas` (or any file holding an arc string)")  # fmt: skip
+    text, recorded, where = path.read_text(), None, path
+    if path.suffix == ".json":
+        try:
+            saved = json.loads(text)
+            text, recorded = saved["arc"], saved.get("skips")
+        except (ValueError, KeyError, TypeError):
+            raise ConfigError(f"--arc {path}: expected the best_arc.json of `fnnjax enas` (an "
+                              "object with 'arc' and 'skips')") from None  # fmt: skip
+    try:
+        arc = enas.arc_from_string(text, layers)
+    except ValueError as error:
+        raise ConfigError(f"--arc {path}: {error} (is --layers {layers} the arc's?)") from None
+    beside = path.with_name("best_arc.json")
+    if recorded is None and path.suffix != ".json" and beside.is_file():
+        try:
+            saved = json.loads(beside.read_text())
+            if enas.arc_from_string(saved["arc"], layers).tolist() == arc.tolist():
+                recorded, where = saved.get("skips"), beside
+        except (ValueError, KeyError, TypeError):
+            pass  # not ours, or another arc: nothing recorded for this one
+    if recorded is not None and skips is not None and recorded != skips:
+        raise ConfigError(f"--skips: {skips}, but {where} records the arc's convention as "
+                          f"{recorded}; drop --skips (or pass --skips {recorded})")  # fmt: skip
+    convention = skips or recorded
+    if convention is None:
+        has_skips = any(v for k, off in enumerate(k + k * (k - 1) // 2 for k in range(layers))
+                        for v in arc[off + 1 : off + 1 + k])  # fmt: skip
+        if has_skips:
+            raise ConfigError(f"--skips: the skip convention of the arc in {path} is not recorded "
+                              "(no best_arc.json beside it); pass --skips released for an arc "
+                              "found by the released ENAS code, or --skips paper for one of "
+                              "`fnnjax enas` (its default)")  # fmt: skip
+        convention = "paper"  # no skip on: both conventions wire it alike
+    return arc, convention
 
 
 def run(args: argparse.Namespace) -> int:
     from fnnjax.construct import enas, nhn  # noqa: PLC0415
-    from fnnjax.errors import ConfigError  # noqa: PLC0415
     from fnnjax.train import load_dataset  # noqa: PLC0415
 
     config, dataset, limit = config_of(args)
-    arc = None
+    arc, skips = None, args.skips or "paper"
     if not args.search:  # checked before any data is loaded
-        if not args.arc.is_file():
-            raise ConfigError(f"--arc: {args.arc} is not a file; give a best_arc.txt written by "
-                              "`fnnjax enas` (or any file holding an arc string)")  # fmt: skip
-        try:
-            arc = enas.arc_from_string(args.arc.read_text(), config.layers)
-        except ValueError as error:
-            raise ConfigError(f"--arc {args.arc}: {error} (is --layers {config.layers} the "
-                              "arc's?)") from None  # fmt: skip
+        arc, skips = read_arc(args.arc, config.layers, args.skips)
+    config = dataclasses.replace(config, skips=skips)
     data = load_dataset(dataset, validation_fraction=args.validation, seed=args.seed, limit_train=limit)
     if args.search:
         # ENAS's own settings (its search width, batch 128); no SmoothInit there: SmoothInit is
         # applied to the network DNP later prunes, which trains from its own initialization.
+        # NHN section 2.1 searches with Cutout (the pipeline's side: half the image's).
+        cut = config.cutout if config.cutout is not None else min(data.input_shape[:2]) // 2
         search = enas.SearchConfig(layers=config.layers, filters=args.search_filters,
-                                   epochs=config.base_epochs, head_pool=config.head_pool)  # fmt: skip
+                                   epochs=config.base_epochs, head_pool=config.head_pool,
+                                   skips=config.skips, cutout=cut)  # fmt: skip
         if args.quick:
             search = dataclasses.replace(search, filters=4, epochs=2, batch_size=64, controller_steps=2,
                                          arcs_per_step=4, reward_batch=32, derive_arcs=10,

@@ -51,6 +51,18 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
                       "programs composed in Python), or the jitted supernet computing all six "
                       "ops (all) or a conditional (switch, switch_remat); default auto: sampled "
                       "on CPU, switch elsewhere (all with --bn-update all)")  # fmt: skip
+    enas.add_argument("--preset", choices=("released", "paper"), default="released",
+                      help="where the ENAS paper and its released script disagree (tanh constant, "
+                      "temperature, entropy weight, controller lr, child l2 and minimum lr, the "
+                      "skip penalty in the reward or the loss): the released script's values "
+                      "(default) or the paper's")  # fmt: skip
+    enas.add_argument("--controller-adam", choices=("tensorflow", "optax"), default="tensorflow",
+                      help="the controller's Adam: TensorFlow's (eps added to the uncorrected "
+                      "sqrt(v), as the released code; default) or optax's (eps added to the "
+                      "bias-corrected sqrt(v_hat): far larger early steps with eps 1e-3)")  # fmt: skip
+    enas.add_argument("--cutout", type=int, default=0,
+                      help="Cutout's square side on every child batch (0: off, as ENAS's released "
+                      "search; NHN searches with it: 16 on CIFAR-10); default 0")  # fmt: skip
     enas.add_argument("--head-pool", choices=("avg", "grouped"), default="avg",
                       help="the classifier's pooling: global average (ENAS, default) or NHN's "
                       "grouped convolution covering the feature map")  # fmt: skip
@@ -133,11 +145,15 @@ def run_enas(args: argparse.Namespace) -> int:
         raise ConfigError(f"--validation: expected a share in (0, 1), got {args.validation}")
     if args.clip < 0:
         raise ConfigError(f"--clip: expected a norm >= 0 (0: no clipping), got {args.clip}")
-    config = enas.SearchConfig(layers=args.layers, filters=args.filters, epochs=args.epochs,
+    preset = enas.SearchConfig.paper if args.preset == "paper" else enas.SearchConfig
+    config = preset(layers=args.layers, filters=args.filters, epochs=args.epochs,
                                batch_size=args.batch_size, random_search=args.random,
                                child_clip=args.clip or None, skips=args.skips,
                                update_stats=args.bn_update, head_pool=args.head_pool,
-                               derive_arcs=args.derive_arcs, mode=args.execution)  # fmt: skip
+                               derive_arcs=args.derive_arcs, mode=args.execution,
+                               controller_adam=args.controller_adam, cutout=args.cutout)  # fmt: skip
+    if args.cutout < 0:
+        raise ConfigError(f"--cutout: expected a square side >= 0 (0: off), got {args.cutout}")
     if args.bn_update == "all" and args.execution not in ("auto", "all"):
         raise ConfigError(f"--execution: {args.execution} runs only the sampled op, but "
                           "--bn-update all updates every op's statistics, which needs all six "

@@ -140,7 +140,8 @@ def test_fnnjax_nhn_killed_inside_lds_is_resumed_there_by_the_experiment(tmp_pat
         return real(*args, **kwargs)
 
     monkeypatch.setattr(search, "location_tell", dying)
-    assert main(["nhn", "--quick", "--arc", str(arc), "--out", str(pipe)]) == 130
+    assert main(["nhn", "--quick", "--arc", str(arc), "--skips", "paper", "--out",
+                 str(pipe)]) == 130  # fmt: skip
     assert "rerun the command to resume" in capsys.readouterr().err
     monkeypatch.setattr(search, "location_tell", real)
     base_epochs = (pipe / "base" / "metrics.jsonl").read_text()

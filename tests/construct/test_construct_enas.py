@@ -130,6 +130,107 @@ def test_reinforce_concentrates_on_the_arc_a_synthetic_reward_prefers():
     assert float(baseline) > 0.7
 
 
+def test_the_controllers_adam_is_tensorflows_update_over_100_steps():
+    """TF1's AdamOptimizer, as documented: lr_t = lr sqrt(1 - b2^t) / (1 - b1^t),
+    theta -= lr_t m_t / (sqrt(v_t) + eps); float64 reference, gradients far below eps as
+    REINFORCE's are, then larger ones."""
+    rng = np.random.default_rng(0)
+    grads = rng.normal(size=(100, 5)) * np.where(np.arange(100)[:, None] < 50, 1e-5, 1e-1)
+    lr, b1, b2, eps = 1e-3, 0.0, 0.999, 1e-3
+    tx = enas.controller_adam(lr)  # TensorFlow's form, the default
+    theta = {"w": jnp.zeros(5, jnp.float32)}
+    state = tx.init(theta)
+    ref, m, v = np.zeros(5), np.zeros(5), np.zeros(5)
+    first = None
+    for t, g in enumerate(grads, start=1):
+        updates, state = tx.update({"w": jnp.asarray(g, jnp.float32)}, state, theta)
+        theta = optax.apply_updates(theta, updates)
+        m, v = b1 * m + (1 - b1) * g, b2 * v + (1 - b2) * g * g
+        step = lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
+        ref = ref - step
+        np.testing.assert_allclose(-np.asarray(updates["w"]), step, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(theta["w"], ref, rtol=1e-5, atol=1e-7)  # float32 sums
+        if t == 1:
+            first = step
+    # optax's form adds eps to the bias-corrected sqrt(v_hat): ~1/sqrt(1 - b2) larger at step 1.
+    optax_form = enas.controller_adam(lr, form="optax")
+    up, _ = optax_form.update({"w": jnp.asarray(grads[0], jnp.float32)},
+                              optax_form.init(theta), theta)  # fmt: skip
+    assert np.all(np.abs(np.asarray(up["w"]) / first) > 25)
+    with pytest.raises(ValueError, match="controller_adam: expected one of"):
+        enas.controller_adam(lr, form="torch")
+
+
+def test_the_paper_preset_temperature_and_the_skip_penalty_in_the_reward():
+    paper = enas.SearchConfig.paper(layers=3)
+    assert (paper.tanh_constant, paper.temperature, paper.entropy_weight, paper.controller_lr,
+            paper.child_l2, paper.child_lr_min, paper.skip_penalty_in, paper.layers) == (
+        2.5, 5.0, 0.1, 3.5e-4, 1e-4, 0.001, "reward", 3)  # fmt: skip
+    released = enas.SearchConfig()
+    assert (released.tanh_constant, released.temperature, released.skip_penalty_in) == (
+        1.5, None, "loss")
+    # The temperature divides the logits before the tanh: a flatter distribution at the start.
+    hot, cool = (enas.Controller(layers=3, lstm_size=8, tanh_constant=2.5, temperature=t)
+                 for t in (None, 5.0))  # fmt: skip
+    params = enas.init_controller(hot, jax.random.key(0))
+    params = jax.tree_util.tree_map(lambda p: p * 20, params)  # sharp logits
+    h_hot = float(hot.apply(params, jax.random.key(1))["entropy"])
+    h_cool = float(cool.apply(params, jax.random.key(1))["entropy"])
+    assert h_cool > h_hot
+    # The skip penalty in the reward: R = acc + w_e H - w_s KL, no penalty term in the loss.
+    arcs = enas.sample_arcs(hot, params, jax.random.key(2), 4)["arc"]
+    acc = jnp.asarray([0.5, 0.6, 0.7, 0.8])
+    out = jax.vmap(lambda a: hot.apply(params, jax.random.key(0), a))(arcs)
+    kw = dict(entropy_weight=0.1, skip_weight=0.8, baseline_decay=0.9)
+    _, in_loss = enas.reinforce_loss(params, hot, arcs, acc, jnp.zeros(()), **kw)
+    loss, in_reward = enas.reinforce_loss(params, hot, arcs, acc, jnp.zeros(()),
+                                          skip_penalty_in="reward", **kw)  # fmt: skip
+    np.testing.assert_allclose(in_loss["reward"], jnp.mean(acc + 0.1 * out["entropy"]), rtol=1e-6)
+    np.testing.assert_allclose(in_reward["reward"], jnp.mean(
+        acc + 0.1 * out["entropy"] - 0.8 * out["skip_penalty"]), rtol=1e-6)  # fmt: skip
+    baselines = enas.moving_baselines(jnp.zeros(()), acc + 0.1 * out["entropy"]
+                                      - 0.8 * out["skip_penalty"], 0.9)  # fmt: skip
+    expected = jnp.mean(-out["log_prob"] * (acc + 0.1 * out["entropy"]
+                                            - 0.8 * out["skip_penalty"] - baselines))  # fmt: skip
+    np.testing.assert_allclose(loss, expected, rtol=1e-5)
+    with pytest.raises(ValueError, match="skip_penalty_in: expected"):
+        enas.reinforce_loss(params, hot, arcs, acc, jnp.zeros(()), skip_penalty_in="both")
+
+
+def test_fnnjax_enas_preset_paper_reaches_the_search(tmp_path, monkeypatch):
+    from fnnjax.cli import main
+
+    seen = []
+
+    def no_search(data, config, *args, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(enas, "search", no_search)
+    argv = ["enas", "--quick", "--out", str(tmp_path), "--controller-adam", "optax"]
+    assert main([*argv, "--preset", "paper", "--cutout", "2"]) == 130
+    assert seen[-1] == enas.SearchConfig.paper(**{
+        k: getattr(seen[-1], k) for k in ("layers", "filters", "epochs", "batch_size",
+                                          "controller_steps", "arcs_per_step", "reward_batch",
+                                          "derive_arcs", "derive_batches")},
+        controller_adam="optax", cutout=2)  # fmt: skip
+    assert main(argv) == 130 and seen[-1].tanh_constant == 1.5
+
+
+def test_the_search_trains_with_cutout_when_asked():
+    from fnnjax.construct.enas.search import child_augmentation
+
+    plain = child_augmentation(enas.SearchConfig(), "cifar10", (32, 32, 3))
+    assert plain.padding == 4 and plain.flip and plain.cutout == 0  # ENAS: no Cutout
+    cut = child_augmentation(enas.SearchConfig(cutout=16), "cifar10", (32, 32, 3))
+    assert cut.cutout == 16 and cut.padding == 4
+    only = child_augmentation(enas.SearchConfig(augment=False, cutout=4), "digits", (8, 8, 1))
+    assert only.cutout == 4 and only.padding == 0 and not only.flip
+    assert child_augmentation(enas.SearchConfig(augment=False), "digits", (8, 8, 1)) is None
+    images = jnp.ones((2, 8, 8, 1))
+    assert float(only(jax.random.key(0), images).min()) == 0.0  # a square zeroed
+
+
 def test_the_baseline_moves_before_each_reward_is_used():
     b = enas.moving_baselines(jnp.asarray(0.0), jnp.asarray([1.0, 1.0, 0.0]), 0.5)
     np.testing.assert_allclose(b, [0.5, 0.75, 0.375])

@@ -135,6 +135,12 @@ def test_dnp_quantiles_prune_a_ratio_globally_or_per_layer():
     assert glob.layers["stem0"]["ratio"] != glob.layers["s0b0"]["ratio"]
     assert nhn.dnp(v["params"], v["masks"], ratio=1.0).total["ratio"] == 1.0
     assert nhn.dnp(v["params"], v["masks"], ratio=0.0).total["pruned"] == 0
+    # The stem left out: not ranked, not pruned, its mask untouched.
+    no_stem = nhn.dnp(v["params"], v["masks"], ratio=0.5, exclude=("stem0",))
+    assert set(no_stem.layers) == {"s0b0"} and no_stem.layers["s0b0"]["pruned"] == 12
+    np.testing.assert_array_equal(no_stem.masks["stem0"]["kernel_mask"], v["masks"]["stem0"]["kernel_mask"])
+    with pytest.raises(ValueError, match="prune_scope: expected"):
+        nhn.NhnConfig(prune_scope="unit")
 
 
 def test_dnp_mistakes_are_one_clear_error():
@@ -305,3 +311,130 @@ def test_a_pipeline_saved_before_a_setting_existed_still_resumes_while_it_is_at_
     assert _without_new_defaults(now, saved, defaults) == saved
     changed = {"arc": "0", "config": NhnConfig(prune_ratio=0.5, head_pool="avg").to_dict()}
     assert _without_new_defaults(changed, saved, defaults) != saved  # a new setting, not default
+
+
+def test_fnnjax_nhn_wires_an_arc_by_its_recorded_or_given_skip_convention(tmp_path, monkeypatch,
+                                                                          capsys):  # fmt: skip
+    """An arc of the released code keeps the released child's wiring (skip bit j reads the stem,
+    then layers 0..k-2); fnnjax enas's best_arc.json tells which convention an arc was searched
+    in; an arc with skips and no convention is refused, one without skips needs none."""
+    import json
+
+    import fnnjax.train
+    from fnnjax.cli import main
+    from fnnjax.construct import enas
+
+    trained = []
+
+    def first_training_only(model, *args, **kwargs):
+        trained.append(model.spec)
+        raise KeyboardInterrupt  # stop after the base network is built
+
+    monkeypatch.setattr(fnnjax.train, "fit", first_training_only)
+    arc = "0 2 1 0 0 1"  # 3 layers; layer 1 skips to 0 (or the stem), layer 2 to 1 (or 0)
+    txt = tmp_path / "best_arc.txt"
+    txt.write_text(arc + "\n")
+
+    def base_wiring(*flags):
+        trained.clear()
+        out = tmp_path / f"o{len(list(tmp_path.glob('o*')))}"  # a fresh folder per run
+        code = main(["nhn", "--quick", "--arc", str(txt), *flags, "--out", str(out)])
+        return code, ([b.gated_skips for st in trained[0].stages for b in st.blocks] if trained
+                      else None)  # fmt: skip
+
+    code, wiring = base_wiring("--skips", "released")
+    assert code == 130 and wiring == [(), (-1,), (0,)]  # the released child's prev_layers
+    released = enas.retrain_spec(enas.arc_from_string(arc), 3, 4, input_shape=(8, 8, 1),
+                                 num_classes=10, skips="released", head_pool="grouped")  # fmt: skip
+    assert [b.gated_skips for st in released.stages for b in st.blocks] == wiring
+    assert base_wiring("--skips", "paper")[1] == [(), (0,), (1,)]
+    # No convention recorded or given: refused in one line naming --skips.
+    assert base_wiring()[0] == 2
+    assert "--skips: the skip convention of the arc" in capsys.readouterr().err
+    # fnnjax enas's best_arc.json beside the .txt (or given itself) records it.
+    (tmp_path / "best_arc.json").write_text(json.dumps({"arc": arc, "skips": "released"}))
+    assert base_wiring()[1] == [(), (-1,), (0,)]
+    assert base_wiring("--skips", "paper")[0] == 2
+    assert "records the arc's convention as released" in capsys.readouterr().err
+    txt.write_text("0 2 0 0 0 0\n")  # no skip on: the same wiring either way, nothing to give
+    assert base_wiring()[1] == [(), (), ()]
+
+
+def test_fnnjax_nhn_search_runs_enas_with_cutout_and_the_skip_convention(tmp_path, monkeypatch):
+    """NHN section 2.1 searches with Cutout; --skips reaches the search and the pipeline."""
+    from fnnjax.cli import main
+    from fnnjax.construct import enas
+
+    seen = []
+
+    def no_search(data, config, *args, **kwargs):
+        seen.append(config)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(enas, "search", no_search)
+    code = main(["nhn", "--quick", "--search", "--skips", "released", "--out", str(tmp_path)])
+    assert code == 130 and seen[0].cutout == 4 and seen[0].skips == "released"  # 8x8 digits
+
+
+def test_fnnjax_nhn_passes_the_dnp_reading_to_dnp(tmp_path, monkeypatch):
+    """--prune-scope layer and --keep-stem reach DNP (after a stand-in for the base training)."""
+    from types import SimpleNamespace
+
+    import fnnjax.train
+    from fnnjax.cli import main
+    from fnnjax.construct.nhn import prune
+
+    def trained_as_given(model, data, config, *, initial_variables=None, **kwargs):
+        return SimpleNamespace(state=SimpleNamespace(variables=lambda: initial_variables),
+                               summary={})  # fmt: skip
+
+    calls = []
+
+    def dnp(params, masks, **kwargs):
+        calls.append(kwargs)
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(fnnjax.train, "fit", trained_as_given)
+    monkeypatch.setattr(prune, "dnp", dnp)
+    argv = ["nhn", "--quick", "--arc", str(tmp_path / "arc.txt"), "--out", str(tmp_path / "o")]
+    (tmp_path / "arc.txt").write_text("0 2 0 0 0 0\n")  # conv3x3 layers: kernels to prune
+    assert main([*argv, "--prune-scope", "layer", "--keep-stem"]) == 130
+    assert calls[-1]["per_layer"] is True and calls[-1]["exclude"] == ("stem0",)
+    assert main([*argv, "--no-resume"]) == 130
+    assert calls[-1]["per_layer"] is False and calls[-1]["exclude"] == ()
+
+
+def test_the_pipeline_smooths_the_base_init_and_retrains_the_pruned_net_from_its_weights(
+        tmp_path, monkeypatch):  # fmt: skip
+    """Algorithm 2 as chosen (pipeline docstring): SmoothInit on the arc's network before its
+    base training; after DNP the pruned network goes on from the trained weights (section 3's
+    "three passes of training"), not from a fresh draw."""
+    from types import SimpleNamespace
+
+    import fnnjax.train
+    from fnnjax.cli import main
+
+    seen = []
+
+    def trained_as_given(model, data, config, *, initial_variables=None, **kwargs):
+        seen.append(initial_variables)
+        if len(seen) == 2:
+            raise KeyboardInterrupt  # the pruned network's training: enough seen
+        return SimpleNamespace(state=SimpleNamespace(variables=lambda: initial_variables),
+                               summary={})  # fmt: skip
+
+    monkeypatch.setattr(fnnjax.train, "fit", trained_as_given)
+    (tmp_path / "arc.txt").write_text("0 2 0 0 0 0\n")  # conv3x3 layers
+    assert main(["nhn", "--quick", "--arc", str(tmp_path / "arc.txt"), "--out",
+                 str(tmp_path / "o")]) == 130  # fmt: skip
+    base, pruned = seen
+    kernel = np.asarray(base["params"]["s0b0"]["br0_1"]["conv"]["kernel"])
+    fresh = np.asarray(nhn.smooth_init(base["params"], 1.0)["s0b0"]["br0_1"]["conv"]["kernel"])
+    # Smoothed once already: far flatter than a He-normal draw of the same scale would be.
+    he = np.random.default_rng(0).normal(size=kernel.shape) * np.sqrt(2 / np.prod(kernel.shape[:3]))
+    assert nhn.kernel_std(kernel).mean() < 0.6 * nhn.kernel_std(he).mean()
+    assert np.abs(fresh - kernel).max() > 0  # (smoothing again would change it further)
+    # The pruned network's kernels are the base network's (clean-up may slice filters away),
+    # not a fresh draw: every value is one of the trained kernel's.
+    after = np.asarray(pruned["params"]["s0b0"]["br0_1"]["conv"]["kernel"])
+    assert after.size and np.isin(after, kernel).all()

@@ -62,15 +62,25 @@ Differences kept on purpose: the dense classifier has a bias (the released one h
 BatchNorm's epsilon is the library's 1e-5 (released: 1e-3); both forms order every unit conv ->
 BN -> ReLU (the released fixed-arc child orders ReLU -> conv -> BN), so that a search-form
 sub-network and its retraining form compute the same kind of layer; the minimum learning rate
-is the issue's and ENAS's 0.0005 (NHN section 2.1 says 0.001).
+is the released script's 0.0005 (the paper's and NHN section 2.1's 0.001: ``SearchConfig.paper()``).
+Where the ENAS paper and its released script disagree (tanh constant, temperature, entropy
+weight, controller learning rate, child L2 and minimum rate, the skip penalty in the reward or
+the loss) the defaults are the script's, and :meth:`SearchConfig.paper` (``fnnjax enas --preset
+paper``) gives the paper's: the table is in :class:`SearchConfig`'s docstring, with the effect of
+the two differences from the released code kept in both (the full-distribution entropy; the skip
+KL at the sampling probability, whose released form aims at ~0.31 skips rather than 0.4). The
+controller's Adam is TensorFlow's (:func:`scale_by_tensorflow_adam`).
 """
 
 from fnnjax.construct.enas.controller import (
+    ADAM_FORMS,
     Controller,
+    controller_adam,
     init_controller,
     moving_baselines,
     reinforce_loss,
     sample_arcs,
+    scale_by_tensorflow_adam,
 )
 from fnnjax.construct.enas.search import (
     EXECUTION_MODES,
@@ -103,6 +113,7 @@ from fnnjax.construct.enas.space import (
 )
 
 __all__ = [
+    "ADAM_FORMS",
     "EXECUTION_MODES",
     "OPS",
     "SKIP_CONVENTIONS",
@@ -115,6 +126,7 @@ __all__ = [
     "arc_to_string",
     "check_arc",
     "child_optimizer",
+    "controller_adam",
     "cosine_restarts",
     "derive",
     "host_selection",
@@ -129,6 +141,7 @@ __all__ = [
     "retrain_spec",
     "sample_arcs",
     "sampled_accuracies",
+    "scale_by_tensorflow_adam",
     "search",
     "search_spec",
     "selection_to_arc",

@@ -9,6 +9,7 @@ import flax.linen as nn
 import jax
 import jax.numpy as jnp
 import numpy as np
+import optax
 
 from fnnjax.construct.enas.space import OPS, _offsets, arc_size
 
@@ -23,6 +24,8 @@ class Controller(nn.Module):
     q_j])`` (so ``P(skip_j) = sigmoid(2 * 1.5 tanh(q_j))``, the released code's distribution). The
     next input is the mean of the chosen anchors (divided by ``1 + number chosen``), or the
     learned start embedding for layer 0. All weights start uniform in ``[-0.1, 0.1]``.
+    ``temperature`` (None: off, as the released macro script; the paper: 5.0) divides both kinds
+    of logits before the tanh, as the released code does when it is set.
 
     ``__call__(key, arc=None)`` returns ``{"arc", "log_prob", "entropy", "skip_penalty",
     "skip_count", "log_probs"}``: ``arc`` sampled with ``key`` (or the given one, teacher-forced:
@@ -39,6 +42,7 @@ class Controller(nn.Module):
     num_ops: int = len(OPS)
     tanh_constant: float = 1.5
     skip_target: float = 0.4
+    temperature: float | None = None
 
     @nn.compact
     def __call__(self, key: jax.Array, arc: jax.Array | None = None) -> dict[str, jax.Array]:
@@ -59,6 +63,9 @@ class Controller(nn.Module):
             c = jax.nn.sigmoid(i) * jnp.tanh(g) + jax.nn.sigmoid(f) * c
             return c, jax.nn.sigmoid(o) * jnp.tanh(c)
 
+        def cool(logits):  # the paper's temperature, before the tanh (as released)
+            return logits if self.temperature is None else logits / self.temperature
+
         def decide(logits, key, given):
             """Samples (or takes ``given``) from categorical ``logits [..., n]``; returns the
             choice, its log-probability and the distribution's entropy."""
@@ -76,7 +83,7 @@ class Controller(nn.Module):
         decisions, log_probs, entropies, penalties, skip_count = [], [], [], [], 0.0
         for k in range(self.layers):
             c, h = lstm(x, c, h)
-            logits = self.tanh_constant * jnp.tanh(h[0] @ w_soft)
+            logits = self.tanh_constant * jnp.tanh(cool(h[0] @ w_soft))
             given = None if arc is None else arc[offsets[k]]
             op, lp, ent = decide(logits, keys[2 * k], given)
             decisions.append(op[None])
@@ -85,7 +92,8 @@ class Controller(nn.Module):
             c, h = lstm(w_emb[op][None], c, h)
             if k:
                 query = jnp.tanh(jnp.concatenate(anchors_w1, axis=0) + h @ w_attn_2) @ v_attn
-                logits = self.tanh_constant * jnp.tanh(jnp.concatenate([-query, query], axis=1))
+                logits = self.tanh_constant * jnp.tanh(cool(jnp.concatenate([-query, query],
+                                                                            axis=1)))  # fmt: skip
                 given = None if arc is None else arc[offsets[k] + 1 : offsets[k] + 1 + k]
                 skip, lp, ent = decide(logits, keys[2 * k + 1], given)
                 decisions.append(skip)
@@ -146,20 +154,34 @@ def reinforce_loss(
     entropy_weight: float = 1e-4,
     skip_weight: float = 0.8,
     baseline_decay: float = 0.99,
+    skip_penalty_in: str = "loss",
 ) -> tuple[jax.Array, dict[str, jax.Array]]:
     """REINFORCE with a moving-average baseline and ENAS's skip penalty, averaged over a batch.
 
     For arc ``t``: reward ``R_t = accuracy_t + entropy_weight * entropy_t``, baseline ``b_t``
     (:func:`moving_baselines`), loss ``-log p(arc_t) (R_t - b_t) + skip_weight * penalty_t``; the
     batch's loss is the mean (ENAS aggregates 20 arcs' gradients per controller step).
+    ``skip_penalty_in="reward"`` (the paper's wording: the KL term is added to the reward) moves
+    the penalty into the reward instead, ``R_t -= skip_weight * penalty_t``, where it reaches
+    the controller only through REINFORCE's ``log p`` term; ``"loss"`` (default) is the released
+    code's, a differentiable penalty on the skip probabilities.
 
     Returns ``(loss, aux)``; ``aux["baseline"]`` is the baseline after the batch.
+
+    Raises:
+        ValueError: an unknown ``skip_penalty_in``.
     """
+    if skip_penalty_in not in ("loss", "reward"):
+        raise ValueError(f"skip_penalty_in: expected 'loss' or 'reward', got {skip_penalty_in!r}")
     out = jax.vmap(lambda a: controller.apply(params, jax.random.key(0), a))(arcs)
     rewards = accuracies + entropy_weight * out["entropy"]
+    penalty = skip_weight * out["skip_penalty"]
+    if skip_penalty_in == "reward":
+        rewards = rewards - jax.lax.stop_gradient(penalty)
+        penalty = jnp.zeros_like(penalty)
     baselines = moving_baselines(baseline, jax.lax.stop_gradient(rewards), baseline_decay)
     advantage = jax.lax.stop_gradient(rewards - baselines)
-    loss = jnp.mean(-out["log_prob"] * advantage + skip_weight * out["skip_penalty"])
+    loss = jnp.mean(-out["log_prob"] * advantage + penalty)
     aux = {"baseline": baselines[-1], "reward": jnp.mean(rewards),
            "entropy": jnp.mean(out["entropy"]), "skip_rate": _skip_rate(arcs, controller.layers)}  # fmt: skip
     return loss, aux
@@ -173,3 +195,50 @@ def _skip_rate(arcs: jax.Array, layers: int) -> jax.Array:
     op_at = np.zeros(arc_size(layers), bool)
     op_at[_offsets(layers)] = True
     return jnp.sum(jnp.where(op_at, 0, arcs)) / (n_skips * arcs.shape[0])
+
+
+ADAM_FORMS = ("tensorflow", "optax")
+
+
+def scale_by_tensorflow_adam(b1: float = 0.9, b2: float = 0.999,
+                             eps: float = 1e-8) -> optax.GradientTransformation:  # fmt: skip
+    """Adam's direction as TensorFlow 1's ``tf.train.AdamOptimizer`` computes it (the released
+    ENAS controller's optimizer): ``sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(v) + eps)``.
+
+    optax's :func:`optax.scale_by_adam` divides by ``sqrt(v_hat) + eps`` with the
+    bias-corrected ``v_hat = v / (1 - b2^t)``; TensorFlow adds ``eps`` to the uncorrected
+    ``sqrt(v)``. The two agree when ``eps`` is negligible against ``sqrt(v)``; ENAS's controller
+    has ``eps = 1e-3`` and REINFORCE gradients far below it, where optax's early steps are up
+    to ``1 / sqrt(1 - b2)`` (about 32x with ``b2 = 0.999``) larger. The state is optax's
+    :class:`optax.ScaleByAdamState`, so the two forms' states are interchangeable.
+    """
+
+    def init(params):
+        zeros = optax.tree_utils.tree_zeros_like(params)
+        return optax.ScaleByAdamState(count=jnp.zeros((), jnp.int32), mu=zeros,
+                                      nu=optax.tree_utils.tree_zeros_like(params))  # fmt: skip
+
+    def update(updates, state, params=None):
+        del params
+        mu = jax.tree_util.tree_map(lambda m, g: b1 * m + (1 - b1) * g, state.mu, updates)
+        nu = jax.tree_util.tree_map(lambda v, g: b2 * v + (1 - b2) * g * g, state.nu, updates)
+        count = state.count + 1
+        t = count.astype(jnp.float32)
+        scale = jnp.sqrt(1 - b2**t) / (1 - b1**t)
+        out = jax.tree_util.tree_map(lambda m, v: scale * m / (jnp.sqrt(v) + eps), mu, nu)
+        return out, optax.ScaleByAdamState(count=count, mu=mu, nu=nu)
+
+    return optax.GradientTransformation(init, update)
+
+
+def controller_adam(learning_rate: float, *, form: str = "tensorflow", b1: float = 0.0,
+                    b2: float = 0.999, eps: float = 1e-3) -> optax.GradientTransformation:  # fmt: skip
+    """The controller's Adam (released ENAS: beta1 0, eps 1e-3) in TensorFlow's ``form``
+    (:func:`scale_by_tensorflow_adam`, default) or ``"optax"``'s (:func:`optax.adam`); both keep
+    the same state tree."""
+    if form not in ADAM_FORMS:
+        raise ValueError(f"controller_adam: expected one of {ADAM_FORMS}, got {form!r}")
+    if form == "optax":
+        return optax.adam(learning_rate, b1=b1, b2=b2, eps=eps)
+    return optax.chain(scale_by_tensorflow_adam(b1, b2, eps),
+                       optax.scale_by_learning_rate(learning_rate))  # fmt: skip

@@ -18,6 +18,7 @@ import optax
 from fnnjax.arch.sampled import SampledNet
 from fnnjax.construct.enas.controller import (
     Controller,
+    controller_adam,
     init_controller,
     reinforce_loss,
     sample_arcs,
@@ -36,7 +37,28 @@ from fnnjax.train.loop import cosine_restarts as train_cosine_restarts
 
 @dataclasses.dataclass(frozen=True)
 class SearchConfig:
-    """ENAS macro search settings (defaults: the paper and the released macro script).
+    """ENAS macro search settings. Defaults: the released macro search script
+    (``scripts/cifar10_macro_search.sh`` and ``general_controller.py``); :meth:`paper` gives the
+    paper's values where the two disagree. The conflicts (paper -> released default):
+
+    =======================  ===============  ==========================================
+    setting                  paper            released (default here)
+    =======================  ===============  ==========================================
+    ``tanh_constant``        2.5              1.5
+    ``temperature``          5.0              None (off)
+    ``entropy_weight``       0.1              1e-4
+    ``controller_lr``        3.5e-4           1e-3
+    ``child_l2``             1e-4             2.5e-4
+    ``child_lr_min``         0.001            0.0005
+    ``skip_penalty_in``      ``"reward"``     ``"loss"`` (a differentiable penalty)
+    =======================  ===============  ==========================================
+
+    Two more differences from the released code, kept in both presets: the entropy is the whole
+    distribution's (the released code adds the sampled action's ``-log p``, whose expectation is
+    the same entropy but noisier), and the skip penalty's KL is taken at the sampling
+    probability ``sigmoid(2 * 1.5 tanh(q))``; the released code takes it at ``sigmoid(logit)``
+    of the tanh-squashed logit alone, so its penalty is minimal where ``sigmoid(2a) ~ 0.31``
+    rather than 0.4: the released controller is pushed to sparser skips than its target says.
 
     Child: ``layers`` x ``filters``, Nesterov momentum ``child_momentum``, L2 ``child_l2`` (the
     loss gains ``l2 * sum(w^2)``, as released), cosine learning rate with warm restarts from
@@ -45,10 +67,16 @@ class SearchConfig:
     (``clip_mode="global"``) or per tensor (``"tensor"``, the released default mode; the
     released code computes clipped gradients and then applies the unclipped ones), a fresh arc
     every step, no dropout, ``augment``: the dataset's crop (+ flip where labels allow;
-    :func:`fnnjax.train.augmentation_for`; the released search pads 4, crops and flips CIFAR).
-    Controller: ``controller_steps`` Adam steps (``controller_lr``, beta1 0, eps 1e-3; optax adds
-    eps to the bias-corrected ``sqrt(v_hat)``, TF's Adam to the uncorrected ``sqrt(v)``, so early
-    steps differ slightly) after each child epoch, each over ``arcs_per_step`` arcs scored on
+    :func:`fnnjax.train.augmentation_for`; the released search pads 4, crops and flips CIFAR),
+    ``cutout``: Cutout's square side on every child batch (0: off, as in ENAS's released macro
+    search; NHN section 2.1 searches with Cutout, and ``fnnjax nhn --search`` turns it on).
+    Controller: ``controller_steps`` Adam steps (``controller_lr``, beta1 0, eps 1e-3) after each
+    child epoch, in ``controller_adam``'s form: ``"tensorflow"`` (default; the released code's
+    ``tf.train.AdamOptimizer``, eps added to the uncorrected ``sqrt(v)``) or ``"optax"`` (eps
+    added to the bias-corrected ``sqrt(v_hat)``: with REINFORCE gradients far below eps its
+    updates are about 29x TensorFlow's at step 1, 4.4x at the end of epoch 1, 2.1x at epoch 5
+    and 1.25x at epoch 20; :func:`~fnnjax.construct.enas.controller.scale_by_tensorflow_adam`),
+    each over ``arcs_per_step`` arcs scored on
     their own validation minibatch of ``reward_batch`` examples (inference-mode BatchNorm, as
     released). ``random_search``: the baseline (uniform arcs: every op and every skip bit
     equally likely, so skips are drawn with probability 0.5, denser than the 0.4 the
@@ -94,9 +122,22 @@ class SearchConfig:
     random_search: bool = False
     mode: str = "auto"
     augment: bool = True
+    cutout: int = 0
     skips: str = "paper"
     update_stats: str = "selected"
     head_pool: str = "avg"
+    controller_adam: str = "tensorflow"
+    temperature: float | None = None
+    skip_penalty_in: str = "loss"
+
+    @classmethod
+    def paper(cls, **changes: Any) -> SearchConfig:
+        """The paper's values where it and the released script disagree (class docstring),
+        plus ``changes``."""
+        paper = dict(tanh_constant=2.5, temperature=5.0, entropy_weight=0.1,
+                     controller_lr=3.5e-4, child_l2=1e-4, child_lr_min=0.001,
+                     skip_penalty_in="reward")  # fmt: skip
+        return cls(**{**paper, **changes})
 
 
 EXECUTION_MODES = ("auto", "sampled", "all", "switch", "switch_remat")
@@ -214,7 +255,8 @@ def _reinforce_update(controller: Controller, tx, config: SearchConfig):
     def update(cparams, copt, baseline, arcs, acc):
         grads, aux = jax.grad(reinforce_loss, has_aux=True)(
             cparams, controller, arcs, acc, baseline, entropy_weight=config.entropy_weight,
-            skip_weight=config.skip_weight, baseline_decay=config.baseline_decay)  # fmt: skip
+            skip_weight=config.skip_weight, baseline_decay=config.baseline_decay,
+            skip_penalty_in=config.skip_penalty_in)  # fmt: skip
         updates, copt = tx.update(grads, copt, cparams)
         aux = {**aux, "accuracy": jnp.mean(acc), "arcs": arcs, "accuracies": acc}
         return optax.apply_updates(cparams, updates), copt, aux["baseline"], aux
@@ -272,7 +314,8 @@ def search(
     ``search.jsonl`` (per epoch: child loss and accuracy, controller reward, entropy, baseline,
     skip rate, validation accuracy of the sampled arcs), ``arcs.jsonl`` (every arc the controller
     sampled in its steps, with its reward accuracy), ``search.png``, and at the end
-    ``best_arc.txt`` (released format), ``best_spec.json`` (retraining form),
+    ``best_arc.txt`` (released format), ``best_arc.json`` (the arc with its layers, width, skip
+    convention and head, which ``fnnjax nhn --arc`` reads), ``best_spec.json`` (retraining form),
     ``search_spec.json`` (search form) and ``top_arcs.json``.
 
     Returns:
@@ -403,6 +446,10 @@ def search(
               "history": history, "state": state, "execution": execution}  # fmt: skip
     if out is not None:
         (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
+        (out / "best_arc.json").write_text(json.dumps(
+            {"arc": arc_to_string(best, config.layers), "layers": config.layers,
+             "filters": config.filters, "skips": config.skips, "head_pool": config.head_pool},
+            indent=1))  # fmt: skip
         kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
         kw.update(skips=config.skips, head_pool=config.head_pool)
         (out / "best_spec.json").write_text(
@@ -417,13 +464,24 @@ def search(
     return result
 
 
+def child_augmentation(config: SearchConfig, dataset: str | None,
+                       input_shape: tuple[int, ...]) -> Any:  # fmt: skip
+    """The child batches' augmentation: the dataset's crop/flip when ``config.augment`` (and a
+    ``dataset`` name is given), Cutout of ``config.cutout``; None when it changes nothing."""
+    from fnnjax.train import Augmentation, augmentation_for  # noqa: PLC0415
+
+    aug = augmentation_for(dataset, input_shape) if config.augment and dataset else Augmentation()
+    aug = dataclasses.replace(aug, cutout=config.cutout) if config.cutout else aug
+    return None if aug.is_identity else aug
+
+
 @functools.lru_cache(maxsize=8)
 def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classes: int, steps: int,
                   augment: str | None):  # fmt: skip
     """The supernet, its engine, the controller, its optimizer and the jitted steps of a search,
     built once per setting in a process (a resumed or repeated search compiles nothing new)."""
     from fnnjax.arch.build import build_model  # noqa: PLC0415
-    from fnnjax.train import Engine, augmentation_for  # noqa: PLC0415
+    from fnnjax.train import Engine  # noqa: PLC0415
 
     execution = resolve_execution(config.mode, config.update_stats)
     space = macro_space(config.layers, config.filters, input_shape=input_shape,
@@ -432,11 +490,11 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
                         head_pool=config.head_pool)  # fmt: skip
     model = build_model(space)
     net = SampledNet(space) if execution == "sampled" else None
-    aug = None if augment is None else augmentation_for(augment, input_shape)
+    aug = child_augmentation(config, augment, input_shape)
     engine = Engine(model, child_optimizer(config, steps), augment=aug)
     controller = Controller(config.layers, config.lstm_size, tanh_constant=config.tanh_constant,
-                            skip_target=config.skip_target)  # fmt: skip
-    ctx = optax.adam(config.controller_lr, b1=0.0, eps=1e-3)
+                            skip_target=config.skip_target, temperature=config.temperature)  # fmt: skip
+    ctx = controller_adam(config.controller_lr, form=config.controller_adam, b1=0.0, eps=1e-3)
     if net is None:
         score = jax.jit(lambda v, a, x, y: arc_accuracies(
             model, v, a, jnp.broadcast_to(x, (a.shape[0], *x.shape)),
@@ -448,7 +506,7 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
 
 
 SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.png",
-                "best_arc.txt", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
+                "best_arc.txt", "best_arc.json", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
 
 
 def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path,

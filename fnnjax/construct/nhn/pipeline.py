@@ -11,7 +11,8 @@ Stages and files (``out/``):
 ``base/``       the arc's retraining form (ENAS's fixed-arc child, grouped-conv head, no
                 dropout; section 2.1), SmoothInit, trained (:func:`fnnjax.train.fit` run);
                 ``base_spec.json``
-``pruned/``     DNP (``prune_ratio`` of the 3x3/5x5 kernels, a global quantile) and clean-up,
+``pruned/``     DNP (``prune_ratio`` of the 3x3/5x5 kernels: one global quantile, or per layer
+                with ``prune_scope="layer"``; the stem's too unless ``prune_stem=False``) and clean-up,
                 then trained further (``retrain="inherit"``, the paper's "three passes of
                 training") or from scratch; ``pruned_spec.json``, ``pruned_masks.npz`` (its
                 DNP kernel masks), ``prune.json`` (per-layer and total prune ratios, the
@@ -26,6 +27,29 @@ Stages and files (``out/``):
                 final network with its add-on edges switched off) and the score
                 ``sqrt((e/2)^2 + (n/25)^2)`` (``e`` test error in %, ``n`` parameters in M)
 ==============  ==========================================================================
+
+Departures from the paper's Algorithm 2, in one place (each a setting or documented, with a
+test of the chosen behaviour):
+
+* The arc's skip convention is a setting (``skips``): ``fnnjax enas`` arcs read layer ``j``
+  (``"paper"``), arcs of the released ENAS code (NHN's) the stem first (``"released"``);
+  ``fnnjax nhn --arc`` takes it from the search's ``best_arc.json`` or ``--skips``.
+* SmoothInit: Algorithm 2 applies it before ENAS (to the layer hierarchy the search trains);
+  here the arc comes from a finished search, so it is applied to the arc's network before its
+  base training, the network DNP prunes (``fnnjax nhn --search`` runs ENAS without it).
+* After DNP the pruned network goes on from its trained weights (``retrain="inherit"``):
+  Algorithm 2 says "Train G from scratch", but section 3 re-trains "the pruned network for
+  another 160 epochs" and counts "three passes of training ... during ENAS, after DNP, and after
+  LDS" for the same weights, without warm restarts; ``retrain="scratch"`` is Algorithm 2's.
+* DNP's thresholds (the paper: "based on standard deviation thresholds", "nearly 85% of input
+  connections of all 3x3 and 5x5 convolution layers on average"): ``prune_scope`` (module
+  :mod:`~fnnjax.construct.nhn.prune`) and ``prune_stem``.
+* The direction search's eligible channels are those whose producing filters survived DNP
+  (:func:`~fnnjax.construct.nhn.evolve.eligible_channels`); in the retraining form the 1x1
+  merges are not pruned, so almost every source stays eligible.
+* ENAS's search (``fnnjax nhn --search``) trains with Cutout, as section 2.1 says, and no
+  dropout; the width, batch, L2 and dropout rate where NHN gives none are the released ENAS
+  retraining script's (:class:`NhnConfig`).
 
 The test split is read only by the trainings' final evaluations, never by a decision (DNP, LDS).
 The DNP masks and the directions are arrays, not spec: the final network's ``"masks"`` and
@@ -70,7 +94,15 @@ class NhnConfig:
         base_epochs: the base training (310: cosine with 4 warm restarts, T0 = 10, Tmul = 2).
         base_l2: its L2 (2e-4).
         sigma: SmoothInit's Gaussian.
-        prune_ratio: the share of 3x3/5x5 kernels DNP removes ("nearly 85%"), a global quantile.
+        prune_ratio: the share of 3x3/5x5 kernels DNP removes ("nearly 85%").
+        prune_scope: how DNP's thresholds are set (the paper prunes "based on standard deviation
+            thresholds" without saying how): ``"global"`` (default: one quantile over every
+            prunable kernel; BatchNorm makes kernel scales arbitrary across layers, so a layer
+            loses 25-92% of its kernels, which is what REPRODUCTION.md's numbers used) or
+            ``"layer"`` (every layer loses ``prune_ratio`` of its kernels: "nearly 85% of input
+            connections of all 3x3 and 5x5 convolution layers on average" holds layer by layer).
+        prune_stem: whether DNP ranks the stem's 3x3 kernels (RGB inputs) too (default True: the
+            stem is one of "all 3x3 and 5x5 convolution layers"; False leaves it whole).
         retrain: ``"inherit"`` (the pruned network goes on training from its weights) or
             ``"scratch"`` (Algorithm 2's "Train G from scratch"; the masks stay).
         prune_epochs: that training (160; cosine without restarts).
@@ -83,6 +115,10 @@ class NhnConfig:
             CIFAR-10; the paper reports its base and pruned networks "with Cutout" too).
         augment: the dataset's crop/flip in every training.
         head_pool: ``"grouped"`` (section 2.2) or ``"avg"``.
+        skips: the arc's skip convention (:data:`fnnjax.construct.enas.SKIP_CONVENTIONS`):
+            ``"paper"`` (skip bit ``j`` reads layer ``j``: arcs of ``fnnjax enas``, its
+            default) or ``"released"`` (the stem and layers ``0 .. k-2``: arcs found by the
+            released ENAS code, as NHN's were); the arc's network is wired as it was searched.
     """
 
     layers: int = 12
@@ -95,6 +131,8 @@ class NhnConfig:
     base_l2: float = 2e-4
     sigma: float = 1.0
     prune_ratio: float = 0.85
+    prune_scope: str = "global"
+    prune_stem: bool = True
     retrain: str = "inherit"
     prune_epochs: int = 160
     lds: LdsConfig = LdsConfig()
@@ -105,8 +143,13 @@ class NhnConfig:
     cutout: int | None = None
     augment: bool = True
     head_pool: str = "grouped"
+    skips: str = "paper"
 
     def __post_init__(self):
+        if self.prune_scope not in ("global", "layer"):
+            raise ValueError(f"prune_scope: expected 'global' or 'layer', got {self.prune_scope!r}")
+        if self.skips not in ("paper", "released"):
+            raise ValueError(f"skips: expected 'paper' or 'released', got {self.skips!r}")
         if self.retrain not in RETRAIN:
             raise ValueError(f"retrain: expected one of {RETRAIN}, got {self.retrain!r}")
         if not 0.0 <= self.prune_ratio < 1.0:
@@ -299,7 +342,8 @@ def run_nhn(
 
     # 1. The layer hierarchy: the arc's network, SmoothInit, trained (no dropout).
     base = retrain_spec(arc, config.layers, config.filters, input_shape=data.input_shape,
-                        num_classes=data.num_classes, head_pool=config.head_pool)  # fmt: skip
+                        num_classes=data.num_classes, head_pool=config.head_pool,
+                        skips=config.skips)  # fmt: skip
     k_base, k_pruned, k_lds, k_final = (seed * 10 + k for k in range(4))
     init = fresh(base, jax.random.key(k_base))
     init = {**init, "params": smooth_init(init["params"], config.sigma)}
@@ -310,8 +354,11 @@ def run_nhn(
     record("base", base, res, base_vars)
 
     # 2. DNP and clean-up, then the pruned network trained again.
-    if prunable_kernels(base_vars["params"]):
-        pruned = dnp(base_vars["params"], base_vars["masks"], ratio=config.prune_ratio)
+    excluded = () if config.prune_stem else ("stem0",)
+    if set(prunable_kernels(base_vars["params"])) - set(excluded):
+        pruned = dnp(base_vars["params"], base_vars["masks"], ratio=config.prune_ratio,
+                     per_layer=config.prune_scope == "layer",
+                     exclude=excluded)  # fmt: skip
     else:  # an arc of separable convs and poolings only: DNP has nothing to prune
         say("== NHN DNP: the arc has no 3x3/5x5 conv kernels (separable convs and poolings "
             "only); nothing is pruned")  # fmt: skip

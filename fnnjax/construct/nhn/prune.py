@@ -68,9 +68,11 @@ class PruneResult:
 
 def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | None = None,
         threshold: float | Mapping[str, float] | None = None, per_layer: bool = False,
-        sizes: Sequence[int] = (3, 5), depthwise: bool = False) -> PruneResult:  # fmt: skip
+        sizes: Sequence[int] = (3, 5), depthwise: bool = False,
+        exclude: Sequence[str] = ()) -> PruneResult:  # fmt: skip
     """Prunes the flat kernels (module docstring): exactly one of ``ratio`` (a quantile: global,
     or per layer with ``per_layer=True``) and ``threshold`` (a std value, or ``{unit: value}``).
+    ``exclude``: unit paths (``"stem0"``) left out of the ranking and never pruned.
 
     A kernel is pruned when its standard deviation is strictly below its layer's threshold (a
     quantile threshold is the smallest std that prunes at least ``ratio`` of the kernels ranked,
@@ -81,7 +83,8 @@ def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | N
                          "(a standard deviation, or one per layer)")  # fmt: skip
     if ratio is not None and not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio: expected a fraction in [0, 1], got {ratio!r}")
-    kernels = prunable_kernels(params, sizes, depthwise)
+    kernels = {u: k for u, k in prunable_kernels(params, sizes, depthwise).items()
+               if u not in set(exclude)}  # fmt: skip
     if not kernels:
         raise ValueError(f"params: no {'/'.join(map(str, sizes))} conv kernels to prune")
     flat_masks = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(dict(masks)).items()
