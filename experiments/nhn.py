@@ -71,6 +71,8 @@ def main(argv=None, log=print) -> dict:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--dataset", default="fashion_mnist")
     p.add_argument("--arc", type=Path, default=DEFAULT_ARC)
+    p.add_argument("--skips", choices=("paper", "released"), default=None,
+                   help="the arc's skip convention (default: its best_arc.json's, as fnnjax nhn)")
     p.add_argument("--layers", type=int, default=6)
     p.add_argument("--filters", type=int, default=16)
     p.add_argument("--epochs", type=int, nargs=3, default=[6, 3, 6], metavar=("BASE", "PRUNED", "FINAL"))
@@ -94,7 +96,17 @@ def main(argv=None, log=print) -> dict:
     config = nhn.NhnConfig(layers=args.layers, filters=args.filters, batch_size=100, base_epochs=args.epochs[0],
                            prune_epochs=args.epochs[1], final_epochs=args.epochs[2],
                            prune_ratio=args.prune_ratio, lds=lds)  # fmt: skip
-    arc_text = args.arc.read_text() if args.arc.is_file() else None
+    arc_text = None
+    if args.arc.is_file() and not args.quick:
+        from fnnjax.cli_nhn import read_arc  # noqa: PLC0415
+        from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+        try:  # the arc and its skip convention, read as `fnnjax nhn --arc` reads them
+            arc, skips = read_arc(args.arc, args.layers, args.skips)
+        except ConfigError as error:
+            raise SystemExit(str(error)) from None
+        arc_text = " ".join(str(int(a)) for a in arc)
+        config = dataclasses.replace(config, skips=skips)
     if args.quick:
         quick_devices(args)
         args.dataset, args.limit_train, args.seeds = "digits", 400, [0]

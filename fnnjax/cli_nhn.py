@@ -140,6 +140,8 @@ def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
         try:
             saved = json.loads(text)
             text, recorded = saved["arc"], saved.get("skips")
+            if not isinstance(text, str):
+                raise TypeError("arc")
         except (ValueError, KeyError, TypeError):
             raise ConfigError(f"--arc {path}: expected the best_arc.json of `fnnjax enas` (an "
                               "object with 'arc' and 'skips')") from None  # fmt: skip

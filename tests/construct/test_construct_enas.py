@@ -149,6 +149,7 @@ def test_the_controllers_adam_is_tensorflows_update_over_100_steps():
         step = lr * np.sqrt(1 - b2**t) / (1 - b1**t) * m / (np.sqrt(v) + eps)
         ref = ref - step
         np.testing.assert_allclose(-np.asarray(updates["w"]), step, rtol=0, atol=1e-7)
+        np.testing.assert_allclose(-np.asarray(updates["w"]), step, rtol=1e-4, atol=1e-12)
         np.testing.assert_allclose(theta["w"], ref, rtol=1e-5, atol=1e-7)  # float32 sums
         if t == 1:
             first = step
@@ -177,6 +178,13 @@ def test_the_paper_preset_temperature_and_the_skip_penalty_in_the_reward():
     h_hot = float(hot.apply(params, jax.random.key(1))["entropy"])
     h_cool = float(cool.apply(params, jax.random.key(1))["entropy"])
     assert h_cool > h_hot
+    # Before the tanh (as released), not after it: logits far beyond T still saturate at +-c,
+    # so a huge scale gives the same distribution with or without T (after the tanh, T would
+    # cap them at c / T, a near-uniform distribution).
+    huge = jax.tree_util.tree_map(lambda p: p * 1e4, params)
+    arc = hot.apply(huge, jax.random.key(1))["arc"]
+    np.testing.assert_allclose(cool.apply(huge, jax.random.key(1), arc)["log_prob"],
+                               hot.apply(huge, jax.random.key(1), arc)["log_prob"], rtol=1e-3)
     # The skip penalty in the reward: R = acc + w_e H - w_s KL, no penalty term in the loss.
     arcs = enas.sample_arcs(hot, params, jax.random.key(2), 4)["arc"]
     acc = jnp.asarray([0.5, 0.6, 0.7, 0.8])
@@ -215,6 +223,19 @@ def test_fnnjax_enas_preset_paper_reaches_the_search(tmp_path, monkeypatch):
                                           "derive_arcs", "derive_batches")},
         controller_adam="optax", cutout=2)  # fmt: skip
     assert main(argv) == 130 and seen[-1].tanh_constant == 1.5
+
+
+def test_a_search_saved_before_the_controllers_adam_setting_resumes_only_with_optax(tmp_path):
+    from fnnjax.construct.enas.search import _check_same_search
+
+    config = enas.SearchConfig(layers=2)
+    saved = dataclasses.asdict(config)
+    del saved["controller_adam"]  # a folder written before the setting existed
+    meta = {"config": saved, "seed": 0}
+    with pytest.raises(ValueError, match="controller_adam: 'optax' there, 'tensorflow' now"):
+        _check_same_search(meta, config=config, seed=0, out=tmp_path)
+    _check_same_search(meta, config=dataclasses.replace(config, controller_adam="optax"), seed=0,
+                       out=tmp_path)  # fmt: skip
 
 
 def test_the_search_trains_with_cutout_when_asked():

@@ -21,7 +21,8 @@ class Controller(nn.Module):
     ``tanh_constant * tanh(h @ w_soft)`` (6 logits), feeds the op's embedding back, runs the LSTM
     again, and samples each of the ``k`` skip decisions by attention over the anchors of the
     earlier steps: ``q_j = v . tanh(W1 anchor_j + W2 h)``, logits ``tanh_constant * tanh([-q_j,
-    q_j])`` (so ``P(skip_j) = sigmoid(2 * 1.5 tanh(q_j))``, the released code's distribution). The
+    q_j])`` (so ``P(skip_j) = sigmoid(2 * c tanh(q_j))`` with ``c = tanh_constant``, the released
+    code's distribution). The
     next input is the mean of the chosen anchors (divided by ``1 + number chosen``), or the
     learned start embedding for layer 0. All weights start uniform in ``[-0.1, 0.1]``.
     ``temperature`` (None: off, as the released macro script; the paper: 5.0) divides both kinds

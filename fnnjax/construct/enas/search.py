@@ -56,7 +56,8 @@ class SearchConfig:
     Two more differences from the released code, kept in both presets: the entropy is the whole
     distribution's (the released code adds the sampled action's ``-log p``, whose expectation is
     the same entropy but noisier), and the skip penalty's KL is taken at the sampling
-    probability ``sigmoid(2 * 1.5 tanh(q))``; the released code takes it at ``sigmoid(logit)``
+    probability ``sigmoid(2 * c tanh(q / T))`` (tanh constant ``c``, temperature ``T``); the
+    released code takes it at ``sigmoid(logit)``
     of the tanh-squashed logit alone, so its penalty is minimal where ``sigmoid(2a) ~ 0.31``
     rather than 0.4: the released controller is pushed to sparser skips than its target says.
 
@@ -509,6 +510,11 @@ SEARCH_FILES = ("checkpoints", "damaged", "search.jsonl", "arcs.jsonl", "search.
                 "best_arc.txt", "best_arc.json", "best_spec.json", "search_spec.json", "top_arcs.json")  # fmt: skip
 
 
+_BEFORE_THE_SETTING = {"controller_adam": "optax"}
+"""What a search saved before a setting existed ran with, where that is not today's default
+(older searches used optax's Adam: they resume only with ``controller_adam="optax"``)."""
+
+
 def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path,
                        dataset: dict[str, Any] | None = None) -> None:  # fmt: skip
     """Refuses to resume a folder holding another search (any setting but ``epochs`` differs, or
@@ -516,7 +522,11 @@ def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int,
     saved = dict(meta.get("config", {}), seed=meta.get("seed"))
     now = dict(dataclasses.asdict(config), seed=seed)
     for f in dataclasses.fields(SearchConfig):  # settings added since, at their defaults
-        if f.name not in saved and now[f.name] == f.default:
+        if f.name in saved:
+            continue
+        if f.name in _BEFORE_THE_SETTING:
+            saved[f.name] = _BEFORE_THE_SETTING[f.name]
+        elif now[f.name] == f.default:
             saved[f.name] = f.default
     if dataset is not None and "dataset" in meta:
         saved["dataset"], now["dataset"] = meta["dataset"], dataset

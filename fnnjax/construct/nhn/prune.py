@@ -83,8 +83,12 @@ def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | N
                          "(a standard deviation, or one per layer)")  # fmt: skip
     if ratio is not None and not 0.0 <= ratio <= 1.0:
         raise ValueError(f"ratio: expected a fraction in [0, 1], got {ratio!r}")
-    kernels = {u: k for u, k in prunable_kernels(params, sizes, depthwise).items()
-               if u not in set(exclude)}  # fmt: skip
+    every = prunable_kernels(params, sizes, depthwise)
+    unknown = sorted(set(exclude) - set(every))
+    if unknown:
+        raise ValueError(f"exclude: {unknown} are no prunable units (they are "
+                         f"{sorted(every)[:6]}{', ...' if len(every) > 6 else ''})")  # fmt: skip
+    kernels = {u: k for u, k in every.items() if u not in set(exclude)}
     if not kernels:
         raise ValueError(f"params: no {'/'.join(map(str, sizes))} conv kernels to prune")
     flat_masks = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(dict(masks)).items()
