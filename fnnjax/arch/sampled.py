@@ -53,6 +53,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnjax._checks import check_float_input
+from fnnjax._trees import at_path
 from fnnjax.arch.build import (
     FactorizedReduce,
     GatedSkips,
@@ -145,12 +146,6 @@ def sampled_support(spec: Spec) -> str | None:
                 return (f"{where} updates every candidate's BatchNorm statistics "
                         "(update_stats='all' needs every candidate computed)")  # fmt: skip
     return None
-
-
-def _get(tree: Mapping[str, Any], path: tuple[str, ...]) -> Any:
-    for name in path:
-        tree = tree[name]
-    return tree
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -310,13 +305,9 @@ class SampledNet:
 
     @staticmethod
     def _local(tree: Mapping[str, Any], paths: Mapping[str, tuple[str, ...]]) -> dict[str, Any]:
-        out = {}
-        for local, path in paths.items():
-            try:
-                out[local] = _get(tree, path)
-            except KeyError:
-                pass  # a unit without this collection (pooling has no batch statistics)
-        return out
+        nodes = {local: at_path(tree, "/".join(path)) for local, path in paths.items()}
+        # (a unit without this collection is left out: pooling has no batch statistics)
+        return {local: node for local, node in nodes.items() if node is not None}
 
     def value_and_grad(
         self,

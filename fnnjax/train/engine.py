@@ -192,7 +192,8 @@ def _train_forward(
 def _apply_update(
     tx: optax.GradientTransformation, state: TrainState, grads, batch_stats, sown
 ) -> TrainState:
-    updates, opt_state = tx.update(grads, state.opt_state, state.params)
+    params, opt_state, step = _gradient_update(tx, state.params, state.opt_state, state.step,
+                                               grads)  # fmt: skip
     collections = dict(state.collections)
     if batch_stats is not None and "batch_stats" in collections:
         collections["batch_stats"] = batch_stats
@@ -202,12 +203,7 @@ def _apply_update(
             "sum": jax.tree_util.tree_map(jnp.add, old["sum"], _sum_sown(sown)),
             "count": old["count"] + 1,
         }
-    return state.replace(
-        step=state.step + 1,
-        params=optax.apply_updates(state.params, updates),
-        collections=collections,
-        opt_state=opt_state,
-    )
+    return state.replace(step=step, params=params, collections=collections, opt_state=opt_state)
 
 
 def _step_batch(augment, batch, rng, step, x_all, y_all, idx):
@@ -506,8 +502,8 @@ class Engine:
         self.eval_step = make_eval_step(model, self.mesh, objective=self.objective)
         self._population_steps: dict[str, Callable[..., Any]] = {}
         batch, repl = sharding.batch_sharding(self.mesh), sharding.replicated_sharding(self.mesh)
-        self._batch = jax.jit(lambda rng, step, x_all, y_all, idx: _step_batch(
-            augment, batch, rng, step, x_all, y_all, idx))  # fmt: skip
+        self._batch = jax.jit(lambda rng, step, x_all, y_all, orders, i: _step_batch(
+            augment, batch, rng, step, x_all, y_all, orders[i]))  # fmt: skip
         self._update = jax.jit(functools.partial(_gradient_update, tx), donate_argnums=(0, 1),
                                out_shardings=repl)  # fmt: skip
 
@@ -572,7 +568,7 @@ class Engine:
         x, y = jax.device_put((x, y), sharding.replicated_sharding(self.mesh))
         metrics = []
         for i in range(orders.shape[0]):
-            xb, yb, drop_key = self._batch(state.rng, state.step, x, y, orders[i])
+            xb, yb, drop_key = self._batch(state.rng, state.step, x, y, orders, i)
             m, grads, batch_stats = gradient(state.variables(), xb, yb, drop_key, self.objective)
             params, opt_state, step = self._update(state.params, state.opt_state, state.step,
                                                    grads)  # fmt: skip
