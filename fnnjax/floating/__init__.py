@@ -6,7 +6,8 @@ Pure functions over explicit parameter pytrees, plus a thin Flax layer:
   presets and parameter counts, initialization, input dropout.
 * :mod:`~fnnjax.floating.step` — eq. 1-5: normalizations, ``materialized_step`` (builds ``W``) and
   ``factored_step`` (Gram-matrix / QR l2 / streaming softmax, never forms ``W``).
-* :mod:`~fnnjax.floating.network` — multi-layer floating networks (3.2) and the FNN (3.3).
+* :mod:`~fnnjax.floating.network` — multi-layer floating networks (3.2), the FNN (3.3) and its
+  per-example multiply-accumulates (:func:`forward_macs`).
 * :mod:`~fnnjax.floating.theorem1` — Theorem 1's conversion of a multi-layer network to an FNN.
 * :mod:`~fnnjax.floating.folding` — section 3.4's inference folding.
 * :mod:`~fnnjax.floating.layer` — the Flax ``FNN`` module and registry factories.
@@ -31,6 +32,7 @@ from fnnjax.floating.layer import FNN, fnn_1024, fnn_5000, fnn_custom
 from fnnjax.floating.network import (
     fnn_apply,
     fnn_train_apply,
+    forward_macs,
     init_multilayer_params,
     multilayer_apply,
 )
@@ -67,6 +69,7 @@ __all__ = [
     "fnn_train_apply",
     "fold_params",
     "folded_apply",
+    "forward_macs",
     "init_multilayer_params",
     "init_params",
     "input_dropout",

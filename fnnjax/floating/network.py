@@ -53,6 +53,7 @@ from fnnjax.floating.step import (
     chunk_sources,
     connection_weights,
     factored_step,
+    folded_product_forms_matrix,
     iterate,
     materialized_step,
     softmax_aggregate,
@@ -62,6 +63,7 @@ from fnnjax.floating.step import (
 __all__ = [
     "fnn_apply",
     "fnn_train_apply",
+    "forward_macs",
     "init_multilayer_params",
     "multilayer_apply",
 ]
@@ -99,7 +101,7 @@ def _softmax_forward(params: dict[str, Any], x: jax.Array, config: FNNConfig) ->
 
     y0 = transform(inp, x)
     y = transform(hid, softmax_aggregate(hid["I"], src_in, y0, lse_first))
-    if config.input_every_iteration:  # the input neurons' share of iterations j > 1, once
+    if config.input_every_iteration and config.iterations > 1:  # the input's share of j > 1, once
         from_input = softmax_aggregate(hid["I"], src_in, y0, lse_later)
 
     def later(y: jax.Array) -> jax.Array:
@@ -142,6 +144,71 @@ def fnn_apply(params: dict[str, Any], x: jax.Array, config: FNNConfig) -> jax.Ar
     if config.normalization == "l2":
         return folded_apply(fold_params(params, config), x, config)
     return _softmax_forward(params, x, config)
+
+
+def forward_macs(config: FNNConfig, batch: int = 1) -> int:
+    """Multiply-accumulates per example of :func:`fnn_apply`'s products, for a batch of ``batch``.
+
+    Counted from what each path multiplies (``R``, ``N``, ``S``, ``d``, ``k`` as in
+    :class:`~fnnjax.floating.FNNConfig`; ``k - 1`` later iterations):
+
+    * factored l2 (:func:`~fnnjax.floating.folding.folded_apply`): ``Y_0 O_in`` (``R d``), then
+      ``p0 I_first^T`` (``N d``), then per later iteration ``Y O_V`` and ``p I_later^T``
+      (``2 N d``, with or without ``input_every_iteration``: ``p0`` is reused), then the output
+      step: ``(Y O_V) I_out^T`` (``(N + S) d``), or ``N S`` where
+      :func:`~fnnjax.floating.step.folded_product_forms_matrix` says the batch is large enough
+      to form ``O_V I_out^T`` once per call. Total ``R d + N d + 2 (k - 1) N d + out``.
+    * materialized (both normalizations): ``Y_0 W_first^T`` (``N R``), per later iteration
+      ``[Y_0 | Y] W_later^T`` (``N (R + N)``; ``N N`` without ``input_every_iteration``), and
+      ``Y W_out^T`` (``S N``).
+    * factored softmax: ``N R'`` for iteration 1, ``N R'`` once more for the input neurons'
+      share of the later iterations (``input_every_iteration`` and ``k > 1``), ``N N'`` per later
+      iteration and ``S N'`` for the outputs, where ``R'`` and ``N'`` are ``R`` and ``N`` rounded
+      up to whole chunks of ``min(chunk_size, M)`` sources (``M`` the group's size): the
+      streaming path multiplies a last partial chunk's padded slots too (by exact zeros), and
+      that is work it does, so it is counted; a ``chunk_size`` that divides ``R`` and ``N`` (or
+      is at least as large, as the default 1024 is for up to 1024 sources) has no padding.
+
+    Work that depends on the parameters only is done once per call, whatever the batch, and is
+    not per-example: the normalizations (similarities ``I O^T``, Gram matrices, folds,
+    log-sum-exps, the softmax path's per-chunk probabilities) and ``O_V I_out^T`` where it is
+    formed. It is left out, as are elementwise operations (``F``'s scale, shift and ReLU), the
+    way conv counts leave out BatchNorm and activations. ``tests/arch/test_arch_counts.py``
+    checks every path against the ``dot_general`` equations of the traced forward (the
+    difference of two batch sizes, so parameter-only work cancels).
+
+    Args:
+        config: the FNN.
+        batch: rows per call; only the factored l2 output step's association depends on it.
+
+    Returns:
+        Multiply-accumulates per example.
+
+    Raises:
+        ConfigError: ``batch`` is not a positive int.
+
+    Example:
+        >>> forward_macs(FNNConfig(num_inputs=784, num_outputs=10, num_hidden=1024, dim=256))
+        2300416
+    """
+    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
+        raise ConfigError(f"batch must be an int >= 1, got {batch!r}")
+    r, n, s, d, k = (config.num_inputs, config.num_hidden, config.num_outputs, config.dim,
+                     config.iterations)  # fmt: skip
+    if config.path == "materialized":
+        later = r + n if config.input_every_iteration else n
+        return n * r + (k - 1) * n * later + s * n
+    if config.normalization == "l2":
+        out = n * s if folded_product_forms_matrix(n, s, d, batch) else (n + s) * d
+        return r * d + n * d + 2 * (k - 1) * n * d + out
+
+    def padded(m: int) -> int:  # chunk_sources' rows: ceil(m / c) chunks of c = min(chunk, m)
+        c = min(config.chunk_size, m)
+        return -(-m // c) * c
+
+    r_pad, n_pad = padded(r), padded(n)
+    first = n * r_pad * (2 if config.input_every_iteration and k > 1 else 1)
+    return first + (k - 1) * n * n_pad + s * n_pad
 
 
 def fnn_train_apply(

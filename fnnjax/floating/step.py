@@ -77,6 +77,7 @@ __all__ = [
     "factored_aggregate",
     "factored_step",
     "folded_product",
+    "folded_product_forms_matrix",
     "gram",
     "gram_form_is_accurate",
     "iterate",
@@ -355,10 +356,21 @@ def folded_product(y: jax.Array, O: jax.Array, I_folded: jax.Array) -> jax.Array
     """
     m, d = O.shape
     n = I_folded.shape[0]
-    b = math.prod(y.shape[:-1])
-    if n <= d and m * n * (d + b) < b * d * (m + n):
+    if folded_product_forms_matrix(m, n, d, math.prod(y.shape[:-1])):
         return y @ (O @ I_folded.T)
     return (y @ O) @ I_folded.T
+
+
+def folded_product_forms_matrix(num_sources: int, num_targets: int, dim: int, batch: int) -> bool:
+    """Whether :func:`folded_product` associates ``y (O I^T)`` (forming the ``[M, N]`` matrix
+    once per call) rather than ``(y O) I^T``, for ``M`` sources, ``N`` targets, embedding
+    dimension ``d`` and ``batch`` rows of ``y``: when ``N <= d`` and ``M N (d + B) < B d (M + N)``.
+
+    The answer depends on the batch: a few rows keep ``(y O) I^T``, many rows amortize
+    ``O I^T`` (e.g. 10 output neurons reading 1024 hidden ones with ``d = 256`` switch at 11 rows).
+    """
+    m, n, d, b = num_sources, num_targets, dim, batch
+    return n <= d and m * n * (d + b) < b * d * (m + n)
 
 
 # ------------------------------------------------------------------------------------ softmax
