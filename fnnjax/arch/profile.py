@@ -6,11 +6,14 @@ Table 2 and Figs. 3-5).
 * ``params``: trainable scalars (BN scale/bias included, running statistics excluded), from
   ``jax.eval_shape`` of ``init`` (no memory spent); for a spec it equals the analytic count.
 * ``flops``: analytic, per example, ``2 x`` multiply-accumulates of every conv and dense layer
-  (the usual convention; padding taps included). ``flops_valid`` excludes taps that land on zero
-  padding, which is what XLA's cost model counts for convolutions. ``flops_compiled`` is
-  ``jax.jit(apply).lower(...).compile().cost_analysis()["flops"] / batch`` (None where the
-  backend gives no cost analysis); it also counts BN, ReLU, pooling and additions, so it is
-  slightly above ``flops_valid``.
+  (the usual convention; padding taps included) and of an FNN head's per-example products
+  (:func:`fnnjax.floating.forward_macs` for a batch of one). ``flops_valid`` excludes taps that
+  land on zero padding, which is what XLA's cost model counts for convolutions.
+  ``flops_compiled`` is ``jax.jit(apply).lower(...).compile().cost_analysis()["flops"] / batch``
+  (None where the backend gives no cost analysis); it also counts BN, ReLU, pooling and
+  additions, so it is slightly above ``flops_valid``; with an FNN head also the head's work on
+  its parameters alone (normalizations, folds: once per call, divided by the batch here), which
+  can put it far above.
 * ``memory``: from ``compiled.memory_analysis()`` of either the inference forward
   (``memory_mode="inference"``) or one training gradient computation (``"train"``: forward with
   batch statistics, softmax cross-entropy, ``jax.grad`` w.r.t. params; the closest analogue of the
@@ -71,7 +74,12 @@ class Profile:
 
 
 def analytic_counts(spec: Spec) -> dict[str, int]:
-    """``{"params", "flops", "flops_valid", "macs"}`` per example, from shape inference alone."""
+    """``{"params", "flops", "flops_valid", "macs"}`` per example, from shape inference alone.
+
+    Sums :func:`~fnnjax.arch.shapes.infer_layers`' units, an FNN head included (its parameters
+    by the FNN paper's Table 1 formula, its products by :func:`fnnjax.floating.forward_macs`):
+    ``params`` equals the model's trainable scalars (BatchNorm running statistics excluded).
+    """
     layers = infer_layers(spec)
     macs = sum(u.macs for u in layers)
     return {

@@ -2,8 +2,8 @@
 
 The walk runs once per spec (specs are hashable; the result is cached), and is shared by the
 builder's documentation, the profiler, surgery and validation: :func:`infer_layers` lists every
-conv / dense / head-BN unit with its shapes, :func:`block_shapes` the output shape of every stem and
-stage block, :func:`head_features` what enters the head.
+conv / dense / head-BN unit and an FNN head with its shapes, :func:`block_shapes` the output shape
+of every stem and stage block, :func:`head_features` what enters the head.
 """
 
 from __future__ import annotations
@@ -34,8 +34,11 @@ from fnnjax.arch.spec import (
     skip_merge_name,
     stem_name,
 )
+from fnnjax.floating.network import forward_macs
+from fnnjax.floating.neurons import FNNConfig, param_count
 
 __all__ = [
+    "FNN_HEAD_PATH",
     "LayerInfo",
     "block_shapes",
     "entry_units",
@@ -47,6 +50,11 @@ __all__ = [
 ]
 
 
+#: Module path of an ``"fnn"`` head's Farfalle network: Flax names the :class:`~fnnjax.floating.FNN`
+#: that :class:`~fnnjax.arch.build.HeadUnit` creates ``FNN_0``; checkpoints hold its params there.
+FNN_HEAD_PATH = "head/FNN_0"
+
+
 @dataclasses.dataclass(frozen=True)
 class LayerInfo:
     """One parametrised unit.
@@ -55,14 +63,20 @@ class LayerInfo:
         path: module path, ``/``-joined Flax module names (``"s1b3/br0_0/dw"``); the params of a
             conv unit are ``params[...path...]["conv"]`` and ``["bn"]``.
         field: the spec field path of the op (``"stages[1].blocks[3].branches[0][0]"``).
-        op: ``"conv"``, ``"dwconv"`` (depthwise), ``"dense"`` or ``"norm"`` (a BatchNorm on its
-            own: a dense head's, or a ``sum_bn`` gated-skip merge's).
-        cin, cout: input / output channels (features for dense).
-        kernel, stride, groups: conv geometry (1 for dense).
-        in_hw, out_hw: spatial sizes (``(1, 1)`` for dense).
+        op: ``"conv"``, ``"dwconv"`` (depthwise), ``"dense"``, ``"norm"`` (a BatchNorm on its
+            own: a dense head's, or a ``sum_bn`` gated-skip merge's) or ``"fnn"`` (an ``"fnn"``
+            head's whole Farfalle network, :data:`FNN_HEAD_PATH`, field ``"head.fnn"``: one
+            record, since its parameters are neurons' embeddings, not per-output-unit weights;
+            nothing resizes or plans it filter by filter).
+        cin, cout: input / output channels (features for dense and fnn).
+        kernel, stride, groups: conv geometry (1 for dense; kernel 0 for norm and fnn units,
+            which have no weight matrix).
+        in_hw, out_hw: spatial sizes (``(1, 1)`` for dense and fnn).
         bias, norm: whether the unit has a bias / a BatchNorm.
         padding: zero padding on each side (``None``: the library's ``(kernel - 1) // 2``; 0 for
             a grouped-conv head's VALID kernel).
+        fnn: an fnn unit's :class:`~fnnjax.floating.FNNConfig` (``None`` for every other op);
+            its :attr:`params` and :attr:`macs` come from the floating package's own counts.
     """
 
     path: str
@@ -78,22 +92,34 @@ class LayerInfo:
     bias: bool
     norm: bool
     padding: int | None = None
+    fnn: FNNConfig | None = None
 
     @property
     def params(self) -> int:
-        """Trainable scalars: weights + bias + BN scale and bias (running stats excluded)."""
+        """Trainable scalars: weights + bias + BN scale and bias (running stats excluded); an
+        fnn unit's ``R (d + 2) + N (2 d + 2) + S (d + 2)``
+        (:func:`fnnjax.floating.neurons.param_count`, the FNN paper's Table 1)."""
+        if self.fnn is not None:
+            return param_count(self.fnn)
         w = self.kernel * self.kernel * (self.cin // self.groups) * self.cout
         return w + (self.cout if self.bias else 0) + (2 * self.cout if self.norm else 0)
 
     @property
     def macs(self) -> int:
-        """Multiply-accumulates of the weights for one example."""
+        """Multiply-accumulates of the weights for one example; an fnn unit's
+        :func:`fnnjax.floating.forward_macs` for a batch of one (the products its forward path
+        does per example; work on its parameters alone, once per call, is not per-example)."""
+        if self.fnn is not None:
+            return forward_macs(self.fnn)
         w = self.kernel * self.kernel * (self.cin // self.groups) * self.cout
         return w * self.out_hw[0] * self.out_hw[1]
 
     @property
     def valid_macs(self) -> int:
-        """Like :attr:`macs` but without the taps that fall on zero padding (what XLA counts)."""
+        """Like :attr:`macs` but without the taps that fall on zero padding (what XLA counts).
+
+        An fnn unit's equal :attr:`macs`: XLA multiplies a softmax chunk's padded source slots
+        too, and :attr:`macs` counts them already."""
         if self.op not in ("conv", "dwconv"):
             return self.macs
         p = (self.kernel - 1) // 2 if self.padding is None else self.padding
@@ -405,6 +431,11 @@ class _ShapeWalker:
                     )
                 )
                 feats = width
+        if h.kind == "fnn":
+            config = FNNConfig(num_inputs=feats, num_outputs=spec.num_classes, **h.fnn.options())
+            self.layers.append(LayerInfo(FNN_HEAD_PATH, "head.fnn", "fnn", feats, spec.num_classes,
+                                         0, 1, 1, (1, 1), (1, 1), False, False,
+                                         fnn=config))  # fmt: skip
         if h.kind in ("linear", "dense"):
             self.layers.append(
                 LayerInfo(
@@ -487,7 +518,8 @@ def _shapes(spec: Spec) -> _Shapes:
 
 
 def infer_layers(spec: Spec) -> list[LayerInfo]:
-    """Shape-infers ``spec``; one :class:`LayerInfo` per conv / dense / head-BN unit, in order.
+    """Shape-infers ``spec``; one :class:`LayerInfo` per conv / dense / head-BN unit and one for an
+    FNN head (op ``"fnn"``), in order: their :attr:`~LayerInfo.params` sum to the model's.
 
     Computed once per spec (cached; a fresh list each call).
 

@@ -401,3 +401,15 @@ def test_capacity_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys)
     assert main(["capacity", "--task", "regression", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_an_fnn_head_counts_in_the_parameter_budget_but_is_no_unit_to_resize():
+    from fnnjax.arch import FnnHead, host_init, infer_layers
+
+    spec = NET.replace(head=Head(kind="fnn", fnn=FnnHead(num_hidden=4, dim=3, iterations=2)))
+    params = host_init(build_model(spec), spec.input_shape)["params"]
+    assert analytic_counts(spec)["params"] == ravel_pytree(params)[0].size
+    ones = jax.tree_util.tree_map(jnp.ones_like, params)
+    units = capacity.unit_saliency(spec, ones)
+    assert set(units) == {u.path for u in infer_layers(spec) if u.op not in ("norm", "fnn")}
+    assert "FNN_0" in params["head"] and "head/FNN_0" not in units

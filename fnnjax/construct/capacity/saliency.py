@@ -132,7 +132,7 @@ def unit_saliency(spec: Spec, saliency: Mapping[str, Any]) -> dict[str, jax.Arra
     out = {}
     for info in infer_layers(spec):
         node = at_path(saliency, info.path)
-        if node is None or info.op == "norm":
+        if node is None or info.op in ("norm", "fnn"):  # an FNN head has no per-unit weights
             continue
         total = jnp.zeros((info.cout,), jnp.float32)
         for leaf in jax.tree_util.tree_leaves(node):
