@@ -109,7 +109,7 @@ def main(argv=None, log=print) -> dict:
         config = dataclasses.replace(config, skips=skips)
     if args.quick:
         quick_devices(args)
-        args.dataset, args.limit_train, args.seeds = "digits", 400, [0]
+        args.dataset, args.limit_train, args.seeds = "digits", None, [0]  # as `fnnjax nhn --quick`
         config = nhn.NhnConfig.quick()  # the settings of `fnnjax nhn --quick`
         arc_text = "0 2 1 0 0 1"
     if arc_text is None:

@@ -9,8 +9,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-QUICK = ("tiny sizes (digits, 3 layers of 4 filters, 2 epochs per training, LDS 2 + 1 cycles of "
-         "4 individuals): a smoke test")  # fmt: skip
+QUICK = ("tiny sizes that show the method in about a minute (digits, 3 layers of 4 filters, 2 "
+         "epochs per training, DNP of half the kernels, LDS 2 + 1 cycles of 4 individuals; "
+         "NhnConfig.quick)")  # fmt: skip
 
 
 def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_int) -> None:
@@ -28,17 +29,19 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
         "train --spec OUT/nhn_spec.json --masks OUT/nhn_masks.npz`), lds/ (lds.jsonl, genes.json, directions.npz, lds.png), each "
         "training's run folder and results.json (accuracies, parameters, the ablation without "
         "add-ons and the paper's score). Rerunning the command resumes where it stopped.",
-        epilog="examples:\n  fnnjax nhn --quick --search --out runs/nhn-quick\n"
+        epilog="examples:\n  fnnjax nhn --quick --arc '0 0 0 2 0 0' --out runs/nhn-quick\n"
+        "  fnnjax nhn --quick --search --out runs/nhn-quick-search   (ENAS's quick search first)\n"
         "  fnnjax nhn --arc runs/enas/best_arc.txt --dataset fashion_mnist --layers 6 "
         "--filters 16 --epochs 10 --lds-cycles 20 10 --out runs/nhn\n"
         "  fnnjax nhn --arc runs/enas-c10/best_arc.txt --dataset cifar10 --out runs/nhn-c10"
         "   (paper scale: 310 + 160 + 260 epochs, 300 + 300 LDS cycles; a GPU)",
     )  # fmt: skip
     source = nhn.add_mutually_exclusive_group(required=True)
-    source.add_argument("--arc", type=Path, help="a file holding the macro arc: the "
-                        "best_arc.json of `fnnjax enas` (it records the skip convention), its "
-                        "best_arc.txt (read with the best_arc.json beside it), or any arc string "
-                        "in the released format (give --skips when a skip is on)")  # fmt: skip
+    source.add_argument("--arc", type=Path, help="the macro arc: the best_arc.json of `fnnjax "
+                        "enas` (it records the skip convention), its best_arc.txt (read with the "
+                        "best_arc.json beside it), any file holding an arc string in the "
+                        "released format, or that string itself (give --skips when a skip is "
+                        "on)")  # fmt: skip
     source.add_argument("--search", action="store_true",
                         help="run an ENAS macro search first (same sizes, into OUT/enas)")  # fmt: skip
     nhn.add_argument("--skips", choices=("paper", "released"), default=None,
@@ -114,7 +117,7 @@ def config_of(args: argparse.Namespace):
                            prune_scope=args.prune_scope, prune_stem=not args.keep_stem)  # fmt: skip
     dataset, limit = args.dataset, args.limit_train
     if args.quick:
-        dataset, limit = "digits", limit or 400
+        dataset = "digits"  # all of it: compiles, not examples, take a quick run's time
         config = dataclasses.replace(nhn.NhnConfig.quick(), prune_scope=args.prune_scope,
                                      prune_stem=not args.keep_stem)  # fmt: skip
     return config, dataset, limit
@@ -133,9 +136,13 @@ def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     if not path.is_file():
-        raise ConfigError(f"--arc: {path} is not a file; give the best_arc.json or best_arc.txt "
-                          "of `fnnjax enas` (or any file holding an arc string)")  # fmt: skip
-    text, recorded, where = path.read_text(), None, path
+        if not all(t.lstrip("-").isdigit() for t in str(path).split()):
+            raise ConfigError(f"--arc: {path} is not a file; give the best_arc.json or "
+                              "best_arc.txt of `fnnjax enas`, any file holding an arc string, "
+                              "or the arc itself (e.g. --arc '0 0 0 2 0 0' for 3 layers)")  # fmt: skip
+        text, recorded, where = str(path), None, path  # the arc itself
+    else:
+        text, recorded, where = path.read_text(), None, path
     if path.suffix == ".json":
         try:
             saved = json.loads(text)
@@ -150,7 +157,7 @@ def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
     except ValueError as error:
         raise ConfigError(f"--arc {path}: {error} (is --layers {layers} the arc's?)") from None
     beside = path.with_name("best_arc.json")
-    if recorded is None and path.suffix != ".json" and beside.is_file():
+    if recorded is None and path.is_file() and path.suffix != ".json" and beside.is_file():
         try:
             saved = json.loads(beside.read_text())
             if enas.arc_from_string(saved["arc"], layers).tolist() == arc.tolist():
@@ -191,10 +198,8 @@ def run(args: argparse.Namespace) -> int:
         search = enas.SearchConfig(layers=config.layers, filters=args.search_filters,
                                    epochs=config.base_epochs, head_pool=config.head_pool,
                                    skips=config.skips, cutout=cut)  # fmt: skip
-        if args.quick:
-            search = dataclasses.replace(search, filters=4, epochs=2, batch_size=64, controller_steps=2,
-                                         arcs_per_step=4, reward_batch=32, derive_arcs=10,
-                                         derive_batches=1)  # fmt: skip
+        if args.quick:  # ENAS's quick search (SearchConfig.quick) at the pipeline's depth
+            search = dataclasses.replace(search, **{**enas.QUICK_SEARCH, "layers": config.layers})
         found = enas.search(data, search, args.out / "enas", seed=args.seed, resume=not args.no_resume)
         arc = found["best_arc"]
     out = nhn.run_nhn(data, arc, config, args.out, seed=args.seed, resume=not args.no_resume)

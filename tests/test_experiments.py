@@ -158,7 +158,13 @@ def test_fnnjax_nhn_killed_inside_lds_is_resumed_there_by_the_experiment(tmp_pat
     assert pipeline["arc"] == "0 2 1 0 0 1"
     assert list(rows) == ["base", "pruned", "pruned + LDS add-ons", "pruned + random add-ons"]
     assert rows["pruned"]["params"] < rows["base"]["params"]
+    # What the quick run shows (NHN's method): DNP prunes half the 3x3/5x5 kernels, and LDS
+    # records each of its location and direction cycles, with distinct scores in the population.
     assert pipeline["prune"]["kernels"] == pytest.approx(0.5, abs=0.02)
+    cycles = [json.loads(line) for line in (pipe / "lds" / "lds.jsonl").read_text().splitlines()]
+    assert [c["phase"] for c in cycles] == ["location", "location", "direction"]
+    assert [c["cycle"] for c in cycles] == [0, 1, 2]
+    assert any(c["best"] > c["worst"] for c in cycles)
     n = len(pipeline["lds"]["locations"])
     assert sum(g >= 0 for g in payload["random_addons"]["genes"]) == n
     assert {"test_accuracy_without_addons", "drop"} <= set(pipeline["ablation"])

@@ -48,7 +48,7 @@ from fnnjax.train.sharding import (
     replicated_sharding,
     sync_processes,
 )
-from fnnjax.train.structure import NewModel
+from fnnjax.train.structure import NewModel, initial_state
 
 __all__ = [
     "Augmentation",
@@ -57,6 +57,7 @@ __all__ = [
     "Engine",
     "FitResult",
     "NewModel",
+    "initial_state",
     "Objective",
     "Split",
     "TrainConfig",

@@ -82,9 +82,9 @@ from fnnjax.train.rundir import (
 from fnnjax.train.sharding import is_primary, sync_processes
 from fnnjax.train.structure import (
     NewModel,
-    _first_difference,
     abstract_state,
     adopt,
+    initial_state,
     rebuild_model,
 )
 
@@ -427,10 +427,8 @@ def fit(
     tx = make_optimizer(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch)
     init_key, data_key, train_key = jax.random.split(jax.random.key(config.seed), 3)
-    state = init_state(init_key, model, data.input_shape, tx)
+    state = initial_state(init_key, model, data.input_shape, tx, initial_variables)
     state = state.replace(rng=jax.random.key_data(jax.random.fold_in(train_key, 0)))
-    if initial_variables is not None:
-        state = _start_from(state, initial_variables, tx)
     state = sharding.replicate(state, mesh)
 
     out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
@@ -607,27 +605,6 @@ def fit(
     return FitResult(state=state, history=history, summary=summary, model=model,
                      description=current)  # fmt: skip
 
-
-def _start_from(state: TrainState, variables: Mapping[str, Any], tx) -> TrainState:
-    """``state`` with its params and collections replaced by ``variables`` (checked)."""
-    params = variables.get("params", state.params)
-    collections = dict(state.collections)
-    for name, tree in variables.items():
-        if name != "params":
-            if name not in collections:
-                raise ConfigError(f"initial_variables[{name!r}]: the model has no such collection "
-                                  f"(it has {sorted(collections)})")  # fmt: skip
-            collections[name] = tree
-    for name, expected, got in [("params", state.params, params),
-                                *((n, state.collections[n], collections[n]) for n in variables
-                                  if n != "params")]:  # fmt: skip
-        difference = _first_difference(expected, got)
-        if difference is not None:
-            raise ConfigError(f"initial_variables[{name!r}]: {difference}")
-    # Copies: the train step donates the state's buffers, and the caller keeps its arrays.
-    params = jax.tree_util.tree_map(jnp.array, params)
-    collections = jax.tree_util.tree_map(jnp.array, collections)
-    return state.replace(params=params, collections=collections, opt_state=tx.init(params))
 
 
 def restore_run(

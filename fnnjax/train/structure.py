@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -18,7 +19,7 @@ from fnnjax.errors import CheckpointError, ConfigError
 from fnnjax.train import sharding
 from fnnjax.train.engine import STATS, TrainState, init_state
 
-__all__ = ["NewModel"]
+__all__ = ["NewModel", "initial_state"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -84,6 +85,61 @@ def adopt(
                 "transplant_params / transplant_opt_state)"
             )
     return change.model, sharding.replicate(state, mesh), change.description
+
+
+def initial_state(key: jax.Array, model: nn.Module, input_shape: tuple[int, ...],
+                  tx: optax.GradientTransformation,
+                  variables: Mapping[str, Any] | None = None) -> TrainState:  # fmt: skip
+    """:func:`~fnnjax.train.engine.init_state`, starting from ``variables`` where given (``fit``'s
+    ``initial_variables``: params and any collections, checked against the model's shapes).
+
+    When ``variables`` hold the params and every collection the model makes (its sown
+    statistics aside, which start at zero), no init is compiled: the state is built from them and
+    the model's shapes alone (an init's compile takes seconds per network on CPU). The result
+    equals ``init_state`` followed by the replacement, bitwise.
+
+    Raises:
+        ConfigError: a collection the model does not have, or a leaf of another shape (the
+            message names ``initial_variables[name]`` and the leaf).
+    """
+    if variables is None:
+        return init_state(key, model, input_shape, tx)
+    shapes = jax.eval_shape(lambda k: init_state(k, model, input_shape, tx), key)
+    if "params" in variables and not set(shapes.collections) - {STATS} - set(variables):
+        def zeros(tree):
+            return jax.tree_util.tree_map(lambda a: jnp.zeros(a.shape, a.dtype), tree)
+
+        typed = key if jax.dtypes.issubdtype(jnp.asarray(key).dtype, jax.dtypes.prng_key) else (
+            jax.random.wrap_key_data(key))  # fmt: skip
+        state = shapes.replace(step=jnp.zeros((), jnp.int32),
+                               collections={**shapes.collections, **zeros(
+                                   {k: v for k, v in shapes.collections.items() if k == STATS})},
+                               rng=jax.random.key_data(jax.random.split(typed)[1]))  # fmt: skip
+    else:  # collections only an init makes (e.g. BatchNorm's statistics, not given)
+        state = init_state(key, model, input_shape, tx)
+    return _start_from(state, variables, tx)
+
+
+def _start_from(state: TrainState, variables: Mapping[str, Any], tx) -> TrainState:
+    """``state`` with its params and collections replaced by ``variables`` (checked)."""
+    params = variables.get("params", state.params)
+    collections = dict(state.collections)
+    for name, tree in variables.items():
+        if name != "params":
+            if name not in collections:
+                raise ConfigError(f"initial_variables[{name!r}]: the model has no such collection "
+                                  f"(it has {sorted(collections)})")  # fmt: skip
+            collections[name] = tree
+    for name, expected, got in [("params", state.params, params),
+                                *((n, state.collections[n], collections[n]) for n in variables
+                                  if n != "params")]:  # fmt: skip
+        difference = _first_difference(expected, got)
+        if difference is not None:
+            raise ConfigError(f"initial_variables[{name!r}]: {difference}")
+    # Copies: the train step donates the state's buffers, and the caller keeps its arrays.
+    params = jax.tree_util.tree_map(jnp.array, params)
+    collections = jax.tree_util.tree_map(jnp.array, collections)
+    return state.replace(params=params, collections=collections, opt_state=tx.init(params))
 
 
 def _first_difference(expected: Any, got: Any) -> str | None:

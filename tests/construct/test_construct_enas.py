@@ -217,11 +217,7 @@ def test_fnnjax_enas_preset_paper_reaches_the_search(tmp_path, monkeypatch):
     monkeypatch.setattr(enas, "search", no_search)
     argv = ["enas", "--quick", "--out", str(tmp_path), "--controller-adam", "optax"]
     assert main([*argv, "--preset", "paper", "--cutout", "2"]) == 130
-    assert seen[-1] == enas.SearchConfig.paper(**{
-        k: getattr(seen[-1], k) for k in ("layers", "filters", "epochs", "batch_size",
-                                          "controller_steps", "arcs_per_step", "reward_batch",
-                                          "derive_arcs", "derive_batches")},
-        controller_adam="optax", cutout=2)  # fmt: skip
+    assert seen[-1] == enas.SearchConfig.paper(**enas.QUICK_SEARCH, controller_adam="optax", cutout=2)
     assert main(argv) == 130 and seen[-1].tanh_constant == 1.5
 
 
@@ -283,16 +279,14 @@ def test_child_gradients_clip_by_global_norm_or_per_tensor():
         enas.child_optimizer(enas.SearchConfig(clip_mode="layer"), 1)
 
 
-def test_a_killed_search_resumes_to_the_same_result_as_the_cli_run_uninterrupted(tmp_path, capsys):
-    from fnnjax.cli import main
+def test_a_killed_search_resumes_to_the_same_result_as_the_run_uninterrupted(tmp_path):
     from fnnjax.train import load_dataset
 
-    assert main(["enas", "--quick", "--out", str(tmp_path / "whole")]) == 0
-    assert "fnnjax train --spec" in capsys.readouterr().out
-    # The same search through the API, killed after epoch 0 and resumed.
     data = load_dataset("digits", validation_fraction=0.1, limit_train=400)
     config = enas.SearchConfig(layers=2, filters=4, epochs=2, batch_size=64, controller_steps=2,
                                arcs_per_step=4, reward_batch=32, derive_arcs=10, derive_batches=1)  # fmt: skip
+    enas.search(data, config, tmp_path / "whole", log=lambda _: None)
+    # The same search killed after epoch 0 and resumed.
     first = enas.search(data, dataclasses.replace(config, epochs=1), tmp_path / "cut",
                         log=lambda _: None)  # fmt: skip
     assert len(first["history"]) == 1

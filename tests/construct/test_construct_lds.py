@@ -232,3 +232,18 @@ def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_pa
              if np.ndim(k) == 4 and np.asarray(m).any() and not np.asarray(m).all()]  # fmt: skip
     assert moved and max(moved) > 0
 
+
+
+def test_a_gene_code_keeping_no_add_on_gives_the_plain_network_without_an_arch_collection():
+    """Regression: on a net without skips, a search that keeps no add-on left no ``"arch"``
+    collection and ``with_addons`` raised ``KeyError: 'arch'`` after all of ``fnnjax nhn``'s
+    training."""
+    spec, supernet, _, state = _supernet_state()
+    space = nhn.gene_space(spec)
+    final, kept = nhn.with_addons(supernet, space, state.variables(), -jnp.ones(space.size, jnp.int32), {})
+    assert not any(b.addons for st_ in final.stages for b in st_.blocks)
+    assert set(kept) == {"masks"}
+    model = build_model(final, use_masks=True)
+    fresh = model.init(jax.random.key(0), jnp.zeros((1, *spec.input_shape)))
+    x = jnp.ones((2, *spec.input_shape))
+    assert np.isfinite(np.asarray(model.apply({**fresh, **kept}, x))).all()

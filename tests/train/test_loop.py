@@ -504,3 +504,44 @@ def test_a_run_starts_from_given_variables_and_calls_back_every_k_steps(syntheti
         fit(SMALL, synthetic, _config(epochs=1), initial_variables={"params": bad})
     with pytest.raises(ConfigError, match="on_steps: expected"):
         fit(SMALL, synthetic, _config(epochs=1), on_steps=(0, print))
+
+
+def test_initial_variables_covering_the_model_start_a_run_without_compiling_an_init(caplog):
+    """``initial_state`` with params and every collection the model makes builds the state from
+    them and the model's shapes alone: bitwise what an init and the replacement gave, no init
+    compiled (only the optimizer state's zeros and the copies, as before)."""
+    import logging
+
+    from fnnjax.arch import Conv, Spec, Stage, build_model, init_variables
+    from fnnjax.train.engine import init_state
+    from fnnjax.train.structure import initial_state
+
+    spec = Spec(input_shape=(8, 8, 1), num_classes=10,
+                stages=(Stage(blocks=(Conv(filters=4, kernel=3), Conv(filters=6, kernel=5))),))  # fmt: skip
+    model = build_model(spec, use_masks=True)
+    tx = optax.sgd(0.1, momentum=0.9)
+    given = init_variables(model, jax.random.key(3), (8, 8, 1))
+    init = init_state(jax.random.key(5), model, (8, 8, 1), tx)
+
+    def compiled_inits(variables):
+        caplog.clear()
+        with caplog.at_level(logging.DEBUG), jax.log_compiles():
+            state = jax.block_until_ready(initial_state(jax.random.key(5), model, (8, 8, 1), tx,
+                                                        variables))  # fmt: skip
+        return state, [r.getMessage() for r in caplog.records
+                       if "Finished XLA compilation of jit(<lambda>)" in r.getMessage()]  # fmt: skip
+
+    state, inits = compiled_inits(given)
+    assert inits == []
+    expected = init.replace(params=given["params"], collections={
+        **init.collections, **{k: v for k, v in given.items() if k != "params"}})  # fmt: skip
+    assert jax.tree_util.tree_structure(state) == jax.tree_util.tree_structure(expected)
+    for a, b in zip(jax.tree_util.tree_leaves(state), jax.tree_util.tree_leaves(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
+    # Without BatchNorm's statistics, an init is compiled for them; the rest is the same.
+    again, inits = compiled_inits({k: v for k, v in given.items() if k != "batch_stats"})
+    assert len(inits) == 1
+    np.testing.assert_array_equal(again.params["s0b0"]["conv"]["kernel"],
+                                  state.params["s0b0"]["conv"]["kernel"])  # fmt: skip
+    with pytest.raises(ConfigError, match=r"initial_variables\['masks'\]"):
+        initial_state(jax.random.key(5), model, (8, 8, 1), tx, {**given, "masks": {"x": jnp.ones(2)}})

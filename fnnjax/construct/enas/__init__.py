@@ -84,6 +84,7 @@ from fnnjax.construct.enas.controller import (
 )
 from fnnjax.construct.enas.search import (
     EXECUTION_MODES,
+    QUICK_SEARCH,
     SearchConfig,
     arc_accuracies,
     child_optimizer,
@@ -115,6 +116,7 @@ from fnnjax.construct.enas.space import (
 __all__ = [
     "ADAM_FORMS",
     "EXECUTION_MODES",
+    "QUICK_SEARCH",
     "OPS",
     "SKIP_CONVENTIONS",
     "Controller",

@@ -132,6 +132,21 @@ class SearchConfig:
     skip_penalty_in: str = "loss"
 
     @classmethod
+    def quick(cls, **changes: Any) -> SearchConfig:
+        """A search that visibly learns in about a minute on 2 CPU cores (``fnnjax enas
+        --quick``, on scikit-learn's digits): 2 layers of 16 filters, 4 epochs of batch 32, 20
+        controller steps of 4 arcs per epoch (80 updates), rewards on 64 validation images, 10
+        arcs derived; plus ``changes``. Three departures from the defaults make 80 updates
+        enough to see: the controller's learning rate is 0.03 (1e-3 moves the logits by about
+        0.08 in 80 Adam steps, so the entropy stays at its maximum to 5 digits), the child's
+        peak learning rate 0.1, and no augmentation (digits' pad-1 crops slow the 16-filter
+        child, so the arcs' rewards differ later). With these, seeds 0 and 1 lowered the
+        entropy by 33% and 29% between the first and the last epoch and derived arcs at 50% and
+        59% shared-weight validation accuracy (chance: 10%); at 1e-3 (40 updates, 8 filters) the
+        entropy moved by under 0.01%."""
+        return cls(**{**QUICK_SEARCH, **changes})
+
+    @classmethod
     def paper(cls, **changes: Any) -> SearchConfig:
         """The paper's values where it and the released script disagree (class docstring),
         plus ``changes``."""
@@ -140,6 +155,12 @@ class SearchConfig:
                      skip_penalty_in="reward")  # fmt: skip
         return cls(**{**paper, **changes})
 
+
+QUICK_SEARCH: dict[str, Any] = dict(
+    layers=2, filters=16, epochs=4, batch_size=32, controller_steps=20, arcs_per_step=4,
+    reward_batch=64, derive_arcs=10, derive_batches=1, controller_lr=0.03, child_lr_max=0.1,
+    augment=False)
+"""The settings :meth:`SearchConfig.quick` changes from the defaults."""
 
 EXECUTION_MODES = ("auto", "sampled", "all", "switch", "switch_remat")
 

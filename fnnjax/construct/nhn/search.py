@@ -285,11 +285,12 @@ def lds(
     Raises:
         ValueError: no validation split, or a base network LDS cannot extend.
     """
-    from fnnjax.arch import build_model, transplant_params  # noqa: PLC0415
+    from fnnjax.arch import build_model, init_variables, transplant_params  # noqa: PLC0415
     from fnnjax.train import (  # noqa: PLC0415
         Engine,
         Split,
         augmentation_for,
+        initial_state,
         make_mesh,
         replicate,
         replicated_sharding,
@@ -310,7 +311,7 @@ def lds(
     space = gene_space(spec, config.kernels)
     supernet = addon_space(spec, config.neurons, config.kernels)
     model = build_model(supernet, use_masks=True)
-    fresh = model.init(jax.random.key(seed), jnp.zeros((1, *data.input_shape), jnp.float32))
+    fresh = init_variables(model, jax.random.key(seed), data.input_shape)
     base_vars = {k: v for k, v in variables.items() if k != "arch"}
     moved = transplant_params(spec, base_vars, supernet, fresh)
     base_arch = {path: dict(leaves) for path, leaves in moved["arch"].items()}
@@ -322,11 +323,9 @@ def lds(
     aug = None if aug is None or aug.is_identity else aug
     engine = Engine(model, _optimizer(config, mask), make_mesh(num_devices), augment=aug,
                     eval_batch_size=config.score_batches * config.score_batch)  # fmt: skip
-    child = engine.init(jax.random.key(seed + 1), data.input_shape)
-    child = child.replace(params=moved["params"], opt_state=engine.tx.init(moved["params"]),
-                          collections={**child.collections,
-                                       **{k: v for k, v in moved.items() if k != "params"}})  # fmt: skip
-    child = replicate(child, engine.mesh)
+    # The supernet's state from the transplanted variables (no second init compiled).
+    child = replicate(initial_state(jax.random.key(seed + 1), model, data.input_shape, engine.tx,
+                                    moved), engine.mesh)  # fmt: skip
     repl = replicated_sharding(engine.mesh)
     x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
     joint = _joint_step(model, engine.tx, engine.objective, aug)
