@@ -211,20 +211,22 @@ def build_parser() -> argparse.ArgumentParser:
         "spec", help="write, validate and summarize architecture specs (JSON)", parents=debug,
         description="Prints a spec's notation, template-layer filters, parameters and FLOPs per "
         "example (from shape inference; nothing is compiled). The spec comes from FILE (checked "
-        "field by field) or from a zoo model with a template and width. --write saves it as JSON "
-        "for `fnnjax train --spec`.",
+        "field by field) or from a zoo model; --template, --width and --head transform either "
+        "(in that order; --head keeps the spec's pooling). --write saves the result as JSON for "
+        "`fnnjax train --spec`.",
         epilog="examples:\n  fnnjax spec --model resnet50 --template uniform --write r50.json\n"
         "  fnnjax spec r50.json\n  fnnjax spec --model vgg16 --head fnn --input-shape 28 28 1 "
-        "--write v.json", formatter_class=argparse.RawDescriptionHelpFormatter,
+        "--write v.json\n  fnnjax spec runs/env/final_spec.json --template uniform --width 0.5 "
+        "--head fnn --write env-u.json", formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     spec.add_argument("file", nargs="?", type=Path, metavar="FILE.json", help="a spec to check")
     spec.add_argument("--model", help="a zoo model (vgg16, vgg19, resnet50, inception, mobilenet)")
     spec.add_argument("--template", default="base", help="filter template; default base")
     spec.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
     spec.add_argument("--head", help="linear, dense or fnn (default: the model's own)")
-    spec.add_argument("--input-shape", type=_positive_int, nargs=3, default=[32, 32, 3],
-                      metavar=("H", "W", "C"), help="one example's shape; default 32 32 3")
-    spec.add_argument("--classes", type=_positive_int, default=10, help="default 10")
+    spec.add_argument("--input-shape", type=_positive_int, nargs=3, default=None,
+                      metavar=("H", "W", "C"), help="--model: one example's shape; default 32 32 3")
+    spec.add_argument("--classes", type=_positive_int, default=None, help="--model: default 10")
     spec.add_argument("--write", type=Path, metavar="PATH", help="write the spec as JSON here")
 
     from fnnjax import cli_search  # noqa: PLC0415
@@ -270,7 +272,8 @@ def _train(args: argparse.Namespace) -> int:
     )  # fmt: skip
     if args.spec is not None and (args.model != "dense" or options):
         raise ConfigError("--spec FILE replaces --model, -o, --template and --width; pass one or "
-                          "the other (`fnnjax spec --model ... --write FILE` makes a spec)")  # fmt: skip
+                          "the other (`fnnjax spec FILE --template T --width W --write NEW` "
+                          "transforms a spec; `fnnjax spec --model ... --write FILE` makes one)")  # fmt: skip
     masks = None
     if args.masks is not None:
         if args.spec is None:
@@ -420,14 +423,29 @@ def _read_spec(path: Path):
 
 def _spec(args: argparse.Namespace) -> int:
     from fnnjax import arch, models  # noqa: PLC0415
-    from fnnjax.construct import layer_filters  # noqa: PLC0415
+    from fnnjax.construct import layer_filters, templates  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     if (args.file is None) == (args.model is None):
         raise ConfigError("give a spec FILE.json to check, or --model to make one (not both)")
     if args.file is not None:
+        for flag, value in (("--input-shape", args.input_shape), ("--classes", args.classes)):
+            if value is not None:
+                raise ConfigError(f"{flag}: a spec FILE carries its own input shape and classes; "
+                                  "drop the flag (or make the spec with --model)")  # fmt: skip
         spec = _read_spec(args.file)
+        try:  # as --model: the template, then the width; the head swap keeps the spec's pooling
+            if args.template not in ("base", None):
+                spec = templates.apply_template(spec, args.template)
+            if args.width != 1.0:
+                spec = templates.width_multiplier(spec, args.width)
+            if args.head is not None:
+                spec = arch.with_head(spec, args.head)
+        except ValueError as error:
+            raise ConfigError(f"{args.file}: {error}") from None
     else:
+        args.input_shape = args.input_shape or [32, 32, 3]
+        args.classes = args.classes or 10
         if args.model not in arch.MODEL_NAMES:
             raise ConfigError(f"--model: expected a zoo model ({', '.join(arch.MODEL_NAMES)}), got "
                               f"{args.model!r}; other registered models are not specs")  # fmt: skip

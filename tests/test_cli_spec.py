@@ -24,6 +24,43 @@ def test_spec_writes_checks_and_summarizes_a_zoo_model(tmp_path, capsys):
     assert checked.splitlines()[:2] == made.splitlines()[:2]  # the same notation and summary
 
 
+def test_spec_transforms_a_file_as_it_makes_a_zoo_model_and_writes_the_result(tmp_path, capsys):
+    """Regression: `fnnjax spec FILE --template --width --head --write` wrote FILE's spec
+    unchanged. Now the file's spec gets the transforms --model gets, in the same order."""
+    from fnnjax import models
+    from fnnjax.construct import templates
+
+    plain, out = tmp_path / "vgg.json", tmp_path / "vgg-u.json"
+    assert cli.main(["spec", "--model", "vgg16", "--input-shape", "8", "8", "1", "--write",
+                     str(plain)]) == 0  # fmt: skip
+    argv = ["spec", str(plain), "--template", "uniform", "--width", "0.25", "--head", "fnn",
+            "--write", str(out)]  # fmt: skip
+    assert cli.main(argv) == 0
+    printed = capsys.readouterr().out
+    written = arch.from_json(out.read_text())
+    expected = arch.with_head(templates.width_multiplier(templates.apply_template(
+        models.build_spec("vgg16", 10, (8, 8, 1)), "uniform"), 0.25), "fnn")  # fmt: skip
+    assert written == expected and written.name == "vgg16 uniform x0.25 fnn head"
+    assert written.head.pool == "flatten" and written.head.kind == "fnn"  # VGG-16 flattens
+    assert len(set(templates.layer_filters(written))) == 1  # uniform
+    assert f"{arch.analytic_counts(written)['params']:,} parameters" in printed
+    # The same as making it from the zoo in one go (the head aside: --model's own FNN head).
+    zoo = models.build_spec("vgg16", 10, (8, 8, 1), "uniform", 0.25, head="fnn")
+    assert written.replace(name=zoo.name) == zoo
+
+
+def test_with_head_keeps_the_pooling_and_names_the_result():
+    grouped = TINY.replace(head=arch.Head(pool="grouped"))
+    for kind in ("linear", "dense", "fnn"):
+        swapped = arch.with_head(grouped, kind)
+        assert swapped.head.pool == "grouped" and swapped.head.kind == kind
+        assert swapped.name == f"tiny {kind} head" and swapped.stages == grouped.stages
+    small = arch.with_head(TINY, "fnn", {"num_hidden": 8, "dim": 4})
+    assert small.head.fnn.num_hidden == 8
+    with pytest.raises(ValueError, match="head_options: only an 'fnn' head takes options"):
+        arch.with_head(TINY, "dense", {"num_hidden": 8})
+
+
 def test_train_spec_trains_the_architecture_of_a_file_and_resumes(tmp_path, capsys):
     path = tmp_path / "tiny.json"
     path.write_text(arch.to_json(TINY))
@@ -117,6 +154,10 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
         (["spec"], "give a spec FILE.json to check, or --model to make one"),
         (["spec", "--model", "dense"], "--model: expected a zoo model"),
         (["spec", "--model", "vgg16", "--head", "fnn", "--template", "cubic"], "cubic"),
+        (["spec", "{tiny}", "--template", "cubic"], "{tiny}: name: expected one of"),
+        (["spec", "{tiny}", "--head", "wide"], "{tiny}: head: expected one of"),
+        (["spec", "{tiny}", "--input-shape", "4", "4", "1"], "--input-shape: a spec FILE carries"),
+        (["spec", "{tiny}", "--classes", "3"], "--classes: a spec FILE carries"),
     ],
 )
 def test_spec_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys):

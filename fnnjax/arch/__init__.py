@@ -53,7 +53,7 @@ from fnnjax.arch.spec import (
     validate,
 )
 from fnnjax.arch.surgery import transplant_opt_state, transplant_params, transplant_plan
-from fnnjax.arch.zoo import MODEL_NAMES, zoo_spec
+from fnnjax.arch.zoo import MODEL_NAMES, with_head, zoo_spec
 
 __all__ = [
     "MODEL_NAMES",
@@ -113,5 +113,6 @@ __all__ = [
     "transplant_params",
     "transplant_plan",
     "validate",
+    "with_head",
     "zoo_spec",
 ]

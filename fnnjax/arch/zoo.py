@@ -49,6 +49,7 @@ __all__ = [
     "mobilenet_spec",
     "resnet_spec",
     "vgg_spec",
+    "with_head",
     "zoo_spec",
 ]
 
@@ -107,6 +108,8 @@ def _head(
     kind: str | None, default: str, head_options: Mapping[str, Any] | None, pool: str
 ) -> Head:
     kind = kind or default
+    if head_options and kind in ("linear", "dense"):
+        raise ValueError(f"head_options: only an 'fnn' head takes options, this head is {kind!r}")
     if kind == "linear":
         return Head(kind="linear", pool=pool)
     if kind == "dense":
@@ -124,6 +127,19 @@ def _head(
     if head_options:
         raise ValueError(f"head_options: only an 'fnn' head takes options, this head is {kind!r}")
     raise ValueError(f"head: expected one of 'linear', 'dense', 'fnn', got {kind!r}")
+
+
+def with_head(spec: Spec, kind: str, head_options: Mapping[str, Any] | None = None) -> Spec:
+    """``spec`` with another classifier after its own pooling (``spec.head.pool`` is kept): the
+    zoo's heads, ``"linear"``, ``"dense"`` (one hidden layer of 512, dropout 0.5) or ``"fnn"`` (an
+    FNN head with :class:`~fnnjax.arch.spec.FnnHead` fields ``head_options``), named ``"<spec's
+    name> <kind> head"``.
+
+    Raises:
+        ValueError: an unknown kind or head option (the message names it).
+    """
+    head = _head(kind, kind, head_options, spec.head.pool)
+    return spec.replace(head=head, name=f"{spec.name} {kind} head".strip())
 
 
 def vgg_spec(

@@ -3,11 +3,12 @@
 :mod:`fnnjax.construct.templates` (filter redistribution templates),
 :mod:`fnnjax.construct.enas` (ENAS's macro search space, arcs and controller),
 :mod:`fnnjax.construct.envelope` (EnvelopeNets' cells, statistic, restructuring and
-construction) and :mod:`fnnjax.construct.nhn` (NHN's SmoothInit and DNP kernel pruning) are
-imported as modules: ``from fnnjax.construct import enas, envelope, nhn``.
+construction), :mod:`fnnjax.construct.nhn` (NHN's SmoothInit, DNP kernel pruning and add-on
+neuron search) and :mod:`fnnjax.construct.capacity` (dynamic network capacity) are imported as
+modules: ``from fnnjax.construct import capacity, enas, envelope, nhn``.
 """
 
-from fnnjax.construct import enas, envelope, nhn
+from fnnjax.construct import capacity, enas, envelope, nhn
 from fnnjax.construct.layers import (
     apportion,
     count_filters,
@@ -27,6 +28,7 @@ from fnnjax.construct.templates import (
 
 __all__ = [
     "TEMPLATE_NAMES",
+    "capacity",
     "enas",
     "envelope",
     "nhn",

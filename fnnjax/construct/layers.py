@@ -8,6 +8,14 @@ block (:class:`~fnnjax.arch.spec.Conv`, ``SepConv``, ``Cell``, ``Residual``), or
 them", templates paper Fig. 1). Stem blocks and the head are not template layers. A block's count
 is :func:`fnnjax.arch.spec.block_filters`. Setting a composite block's count scales all of its
 convs proportionally (see :func:`set_block_filters`).
+
+A *transition* (:func:`is_transition`: a concatenating cell that passes its input through beside
+its convs, e.g. the EnvelopeNet widener, a max-pool beside a 3x3/s2 conv of the incoming width) is
+not a template layer either: its output width is its input's plus its convs', so a template that
+set its convs would not set its width. Its convs keep their ratio to its input width instead (the
+widener's conv stays as wide as its input, so it still doubles the channels) whenever a template,
+a width multiplier or the stem changes that input. Our reading: the templates paper's networks
+have no such blocks.
 """
 
 from __future__ import annotations
@@ -25,6 +33,8 @@ from fnnjax.arch.spec import (
     SepConv,
     Spec,
     block_filters,
+    block_name,
+    branch_op_name,
     filter_ops,
     is_filter_block,
     out_branches,
@@ -33,6 +43,8 @@ from fnnjax.arch.spec import (
 __all__ = [
     "apportion",
     "count_filters",
+    "follow_inputs",
+    "is_transition",
     "layer_filters",
     "scale_stem",
     "set_block_filters",
@@ -41,16 +53,27 @@ __all__ = [
 ]
 
 
+def is_transition(b: Block) -> bool:
+    """Whether ``b`` is a transition (module docstring): a ``"concat"`` cell with conv branches and
+    at least one branch that passes its input through (ending in a pool, or empty)."""
+    return (isinstance(b, Cell) and b.merge == "concat" and bool(out_branches(b))
+            and len(out_branches(b)) < len(b.branches))  # fmt: skip
+
+
+def _template_block(b: Block) -> bool:
+    return is_filter_block(b) and not is_transition(b)
+
+
 def template_layer_paths(spec: Spec) -> list[str]:
     """Spec field paths of the template layers (``"stages[2]"`` for a tied stage)."""
     out = []
     for i, st in enumerate(spec.stages):
         if st.tied:
-            if any(is_filter_block(b) for b in st.blocks):
+            if any(_template_block(b) for b in st.blocks):
                 out.append(f"stages[{i}]")
             continue
         out.extend(
-            f"stages[{i}].blocks[{j}]" for j, b in enumerate(st.blocks) if is_filter_block(b)
+            f"stages[{i}].blocks[{j}]" for j, b in enumerate(st.blocks) if _template_block(b)
         )
     return out
 
@@ -62,7 +85,7 @@ def layer_filters(spec: Spec) -> tuple[int, ...]:
     """
     out = []
     for st in spec.stages:
-        counts = [block_filters(b) for b in st.blocks if is_filter_block(b)]
+        counts = [block_filters(b) for b in st.blocks if _template_block(b)]
         if st.tied and counts:
             out.append(counts[0])
         else:
@@ -145,7 +168,8 @@ def with_layer_filters(spec: Spec, filters: Sequence[int]) -> Spec:
     """Returns ``spec`` with template-layer counts ``filters`` (inverse of :func:`layer_filters`).
 
     Composite blocks are rescaled by :func:`set_block_filters`; every block of a tied stage gets the
-    same count. Raises ``ValueError`` if the length is wrong or a count is not a positive int.
+    same count; transitions follow their inputs (:func:`follow_inputs`). Raises ``ValueError`` if
+    the length is wrong or a count is not a positive int.
     """
     filters = tuple(filters)
     d = len(layer_filters(spec))
@@ -157,15 +181,15 @@ def with_layer_filters(spec: Spec, filters: Sequence[int]) -> Spec:
     it = iter(int(f) for f in filters)
     stages = []
     for st in spec.stages:
-        if st.tied and any(is_filter_block(b) for b in st.blocks):
+        if st.tied and any(_template_block(b) for b in st.blocks):
             n = next(it)
-            blocks = tuple(set_block_filters(b, n) if is_filter_block(b) else b for b in st.blocks)
+            blocks = tuple(set_block_filters(b, n) if _template_block(b) else b for b in st.blocks)
         else:
             blocks = tuple(
-                set_block_filters(b, next(it)) if is_filter_block(b) else b for b in st.blocks
+                set_block_filters(b, next(it)) if _template_block(b) else b for b in st.blocks
             )
         stages.append(dataclasses.replace(st, blocks=blocks))
-    return dataclasses.replace(spec, stages=tuple(stages))
+    return follow_inputs(spec, dataclasses.replace(spec, stages=tuple(stages)))
 
 
 def scale_stem(spec: Spec, m: float) -> Spec:
@@ -174,7 +198,35 @@ def scale_stem(spec: Spec, m: float) -> Spec:
         set_block_filters(b, _round_scale(block_filters(b), m)) if is_filter_block(b) else b
         for b in spec.stem
     )
-    return dataclasses.replace(spec, stem=stem)
+    return follow_inputs(spec, dataclasses.replace(spec, stem=stem))
+
+
+def follow_inputs(old: Spec, new: Spec) -> Spec:
+    """``new`` with each transition's convs (:func:`is_transition`) scaled by the ratio of its
+    input width in ``new`` to that in ``old`` (round to nearest, at least 1; ``new`` is ``old``
+    with filter counts changed). In order, so a transition reading another sees its new width."""
+    spots = [(i, j) for i, st in enumerate(old.stages) for j, b in enumerate(st.blocks)
+             if is_transition(b)]  # fmt: skip
+    if not spots:
+        return new
+    from fnnjax.arch.shapes import infer_layers  # noqa: PLC0415 (shape inference: transitions only)
+
+    cin_old = {u.path: u.cin for u in infer_layers(old)}
+    for i, j in spots:
+        b = new.stages[i].blocks[j]
+        prefix = f"{block_name(i, j)}/{branch_op_name(out_branches(b)[0], 0)}"
+        path = next(p for p in cin_old if p == prefix or p.startswith(prefix + "/"))
+        ratio = {u.path: u.cin for u in infer_layers(new)}[path] / cin_old[path]
+        if ratio == 1:
+            continue
+        branches = tuple(tuple(_scale_op(op, ratio) for op in br) if k in out_branches(b) else br
+                         for k, br in enumerate(b.branches))  # fmt: skip
+        blocks = list(new.stages[i].blocks)
+        blocks[j] = dataclasses.replace(b, branches=branches)
+        stages = list(new.stages)
+        stages[i] = dataclasses.replace(stages[i], blocks=tuple(blocks))
+        new = dataclasses.replace(new, stages=tuple(stages))
+    return new
 
 
 

@@ -179,17 +179,26 @@ def template_filters(
 
 
 def apply_template(spec: Spec, name: str, *, vertex: str = "exact") -> Spec:
-    """``spec`` with its template-layer filters redistributed by template ``name``.
+    """``spec`` with its template-layer filters redistributed by template ``name``, named
+    ``"<spec's name> <template>"`` (``"base"`` leaves the name).
 
     Raises:
-        ValueError: unknown ``name`` (message names the argument and lists the templates).
+        ValueError: unknown ``name`` (message names the argument and lists the templates), or a
+            spec without template layers.
     """
-    new = template_filters(layer_filters(spec), name, vertex=vertex)
-    return with_layer_filters(spec, new)
+    filters = layer_filters(spec)
+    if not filters:
+        raise ValueError(f"spec {spec.name!r} has no template layers (stage blocks with filters: "
+                         "Conv, SepConv, Cell or Residual; the stem, the head and transitions are "
+                         "not templated), so there is nothing to redistribute")  # fmt: skip
+    new = with_layer_filters(spec, template_filters(filters, name, vertex=vertex))
+    label = _normalize(name)
+    return new if label == "base" else new.replace(name=f"{spec.name} {label}".strip())
 
 
 def width_multiplier(spec: Spec, m: float, *, include_stem: bool = True) -> Spec:
-    """Scales every template layer (and the stem's convs) by ``m``: ``max(1, round(m * f))``.
+    """Scales every template layer (and the stem's convs) by ``m``: ``max(1, round(m * f))``;
+    named ``"<spec's name> x<m>"`` (``m = 1`` leaves the name).
 
     Raises:
         ValueError: ``m`` is not a positive finite number.
@@ -198,5 +207,6 @@ def width_multiplier(spec: Spec, m: float, *, include_stem: bool = True) -> Spec
         raise ValueError(f"width multiplier: expected a positive finite number, got {m!r}")
     m = float(m)
     new = tuple(max(1, int(round(m * f))) for f in layer_filters(spec))
-    spec = with_layer_filters(spec, new)
-    return scale_stem(spec, m) if include_stem else spec
+    scaled = with_layer_filters(spec, new)
+    scaled = scale_stem(scaled, m) if include_stem else scaled
+    return scaled if m == 1.0 else scaled.replace(name=f"{spec.name} x{m:g}".strip())

@@ -314,7 +314,9 @@ def run_digest(description: dict[str, Any] | None, data: Dataset, config: TrainC
     """
     run = {"model": description, "dataset": data.describe(), "config": config.to_dict(),
            "augmentation": _augmentation(data, config)}  # fmt: skip
-    text = json.dumps(_identity(run), sort_keys=True, default=str)
+    # The description as given, a spec's name included (unlike the resume check), so the digest
+    # and with it the folder of an earlier `fnnjax train --spec` run stay what they were.
+    text = json.dumps({**_identity(run), "model": description}, sort_keys=True, default=str)
     return hashlib.sha256(text.encode()).hexdigest()[:6]
 
 

@@ -96,18 +96,22 @@ folder names, already include the epochs: kept so that its runs keep resuming)."
 
 
 def _identity(run: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint and the run resuming it must agree on (resumable fields left out, and
-    fields added later while at their defaults)."""
+    """What a checkpoint and the run resuming it must agree on (resumable fields left out,
+    fields added later while at their defaults, and a spec's name: a label, which transforms
+    change, e.g. ``vgg16 uniform x0.5``)."""
     defaults = added_config_defaults()
     cfg = {k: v for k, v in run["config"].items() if not (k in defaults and v == defaults[k])}
     # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
     epoch_free = cfg.get("schedule") in _EPOCH_FREE_SCHEDULES
     resumable = _RESUMABLE_FIELDS - (set() if epoch_free else {"epochs"})
+    model = run.get("model")
+    if isinstance(model, dict) and isinstance(model.get("spec"), dict):  # a name is a label
+        model = {**model, "spec": {k: v for k, v in model["spec"].items() if k != "name"}}
     dataset = run.get("dataset")
     if isinstance(dataset, dict):  # where the files were read from does not change the run
         dataset = {k: v for k, v in dataset.items() if k != "source"}
     return {
-        "model": run.get("model"),
+        "model": model,
         "dataset": dataset,
         "config": {k: v for k, v in cfg.items() if k not in resumable},
         "augmentation": run.get("augmentation"),

@@ -178,6 +178,19 @@ def test_dnp_mistakes_are_one_clear_error():
         ValueError, match=r"threshold: expected one value per prunable layer .*missing \['stem0'\]"
     ):
         nhn.dnp(v["params"], v["masks"], threshold={"s0b0": 0.1})
+    # A MobileNet's 3x3 kernels are depthwise: the error says how to prune them.
+    from fnnjax.arch import build_model, init_variables, zoo_spec
+    from fnnjax.construct.templates import width_multiplier
+
+    mobile = width_multiplier(zoo_spec("mobilenet", input_shape=(8, 8, 1)), 0.125)
+    mv = init_variables(build_model(mobile, use_masks=True), jax.random.key(0), (8, 8, 1),
+                        abstract=True)  # fmt: skip
+    dense_ones = [u for u in nhn.prunable_kernels(mv["params"]) if u]
+    with pytest.raises(ValueError, match="only such kernels are depthwise.*depthwise=True"):
+        nhn.dnp(mv["params"], mv["masks"], ratio=0.5, exclude=dense_ones)
+    assert nhn.dnp(jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype), mv["params"]),
+                   jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype), mv["masks"]),
+                   ratio=0.5, depthwise=True).total["kernels"] > 0  # fmt: skip
 
 
 def test_grouped_conv_head_starts_as_average_pooling_and_follows_surgery():

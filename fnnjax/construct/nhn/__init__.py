@@ -1,4 +1,5 @@
-"""Neuron Hierarchical Networks (Wang et al. 2018, ../shared/papers), the pieces of Algorithm 2:
+"""Neuron Hierarchical Networks (Wang et al. 2018, "Neuron Hierarchical Networks"), the pieces of
+Algorithm 2:
 
 * :func:`smooth_init`: every 3x3 and 5x5 conv kernel smoothed by a 3x3 Gaussian after
   initialization (:mod:`~fnnjax.construct.nhn.smooth`).

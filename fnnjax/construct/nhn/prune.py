@@ -90,7 +90,11 @@ def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | N
                          f"{sorted(every)[:6]}{', ...' if len(every) > 6 else ''})")  # fmt: skip
     kernels = {u: k for u, k in every.items() if u not in set(exclude)}
     if not kernels:
-        raise ValueError(f"params: no {'/'.join(map(str, sizes))} conv kernels to prune")
+        hint = ""
+        if not depthwise and set(prunable_kernels(params, sizes, True)) - set(exclude):
+            hint = ("; its only such kernels are depthwise (a MobileNet's, separable convs'): "
+                    "pass depthwise=True to prune them")  # fmt: skip
+        raise ValueError(f"params: no {'/'.join(map(str, sizes))} conv kernels to prune{hint}")
     flat_masks = {"/".join(k[:-1]): v for k, v in traverse_util.flatten_dict(dict(masks)).items()
                   if k[-1] == "kernel_mask"}  # fmt: skip
     missing = sorted(set(kernels) - set(flat_masks))
