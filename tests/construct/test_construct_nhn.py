@@ -2,6 +2,7 @@
 convolution; DNP prunes exactly the kernels under its threshold, through the per-kernel masks."""
 
 import json
+from pathlib import Path
 
 import jax
 import jax.numpy as jnp
@@ -472,3 +473,18 @@ def test_the_pipeline_smooths_the_base_init_and_retrains_the_pruned_net_from_its
     # not a fresh draw: every value is one of the trained kernel's.
     after = np.asarray(pruned["params"]["s0b0"]["br0_1"]["conv"]["kernel"])
     assert after.size and np.isin(after, kernel).all()
+
+
+def test_fnnjax_nhn_takes_the_arc_itself_as_well_as_a_file(tmp_path):
+    from fnnjax.cli_nhn import read_arc
+    from fnnjax.errors import ConfigError
+
+    arc, skips = read_arc(Path("0 0 0 2 0 0"), 3, None)
+    assert arc.tolist() == [0, 0, 0, 2, 0, 0] and skips == "paper"  # no skip on: either wiring
+    with pytest.raises(ConfigError, match="--skips: the skip convention"):
+        read_arc(Path("0 2 1 0 0 1"), 3, None)
+    assert read_arc(Path("0 2 1 0 0 1"), 3, "released")[1] == "released"
+    with pytest.raises(ConfigError, match=r"--arc: .*arc.txt is not a file; .*or the arc itself"):
+        read_arc(tmp_path / "arc.txt", 3, None)
+    with pytest.raises(ConfigError, match=r"--arc 0 0 0: .*is --layers 3 the arc's"):
+        read_arc(Path("0 0 0"), 3, None)
