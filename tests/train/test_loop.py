@@ -473,7 +473,7 @@ def test_uint8_images_through_the_model_api_are_one_data_error():
     from fnnjax import arch, models
 
     zoo = arch.build_model(models.build_spec("mobilenet", 10, (8, 8, 1), width=0.1))
-    with pytest.raises(DataError, match="model mobilenet got inputs of dtype uint8"):
+    with pytest.raises(DataError, match="model mobilenet x0.1 got inputs of dtype uint8"):
         zoo.init(jax.random.key(0), x, train=False)
 
 
