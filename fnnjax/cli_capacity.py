@@ -75,8 +75,9 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     cap.add_argument("--min-params", type=positive_int, help="parameter floor")
     cap.add_argument("--max-params", type=positive_int, help="parameter budget")
     cap.add_argument("--max-shrink-loss", type=float, default=0.1,
-                     help="refuse a deletion that raises the probe loss by more than this "
-                     "fraction (inf: never refuse); default 0.1")  # fmt: skip
+                     help="refuse a deletion that would take the probe loss more than this "
+                     "fraction above its value before the consultation (all of its changes "
+                     "together; inf: never refuse); default 0.1")  # fmt: skip
     cap.add_argument("--widen", choices=("zero", "net2wider"), default="zero", help="default zero")
     cap.add_argument("--validation", type=float,
                      help="classification: share of the training split held out; default 0.1")  # fmt: skip

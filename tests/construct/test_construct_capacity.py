@@ -401,3 +401,27 @@ def test_capacity_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys)
     assert main(["capacity", "--task", "regression", "--out", str(tmp_path), *argv]) == 2
     err = capsys.readouterr().err
     assert expected in err and len(err.strip().splitlines()) == 1
+
+
+def test_the_shrink_guard_bounds_the_rise_of_a_whole_consultation_not_each_change():
+    # Each deletion raises this probe loss 6%: every change alone passes a 10% guard, two
+    # together (12.4%) do not. The second is refused; the growth after it is still applied.
+    widths = {"s0b2/body0": 5, "s0b3/body0": 4}
+
+    def loss(spec, variables):
+        deleted = sum(n - capacity.unit_filters(spec, u) for u, n in widths.items())
+        return 1.06 ** max(deleted, 0)
+
+    variables = _variables(NET)
+    tx = optax.adam(1e-2)
+    plan = [capacity.Change("narrow", "s0b2/body0", (0, 1, 2, 3), "test"),
+            capacity.Change("narrow", "s0b3/body0", (0, 1, 2), "test"),
+            capacity.Change("widen", "s0b0", 8, "test")]  # fmt: skip
+    config = capacity.DynamicConfig(max_shrink_loss=0.1)
+    spec, _, _, applied, refused = capacity.apply_plan(plan, NET, variables, tx.init(variables["params"]),
+                                                       tx, config=config, loss=loss)  # fmt: skip
+    assert [(r["op"], r["target"]) for r in applied] == [("narrow", "s0b2/body0"), ("widen", "s0b0")]
+    assert [(r["op"], r["target"]) for r in refused] == [("narrow", "s0b3/body0")]
+    assert "12.4% above 1 at the consultation's start" in refused[0]["reason"]
+    assert capacity.unit_filters(spec, "s0b3/body0") == 4 and capacity.unit_filters(spec, "s0b0") == 8
+    assert loss(spec, None) <= 1.1  # the consultation's total rise is within the bound

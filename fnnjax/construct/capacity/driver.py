@@ -18,9 +18,10 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
    optimizer state over (kept entries keep their moments, new ones start at zero;
    :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss just before and
    just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
-   checkpoints it at once with its spec. A deletion (narrowing, removal) that raises the probe
-   loss by more than ``max_shrink_loss`` is refused and recorded; a refusal cools down like a
-   change.
+   checkpoints it at once with its spec. A deletion (narrowing, removal) that would take the
+   probe loss more than ``max_shrink_loss`` above its value at the consultation's start (all the
+   consultation's changes together, :func:`apply_plan`) is refused and recorded; a refusal cools
+   down like a change.
 
 The step, the schedule, the data order and the training noise go on unchanged through a change,
 so a run killed after changes and resumed (it restarts from the newest checkpoint in its latest
@@ -82,11 +83,13 @@ class DynamicConfig:
         widen: ``"zero"`` (new units' outgoing weights zero) or ``"net2wider"`` (split existing
             units; the copies' optimizer moments start at zero like any new entry's).
         insert_hidden: hidden width of an inserted residual block (None: its input's width).
-        max_shrink_loss: a narrowing that raises the probe loss by more than this fraction is
-            refused (undone and listed under ``refused`` in that consultation's
-            ``saliency.jsonl`` record): the saliency is a second-order estimate at a point that
-            is not a minimum, and deleting a ReLU unit is not a small perturbation, so a unit
-            estimated useless can still matter. None: every planned narrowing is applied.
+        max_shrink_loss: a deletion (narrowing, removal) that would take the probe loss more
+            than this fraction above its value at the consultation's start is refused (undone
+            and listed under ``refused`` in that consultation's ``saliency.jsonl`` record); the
+            bound holds for all of a consultation's changes together (:func:`apply_plan`). The
+            saliency is a second-order estimate at a point that is not a minimum, and deleting
+            a ReLU unit is not a small perturbation, so a unit estimated useless can still
+            matter. None: every planned deletion is applied.
     """
 
     controller: CapacityConfig = CapacityConfig()
@@ -251,8 +254,10 @@ def apply_plan(
     """Applies one consultation's ``plan`` in order (:func:`apply_changes`), refusing (undoing)
     every change that fails a guard; the next change is applied to the network as it stands:
 
-    * a deletion (narrowing, removal) that raises the probe loss by more than
-      ``config.max_shrink_loss`` (needs ``loss``);
+    * a deletion (narrowing, removal) after which the probe loss is more than
+      ``config.max_shrink_loss`` above its value at the consultation's start (needs ``loss``):
+      the bound is on all of the consultation's changes together, not on each (nine deletions
+      that each raise the loss 4% raise it 42%);
     * a change that takes the network past ``config.controller.max_params``.
 
     Args:
@@ -271,6 +276,7 @@ def apply_plan(
     applied: list[dict[str, Any]] = []
     refused: list[dict[str, Any]] = []
     limit, budget = config.max_shrink_loss, config.controller.max_params
+    start = None  # the probe loss before the consultation's first change
     for n, change in enumerate(plan):
         new_vars, new_opt, (rec,) = apply_changes(
             [change], spec, variables, opt_state, tx, config=config,
@@ -279,11 +285,14 @@ def apply_plan(
             rec["saliency_deleted"] = float(np.delete(saliency[rec["target"]], rec["value"]).sum())
         elif saliency is not None and rec["op"] == "remove":
             rec["saliency_deleted"] = float(sum_per_block(saliency).get(rec["target"], 0.0))
+        start = rec["loss_before"] if start is None else start
         why = None
         if rec["op"] in ("narrow", "remove") and limit is not None and loss is not None \
-                and rec["loss_after"] > (1 + limit) * rec["loss_before"]:
-            why = (f"the probe loss would rise {rec['loss_before']:.4g} -> "
-                   f"{rec['loss_after']:.4g} (more than max_shrink_loss {limit:.0%})")  # fmt: skip
+                and rec["loss_after"] > (1 + limit) * start:
+            rise = rec["loss_after"] / start - 1 if start > 0 else float("inf")
+            why = (f"the probe loss would rise {rec['loss_before']:.4g} -> {rec['loss_after']:.4g}, "
+                   f"{rise:.1%} above {start:.4g} at the consultation's start (more than "
+                   f"max_shrink_loss {limit:.0%} for all its changes together)")  # fmt: skip
         elif budget is not None and rec["params_after"] > max(budget, rec["params_before"]):
             why = (f"{rec['params_after']} parameters > max_params {budget} (a narrowing "
                    "it was priced with was refused)")  # fmt: skip
