@@ -182,8 +182,6 @@ def run(args: argparse.Namespace) -> int:
                         seed=args.seed)  # fmt: skip
     result = cp.train_dynamic(spec, data, train, config, args.out, objective=args.task,
                               resume=not args.no_resume)  # fmt: skip
-    rows = cp.layer_report(result["changes"], result["saliency"], spec)
-    (args.out / "layers.md").write_text(cp.analysis.report_markdown(rows))
     ops = [c["op"] for c in result["changes"]]
     counts = ", ".join(f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) or "none"
     metric = "accuracy" if args.task == "classification" else "loss"

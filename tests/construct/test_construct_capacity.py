@@ -12,6 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from fnnjax.arch import (
+    Cell,
     Dense,
     Head,
     Residual,
@@ -425,3 +426,67 @@ def test_the_shrink_guard_bounds_the_rise_of_a_whole_consultation_not_each_chang
     assert "12.4% above 1 at the consultation's start" in refused[0]["reason"]
     assert capacity.unit_filters(spec, "s0b3/body0") == 4 and capacity.unit_filters(spec, "s0b0") == 8
     assert loss(spec, None) <= 1.1  # the consultation's total rise is within the bound
+
+
+CELL_NET = Spec(input_shape=(1, 1, 1), num_classes=1, stem=(Dense(filters=8),),
+                stages=(Stage(blocks=(Cell(branches=((Dense(filters=4),), (Dense(filters=4),))),
+                                      Residual(body=(Dense(filters=6), Dense(filters=8, act=None))),
+                                      Residual(body=(Dense(filters=6), Dense(filters=8, act=None))))),),
+                head=Head())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eager_run(tmp_path_factory):
+    """A tiny in-memory-sized run of a controller that changes the network at every
+    consultation (magnitude saliency: no Hutchinson compile), on a net with a Cell block."""
+    import warnings
+
+    from fnnjax.train import TrainConfig
+
+    data = capacity.sines_dataset(2, num_train=256, num_validation=32, num_test=64, seed=1)
+    controller = capacity.CapacityConfig(window=1, warmup=0, cooldown=0, tau=0.99, grow_units=2,
+                                         max_units=16, shrink_below=0.5, remove_below=0.0, grace=0)  # fmt: skip
+    config = capacity.DynamicConfig(controller=controller, saliency="magnitude", probe_size=64,
+                                    max_shrink_loss=None)  # fmt: skip
+    train = TrainConfig(epochs=3, batch_size=32, learning_rate=3e-3, progress=False)
+    out = tmp_path_factory.mktemp("eager")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = capacity.train_dynamic(CELL_NET, data, train, config, out, objective="regression",
+                                        log=None)  # fmt: skip
+    return {"result": result, "data": data, "out": out, "warnings": [str(w.message) for w in caught],
+            "epochs": train.epochs}  # fmt: skip
+
+
+def test_no_change_follows_the_last_evaluation_so_the_summary_is_the_returned_network(eager_run):
+    from fnnjax.train import get_objective
+
+    result, data = eager_run["result"], eager_run["data"]
+    assert result["changes"], "the eager controller changes the network"
+    assert max(c["epoch"] for c in result["changes"]) < eager_run["epochs"]
+    assert max(s["epoch"] for s in result["saliency"]) < eager_run["epochs"]
+    summary, last = result["summary"], result["history"][-1]
+    state = result["state"]
+    out = build_model(result["spec"]).apply(jax.device_get(state.variables()), data.test.x,
+                                            train=False)  # fmt: skip
+    returned = float(get_objective("regression").loss(out, data.test.y).mean())
+    np.testing.assert_allclose(summary["final_test_loss"], returned, rtol=1e-5)
+    np.testing.assert_allclose(summary["final_test_loss"], last["test_loss"], rtol=1e-6)
+
+
+def test_train_dynamic_writes_the_layer_report(eager_run):
+    result, out = eager_run["result"], eager_run["out"]
+    rows = capacity.layer_report(result["changes"], result["saliency"], CELL_NET)
+    assert (out / "layers.md").read_text() == capacity.analysis.report_markdown(rows)
+    assert "| s0b1/body0 |" in (out / "layers.md").read_text()
+
+
+def test_blocks_it_cannot_resize_are_declined_with_the_reason_and_one_warning(eager_run):
+    result = eager_run["result"]
+    assert result["saliency"]
+    for record in result["saliency"]:  # every consultation says it left the Cell alone
+        cell = [d for d in record["declined"] if d["op"] == "resize"]
+        assert [d["target"] for d in cell] == ["s0b0"], record["declined"]
+        assert "s0b0 is a Cell block" in cell[0]["reason"] and "(br0_0, br1_0)" in cell[0]["reason"]
+    said = [w for w in eager_run["warnings"] if "cannot resize" in w]
+    assert len(said) == 1 and "s0b0 (a Cell block)" in said[0], eager_run["warnings"]

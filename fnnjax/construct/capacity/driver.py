@@ -4,7 +4,8 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
 :func:`fnnjax.train.fit`; after every epoch the driver
 
 1. takes the epoch's mean training loss (the controller's loss history: one evaluation per
-   epoch) and, once ``cooldown`` epochs have passed since the last change (or the start),
+   epoch) and, once ``cooldown`` epochs have passed since the last change (or the start), and
+   unless it was the last epoch,
 2. measures the units' saliency on a *probe batch* (``probe_size`` training examples fixed by the
    seed, the network in inference mode: no dropout, BatchNorm's running statistics): by default
    OBD on every unit's output gate, ``1/2 d2L/dm_u^2`` with a Hutchinson Hessian diagonal, the
@@ -23,6 +24,11 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
    consultation's changes together, :func:`apply_plan`) is refused and recorded; a refusal cools
    down like a change.
 
+No change follows the last epoch's evaluation: a network changed then would never be trained
+and ``fit``'s final evaluation would measure it, not the network the last epoch evaluated. So
+the returned network (``spec``, ``state``) is the last one trained and evaluated, and the
+summary's ``final_*`` numbers are its evaluation, equal to the last epoch's.
+
 The step, the schedule, the data order and the training noise go on unchanged through a change,
 so a run killed after changes and resumed (it restarts from the newest checkpoint in its latest
 structure, replaying the controller from ``capacity.jsonl``) ends with bitwise the same
@@ -31,13 +37,16 @@ parameters as one that was never stopped.
 The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``summary.json``, ...)
 plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
 ``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-``loss_after``, ``spec``: the network after it; a narrowing or removal also has
-``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the second-order
-estimate of the loss increase, its first-order term left out as OBD assumes a minimum),
-``saliency.jsonl`` (per consultation: every unit's and every block's saliency, the changes
-``refused`` at execution with their reason, and the decisions the controller ``declined``: the
-layer analysis's data), ``final_spec.json``, ``capacity.png`` (parameters
-and loss against step) and ``layers.png`` (:mod:`~fnnjax.construct.capacity.analysis`).
+``loss_after``, ``output_change``: the largest change of any output on the probe batch, measured
+(zero up to rounding for a growth), ``spec``: the network after it; a narrowing or removal also
+has ``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the
+second-order estimate of the loss increase, its first-order term left out as OBD assumes a
+minimum), ``saliency.jsonl`` (per consultation: every unit's and every block's
+saliency, the changes ``refused`` at execution with their reason, and the decisions the
+controller ``declined``, among them every stage block whose kind the capacity operations cannot
+resize (a Cell, a Choice: ``op`` ``"resize"``; also warned about once per run): the layer
+analysis's data), ``final_spec.json``, ``capacity.png`` (parameters and loss against step),
+``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`).
 """
 
 from __future__ import annotations
@@ -45,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -412,6 +422,7 @@ def train_dynamic(
     saliencies = _read_jsonl(out / "saliency.jsonl") if out is not None else []
     losses: list[float] = []
     loaded = [out is None]
+    warned: list[bool] = []  # the blocks it cannot resize are warned about once per run
 
     def on_epoch_end(record: dict[str, Any], state: Any) -> Any:
         nonlocal changes, saliencies, losses
@@ -428,7 +439,8 @@ def train_dynamic(
                    default=0)  # a refusal cools down like a change  # fmt: skip
         since = epoch - last
         new = None
-        if since >= config.controller.cooldown and epoch >= config.controller.warmup:
+        if since >= config.controller.cooldown and epoch >= config.controller.warmup \
+                and epoch < train_config.epochs:  # no change after the last evaluation
             variables = state.variables()
             units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
             refused: list[dict[str, Any]] = []
@@ -440,6 +452,12 @@ def train_dynamic(
             plan = plan_changes(losses, units, current, config.controller, since_change=since,
                                 insert_hidden=config.insert_hidden, declined=declined,
                                 protected=_grown_lately(changes, epoch, config.controller.grace))  # fmt: skip
+            fixed = [d for d in declined if d["op"] == "resize"]
+            if fixed and not warned:
+                warned.append(True)
+                warnings.warn("dynamic capacity: cannot resize " + "; ".join(
+                    f"{d['target']} (a {d['kind']} block)" for d in fixed) + ": measured, never "
+                    "changed (recorded as declined in saliency.jsonl)", stacklevel=4)  # fmt: skip
             if plan:
                 new = _changed(plan, current, state, step, epoch, units, refused)
         if out is not None:
@@ -481,6 +499,8 @@ def train_dynamic(
         _write_text(out / "final_spec.json", to_json(final))
         analysis.plot_capacity(result.history, changes, initial_params, out / "capacity.png")
         analysis.plot_layers(saliencies, changes, spec, out / "layers.png")
+        rows = analysis.layer_report(changes, saliencies, spec)
+        _write_text(out / "layers.md", analysis.report_markdown(rows))
     return {"spec": final, "changes": changes, "saliency": saliencies, "history": result.history,
             "summary": result.summary, "state": result.state, "params_initial": initial_params,
             "params_final": analytic_counts(final)["params"]}  # fmt: skip
