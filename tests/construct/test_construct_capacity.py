@@ -323,8 +323,9 @@ def _cli(out, *extra):
     from fnnjax.cli import main
 
     return main(["capacity", "--task", "regression", "--quick", "--num-train", "256",
-                 "--width", "6", "--hidden", "3", "--epochs", "6", "--tau", "0.99", "--window", "1",
+                 "--width", "6", "--hidden", "3", "--epochs", "7", "--tau", "0.99", "--window", "1",
                  "--grow-units", "2", "--max-units", "5", "--shrink-below", "0", "--seed", "3",
+                 "--warmup", "2", "--cooldown", "1", "--samples", "16", "--probe-size", "64",
                  "--out", str(out), *extra])  # fmt: skip
 
 
@@ -490,3 +491,87 @@ def test_blocks_it_cannot_resize_are_declined_with_the_reason_and_one_warning(ea
         assert "s0b0 is a Cell block" in cell[0]["reason"] and "(br0_0, br1_0)" in cell[0]["reason"]
     said = [w for w in eager_run["warnings"] if "cannot resize" in w]
     assert len(said) == 1 and "s0b0 (a Cell block)" in said[0], eager_run["warnings"]
+
+
+TASKS = ("regression", "classification")  # every task `fnnjax capacity --task` accepts
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """``fnnjax capacity --task T --quick`` once per task (shared by the tests below)."""
+    import contextlib
+    import io
+    import time
+
+    from fnnjax.cli import main
+
+    runs = {}
+    for task in TASKS:
+        out, printed = tmp_path_factory.mktemp(f"quick-{task}"), io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            assert main(["capacity", "--task", task, "--quick", "--out", str(out)]) == 0
+        runs[task] = {"out": out, "stdout": printed.getvalue(),
+                      "seconds": time.perf_counter() - started}  # fmt: skip
+    return runs
+
+
+def test_the_quick_choices_cover_every_task_the_command_accepts():
+    from fnnjax.cli import build_parser
+
+    parser = build_parser()
+    capacity_parser = parser._subparsers._group_actions[0].choices["capacity"]
+    task = next(a for a in capacity_parser._actions if a.dest == "task")
+    assert tuple(task.choices) == TASKS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_quick_run_deletes_and_grows_and_every_growth_keeps_the_function(quick_runs, task):
+    run = quick_runs[task]
+    print(f"fnnjax capacity --task {task} --quick: {run['seconds']:.1f} s")
+    ops = [c["op"] for c in capacity.read_run(run["out"])["changes"]]
+    assert {"narrow", "remove"} & set(ops) and {"widen", "insert"} & set(ops), ops
+    changes = capacity.read_run(run["out"])["changes"]
+    for c in changes:
+        if c["op"] in ("widen", "insert"):  # measured on the probe batch before and after
+            assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"]), c
+            assert c["output_change"] <= 1e-5, c
+    counts = f"({len(ops)} changes: " + ", ".join(
+        f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) + ")"  # fmt: skip
+    assert counts in run["stdout"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_quick_runs_final_numbers_are_its_returned_networks_last_evaluation(quick_runs, task):
+    import json
+
+    out = quick_runs[task]["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    history = capacity.read_run(out)["history"]
+    epochs = summary["config"]["epochs"]
+    assert max(c["epoch"] for c in capacity.read_run(out)["changes"]) < epochs
+    metric = "accuracy" if task == "classification" else "loss"
+    assert summary[f"final_test_{metric}"] == pytest.approx(history[-1][f"test_{metric}"], rel=1e-6)
+    assert (out / "layers.md").stat().st_size > 0  # written by train_dynamic (the CLI does not)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_final_spec_retrains_with_the_command_the_run_prints(quick_runs, task, tmp_path, capsys):
+    import shlex
+
+    from fnnjax.cli import main
+
+    line = next(ln for ln in quick_runs[task]["stdout"].splitlines() if "fnnjax train --spec" in ln)
+    argv = shlex.split(line.split("on the same data: ", 1)[1])
+    assert argv[:2] == ["fnnjax", "train"]
+    dataset = argv[argv.index("--dataset") + 1]
+    assert dataset == ("sines1d-c3" if task == "regression" else "digits")
+    assert main([*argv[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "retrained")]) == 0
+    printed = capsys.readouterr().out
+    assert ("test loss (MSE)" if task == "regression" else "test accuracy") in printed
+    # The retraining saw the capacity run's data: the same examples in the same splits.
+    import json
+
+    saved = json.loads((quick_runs[task]["out"] / "config.json").read_text())["dataset"]
+    again = json.loads((tmp_path / "retrained" / "config.json").read_text())["dataset"]
+    assert again == saved

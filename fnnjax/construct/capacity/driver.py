@@ -37,8 +37,8 @@ parameters as one that was never stopped.
 The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``summary.json``, ...)
 plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
 ``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-``loss_after``, ``output_change``: the largest change of any output on the probe batch, measured
-(zero up to rounding for a growth), ``spec``: the network after it; a narrowing or removal also
+``loss_after``, ``output_change``: the largest change of any output on the probe batch over the
+largest output, measured (zero up to rounding for a growth), ``spec``: the network after it; a narrowing or removal also
 has ``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the
 second-order estimate of the loss increase, its first-order term left out as OBD assumes a
 minimum), ``saliency.jsonl`` (per consultation: every unit's and every block's
@@ -226,9 +226,9 @@ def apply_changes(
     Returns:
         ``(variables, opt_state, records)``: one record per change (``op``, ``target``, ``value``,
         ``method``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-        ``loss_after``, ``output_change``: the largest absolute change of any output, measured
-        (0 up to rounding for a growth: it keeps the function), ``spec``: the network after
-        it, as a JSON dict).
+        ``loss_after``, ``output_change``: the largest change of any output over the largest
+        output before, measured (0 up to rounding for a growth: it keeps the function),
+        ``spec``: the network after it, as a JSON dict).
     """
     from fnnjax.arch import analytic_counts, to_dict, transplant_opt_state  # noqa: PLC0415
 
@@ -249,7 +249,8 @@ def apply_changes(
                         "params_after": analytic_counts(spec)["params"], "loss_before": before,
                         "loss_after": loss(spec, variables) if loss is not None else None,
                         "output_change": None if outputs is None else float(
-                            np.abs(np.asarray(outputs(spec, variables)) - out_before).max()),
+                            np.abs(np.asarray(outputs(spec, variables)) - out_before).max()
+                            / max(float(np.abs(out_before).max()), 1e-12)),
                         "spec": to_dict(spec)})  # fmt: skip
     return dict(variables), opt_state, records
 
