@@ -396,6 +396,8 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
     (["--dataset", "mnist"], "--dataset: regression runs on the generated 'sines' targets"),
     (["--samples", "48"], "--samples: expected a multiple of 32, or at most 32, got 48"),
     (["--saliency", "magnitude", "--unit-measure", "gate"], "--unit-measure: 'gate' has no magnitude"),
+    (["--num-train", "20000"], "--num-train: sines1d-c4 has 14746 training examples after the"),
+    (["--validation", "1"], "--validation: expected a share in [0, 1), got 1.0"),
 ])  # fmt: skip
 def test_capacity_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys):
     from fnnjax.cli import main
