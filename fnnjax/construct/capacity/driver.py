@@ -386,7 +386,13 @@ def train_dynamic(
     Returns:
         ``{"spec", "changes", "saliency", "history", "summary", "state", "params_initial",
         "params_final"}``: the final network, the change and saliency records, ``fit``'s history
-        and summary, and the final train state.
+        and summary, and the final train state. No change follows the last epoch's evaluation,
+        so the final network is the last one trained, and the summary's ``final_*`` numbers
+        are its evaluation (equal to the last epoch's).
+
+    Warns:
+        UserWarning: once per run, naming the stage blocks it cannot resize (their units are
+        measured, never changed; each consultation records them as declined).
     """
     from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
     from fnnjax.construct.capacity import analysis  # noqa: PLC0415
