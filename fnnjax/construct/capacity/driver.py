@@ -17,8 +17,8 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
 4. applies each change with its surgery (:mod:`~fnnjax.construct.capacity.ops`,
    :func:`fnnjax.arch.insert_residual`), carrying parameters, BatchNorm statistics and the
    optimizer state over (kept entries keep their moments, new ones start at zero;
-   :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss just before and
-   just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
+   :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss and outputs just
+   before and just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
    checkpoints it at once with its spec. A deletion (narrowing, removal) that would take the
    probe loss more than ``max_shrink_loss`` above its value at the consultation's start (all the
    consultation's changes together, :func:`apply_plan`) is refused and recorded; a refusal cools
@@ -38,10 +38,10 @@ The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``sum
 plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
 ``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
 ``loss_after``, ``output_change``: the largest change of any output on the probe batch over the
-largest output, measured (zero up to rounding for a growth), ``spec``: the network after it; a narrowing or removal also
-has ``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the
-second-order estimate of the loss increase, its first-order term left out as OBD assumes a
-minimum), ``saliency.jsonl`` (per consultation: every unit's and every block's
+largest output, measured (zero up to rounding for a growth), ``spec``: the network after it; a
+narrowing or removal also has ``saliency_deleted``, the deleted units' summed saliency: with OBD
+on gates, the second-order estimate of the loss increase, its first-order term left out as OBD
+assumes a minimum), ``saliency.jsonl`` (per consultation: every unit's and every block's
 saliency, the changes ``refused`` at execution with their reason, and the decisions the
 controller ``declined``, among them every stage block whose kind the capacity operations cannot
 resize (a Cell, a Choice: ``op`` ``"resize"``; also warned about once per run): the layer
