@@ -10,8 +10,8 @@ from typing import Any
 
 QUICK = ("the demo: small sizes (3-sine regression on 512 examples, 15 epochs; or all the "
          "flattened digits through a 4-wide residual stream, 20 epochs), a plateau of under 5%% "
-         "over 3 epochs, +8 units up to 16, then an inserted block; about half a minute on 2 "
-         "CPU cores, with at least one deletion and one function-preserving growth. Flags given "
+         "over 3 epochs, +8 units up to 16, then an inserted block; under a minute on 2 CPU "
+         "cores, with at least one deletion and one function-preserving growth. Flags given "
          "explicitly still apply")
 
 
@@ -134,10 +134,11 @@ DEFAULTS = {"complexity": 4, "num_train": 4096, "width": 32, "hidden": 8, "epoch
             "batch_size": 64, "lr": 3e-3, "window": 5, "tau": 0.01, "grow_units": 8,
             "max_units": 64, "cooldown": 3, "warmup": 5, "grace": 6, "samples": 128,
             "probe_size": 512, "shrink_below": 0.05}  # fmt: skip
-# --quick: the same method at a demo size (the paper's controller with a coarser plateau, a
-# shorter warm-up and grace, a lower cap, a smaller probe), chosen so that each task visibly
-# deletes units (OBD: units whose deletion barely moves the probe loss) and grows on a plateau
-# (a widening, then past the cap an inserted block), within about half a minute on 2 CPU cores.
+# --quick: the same method at a demo size (the controller of our reading of the draft, with a
+# coarser plateau, a shorter warm-up and grace, a lower cap and a smaller probe), chosen so that
+# each task visibly deletes units (OBD: units whose deletion barely moves the probe loss) and
+# grows on a plateau (a widening, then past the cap an inserted block), within a minute on 2 CPU
+# cores (tests/construct/test_construct_capacity.py checks both).
 QUICK_CONTROLLER = {"window": 3, "tau": 0.05, "grow_units": 8, "max_units": 16, "cooldown": 3,
                     "warmup": 3, "grace": 4, "samples": 32, "probe_size": 256}  # fmt: skip
 QUICK_VALUES = {
