@@ -138,7 +138,7 @@ DEFAULTS = {"complexity": 4, "num_train": 4096, "width": 32, "hidden": 8, "epoch
 # coarser plateau, a shorter warm-up and grace, a lower cap and a smaller probe), chosen so that
 # each task visibly deletes units (OBD: units whose deletion barely moves the probe loss) and
 # grows on a plateau (a widening, then past the cap an inserted block), within a minute on 2 CPU
-# cores (tests/construct/test_construct_capacity.py checks both).
+# cores (tests/construct/test_construct_capacity.py checks the deletions and growths).
 QUICK_CONTROLLER = {"window": 3, "tau": 0.05, "grow_units": 8, "max_units": 16, "cooldown": 3,
                     "warmup": 3, "grace": 4, "samples": 32, "probe_size": 256}  # fmt: skip
 QUICK_VALUES = {
