@@ -245,6 +245,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def _train(args: argparse.Namespace) -> int:
     import jax  # noqa: PLC0415  (keep `fnnjax --help` fast)
+    import numpy as np  # noqa: PLC0415
 
     from fnnjax import models, train  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
@@ -282,14 +283,23 @@ def _train(args: argparse.Namespace) -> int:
         masks = _read_masks(args.masks)
     data = train.load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                               limit_train=args.limit_train, limit_test=args.limit_test)  # fmt: skip
+    # Float targets (the generated sines<D>d-c<C> tasks) are regression: MSE, no accuracy.
+    objective = "regression" if np.issubdtype(data.train.y.dtype, np.floating) else "classification"
     if args.spec is not None:
         spec = _read_spec(args.spec)
+        size = int(np.prod(data.input_shape))
+        if tuple(spec.input_shape) == (1, 1, size) != tuple(data.input_shape):
+            from fnnjax.train.tasks import as_vectors  # noqa: PLC0415
+
+            data = as_vectors(data)  # a spec of flattened images (a residual MLP)
         if (tuple(spec.input_shape), spec.num_classes) != (tuple(data.input_shape), data.num_classes):
             raise ConfigError(
                 f"--spec {args.spec}: the spec takes inputs {tuple(spec.input_shape)} with "
                 f"{spec.num_classes} classes, but {args.dataset!r} has {tuple(data.input_shape)} "
-                f"with {data.num_classes}; write a matching one with `fnnjax spec ... "
-                f"--input-shape {' '.join(map(str, data.input_shape))} --classes {data.num_classes}`"
+                f"with {data.num_classes}; pass the dataset the spec was made for (a search's "
+                "spec: the one it searched on), or write a zoo model's spec for this one with "
+                f"`fnnjax spec --model NAME --input-shape {' '.join(map(str, data.input_shape))} "
+                f"--classes {data.num_classes} --write FILE`"
             )
         description = (models.describe_spec(spec, use_masks=True) if masks and "masks" in masks
                        else models.describe_spec(spec))  # fmt: skip
@@ -306,20 +316,25 @@ def _train(args: argparse.Namespace) -> int:
     try:
         result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
                            description=description, rebuild=models.model_from_description,
-                           initial_variables=masks)  # fmt: skip
+                           initial_variables=masks, objective=objective)  # fmt: skip
     except ConfigError as error:
         if masks is None or not str(error).startswith("initial_variables"):
             raise
         raise ConfigError(f"--masks {args.masks}: {error} (masks written for another spec?)") from None
     summary = result.summary
-    if summary.get("best_epoch") is not None:
-        best = (f"best validation accuracy {summary['best_validation_accuracy']:.2%} at epoch "
+    if summary.get("best_epoch") is None:
+        best = "no best checkpoint without --validation"
+    elif objective == "regression":
+        best = (f"best validation loss {summary['best_validation_loss']:.4g} at epoch "
                 f"{summary['best_epoch']} (checkpoint in {out}/best/)")  # fmt: skip
     else:
-        best = "no best checkpoint without --validation"
+        best = (f"best validation accuracy {summary['best_validation_accuracy']:.2%} at epoch "
+                f"{summary['best_epoch']} (checkpoint in {out}/best/)")  # fmt: skip
+    final = (f"test accuracy {summary['final_test_accuracy']:.2%}" if objective == "classification"
+             else f"test loss (MSE) {summary['final_test_loss']:.4g}")  # fmt: skip
     if jax.process_index() == 0:
         print(
-            f"{name} on {args.dataset}: test accuracy {summary['final_test_accuracy']:.2%} "
+            f"{name} on {args.dataset}: {final} "
             f"after {summary['epochs_done']} epochs, {summary['num_params']:,} parameters; "
             f"{best}; results and curves.png in {out}/"
         )
@@ -507,6 +522,7 @@ def _list_datasets() -> int:
 
     for name in data.available_datasets():
         print(f"{name:14s} {data.describe_source(name)}")
+    print("sines<D>d-c<C> generated regression: C sines on [-1, 1]^D, D 1 or 2 (e.g. sines1d-c3)")
     return 0
 
 

@@ -20,6 +20,9 @@ cifar10       ``cifar-10-batches-py`` (python pickles) or ``cifar-10-batches-bin
 cifar100      ``cifar-100-python`` or ``cifar-100-binary`` under ``$FNNJAX_DATA_DIR``, then tfds
 ============  ===========================================================================
 
+The generated regression tasks ``sines<D>d-c<C>`` (``C`` sines on ``[-1, 1]^D``, float targets;
+:mod:`fnnjax.train.tasks`) load by name too.
+
 A dataset that is nowhere raises :class:`~fnnjax.errors.DatasetNotFoundError` naming every place
 looked and how to get it.
 
@@ -410,7 +413,8 @@ def available_datasets() -> list[str]:
 def _raw(name: str) -> tuple[dict[str, Split], str]:
     if name not in _LOADERS:
         raise ConfigError(
-            f"unknown dataset {name!r}; expected one of: {', '.join(available_datasets())}"
+            f"unknown dataset {name!r}; expected one of: {', '.join(available_datasets())}, or "
+            "a generated regression task sines<D>d-c<C> (fnnjax.train.tasks)"
         )
     return _LOADERS[name]()
 
@@ -588,7 +592,8 @@ def load_dataset(
     """Loads, splits and normalizes a dataset.
 
     Args:
-        name: one of :func:`available_datasets`.
+        name: one of :func:`available_datasets`, or a generated regression task
+            ``sines{dim}d-c{complexity}`` (:mod:`fnnjax.train.tasks`; float targets).
         validation_fraction: share of the training split held out (a seeded random subset).
         seed: seed of the validation split.
         limit_train, limit_test: keep only the first examples (for quick runs and tests).
@@ -603,6 +608,11 @@ def load_dataset(
     """
     if not 0.0 <= validation_fraction < 1.0:
         raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    from fnnjax.train import tasks  # noqa: PLC0415
+
+    if tasks.is_generated(name):  # float inputs and targets: nothing to scale
+        return tasks.load_sines(name, validation_fraction=validation_fraction, seed=seed,
+                                limit_train=limit_train, limit_test=limit_test)  # fmt: skip
     splits, source = _raw(name)
     _check_raw(name, splits, source)
     train, test = splits["train"], splits["test"]

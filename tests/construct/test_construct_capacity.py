@@ -12,6 +12,7 @@ import pytest
 from jax.flatten_util import ravel_pytree
 
 from fnnjax.arch import (
+    Cell,
     Dense,
     Head,
     Residual,
@@ -322,8 +323,9 @@ def _cli(out, *extra):
     from fnnjax.cli import main
 
     return main(["capacity", "--task", "regression", "--quick", "--num-train", "256",
-                 "--width", "6", "--hidden", "3", "--epochs", "6", "--tau", "0.99", "--window", "1",
+                 "--width", "6", "--hidden", "3", "--epochs", "7", "--tau", "0.99", "--window", "1",
                  "--grow-units", "2", "--max-units", "5", "--shrink-below", "0", "--seed", "3",
+                 "--warmup", "2", "--cooldown", "1", "--samples", "16", "--probe-size", "64",
                  "--out", str(out), *extra])  # fmt: skip
 
 
@@ -394,6 +396,8 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
     (["--dataset", "mnist"], "--dataset: regression runs on the generated 'sines' targets"),
     (["--samples", "48"], "--samples: expected a multiple of 32, or at most 32, got 48"),
     (["--saliency", "magnitude", "--unit-measure", "gate"], "--unit-measure: 'gate' has no magnitude"),
+    (["--num-train", "20000"], "--num-train: sines1d-c4 has 14746 training examples after the"),
+    (["--validation", "1"], "--validation: expected a share in [0, 1), got 1.0"),
 ])  # fmt: skip
 def test_capacity_mistakes_are_one_line_errors(argv, expected, tmp_path, capsys):
     from fnnjax.cli import main
@@ -413,3 +417,175 @@ def test_an_fnn_head_counts_in_the_parameter_budget_but_is_no_unit_to_resize():
     units = capacity.unit_saliency(spec, ones)
     assert set(units) == {u.path for u in infer_layers(spec) if u.op not in ("norm", "fnn")}
     assert "FNN_0" in params["head"] and "head/FNN_0" not in units
+
+
+def test_the_shrink_guard_bounds_the_rise_of_a_whole_consultation_not_each_change():
+    # Each deletion raises this probe loss 6%: every change alone passes a 10% guard, two
+    # together (12.4%) do not. The second is refused; the growth after it is still applied.
+    widths = {"s0b2/body0": 5, "s0b3/body0": 4}
+
+    def loss(spec, variables):
+        deleted = sum(n - capacity.unit_filters(spec, u) for u, n in widths.items())
+        return 1.06 ** max(deleted, 0)
+
+    variables = _variables(NET)
+    tx = optax.adam(1e-2)
+    plan = [capacity.Change("narrow", "s0b2/body0", (0, 1, 2, 3), "test"),
+            capacity.Change("narrow", "s0b3/body0", (0, 1, 2), "test"),
+            capacity.Change("widen", "s0b0", 8, "test")]  # fmt: skip
+    config = capacity.DynamicConfig(max_shrink_loss=0.1)
+    spec, _, _, applied, refused = capacity.apply_plan(plan, NET, variables, tx.init(variables["params"]),
+                                                       tx, config=config, loss=loss)  # fmt: skip
+    assert [(r["op"], r["target"]) for r in applied] == [("narrow", "s0b2/body0"), ("widen", "s0b0")]
+    assert [(r["op"], r["target"]) for r in refused] == [("narrow", "s0b3/body0")]
+    assert "12.4% above 1 at the consultation's start" in refused[0]["reason"]
+    assert capacity.unit_filters(spec, "s0b3/body0") == 4 and capacity.unit_filters(spec, "s0b0") == 8
+    assert loss(spec, None) <= 1.1  # the consultation's total rise is within the bound
+
+
+CELL_NET = Spec(input_shape=(1, 1, 1), num_classes=1, stem=(Dense(filters=8),),
+                stages=(Stage(blocks=(Cell(branches=((Dense(filters=4),), (Dense(filters=4),))),
+                                      Residual(body=(Dense(filters=6), Dense(filters=8, act=None))),
+                                      Residual(body=(Dense(filters=6), Dense(filters=8, act=None))))),),
+                head=Head())  # fmt: skip
+
+
+@pytest.fixture(scope="module")
+def eager_run(tmp_path_factory):
+    """A tiny in-memory-sized run of a controller that changes the network at every
+    consultation (magnitude saliency: no Hutchinson compile), on a net with a Cell block."""
+    import warnings
+
+    from fnnjax.train import TrainConfig
+
+    data = capacity.sines_dataset(2, num_train=256, num_validation=32, num_test=64, seed=1)
+    controller = capacity.CapacityConfig(window=1, warmup=0, cooldown=0, tau=0.99, grow_units=2,
+                                         max_units=16, shrink_below=0.5, remove_below=0.0, grace=0)  # fmt: skip
+    config = capacity.DynamicConfig(controller=controller, saliency="magnitude", probe_size=64,
+                                    max_shrink_loss=None)  # fmt: skip
+    train = TrainConfig(epochs=3, batch_size=32, learning_rate=3e-3, progress=False)
+    out = tmp_path_factory.mktemp("eager")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        result = capacity.train_dynamic(CELL_NET, data, train, config, out, objective="regression",
+                                        log=None)  # fmt: skip
+    return {"result": result, "data": data, "out": out, "warnings": [str(w.message) for w in caught],
+            "epochs": train.epochs}  # fmt: skip
+
+
+def test_no_change_follows_the_last_evaluation_so_the_summary_is_the_returned_network(eager_run):
+    from fnnjax.train import get_objective
+
+    result, data = eager_run["result"], eager_run["data"]
+    assert result["changes"], "the eager controller changes the network"
+    assert max(c["epoch"] for c in result["changes"]) < eager_run["epochs"]
+    assert max(s["epoch"] for s in result["saliency"]) < eager_run["epochs"]
+    summary, last = result["summary"], result["history"][-1]
+    state = result["state"]
+    out = build_model(result["spec"]).apply(jax.device_get(state.variables()), data.test.x,
+                                            train=False)  # fmt: skip
+    returned = float(get_objective("regression").loss(out, data.test.y).mean())
+    np.testing.assert_allclose(summary["final_test_loss"], returned, rtol=1e-5)
+    np.testing.assert_allclose(summary["final_test_loss"], last["test_loss"], rtol=1e-6)
+
+
+def test_train_dynamic_writes_the_layer_report(eager_run):
+    result, out = eager_run["result"], eager_run["out"]
+    rows = capacity.layer_report(result["changes"], result["saliency"], CELL_NET)
+    assert (out / "layers.md").read_text() == capacity.analysis.report_markdown(rows)
+    assert "| s0b1/body0 |" in (out / "layers.md").read_text()
+
+
+def test_blocks_it_cannot_resize_are_declined_with_the_reason_and_one_warning(eager_run):
+    result = eager_run["result"]
+    assert result["saliency"]
+    for record in result["saliency"]:  # every consultation says it left the Cell alone
+        cell = [d for d in record["declined"] if d["op"] == "resize"]
+        assert [d["target"] for d in cell] == ["s0b0"], record["declined"]
+        assert "s0b0 is a Cell block" in cell[0]["reason"] and "(br0_0, br1_0)" in cell[0]["reason"]
+    said = [w for w in eager_run["warnings"] if "cannot resize" in w]
+    assert len(said) == 1 and "s0b0 (a Cell block)" in said[0], eager_run["warnings"]
+
+
+TASKS = ("regression", "classification")  # every task `fnnjax capacity --task` accepts
+
+
+@pytest.fixture(scope="module")
+def quick_runs(tmp_path_factory):
+    """``fnnjax capacity --task T --quick`` once per task (shared by the tests below)."""
+    import contextlib
+    import io
+    import time
+
+    from fnnjax.cli import main
+
+    runs = {}
+    for task in TASKS:
+        out, printed = tmp_path_factory.mktemp(f"quick-{task}"), io.StringIO()
+        started = time.perf_counter()
+        with contextlib.redirect_stdout(printed):
+            assert main(["capacity", "--task", task, "--quick", "--out", str(out)]) == 0
+        runs[task] = {"out": out, "stdout": printed.getvalue(),
+                      "seconds": time.perf_counter() - started}  # fmt: skip
+    return runs
+
+
+def test_the_quick_choices_cover_every_task_the_command_accepts():
+    from fnnjax.cli import build_parser
+
+    parser = build_parser()
+    capacity_parser = parser._subparsers._group_actions[0].choices["capacity"]
+    task = next(a for a in capacity_parser._actions if a.dest == "task")
+    assert tuple(task.choices) == TASKS
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_each_quick_run_deletes_and_grows_and_every_growth_keeps_the_function(quick_runs, task):
+    run = quick_runs[task]
+    print(f"fnnjax capacity --task {task} --quick: {run['seconds']:.1f} s")
+    ops = [c["op"] for c in capacity.read_run(run["out"])["changes"]]
+    assert {"narrow", "remove"} & set(ops) and {"widen", "insert"} & set(ops), ops
+    changes = capacity.read_run(run["out"])["changes"]
+    for c in changes:
+        if c["op"] in ("widen", "insert"):  # measured on the probe batch before and after
+            assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"]), c
+            assert c["output_change"] <= 1e-5, c
+    counts = f"({len(ops)} changes: " + ", ".join(
+        f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) + ")"  # fmt: skip
+    assert counts in run["stdout"]
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_a_quick_runs_final_numbers_are_its_returned_networks_last_evaluation(quick_runs, task):
+    import json
+
+    out = quick_runs[task]["out"]
+    summary = json.loads((out / "summary.json").read_text())
+    history = capacity.read_run(out)["history"]
+    epochs = summary["config"]["epochs"]
+    assert max(c["epoch"] for c in capacity.read_run(out)["changes"]) < epochs
+    metric = "accuracy" if task == "classification" else "loss"
+    assert summary[f"final_test_{metric}"] == pytest.approx(history[-1][f"test_{metric}"], rel=1e-6)
+    assert (out / "layers.md").stat().st_size > 0  # written by train_dynamic (the CLI does not)
+
+
+@pytest.mark.parametrize("task", TASKS)
+def test_the_final_spec_retrains_with_the_command_the_run_prints(quick_runs, task, tmp_path, capsys):
+    import shlex
+
+    from fnnjax.cli import main
+
+    line = next(ln for ln in quick_runs[task]["stdout"].splitlines() if "fnnjax train --spec" in ln)
+    argv = shlex.split(line.split("on the same data: ", 1)[1])
+    assert argv[:2] == ["fnnjax", "train"]
+    dataset = argv[argv.index("--dataset") + 1]
+    assert dataset == ("sines1d-c3" if task == "regression" else "digits")
+    assert main([*argv[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "retrained")]) == 0
+    printed = capsys.readouterr().out
+    assert ("test loss (MSE)" if task == "regression" else "test accuracy") in printed
+    # The retraining saw the capacity run's data: the same examples in the same splits.
+    import json
+
+    saved = json.loads((quick_runs[task]["out"] / "config.json").read_text())["dataset"]
+    again = json.loads((tmp_path / "retrained" / "config.json").read_text())["dataset"]
+    assert again == saved

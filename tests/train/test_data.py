@@ -126,6 +126,32 @@ def test_unknown_names_and_splits_are_config_errors():
         data.load("digits", "valid")
 
 
+def test_the_generated_sines_tasks_load_by_name_split_like_any_dataset():
+    from fnnjax.train import tasks
+
+    ds = data.load_dataset("sines2d-c3", validation_fraction=0.1, seed=4, limit_train=300,
+                           limit_test=50)  # fmt: skip
+    assert (ds.name, ds.input_shape, ds.num_classes) == ("sines2d-c3", (1, 1, 2), 1)
+    assert (len(ds.train), len(ds.validation), len(ds.test)) == (300, round(0.1 * tasks.POOL_TRAIN), 50)
+    assert ds.train.y.dtype == np.float32 and float(np.abs(ds.train.x).max()) <= 1.0
+    data.validate_dataset(ds, targets="values")
+    # The pool is fixed (seed 0): the test split and the function are one thing; the seed
+    # chooses the hold-out, as for digits.
+    again = data.load_dataset("sines2d-c3", validation_fraction=0.1, seed=5)
+    np.testing.assert_array_equal(again.test.y[:50], ds.test.y)
+    assert not np.array_equal(again.validation.y[:10], ds.validation.y[:10])
+    pool = tasks.sines_dataset(3, dim=2, num_train=tasks.POOL_TRAIN, num_validation=0,
+                               num_test=tasks.POOL_TEST, seed=0)  # fmt: skip
+    np.testing.assert_array_equal(pool.test.y[:50], ds.test.y)
+    for name in ("sines3d-c2", "sines1d-c0", "sinesx"):
+        with pytest.raises(ConfigError, match=f"unknown dataset '{name}'; the generated regression tasks are"):
+            data.load_dataset(name)
+    with pytest.raises(ConfigError, match="limit_train: sines1d-c3 has 14746 training examples"):
+        data.load_dataset("sines1d-c3", validation_fraction=0.1, limit_train=20000)
+    with pytest.raises(ConfigError, match="or a generated regression task sines<D>d-c<C>"):
+        data.load_dataset("imagenet")
+
+
 def test_nan_in_data_is_reported_with_its_index():
     x = np.zeros((5, 2, 2, 1), np.float32)
     x[3, 1, 0, 0] = np.nan

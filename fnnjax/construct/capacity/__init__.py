@@ -12,7 +12,13 @@ driver (:func:`~fnnjax.construct.capacity.train_dynamic`), the layer analysis
 
 from fnnjax.construct.capacity.analysis import layer_report, plot_capacity, plot_layers, read_run
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes, plateaued
-from fnnjax.construct.capacity.driver import SALIENCIES, DynamicConfig, apply_changes, train_dynamic
+from fnnjax.construct.capacity.driver import (
+    SALIENCIES,
+    DynamicConfig,
+    apply_changes,
+    apply_plan,
+    train_dynamic,
+)
 from fnnjax.construct.capacity.ops import narrow, remove_block, unit_filters, widen
 from fnnjax.construct.capacity.saliency import (
     block_saliency,
@@ -38,6 +44,7 @@ __all__ = [
     "Change",
     "DynamicConfig",
     "apply_changes",
+    "apply_plan",
     "as_vectors",
     "block_saliency",
     "hutchinson_diagonal",

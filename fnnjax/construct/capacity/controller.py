@@ -22,7 +22,11 @@ network expansion), with every threshold in :class:`CapacityConfig`:
   loss grows too);
 * units and blocks grown within the last ``grace`` evaluations are not deleted (they start at
   zero saliency: zero outgoing weights, an identity block);
-* every decision a rule or the budget blocks is reported (``plan_changes(declined=...)``);
+* every decision a rule or the budget blocks is reported (``plan_changes(declined=...)``), and
+  so is every stage block whose kind the operations cannot resize (a Cell, a Choice, a grouped
+  conv, a residual body's separable conv: ``op`` ``"resize"``, its ``kind``, the reason): its
+  units are measured, never changed (the stem, the head and the units that feed an identity
+  shortcut keep their width by design, and are not reported);
 * nothing in the first ``warmup`` evaluations (OBD's saliency assumes a trained network, at a
   minimum of the loss), nor within ``cooldown`` evaluations of the last change.
 """
@@ -163,7 +167,8 @@ def plan_changes(
         since_change: evaluations since the last change (or since the start).
         insert_hidden: the hidden width an inserted block would have (prices it for the budget).
         declined: if given, every decision the budget or a rule blocked is appended to it as
-            ``{"op", "target", "reason"}``.
+            ``{"op", "target", "reason"}``, and every stage block of a kind the operations
+            cannot resize as ``{"op": "resize", "target": block, "kind", "reason"}``.
         protected: unit paths and block names (``"s0b2"``: all its units) grown within the last
             ``grace`` evaluations: not deleted yet (a new unit starts with zero outgoing weights
             and a new block as the identity, so their saliency is zero until they have trained).
@@ -175,6 +180,8 @@ def plan_changes(
     notes = declined if declined is not None else []
     if since_change < config.cooldown or len(losses) < config.warmup:
         return []
+
+    notes.extend(_fixed_blocks(saliency, spec))
 
     def params(s: Spec) -> int:
         return analytic_counts(s)["params"]
@@ -230,6 +237,33 @@ def plan_changes(
             notes.append({"op": change.op, "target": best, "reason": f"{why}, but {params(grown)} "
                           f"parameters > max_params {config.max_params}"})  # fmt: skip
     return changes
+
+
+def _fixed_blocks(saliency: Mapping[str, Any], spec: Spec) -> list[dict[str, Any]]:
+    """A ``"resize"`` decision declined for every stage block with measured units of a kind the
+    operations cannot resize (:func:`~fnnjax.construct.capacity.ops.unit_filters`'s refusal)."""
+    import re  # noqa: PLC0415
+
+    fixed: dict[str, list[str]] = {}
+    for unit in sorted(saliency):
+        m = re.match(r"^s(\d+)b(\d+)(/|$)", unit)
+        if m is None:
+            continue  # the stem and the head: fixed by design
+        try:
+            _locate(spec, unit)
+        except ValueError:
+            fixed.setdefault(unit.split("/")[0], []).append(unit)
+    out = []
+    for block, units in fixed.items():
+        i, j = (int(v) for v in re.findall(r"\d+", block))
+        b = spec.stages[i].blocks[j]
+        kind = type(b).__name__ + (" (grouped)" if getattr(b, "groups", 1) > 1 else "")
+        names = ", ".join(u.partition("/")[2] or u for u in units)
+        out.append({"op": "resize", "target": block, "kind": kind,
+                    "reason": f"{block} is a {kind} block: the capacity operations resize only "
+                              "Conv / Dense / SepConv stage blocks and the Conv / Dense ops of "
+                              f"residual bodies; its units ({names}) are measured, never changed"})  # fmt: skip
+    return out
 
 
 def _plan_removal(saliency: Mapping[str, Any], spec: Spec, config: CapacityConfig,

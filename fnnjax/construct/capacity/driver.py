@@ -4,7 +4,8 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
 :func:`fnnjax.train.fit`; after every epoch the driver
 
 1. takes the epoch's mean training loss (the controller's loss history: one evaluation per
-   epoch) and, once ``cooldown`` epochs have passed since the last change (or the start),
+   epoch) and, once ``cooldown`` epochs have passed since the last change (or the start), and
+   unless it was the last epoch,
 2. measures the units' saliency on a *probe batch* (``probe_size`` training examples fixed by the
    seed, the network in inference mode: no dropout, BatchNorm's running statistics): by default
    OBD on every unit's output gate, ``1/2 d2L/dm_u^2`` with a Hutchinson Hessian diagonal, the
@@ -16,11 +17,17 @@ Our reading of the draft's section 4.1 ("Implementation", a heading only): train
 4. applies each change with its surgery (:mod:`~fnnjax.construct.capacity.ops`,
    :func:`fnnjax.arch.insert_residual`), carrying parameters, BatchNorm statistics and the
    optimizer state over (kept entries keep their moments, new ones start at zero;
-   :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss just before and
-   just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
-   checkpoints it at once with its spec. A deletion (narrowing, removal) that raises the probe
-   loss by more than ``max_shrink_loss`` is refused and recorded; a refusal cools down like a
-   change.
+   :func:`fnnjax.arch.transplant_opt_state`), measuring the probe batch's loss and outputs just
+   before and just after, and hands the new network back to ``fit`` (:class:`fnnjax.train.NewModel`), which
+   checkpoints it at once with its spec. A deletion (narrowing, removal) that would take the
+   probe loss more than ``max_shrink_loss`` above its value at the consultation's start (all the
+   consultation's changes together, :func:`apply_plan`) is refused and recorded; a refusal cools
+   down like a change.
+
+No change follows the last epoch's evaluation: a network changed then would never be trained
+and ``fit``'s final evaluation would measure it, not the network the last epoch evaluated. So
+the returned network (``spec``, ``state``) is the last one trained and evaluated, and the
+summary's ``final_*`` numbers are its evaluation, equal to the last epoch's.
 
 The step, the schedule, the data order and the training noise go on unchanged through a change,
 so a run killed after changes and resumed (it restarts from the newest checkpoint in its latest
@@ -30,13 +37,16 @@ parameters as one that was never stopped.
 The run folder holds ``fit``'s files (``metrics.jsonl``, ``checkpoints/``, ``summary.json``, ...)
 plus ``capacity_config.json``, ``capacity.jsonl`` (one record per change: ``step``, ``epoch``,
 ``op``, ``target``, ``value``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-``loss_after``, ``spec``: the network after it; a narrowing or removal also has
-``saliency_deleted``, the deleted units' summed saliency: with OBD on gates, the second-order
-estimate of the loss increase, its first-order term left out as OBD assumes a minimum),
-``saliency.jsonl`` (per consultation: every unit's and every block's saliency, the changes
-``refused`` at execution with their reason, and the decisions the controller ``declined``: the
-layer analysis's data), ``final_spec.json``, ``capacity.png`` (parameters
-and loss against step) and ``layers.png`` (:mod:`~fnnjax.construct.capacity.analysis`).
+``loss_after``, ``output_change``: the largest change of any output on the probe batch over the
+largest output, measured (zero up to rounding for a growth), ``spec``: the network after it; a
+narrowing or removal also has ``saliency_deleted``, the deleted units' summed saliency: with OBD
+on gates, the second-order estimate of the loss increase, its first-order term left out as OBD
+assumes a minimum), ``saliency.jsonl`` (per consultation: every unit's and every block's
+saliency, the changes ``refused`` at execution with their reason, and the decisions the
+controller ``declined``, among them every stage block whose kind the capacity operations cannot
+resize (a Cell, a Choice: ``op`` ``"resize"``; also warned about once per run): the layer
+analysis's data), ``final_spec.json``, ``capacity.png`` (parameters and loss against step),
+``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`).
 """
 
 from __future__ import annotations
@@ -44,6 +54,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -53,9 +64,10 @@ import numpy as np
 
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes
 from fnnjax.construct.capacity.ops import narrow, remove_block, widen
+from fnnjax.construct.capacity.probe import Probe as _Probe
 from fnnjax.construct.capacity.saliency import sum_per_block
 
-__all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "train_dynamic"]
+__all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "apply_plan", "train_dynamic"]
 
 SALIENCIES = ("obd", "taylor", "magnitude")
 WIDEN_METHODS = ("zero", "net2wider")
@@ -81,11 +93,13 @@ class DynamicConfig:
         widen: ``"zero"`` (new units' outgoing weights zero) or ``"net2wider"`` (split existing
             units; the copies' optimizer moments start at zero like any new entry's).
         insert_hidden: hidden width of an inserted residual block (None: its input's width).
-        max_shrink_loss: a narrowing that raises the probe loss by more than this fraction is
-            refused (undone and listed under ``refused`` in that consultation's
-            ``saliency.jsonl`` record): the saliency is a second-order estimate at a point that
-            is not a minimum, and deleting a ReLU unit is not a small perturbation, so a unit
-            estimated useless can still matter. None: every planned narrowing is applied.
+        max_shrink_loss: a deletion (narrowing, removal) that would take the probe loss more
+            than this fraction above its value at the consultation's start is refused (undone
+            and listed under ``refused`` in that consultation's ``saliency.jsonl`` record); the
+            bound holds for all of a consultation's changes together (:func:`apply_plan`). The
+            saliency is a second-order estimate at a point that is not a minimum, and deleting
+            a ReLU unit is not a small perturbation, so a unit estimated useless can still
+            matter. None: every planned deletion is applied.
     """
 
     controller: CapacityConfig = CapacityConfig()
@@ -164,65 +178,6 @@ def _read_jsonl(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
-class _Probe:
-    """The probe batch's loss and the units' saliency, jitted once per network structure."""
-
-    def __init__(self, data: Any, objective: Any, config: DynamicConfig, seed: int) -> None:
-        order = np.random.default_rng([seed, 11]).permutation(len(data.train))[: config.probe_size]
-        self.x, self.y = np.asarray(data.train.x[order]), np.asarray(data.train.y[order])
-        self.objective, self.config = objective, config
-        self._cache: dict[str, tuple[Callable, Callable]] = {}
-
-    def _fns(self, spec: Any) -> tuple[Callable, Callable]:
-        from fnnjax.arch import build_model, init_variables, to_json  # noqa: PLC0415
-        from fnnjax.construct.capacity import saliency as sal  # noqa: PLC0415
-
-        key = to_json(spec)
-        if key not in self._cache:
-            cfg, objective = self.config, self.objective
-            gated = cfg.measured_by == "gate"
-            model = build_model(spec, use_masks=gated)
-            masks = None
-            if gated:  # every mask is ones at init: shapes suffice
-                shapes = init_variables(model, jax.random.key(0), spec.input_shape, abstract=True)
-                masks = jax.tree_util.tree_map(lambda a: np.ones(a.shape, a.dtype), shapes["masks"])
-
-            def loss(params, rest, x, y):
-                if gated and "masks" not in rest:
-                    rest = {**rest, "masks": masks}
-                out = model.apply({**rest, "params": params}, x, train=False)
-                return objective.loss(out, y).mean()
-
-            def saliency(params, rest, x, y, k):
-                if gated:  # the same loss as a function of the units' output gates (all ones)
-                    gates = sal.unit_gates(spec, masks)
-                    f = lambda g: loss(params, {**rest, "masks": sal.with_gates(masks, g)}, x, y)  # noqa: E731
-                    w = gates
-                else:
-                    f, w = (lambda p: loss(p, rest, x, y)), params
-                if cfg.saliency == "magnitude":
-                    per = sal.magnitude_saliency(w)
-                elif cfg.saliency == "taylor":
-                    per = sal.taylor_saliency(w, jax.grad(f)(w))
-                else:
-                    h = sal.hutchinson_diagonal(f, w, k, num_samples=cfg.hutchinson_samples,
-                                                chunk=cfg.hutchinson_chunk)  # fmt: skip
-                    per = sal.obd_saliency(w, h)
-                return per if gated else sal.unit_saliency(spec, per)
-
-            self._cache = {key: (jax.jit(loss), jax.jit(saliency))}  # keep only the current net
-        return self._cache[key]
-
-    def loss(self, spec: Any, variables: dict[str, Any]) -> float:
-        rest = {k: v for k, v in variables.items() if k != "params"}
-        return float(self._fns(spec)[0](variables["params"], rest, self.x, self.y))
-
-    def saliency(self, spec: Any, variables: dict[str, Any], key: jax.Array) -> dict[str, np.ndarray]:
-        rest = {k: v for k, v in variables.items() if k != "params"}
-        out = self._fns(spec)[1](variables["params"], rest, self.x, self.y, key)
-        return {k: np.asarray(v, np.float64) for k, v in jax.device_get(out).items()}
-
-
 def _apply(change: Change, spec: Any, variables: dict[str, Any], config: DynamicConfig,
            key: jax.Array) -> tuple[Any, str]:  # fmt: skip
     """The :class:`~fnnjax.arch.grow.Grown` of one change and the method used."""
@@ -251,6 +206,7 @@ def apply_changes(
     changes: list[Change], spec: Any, variables: dict[str, Any], opt_state: Any, tx: Any, *,
     config: DynamicConfig = DynamicConfig(), key: jax.Array | None = None,
     loss: Callable[[Any, dict[str, Any]], float] | None = None,
+    outputs: Callable[[Any, dict[str, Any]], Any] | None = None,
 ) -> tuple[dict[str, Any], Any, list[dict[str, Any]]]:  # fmt: skip
     """Applies ``changes`` in order (a pure transform of the network and its training state).
 
@@ -263,11 +219,16 @@ def apply_changes(
         key: new weights' randomness (change ``n`` uses ``fold_in(key, n)``; default key(0)).
         loss: ``loss(spec, variables) -> float`` (e.g. on a fixed batch), measured just before
             and just after each change (None: not measured).
+        outputs: ``outputs(spec, variables) -> [batch, outputs]`` (the network's outputs on a
+            fixed batch, inference mode), measured just before and just after each change
+            (None: not measured).
 
     Returns:
         ``(variables, opt_state, records)``: one record per change (``op``, ``target``, ``value``,
         ``method``, ``reason``, ``params_before``, ``params_after``, ``loss_before``,
-        ``loss_after``, ``spec``: the network after it, as a JSON dict).
+        ``loss_after``, ``output_change``: the largest change of any output over the largest
+        output before, measured (0 up to rounding for a growth: it keeps the function),
+        ``spec``: the network after it, as a JSON dict).
     """
     from fnnjax.arch import analytic_counts, to_dict, transplant_opt_state  # noqa: PLC0415
 
@@ -275,6 +236,7 @@ def apply_changes(
     records = []
     for n, change in enumerate(changes):
         before = loss(spec, variables) if loss is not None else None
+        out_before = np.asarray(outputs(spec, variables)) if outputs is not None else None
         params_before = analytic_counts(spec)["params"]
         grown, method = _apply(change, spec, variables, config, jax.random.fold_in(key, n))
         opt_state = transplant_opt_state(tx, spec, variables["params"], opt_state, grown.spec,
@@ -286,8 +248,73 @@ def apply_changes(
                         "reason": change.reason, "params_before": params_before,
                         "params_after": analytic_counts(spec)["params"], "loss_before": before,
                         "loss_after": loss(spec, variables) if loss is not None else None,
+                        "output_change": None if outputs is None else float(
+                            np.abs(np.asarray(outputs(spec, variables)) - out_before).max()
+                            / max(float(np.abs(out_before).max()), 1e-12)),
                         "spec": to_dict(spec)})  # fmt: skip
     return dict(variables), opt_state, records
+
+
+def apply_plan(
+    plan: list[Change], spec: Any, variables: dict[str, Any], opt_state: Any, tx: Any, *,
+    config: DynamicConfig = DynamicConfig(), key: jax.Array | None = None,
+    loss: Callable[[Any, dict[str, Any]], float] | None = None,
+    outputs: Callable[[Any, dict[str, Any]], Any] | None = None,
+    saliency: dict[str, Any] | None = None,
+) -> tuple[Any, dict[str, Any], Any, list[dict[str, Any]], list[dict[str, Any]]]:  # fmt: skip
+    """Applies one consultation's ``plan`` in order (:func:`apply_changes`), refusing (undoing)
+    every change that fails a guard; the next change is applied to the network as it stands:
+
+    * a deletion (narrowing, removal) after which the probe loss is more than
+      ``config.max_shrink_loss`` above its value at the consultation's start (needs ``loss``):
+      the bound is on all of the consultation's changes together, not on each (nine deletions
+      that each raise the loss 4% raise it 42%);
+    * a change that takes the network past ``config.controller.max_params``.
+
+    Args:
+        plan: from :func:`~fnnjax.construct.capacity.plan_changes`.
+        spec, variables, opt_state, tx, config, loss, outputs: as for :func:`apply_changes`.
+        key: change ``n`` of the plan uses ``fold_in(key, n)`` (default key(0)).
+        saliency: the unit saliencies the plan was made from (adds ``saliency_deleted`` to the
+            records of deletions).
+
+    Returns:
+        ``(spec, variables, opt_state, applied, refused)``: the network after the kept changes,
+        their records (:func:`apply_changes`'s), and one ``{"op", "target", "value",
+        "loss_before", "loss_after", "saliency_deleted", "reason"}`` per refused change.
+    """
+    key = jax.random.key(0) if key is None else key
+    applied: list[dict[str, Any]] = []
+    refused: list[dict[str, Any]] = []
+    limit, budget = config.max_shrink_loss, config.controller.max_params
+    start = None  # the probe loss before the consultation's first change
+    for n, change in enumerate(plan):
+        new_vars, new_opt, (rec,) = apply_changes(
+            [change], spec, variables, opt_state, tx, config=config,
+            key=jax.random.fold_in(key, n), loss=loss, outputs=outputs)  # fmt: skip
+        if saliency is not None and rec["op"] == "narrow":  # OBD's estimate (module docstring)
+            rec["saliency_deleted"] = float(np.delete(saliency[rec["target"]], rec["value"]).sum())
+        elif saliency is not None and rec["op"] == "remove":
+            rec["saliency_deleted"] = float(sum_per_block(saliency).get(rec["target"], 0.0))
+        start = rec["loss_before"] if start is None else start
+        why = None
+        if rec["op"] in ("narrow", "remove") and limit is not None and loss is not None \
+                and rec["loss_after"] > (1 + limit) * start:
+            rise = rec["loss_after"] / start - 1 if start > 0 else float("inf")
+            why = (f"the probe loss would rise {rec['loss_before']:.4g} -> {rec['loss_after']:.4g}, "
+                   f"{rise:.1%} above {start:.4g} at the consultation's start (more than "
+                   f"max_shrink_loss {limit:.0%} for all its changes together)")  # fmt: skip
+        elif budget is not None and rec["params_after"] > max(budget, rec["params_before"]):
+            why = (f"{rec['params_after']} parameters > max_params {budget} (a narrowing "
+                   "it was priced with was refused)")  # fmt: skip
+        if why is not None:
+            refused.append({**{k: rec.get(k) for k in ("op", "target", "value", "loss_before",
+                                                       "loss_after", "saliency_deleted")},
+                            "reason": why})  # fmt: skip
+            continue
+        spec, variables, opt_state = _spec_of(rec), new_vars, new_opt
+        applied.append(rec)
+    return spec, variables, opt_state, applied, refused
 
 
 def _grown_lately(changes: list[dict[str, Any]], epoch: int, grace: int) -> list[str]:
@@ -359,7 +386,13 @@ def train_dynamic(
     Returns:
         ``{"spec", "changes", "saliency", "history", "summary", "state", "params_initial",
         "params_final"}``: the final network, the change and saliency records, ``fit``'s history
-        and summary, and the final train state.
+        and summary, and the final train state. No change follows the last epoch's evaluation,
+        so the final network is the last one trained, and the summary's ``final_*`` numbers
+        are its evaluation (equal to the last epoch's).
+
+    Warns:
+        UserWarning: once per run, naming the stage blocks it cannot resize (their units are
+        measured, never changed; each consultation records them as declined).
     """
     from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
     from fnnjax.construct.capacity import analysis  # noqa: PLC0415
@@ -396,6 +429,7 @@ def train_dynamic(
     saliencies = _read_jsonl(out / "saliency.jsonl") if out is not None else []
     losses: list[float] = []
     loaded = [out is None]
+    warned: list[bool] = []  # the blocks it cannot resize are warned about once per run
 
     def on_epoch_end(record: dict[str, Any], state: Any) -> Any:
         nonlocal changes, saliencies, losses
@@ -412,7 +446,8 @@ def train_dynamic(
                    default=0)  # a refusal cools down like a change  # fmt: skip
         since = epoch - last
         new = None
-        if since >= config.controller.cooldown and epoch >= config.controller.warmup:
+        if since >= config.controller.cooldown and epoch >= config.controller.warmup \
+                and epoch < train_config.epochs:  # no change after the last evaluation
             variables = state.variables()
             units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
             refused: list[dict[str, Any]] = []
@@ -424,6 +459,12 @@ def train_dynamic(
             plan = plan_changes(losses, units, current, config.controller, since_change=since,
                                 insert_hidden=config.insert_hidden, declined=declined,
                                 protected=_grown_lately(changes, epoch, config.controller.grace))  # fmt: skip
+            fixed = [d for d in declined if d["op"] == "resize"]
+            if fixed and not warned:
+                warned.append(True)
+                warnings.warn("dynamic capacity: cannot resize " + "; ".join(
+                    f"{d['target']} (a {d['kind']} block)" for d in fixed) + ": measured, never "
+                    "changed (recorded as declined in saliency.jsonl)", stacklevel=4)  # fmt: skip
             if plan:
                 new = _changed(plan, current, state, step, epoch, units, refused)
         if out is not None:
@@ -434,38 +475,19 @@ def train_dynamic(
     def _changed(plan: list[Change], current: Any, state: Any, step: int, epoch: int,
                  units: dict[str, np.ndarray], refused: list[dict[str, Any]]) -> Any:  # fmt: skip
         variables, opt_state = jax.device_get(state.variables()), jax.device_get(state.opt_state)
-        key = jax.random.fold_in(base_key, step)
-        accepted = 0
-        for n, change in enumerate(plan):
-            new_vars, new_opt, (rec,) = apply_changes(
-                [change], current, variables, opt_state, tx, config=config,
-                key=jax.random.fold_in(key, n), loss=probe.loss)  # fmt: skip
-            if rec["op"] == "narrow":  # OBD's estimate of the loss increase (module docstring)
-                rec["saliency_deleted"] = float(np.delete(units[rec["target"]], rec["value"]).sum())
-            elif rec["op"] == "remove":
-                rec["saliency_deleted"] = float(sum_per_block(units).get(rec["target"], 0.0))
-            limit, budget = config.max_shrink_loss, config.controller.max_params
-            why = None
-            if rec["op"] in ("narrow", "remove") and limit is not None \
-                    and rec["loss_after"] > (1 + limit) * rec["loss_before"]:
-                why = (f"the probe loss would rise {rec['loss_before']:.4g} -> "
-                       f"{rec['loss_after']:.4g} (more than max_shrink_loss {limit:.0%})")  # fmt: skip
-            elif budget is not None and rec["params_after"] > max(budget, rec["params_before"]):
-                why = (f"{rec['params_after']} parameters > max_params {budget} (a narrowing "
-                       "it was priced with was refused)")  # fmt: skip
-            if why is not None:
-                refused.append({**{k: rec.get(k) for k in ("op", "target", "value", "loss_before",
-                                                           "loss_after", "saliency_deleted")},
-                                "reason": why})  # fmt: skip
-                say(f"step {step} (epoch {epoch}): refused {rec['op']} {rec['target']}: {why}")
-                continue
-            current, variables, opt_state = _spec_of(rec), new_vars, new_opt
-            accepted += 1
+        current, variables, opt_state, applied, no = apply_plan(
+            plan, current, variables, opt_state, tx, config=config,
+            key=jax.random.fold_in(base_key, step), loss=probe.loss, outputs=probe.outputs,
+            saliency=units)  # fmt: skip
+        for rec in no:
+            refused.append(rec)
+            say(f"step {step} (epoch {epoch}): refused {rec['op']} {rec['target']}: {rec['reason']}")
+        for rec in applied:
             changes.append({"step": step, "epoch": epoch, **rec})
             say(f"step {step} (epoch {epoch}): {rec['op']} {rec['target']} -> "
                 f"{_short(rec['value'])}; params {rec['params_before']} -> {rec['params_after']}; "
                 f"probe loss {rec['loss_before']:.6g} -> {rec['loss_after']:.6g} ({rec['reason']})")  # fmt: skip
-        if not accepted:
+        if not applied:
             return None
         params = variables.pop("params")
         new_state = state.replace(params=params, collections=variables, opt_state=opt_state)
@@ -484,6 +506,8 @@ def train_dynamic(
         _write_text(out / "final_spec.json", to_json(final))
         analysis.plot_capacity(result.history, changes, initial_params, out / "capacity.png")
         analysis.plot_layers(saliencies, changes, spec, out / "layers.png")
+        rows = analysis.layer_report(changes, saliencies, spec)
+        _write_text(out / "layers.md", analysis.report_markdown(rows))
     return {"spec": final, "changes": changes, "saliency": saliencies, "history": result.history,
             "summary": result.summary, "state": result.state, "params_initial": initial_params,
             "params_final": analytic_counts(final)["params"]}  # fmt: skip

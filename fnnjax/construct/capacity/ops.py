@@ -29,6 +29,7 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 import jax
+import numpy as np
 
 from fnnjax.arch.grow import Grown, _fresh_variables, _input_channels, split_units
 from fnnjax.arch.shapes import block_shapes, residual_projects
@@ -105,8 +106,16 @@ def _projections(spec: Spec) -> dict[str, bool]:
 
 
 def _moved(spec: Spec, variables: Mapping[str, Any], new: Spec, kept: dict[str, list[int]],
-           key: jax.Array | None) -> Grown:  # fmt: skip
-    fresh = _fresh_variables(new, variables, key)
+           key: jax.Array | None, *, deletion: bool = False) -> Grown:  # fmt: skip
+    if deletion:  # every variable of ``new`` comes from ``variables``: shapes suffice (no compile)
+        from fnnjax.arch import build_model, init_variables  # noqa: PLC0415
+
+        model = build_model(new, use_masks="masks" in variables)
+        shapes = init_variables(model, jax.random.key(0), new.input_shape, abstract=True)
+        fresh = {k: jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), v)
+                 for k, v in shapes.items() if k in variables or k == "params"}  # fmt: skip
+    else:
+        fresh = _fresh_variables(new, variables, key)
     return Grown(new, transplant_params(spec, variables, new, fresh, kept=kept), kept)
 
 
@@ -136,7 +145,8 @@ def narrow(spec: Spec, variables: Mapping[str, Any], unit: str, keep: Sequence[i
     if not keep or len(set(keep)) != len(keep) or not all(0 <= k < n for k in keep):
         raise ValueError(f"keep: expected distinct unit indices in [0, {n}), at least one, got "
                          f"{keep!r}")  # fmt: skip
-    return _moved(spec, variables, _with_filters(spec, unit, len(keep)), {unit: keep}, None)
+    return _moved(spec, variables, _with_filters(spec, unit, len(keep)), {unit: keep}, None,
+                  deletion=True)  # fmt: skip
 
 
 def remove_block(spec: Spec, variables: Mapping[str, Any], stage: int, position: int) -> Grown:
@@ -164,7 +174,7 @@ def remove_block(spec: Spec, variables: Mapping[str, Any], stage: int, position:
         raise ValueError(f"s{stage}b{position}: another block skips from it")
     new = _removed_spec(spec, stage, position)
     kept = {f"s{stage}": [k for k in range(len(blocks)) if k != position]}
-    return _moved(spec, variables, new, kept, None)
+    return _moved(spec, variables, new, kept, None, deletion=True)
 
 
 def _removed_spec(spec: Spec, stage: int, position: int) -> Spec:

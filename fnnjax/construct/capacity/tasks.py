@@ -1,4 +1,6 @@
-"""The draft's tasks (sections 4.2 and 4.3) and the networks they start from.
+"""The draft's tasks (sections 4.2 and 4.3) and the networks they start from. The data live in
+:mod:`fnnjax.train.tasks` (so the trainer loads them by name: ``sines1d-c3``); they are
+re-exported here.
 
 * :func:`sines_dataset`: function regression on ``[-1, 1]^dim`` (``dim`` 1 or 2) with a target of
   rising complexity ``c``: ``f(x) = sqrt(2 / c) * sum_{k=1..c} sin(pi * k * <u_k, x> + phi_k)``,
@@ -16,9 +18,9 @@
 
 from __future__ import annotations
 
-import dataclasses
-
 import numpy as np
+
+from fnnjax.train.tasks import as_vectors, sines_dataset
 
 __all__ = ["as_vectors", "residual_conv_spec", "residual_mlp_spec", "sines_dataset"]
 
@@ -26,63 +28,6 @@ __all__ = ["as_vectors", "residual_conv_spec", "residual_mlp_spec", "sines_datas
 def _check_int(name: str, value: object, low: int) -> None:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
         raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
-
-
-def sines_dataset(
-    complexity: int, *, dim: int = 1, num_train: int = 2048, num_validation: int = 512,
-    num_test: int = 1024, noise: float = 0.0, seed: int = 0,
-):  # fmt: skip
-    """A regression :class:`~fnnjax.train.Dataset` of the sum-of-sines target (module docstring).
-
-    Inputs are uniform on ``[-1, 1]^dim`` (shape ``(1, 1, dim)``), targets float32 ``[n]``,
-    plus Gaussian ``noise`` (standard deviation) on the training and validation targets only.
-    The target function (directions and phases) depends on ``(complexity, dim)`` only, the
-    sample on ``seed`` too: seeds draw new data of the same function.
-    """
-    from fnnjax.train import Dataset, Split  # noqa: PLC0415
-
-    _check_int("complexity", complexity, 1)
-    if dim not in (1, 2):
-        raise ValueError(f"dim: expected 1 or 2, got {dim!r}")
-    for name, n in (("num_train", num_train), ("num_validation", num_validation),
-                    ("num_test", num_test)):  # fmt: skip
-        _check_int(name, n, 0 if name != "num_train" else 1)
-    if not (isinstance(noise, int | float) and noise >= 0 and np.isfinite(noise)):
-        raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
-    fn = np.random.default_rng([complexity, dim, 7])
-    directions = fn.normal(size=(complexity, dim))
-    directions /= np.linalg.norm(directions, axis=1, keepdims=True)
-    phases = fn.uniform(0, 2 * np.pi, size=complexity)
-    frequencies = np.pi * np.arange(1, complexity + 1)
-
-    def target(x: np.ndarray) -> np.ndarray:
-        waves = np.sin(frequencies * (x @ directions.T) + phases)
-        return (np.sqrt(2.0 / complexity) * waves.sum(axis=1)).astype(np.float32)
-
-    rng = np.random.default_rng([seed, complexity, dim])
-
-    def split(n: int, noisy: bool) -> Split:
-        x = rng.uniform(-1, 1, size=(n, dim))
-        y = target(x) + (noise * rng.normal(size=n) if noisy and noise else 0)
-        return Split(x.reshape(n, 1, 1, dim).astype(np.float32), np.asarray(y, np.float32))
-
-    return Dataset(name=f"sines{dim}d-c{complexity}", train=split(num_train, True),
-                   validation=split(num_validation, True), test=split(num_test, False),
-                   num_classes=1, input_shape=(1, 1, dim), mean=(0.0,) * dim, std=(1.0,) * dim,
-                   source="generated")  # fmt: skip
-
-
-def as_vectors(data):
-    """``data`` with every example flattened to ``(1, 1, h*w*c)`` (for a residual MLP)."""
-    from fnnjax.train import Split  # noqa: PLC0415
-
-    size = int(np.prod(data.input_shape))
-
-    def flat(s: Split) -> Split:
-        return Split(np.asarray(s.x).reshape(len(s), 1, 1, size), s.y)
-
-    return dataclasses.replace(data, train=flat(data.train), validation=flat(data.validation),
-                               test=flat(data.test), input_shape=(1, 1, size))  # fmt: skip
 
 
 def residual_mlp_spec(input_shape, outputs: int, *, width: int = 32, hidden: int = 16,
