@@ -1,4 +1,4 @@
-"""Dynamic network capacity (the thesis draft ../shared/papers/dynamic-capacity-thesis-draft.md):
+"""Dynamic network capacity (an unfinished thesis draft, "Dynamic network capacity"):
 residual networks that grow and shrink while they train. Built so far: the saliencies that
 decide deletions and growth (:mod:`~fnnjax.construct.capacity.saliency`: Optimal Brain Damage
 with a Hutchinson Hessian diagonal, magnitude and first-order Taylor baselines, per unit and
