@@ -17,6 +17,7 @@ import dataclasses
 import hashlib
 import json
 import math
+import re
 import sys
 import warnings
 from collections.abc import Sequence
@@ -312,7 +313,8 @@ def _train(args: argparse.Namespace) -> int:
         name = args.model
     model = models.model_from_description(description)
     digest = train.run_digest(description, data, config)
-    out = args.out or Path("runs") / f"{name}-{args.dataset}-{digest}"
+    slug = re.sub(r"[^A-Za-z0-9._-]+", "-", name).strip("-.") or "spec"  # one safe folder name
+    out = args.out or Path("runs") / f"{slug}-{args.dataset}-{digest}"
     try:
         result = train.fit(model, data, config, out_dir=out, resume=not args.no_resume,
                            description=description, rebuild=models.model_from_description,

@@ -35,7 +35,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     )  # fmt: skip
     cap.add_argument("--task", choices=("regression", "classification"), required=True)
     cap.add_argument("--dataset", help="classification: a dataset name (see `fnnjax datasets`), "
-                     "default fashion_mnist; regression: sines (the only one)")  # fmt: skip
+                     "default fashion_mnist; regression: sines (--complexity, --dim) or a "
+                     "generated task by name, e.g. sines1d-c3")  # fmt: skip
     cap.add_argument("--complexity", type=positive_int, default=None,
                      help="regression: sines in the target (frequencies 1..C); default 4")  # fmt: skip
     cap.add_argument("--dim", type=int, choices=(1, 2), help="regression: input dims; default 1")
@@ -101,13 +102,17 @@ def _data_and_spec(args: argparse.Namespace):
 
     limited = args.limit_train is not None
     if args.task == "regression":
-        if args.dataset not in (None, "sines"):
-            raise ConfigError(f"--dataset: regression runs on the generated 'sines' targets "
-                              f"(--complexity, --dim), got {args.dataset!r}")  # fmt: skip
+        from fnnjax.train import tasks  # noqa: PLC0415
+
+        if args.dataset not in (None, "sines") and not tasks.is_generated(args.dataset):
+            raise ConfigError(f"--dataset: regression runs on the generated sines targets "
+                              f"(sines, with --complexity and --dim, or a task named like "
+                              f"sines1d-c3), got {args.dataset!r}")  # fmt: skip
         if args.net != "mlp":
             raise ConfigError("--net: regression uses the residual MLP (--net mlp)")
         # The named task fnnjax train loads too (fnnjax.train.tasks), so the final spec retrains.
-        args.dataset = f"sines{args.dim}d-c{args.complexity}"
+        if args.dataset in (None, "sines"):
+            args.dataset = f"sines{args.dim}d-c{args.complexity}"
         args.limit_train = args.limit_train or args.num_train
     if not 0.0 <= args.validation < 1.0:
         raise ConfigError(f"--validation: expected a share in [0, 1), got {args.validation}")

@@ -136,11 +136,14 @@ def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     if not path.is_file():
-        if not all(t.lstrip("-").isdigit() for t in str(path).split()):
-            raise ConfigError(f"--arc: {path} is not a file; give the best_arc.json or "
-                              "best_arc.txt of `fnnjax enas`, any file holding an arc string, "
-                              "or the arc itself (e.g. --arc '0 0 0 2 0 0' for 3 layers)")  # fmt: skip
-        text, recorded, where = str(path), None, path  # the arc itself
+        try:  # the arc itself, in any form arc_from_string reads
+            enas.arc_from_string(str(path), layers)
+        except ValueError as error:
+            raise ConfigError(f"--arc: {path} is neither a file nor an arc of --layers {layers} "
+                              f"({error}); give the best_arc.json or best_arc.txt of `fnnjax "
+                              "enas`, any file holding an arc string, or the arc itself (e.g. "
+                              "--arc '0 0 0 2 0 0' for 3 layers)") from None  # fmt: skip
+        text, recorded, where = str(path), None, path
     else:
         text, recorded, where = path.read_text(), None, path
     if path.suffix == ".json":

@@ -49,6 +49,19 @@ def test_spec_transforms_a_file_as_it_makes_a_zoo_model_and_writes_the_result(tm
     assert written.replace(name=zoo.name) == zoo
 
 
+def test_train_spec_names_its_default_folder_with_a_safe_slug(tmp_path, monkeypatch, capsys):
+    """Regression: the default folder was named after the spec's name, spaces and slashes
+    included (runs/envelopenet 6/4-3/2-digits-.../, nested folders)."""
+    path = tmp_path / "env.json"
+    path.write_text(arch.to_json(TINY.replace(name="envelopenet 6/4-3/2 uniform")))
+    monkeypatch.chdir(tmp_path)
+    assert cli.main(["train", "--spec", str(path), "--epochs", "1", "--limit-train", "64",
+                     "--batch-size", "32", "--quiet"]) == 0  # fmt: skip
+    made = [p.name for p in (tmp_path / "runs").iterdir()]
+    assert len(made) == 1 and made[0].startswith("envelopenet-6-4-3-2-uniform-digits-"), made
+    assert "envelopenet 6/4-3/2 uniform on digits" in capsys.readouterr().out
+
+
 def test_with_head_keeps_the_pooling_and_names_the_result():
     grouped = TINY.replace(head=arch.Head(pool="grouped"))
     for kind in ("linear", "dense", "fnn"):

@@ -1,6 +1,7 @@
 """Every ``--quick`` command visibly does what its paper does, in about a minute on 2 cores.
 
-One run per command, shared by its tests. EnvelopeNets' growth is checked where its quick run
+One run per test (a run shared through a fixture would run again in every xdist worker that
+picks up one of its tests). EnvelopeNets' growth is checked where its quick run
 already is (``tests/construct/test_construct_envelope.py``), NHN's pruning and LDS cycles in the
 NHN quick run of ``tests/test_experiments.py``, dynamic capacity's growth and shrinking in
 ``tests/construct/test_construct_capacity.py``.
@@ -8,19 +9,17 @@ NHN quick run of ``tests/test_experiments.py``, dynamic capacity's growth and sh
 
 import json
 
-import pytest
-
 from fnnjax.cli import main
 
 
-@pytest.fixture(scope="module")
-def enas_quick(tmp_path_factory):
-    out = tmp_path_factory.mktemp("enas-quick")
-    assert main(["enas", "--quick", "--out", str(out)]) == 0
-    return out
+def test_enas_quick_lowers_the_controllers_entropy_and_derives_an_arc_above_chance(tmp_path):
+    import contextlib
+    import io
 
-
-def test_enas_quick_lowers_the_controllers_entropy_and_derives_an_arc_above_chance(enas_quick):
+    enas_quick, printed = tmp_path / "enas-quick", io.StringIO()
+    with contextlib.redirect_stdout(printed):
+        assert main(["enas", "--quick", "--out", str(enas_quick)]) == 0
+    assert f"fnnjax train --spec {enas_quick / 'best_spec.json'} --dataset digits" in printed.getvalue()
     records = [json.loads(line) for line in (enas_quick / "search.jsonl").read_text().splitlines()]
     first, last = records[0]["entropy"], records[-1]["entropy"]
     assert last <= 0.99 * first, (first, last)  # the policy concentrates: >= 1% lower

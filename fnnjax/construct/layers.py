@@ -214,8 +214,12 @@ def follow_inputs(old: Spec, new: Spec) -> Spec:
     cin_old = {u.path: u.cin for u in infer_layers(old)}
     for i, j in spots:
         b = new.stages[i].blocks[j]
-        prefix = f"{block_name(i, j)}/{branch_op_name(out_branches(b)[0], 0)}"
-        path = next(p for p in cin_old if p == prefix or p.startswith(prefix + "/"))
+        k = out_branches(b)[0]  # the branch's first conv reads the cell's input (or a pool's)
+        m = next(n for n, op in enumerate(b.branches[k]) if isinstance(op, Conv | SepConv))
+        prefix = f"{block_name(i, j)}/{branch_op_name(k, m)}"
+        path = next((p for p in cin_old if p == prefix or p.startswith(prefix + "/")), None)
+        if path is None:  # no parametrized unit to read the width from: left as it is
+            continue
         ratio = {u.path: u.cin for u in infer_layers(new)}[path] / cin_old[path]
         if ratio == 1:
             continue

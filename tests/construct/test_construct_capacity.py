@@ -393,7 +393,7 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
 
 @pytest.mark.parametrize("argv,expected", [
     (["--tau", "2"], "--tau: expected a number in [0, 1), got 2.0"),
-    (["--dataset", "mnist"], "--dataset: regression runs on the generated 'sines' targets"),
+    (["--dataset", "mnist"], "--dataset: regression runs on the generated sines targets"),
     (["--samples", "48"], "--samples: expected a multiple of 32, or at most 32, got 48"),
     (["--saliency", "magnitude", "--unit-measure", "gate"], "--unit-measure: 'gate' has no magnitude"),
     (["--num-train", "20000"], "--num-train: sines1d-c4 has 14746 training examples after the"),
@@ -507,27 +507,38 @@ def test_blocks_it_cannot_resize_are_declined_with_the_reason_and_one_warning(ea
     assert len(said) == 1 and "s0b0 (a Cell block)" in said[0], eager_run["warnings"]
 
 
+def test_blocks_with_a_resizable_unit_are_not_declined():
+    """A residual with a projection shortcut and a SepConv block each have a unit the
+    operations do not resize (the shortcut, the depthwise half) beside ones they do: no decline."""
+    from fnnjax.arch import SepConv, host_init
+
+    net = capacity.residual_conv_spec((8, 8, 1), 10, width=4, hidden=4, blocks=1, stages=2)
+    first = dataclasses.replace(net.stages[0], blocks=(SepConv(filters=4), *net.stages[0].blocks))
+    net = net.replace(stages=(first, *net.stages[1:]))
+    params = host_init(build_model(net), net.input_shape)["params"]
+    saliency = capacity.unit_saliency(net, jax.tree_util.tree_map(jnp.ones_like, params))
+    assert {"s1b0/shortcut", "s0b0/dw"} <= set(saliency)  # measured
+    declined = []
+    capacity.plan_changes([1.0] * 10, saliency, net, capacity.CapacityConfig(warmup=0, cooldown=0),
+                          since_change=10, declined=declined)  # fmt: skip
+    assert not [d for d in declined if d["op"] == "resize"], declined
+
+
 TASKS = ("regression", "classification")  # every task `fnnjax capacity --task` accepts
 
 
-@pytest.fixture(scope="module")
-def quick_runs(tmp_path_factory):
-    """``fnnjax capacity --task T --quick`` once per task (shared by the tests below)."""
+def _quick_run(task, out):
+    """``fnnjax capacity --task T --quick`` into ``out``: what it printed and its time."""
     import contextlib
     import io
     import time
 
     from fnnjax.cli import main
 
-    runs = {}
-    for task in TASKS:
-        out, printed = tmp_path_factory.mktemp(f"quick-{task}"), io.StringIO()
-        started = time.perf_counter()
-        with contextlib.redirect_stdout(printed):
-            assert main(["capacity", "--task", task, "--quick", "--out", str(out)]) == 0
-        runs[task] = {"out": out, "stdout": printed.getvalue(),
-                      "seconds": time.perf_counter() - started}  # fmt: skip
-    return runs
+    printed, started = io.StringIO(), time.perf_counter()
+    with contextlib.redirect_stdout(printed):
+        assert main(["capacity", "--task", task, "--quick", "--out", str(out)]) == 0
+    return {"out": out, "stdout": printed.getvalue(), "seconds": time.perf_counter() - started}
 
 
 def test_the_quick_choices_cover_every_task_the_command_accepts():
@@ -540,12 +551,22 @@ def test_the_quick_choices_cover_every_task_the_command_accepts():
 
 
 @pytest.mark.parametrize("task", TASKS)
-def test_each_quick_run_deletes_and_grows_and_every_growth_keeps_the_function(quick_runs, task):
-    run = quick_runs[task]
+def test_each_quick_run_deletes_grows_keeps_the_function_and_retrains(task, tmp_path, capsys):
+    """One test per quick run (a run shared by several tests would run again in every xdist
+    worker that picks one up): it deletes and grows, every growth keeps the function, its final
+    numbers are the returned network's last evaluation, and the command it prints retrains the
+    final spec on the same data."""
+    import json
+    import shlex
+
+    from fnnjax.cli import main
+
+    run = _quick_run(task, tmp_path / "quick")
     print(f"fnnjax capacity --task {task} --quick: {run['seconds']:.1f} s")
-    ops = [c["op"] for c in capacity.read_run(run["out"])["changes"]]
+    out = run["out"]
+    changes = capacity.read_run(out)["changes"]
+    ops = [c["op"] for c in changes]
     assert {"narrow", "remove"} & set(ops) and {"widen", "insert"} & set(ops), ops
-    changes = capacity.read_run(run["out"])["changes"]
     for c in changes:
         if c["op"] in ("widen", "insert"):  # measured on the probe batch before and after
             assert abs(c["loss_after"] - c["loss_before"]) <= 1e-5 * abs(c["loss_before"]), c
@@ -553,39 +574,21 @@ def test_each_quick_run_deletes_and_grows_and_every_growth_keeps_the_function(qu
     counts = f"({len(ops)} changes: " + ", ".join(
         f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) + ")"  # fmt: skip
     assert counts in run["stdout"]
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_a_quick_runs_final_numbers_are_its_returned_networks_last_evaluation(quick_runs, task):
-    import json
-
-    out = quick_runs[task]["out"]
+    # No change after the last evaluation: the summary is the returned network's.
     summary = json.loads((out / "summary.json").read_text())
     history = capacity.read_run(out)["history"]
-    epochs = summary["config"]["epochs"]
-    assert max(c["epoch"] for c in capacity.read_run(out)["changes"]) < epochs
+    assert max(c["epoch"] for c in changes) < summary["config"]["epochs"]
     metric = "accuracy" if task == "classification" else "loss"
     assert summary[f"final_test_{metric}"] == pytest.approx(history[-1][f"test_{metric}"], rel=1e-6)
     assert (out / "layers.md").stat().st_size > 0  # written by train_dynamic (the CLI does not)
-
-
-@pytest.mark.parametrize("task", TASKS)
-def test_the_final_spec_retrains_with_the_command_the_run_prints(quick_runs, task, tmp_path, capsys):
-    import shlex
-
-    from fnnjax.cli import main
-
-    line = next(ln for ln in quick_runs[task]["stdout"].splitlines() if "fnnjax train --spec" in ln)
+    # The retraining command it prints, on the capacity run's data (same examples, same splits).
+    line = next(ln for ln in run["stdout"].splitlines() if "fnnjax train --spec" in ln)
     argv = shlex.split(line.split("on the same data: ", 1)[1])
     assert argv[:2] == ["fnnjax", "train"]
     dataset = argv[argv.index("--dataset") + 1]
     assert dataset == ("sines1d-c3" if task == "regression" else "digits")
+    capsys.readouterr()
     assert main([*argv[1:], "--epochs", "1", "--quiet", "--out", str(tmp_path / "retrained")]) == 0
-    printed = capsys.readouterr().out
-    assert ("test loss (MSE)" if task == "regression" else "test accuracy") in printed
-    # The retraining saw the capacity run's data: the same examples in the same splits.
-    import json
-
-    saved = json.loads((quick_runs[task]["out"] / "config.json").read_text())["dataset"]
-    again = json.loads((tmp_path / "retrained" / "config.json").read_text())["dataset"]
-    assert again == saved
+    assert ("test loss (MSE)" if task == "regression" else "test accuracy") in capsys.readouterr().out
+    saved = json.loads((out / "config.json").read_text())["dataset"]
+    assert json.loads((tmp_path / "retrained" / "config.json").read_text())["dataset"] == saved

@@ -247,3 +247,15 @@ def test_a_gene_code_keeping_no_add_on_gives_the_plain_network_without_an_arch_c
     fresh = model.init(jax.random.key(0), jnp.zeros((1, *spec.input_shape)))
     x = jnp.ones((2, *spec.input_shape))
     assert np.isfinite(np.asarray(model.apply({**fresh, **kept}, x))).all()
+
+
+def test_the_ablation_switches_off_the_add_on_edges_only_not_the_arcs_skips():
+    """Regression: the final network's ablation set every gate to 0, the arc's own gated skips'
+    too, so "without add-ons" also removed the arc's skip connections."""
+    arch = {"s0b1_skip": {"gate": jnp.ones(2)}, "s0b1_addon0": {"gate": jnp.ones(()),
+            "connections": jnp.ones(4)}, "s1b0/choice": {"choice": jnp.int32(2)}}  # fmt: skip
+    off = nhn.addons_off(arch)
+    np.testing.assert_array_equal(off["s0b1_skip"]["gate"], [1, 1])
+    assert float(off["s0b1_addon0"]["gate"]) == 0.0
+    np.testing.assert_array_equal(off["s0b1_addon0"]["connections"], np.ones(4))
+    assert off["s1b0/choice"] == arch["s1b0/choice"]

@@ -484,7 +484,9 @@ def test_fnnjax_nhn_takes_the_arc_itself_as_well_as_a_file(tmp_path):
     with pytest.raises(ConfigError, match="--skips: the skip convention"):
         read_arc(Path("0 2 1 0 0 1"), 3, None)
     assert read_arc(Path("0 2 1 0 0 1"), 3, "released")[1] == "released"
-    with pytest.raises(ConfigError, match=r"--arc: .*arc.txt is not a file; .*or the arc itself"):
+    with pytest.raises(ConfigError, match=r"--arc: .*arc.txt is neither a file nor an arc of "
+                                          r"--layers 3 .*or the arc itself"):  # fmt: skip
         read_arc(tmp_path / "arc.txt", 3, None)
-    with pytest.raises(ConfigError, match=r"--arc 0 0 0: .*is --layers 3 the arc's"):
+    with pytest.raises(ConfigError, match=r"--arc: 0 0 0 is neither a file nor an arc of --layers 3"):
         read_arc(Path("0 0 0"), 3, None)
+    assert read_arc(Path("[0, 0, 0, 2, 0, 0]"), 3, None)[0].tolist() == [0, 0, 0, 2, 0, 0]

@@ -309,3 +309,49 @@ def test_reversal_leaves_mobilenet_pointwise_params_almost_invariant():
     c = layer_filters(spec)
     assert rev - base == 32 * (c[-1] - c[0])  # only the stem -> first block pw changes
     assert math.isclose(rev / base, 1.0, rel_tol=0.02)
+
+
+def test_a_transition_is_no_template_layer_and_follows_its_input_width():
+    """Regression: the EnvelopeNet widener (a max-pool beside a 3x3/s2 conv of the incoming
+    width, concatenated) was a template layer counted by its conv alone, so "uniform" set its
+    conv and left its pass-through channels: not uniform. Now it is a transition: every template
+    layer gets the same count and the widener's conv follows its input, still doubling it."""
+    from fnnjax.construct import envelope as ev
+    from fnnjax.construct import layer_filters
+    from fnnjax.construct.layers import is_transition
+    from fnnjax.construct.templates import apply_template, width_multiplier
+
+    config = ev.EnvelopeConfig(cell=("1x1", "3x3"), channels=6)
+    spec = ev.envelope_spec(ev.initial_layers(ev.parse_notation("6/2-1/2")[1], config), config,
+                            (8, 8, 1), 10)  # fmt: skip
+    assert is_transition(spec.stages[1].blocks[0]) and layer_filters(spec) == (6, 6, 12)
+
+    def widener(s):  # (input channels, output channels) of the widener
+        units = {u.path: u for u in infer_layers(s)}
+        conv = units["s1b0/br1_0"]
+        return conv.cin, conv.cin + conv.cout
+
+    for made in (apply_template(spec, "uniform"), apply_template(spec, "reverse"),
+                 width_multiplier(spec, 2.0)):  # fmt: skip
+        cin, cout = widener(made)
+        assert cout == 2 * cin  # the widener doubles whatever reaches it
+    uniform = apply_template(spec, "uniform")
+    assert layer_filters(uniform) == (8, 8, 8) and uniform.name == "envelopenet 6/2-1/2 uniform"
+    build_model(uniform).init(jax.random.key(0), np.zeros((1, 8, 8, 1), np.float32))
+
+
+def test_a_template_on_a_spec_without_template_layers_says_so():
+    from fnnjax.arch import Head, Pool, Spec, Stage
+    from fnnjax.construct.templates import apply_template
+
+    pools = Spec(input_shape=(8, 8, 1), num_classes=10, stages=(Stage(blocks=(Pool(),)),),
+                 head=Head(), name="pools")  # fmt: skip
+    with pytest.raises(ValueError, match="spec 'pools' has no template layers"):
+        apply_template(pools, "uniform")
+
+
+def test_the_construct_package_exports_every_papers_module():
+    import fnnjax.construct as construct
+
+    assert {"capacity", "enas", "envelope", "nhn"} <= set(construct.__all__)
+    assert construct.capacity.train_dynamic is not None

@@ -73,7 +73,7 @@ def units_over_time(changes: list[dict[str, Any]], initial_spec: Any) -> dict[st
     from fnnjax.arch import from_dict, infer_layers  # noqa: PLC0415
 
     def widths(spec: Any) -> dict[str, int]:
-        return {u.path: u.cout for u in infer_layers(spec) if u.op != "norm"}
+        return {u.path: u.cout for u in infer_layers(spec) if u.op not in ("norm", "fnn")}
 
     seq = _label_sequence(changes, initial_spec)
     out: dict[str, list[tuple[int, int]]] = {p: [(0, n)] for p, n in widths(initial_spec).items()}

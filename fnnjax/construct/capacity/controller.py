@@ -240,19 +240,26 @@ def plan_changes(
 
 
 def _fixed_blocks(saliency: Mapping[str, Any], spec: Spec) -> list[dict[str, Any]]:
-    """A ``"resize"`` decision declined for every stage block with measured units of a kind the
-    operations cannot resize (:func:`~fnnjax.construct.capacity.ops.unit_filters`'s refusal)."""
+    """A ``"resize"`` decision declined for every stage block whose measured units are all of a
+    kind the operations cannot resize (:func:`~fnnjax.construct.capacity.ops.unit_filters`'s
+    refusal); a block with one resizable unit (a residual with a projection shortcut, a SepConv)
+    is not declined."""
     import re  # noqa: PLC0415
 
-    fixed: dict[str, list[str]] = {}
-    for unit in sorted(saliency):
+    measured: dict[str, list[str]] = {}
+    resizable: set[str] = set()  # blocks with a unit the operations resize (a residual body's
+    for unit in sorted(saliency):  # convs beside its projection, a SepConv's pointwise half)
         m = re.match(r"^s(\d+)b(\d+)(/|$)", unit)
         if m is None:
             continue  # the stem and the head: fixed by design
+        block = unit.split("/")[0]
+        measured.setdefault(block, []).append(unit)
         try:
             _locate(spec, unit)
+            resizable.add(block)
         except ValueError:
-            fixed.setdefault(unit.split("/")[0], []).append(unit)
+            pass
+    fixed = {block: units for block, units in measured.items() if block not in resizable}
     out = []
     for block, units in fixed.items():
         i, j = (int(v) for v in re.findall(r"\d+", block))

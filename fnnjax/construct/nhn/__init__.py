@@ -45,6 +45,7 @@ from fnnjax.construct.nhn.genes import (
 )
 from fnnjax.construct.nhn.pipeline import (
     NhnConfig,
+    addons_off,
     effective_params,
     nhn_score,
     run_nhn,
@@ -101,5 +102,6 @@ __all__ = [
     "smoothable_kernels",
     "stage_train_config",
     "trainable_mask",
+    "addons_off",
     "with_addons",
 ]

@@ -74,7 +74,8 @@ import numpy as np
 
 from fnnjax.construct.nhn.search import LdsConfig
 
-__all__ = ["NhnConfig", "effective_params", "nhn_score", "run_nhn", "stage_train_config", "with_addons"]
+__all__ = ["NhnConfig", "addons_off", "effective_params", "nhn_score", "run_nhn", "stage_train_config",
+           "with_addons"]
 
 RETRAIN = ("inherit", "scratch")
 
@@ -203,6 +204,14 @@ def effective_params(spec: Any, variables: Mapping[str, Any]) -> int:
     return total
 
 
+def addons_off(arch: Mapping[str, Any]) -> dict[str, Any]:
+    """The ``"arch"`` collection with every add-on edge's gate at 0 (the paper's ablation "of
+    added neurons"); the arc's own gated skips keep theirs (before issue #23 the ablation
+    switched those off too)."""
+    return {p: ({**v, "gate": jnp.zeros_like(v["gate"])} if "_addon" in p and "gate" in v else v)
+            for p, v in arch.items()}  # fmt: skip
+
+
 def with_addons(supernet: Any, space: Any, variables: Mapping[str, Any], genes: Any,
                 directions: Mapping[str, Any], *, head: Any = None) -> tuple[Any, dict[str, Any]]:
     """The network the gene code picks from the LDS ``supernet`` (its add-on edges, each
@@ -287,7 +296,6 @@ def run_nhn(
     from fnnjax.arch import (  # noqa: PLC0415
         Head,
         build_model,
-        init_variables,
         save_variables,
         to_dict,
         to_json,
@@ -334,8 +342,9 @@ def run_nhn(
                    resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
                    initial_variables=initial)  # fmt: skip
 
-    def fresh(spec, key):  # one compiled init (an eager one compiles every draw apart)
-        return init_variables(build_model(spec, use_masks=True), key, data.input_shape)
+    def fresh(spec, key):  # model.init(key) as before, in one compile (eagerly: one per draw)
+        model = build_model(spec, use_masks=True)
+        return jax.jit(lambda k: model.init(k, jnp.zeros((1, *data.input_shape))))(key)
 
     results: dict[str, Any] = {"arc": arc_to_string(arc, config.layers)}
 
@@ -415,10 +424,9 @@ def run_nhn(
     # 5. Ablation: the final network with every add-on edge off.
     engine = Engine(build_model(final, use_masks=True), _noop_tx())
     state = jax.device_get(res.state)  # from the training's devices to this one engine's
-    off = {p: ({**v, "gate": jnp.zeros_like(v["gate"])} if "gate" in v else v)
-           for p, v in state.collections.get("arch", {}).items()}  # fmt: skip
-    if off:  # a network with no add-on edge and no skip has no "arch" collection
-        state = state.replace(collections={**state.collections, "arch": off})
+    if "arch" in state.collections:  # a network with no add-on edge and no skip has none
+        state = state.replace(collections={**state.collections,
+                                           "arch": addons_off(state.collections["arch"])})  # fmt: skip
     ablated = engine.evaluate(state, data.test)
     full = results["final"]["test_accuracy"]
     results["ablation"] = {"test_accuracy_without_addons": ablated["accuracy"],
