@@ -42,7 +42,7 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
 from __future__ import annotations
 
 import dataclasses
-from collections.abc import Collection, Sequence
+from collections.abc import Collection, Mapping, Sequence
 from typing import Any
 
 import flax.linen as nn
@@ -688,7 +688,7 @@ def build_model(
 
 def init_variables(
     model: nn.Module,
-    key: jax.Array,
+    key: jax.Array | Mapping[str, jax.Array],
     input_shape: Sequence[int],
     *,
     batch: int = 2,
@@ -696,13 +696,14 @@ def init_variables(
 ) -> dict[str, Any]:
     """``model.init`` on zeros ``[batch, *input_shape]`` (``abstract``: shapes only, no compute).
 
-    ``key`` is split into independent ``"params"`` and ``"dropout"`` streams. The init is compiled
+    ``key`` is split into independent ``"params"`` and ``"dropout"`` streams, or is a mapping of
+    streams used as given (``{"params": key}`` draws what ``model.init(key, x)`` draws). The init is compiled
     without XLA's backend (LLVM) optimizations: it runs once, and a deep model's threefry draws
     then compile 3-6x faster on CPU (the zoo's Inception: ~50 s -> ~9 s). The values are
     deterministic; they may differ from a default-optimized compile in the last bits.
     """
     x = jnp.zeros((batch, *input_shape), jnp.float32)
-    keys = _init_keys(key)
+    keys = dict(key) if isinstance(key, Mapping) else _init_keys(key)
 
     def init(keys):
         return model.init(keys, x, train=False)

@@ -400,9 +400,12 @@ def make_population_eval_step(
     return jax.jit(evaluate_batch, out_shardings=split)
 
 
-def _padded_batches(split: Split, batch_size: int, multiple: int) -> Iterator[tuple[Any, ...]]:
-    """Fixed-shape batches covering ``split``, padded with masked-out rows (one compile)."""
-    size = max(multiple, min(batch_size, len(split)))
+def _padded_batches(split: Split, batch_size: int, multiple: int,
+                    fixed: bool = False) -> Iterator[tuple[Any, ...]]:  # fmt: skip
+    """Fixed-shape batches covering ``split``, padded with masked-out rows (one compile);
+    ``fixed``: of ``batch_size`` rows even when the split is smaller (one shape for splits of
+    several sizes)."""
+    size = max(multiple, batch_size if fixed else min(batch_size, len(split)))
     size = -(-size // multiple) * multiple
     for start in range(0, len(split), size):
         x, y = split.x[start : start + size], split.y[start : start + size]
@@ -447,8 +450,10 @@ def evaluate(
     batch_size: int,
     mesh: jax.sharding.Mesh,
     input_shape: tuple[int, ...] | None = None,
+    fixed: bool = False,
 ) -> dict[str, float]:
-    """Mean loss and metrics of ``state`` on ``split`` (``{"loss": ..., "accuracy": ...}``).
+    """Mean loss and metrics of ``state`` on ``split`` (``{"loss": ..., "accuracy": ...}``);
+    ``fixed``: batches of ``batch_size`` rows even for a smaller split (:func:`_padded_batches`).
 
     Raises:
         DataError: ``split`` holds examples of another shape than ``input_shape``.
@@ -458,7 +463,7 @@ def evaluate(
     batch = sharding.batch_sharding(mesh)
     outputs = [
         eval_step(state, *jax.device_put((x, y, m), batch))
-        for x, y, m in _padded_batches(split, batch_size, mesh.size)
+        for x, y, m in _padded_batches(split, batch_size, mesh.size, fixed)
     ]
     return {k: float(v) for k, v in _means(_accumulate(outputs)).items()}
 

@@ -491,6 +491,8 @@ def fit(
     augment = policy if policy is not None and not policy.is_identity else None
     train_step = make_train_step(model, tx, mesh, augment=augment, objective=objective)
     eval_step = make_eval_step(model, mesh, objective=objective)
+    # One batch shape for the validation and the test split (one compile, not one per split).
+    eval_size = min(config.eval_batch_size, max(len(data.validation), len(data.test), 1))
     start_step = int(state.step)
     first_epoch, offset = divmod(start_step, steps_per_epoch)
     bar = tqdm(total=total_steps, initial=start_step, disable=not (config.progress and primary),
@@ -531,8 +533,8 @@ def fit(
             }
             for name, split in (("validation", data.validation), ("test", data.test)):
                 if len(split):
-                    values = evaluate(eval_step, state, split, batch_size=config.eval_batch_size,
-                                      mesh=mesh)  # fmt: skip
+                    values = evaluate(eval_step, state, split, batch_size=eval_size, mesh=mesh,
+                                      fixed=True)  # fmt: skip
                     record.update({f"{name}_{k}": v for k, v in values.items()})
             history.append(record)
             test_value = record.get(f"test_{objective.select}", float("nan"))
@@ -585,7 +587,7 @@ def fit(
             _write_curves(out, history, run)
 
     final = {
-        name: evaluate(eval_step, state, split, batch_size=config.eval_batch_size, mesh=mesh)
+        name: evaluate(eval_step, state, split, batch_size=eval_size, mesh=mesh, fixed=True)
         for name, split in (("validation", data.validation), ("test", data.test))
         if len(split)
     }

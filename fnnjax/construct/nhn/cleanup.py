@@ -363,7 +363,7 @@ def clean_up(spec: Spec, variables: Mapping[str, Any], *, fold: bool = True,
         A :class:`Cleanup`; its model computes the same function as the input's in inference
         mode (exactly, up to float rounding of the folds).
     """
-    from fnnjax.arch import analytic_counts, build_model, transplant_params  # noqa: PLC0415
+    from fnnjax.arch import analytic_counts, build_model, init_variables, transplant_params  # noqa: PLC0415
 
     if "masks" not in variables:
         raise ValueError("variables: no 'masks' collection; build the model with use_masks=True "
@@ -387,9 +387,8 @@ def clean_up(spec: Spec, variables: Mapping[str, Any], *, fold: bool = True,
             removed.setdefault(unit, []).extend(before[gone].tolist())
             folded.setdefault(unit, []).extend(before[fold_now[unit]].tolist())
             origin[unit] = before[keep]
-        model = build_model(new, use_masks=True)  # model.init as before, in one compile
-        x = np.zeros((1, *new.input_shape), np.float32)
-        fresh = jax.jit(lambda k, m=model, x=x: m.init(k, x))(jax.random.key(0))
+        fresh = init_variables(build_model(new, use_masks=True), {"params": jax.random.key(0)},
+                               new.input_shape, batch=1)  # model.init's draws, one compile  # fmt: skip
         fresh = {k: v for k, v in fresh.items() if k in var}
         var = _mutable(transplant_params(current, var, new, fresh,
                                          kept={u: k for u, (_, k) in drops.items()}))  # fmt: skip

@@ -296,6 +296,7 @@ def run_nhn(
     from fnnjax.arch import (  # noqa: PLC0415
         Head,
         build_model,
+        init_variables,
         save_variables,
         to_dict,
         to_json,
@@ -342,9 +343,9 @@ def run_nhn(
                    resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
                    initial_variables=initial)  # fmt: skip
 
-    def fresh(spec, key):  # model.init(key) as before, in one compile (eagerly: one per draw)
-        model = build_model(spec, use_masks=True)
-        return jax.jit(lambda k: model.init(k, jnp.zeros((1, *data.input_shape))))(key)
+    def fresh(spec, key):  # model.init(key)'s draws, in one compile (eagerly: one per draw)
+        return init_variables(build_model(spec, use_masks=True), {"params": key}, data.input_shape,
+                              batch=1)  # fmt: skip
 
     results: dict[str, Any] = {"arc": arc_to_string(arc, config.layers)}
 

@@ -285,7 +285,7 @@ def lds(
     Raises:
         ValueError: no validation split, or a base network LDS cannot extend.
     """
-    from fnnjax.arch import build_model, transplant_params  # noqa: PLC0415
+    from fnnjax.arch import build_model, init_variables, transplant_params  # noqa: PLC0415
     from fnnjax.train import (  # noqa: PLC0415
         Engine,
         Split,
@@ -311,9 +311,8 @@ def lds(
     space = gene_space(spec, config.kernels)
     supernet = addon_space(spec, config.neurons, config.kernels)
     model = build_model(supernet, use_masks=True)
-    # model.init(key) as before, in one compile (eagerly: one compile per draw)
-    fresh = jax.jit(lambda k: model.init(k, jnp.zeros((1, *data.input_shape), jnp.float32)))(
-        jax.random.key(seed))  # fmt: skip
+    # model.init(key)'s draws, in one compile (eagerly: one compile per draw)
+    fresh = init_variables(model, {"params": jax.random.key(seed)}, data.input_shape, batch=1)
     base_vars = {k: v for k, v in variables.items() if k != "arch"}
     moved = transplant_params(spec, base_vars, supernet, fresh)
     base_arch = {path: dict(leaves) for path, leaves in moved["arch"].items()}
