@@ -73,3 +73,72 @@ def test_the_trainer_reaches_no_model_code_through_other_modules():
     reached = sorted(str(p.relative_to(PACKAGE)) for p in seen)
     assert [r for r in reached if r.split("/")[0] in ("arch", "construct", "floating", "models.py")] == []
     assert "train/loop.py" in reached and "errors.py" in reached
+
+
+def _runtime_imports(path: Path) -> list[tuple[str, str]]:
+    """``(module, name)`` of every ``from fnnjax... import name`` in ``path`` that runs (those
+    under ``if TYPE_CHECKING:`` only name types), function-level ones included."""
+    tree = ast.parse(path.read_text(), str(path))
+    typing_only = {id(n) for node in ast.walk(tree) if isinstance(node, ast.If)
+                   and getattr(node.test, "id", getattr(node.test, "attr", "")) == "TYPE_CHECKING"
+                   for n in ast.walk(node)}  # fmt: skip
+    out = []
+    for node in ast.walk(tree):
+        if id(node) in typing_only:
+            continue
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            out += [(node.module, alias.name) for alias in node.names]
+        elif isinstance(node, ast.Import):
+            out += [(alias.name, "") for alias in node.names]
+    return [(m, n) for m, n in out if m.split(".")[0] == "fnnjax"]
+
+
+def _module_name(path: Path) -> str:
+    parts = path.relative_to(PACKAGE.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def test_no_two_modules_import_each_other_except_spec_and_shapes():
+    """No import circle between modules (packages' ``__init__`` re-exports aside), through any
+    chain: ``arch/spec`` <-> ``arch/shapes`` is the one allowed (validation infers shapes)."""
+    files = {_module_name(p): p for p in PACKAGE.rglob("*.py")}
+    graph = {}
+    for name, path in files.items():
+        if path.name == "__init__.py":
+            continue
+        deps = set()
+        for module, imported in _runtime_imports(path):
+            full = f"{module}.{imported}"
+            dep = full if full in files else module
+            if dep != name and dep in files and files[dep].name != "__init__.py":
+                deps.add(dep)
+        graph[name] = deps
+
+    def reaches(start: str, goal: str) -> bool:
+        seen, todo = set(), [start]
+        while todo:
+            node = todo.pop()
+            if node == goal:
+                return True
+            if node not in seen:
+                seen.add(node)
+                todo.extend(graph.get(node, ()))
+        return False
+
+    circles = sorted({tuple(sorted((a, b))) for a in graph for b in graph[a] if reaches(b, a)})
+    assert circles == [("fnnjax.arch.shapes", "fnnjax.arch.spec")], circles
+
+
+def test_no_construct_module_imports_a_private_name_of_train_or_arch():
+    found = [f"{path.relative_to(PACKAGE.parent)}: {module}.{name}"
+             for path in sorted((PACKAGE / "construct").rglob("*.py"))
+             for module, name in _runtime_imports(path)
+             if module.split(".")[1:2] in (["train"], ["arch"]) and name.startswith("_")]  # fmt: skip
+    assert found == []
+
+
+def test_the_circle_check_sees_a_circle_and_skips_type_only_imports():
+    # The checks would be void if they missed what they look for.
+    probe = _runtime_imports(PACKAGE / "construct" / "capacity" / "probe.py")
+    assert ("fnnjax.construct.capacity.driver", "DynamicConfig") not in probe  # TYPE_CHECKING
+    assert ("fnnjax.arch.shapes", "infer_layers") in _runtime_imports(PACKAGE / "arch" / "spec.py")

@@ -41,17 +41,19 @@ Hooks, both off by default so that ordinary training traces exactly the plain ne
 
 from __future__ import annotations
 
-import dataclasses
-from collections.abc import Collection, Mapping, Sequence
+from collections.abc import Collection, Sequence
 from typing import Any
 
 import flax.linen as nn
 import jax
 import jax.numpy as jnp
-import numpy as np
 
 from fnnjax._checks import check_float_input
-from fnnjax.arch.cpu_ops import conv_matmul_kernel_grad, max_pool_shifted_grad
+from fnnjax.arch.cpu_ops import (
+    conv_matmul_kernel_grad,
+    depthwise_conv_by_shifts,
+    max_pool_shifted_grad,
+)
 from fnnjax.arch.shapes import residual_projects, residual_stride
 from fnnjax.arch.spec import (
     AddOn,
@@ -77,23 +79,14 @@ from fnnjax.arch.spec import (
     skip_merge_name,
     stem_name,
 )
+from fnnjax.arch.stats import _stats_measure, _StatsAt, featuremap_stats
+from fnnjax.arch.variables import host_init, init_variables
 
 __all__ = ["SpecNet", "build_model", "featuremap_stats", "host_init", "init_variables"]
 
 BN_MOMENTUM = 0.9  # PyTorch momentum 0.1
 BN_EPSILON = 1e-5
 _KERNEL_INIT = nn.initializers.variance_scaling(2.0, "fan_in", "normal")
-# Compiler options for code that runs once (init) or never (compiled only for its memory and cost
-# analyses, which are HLO-level): no XLA backend (LLVM) optimizations, a fraction of the compile.
-UNOPTIMIZED = {"xla_backend_optimization_level": 0}
-
-
-def _init_keys(key: jax.Array) -> dict[str, jax.Array]:
-    """Independent ``"params"`` and ``"dropout"`` keys for ``model.init`` from one key."""
-    params_key, dropout_key = jax.random.split(key)
-    return {"params": params_key, "dropout": dropout_key}
-
-
 def _activate(act: str | None, x: jax.Array) -> jax.Array:
     if act is None:
         return x
@@ -104,94 +97,12 @@ def _activate(act: str | None, x: jax.Array) -> jax.Array:
     raise ValueError(f"unknown activation {act!r}")
 
 
-@dataclasses.dataclass(frozen=True)
-class _StatsAt:
-    """``collect_stats`` restricted to the modules at ``paths`` (``measure``: ``"conv"`` or
-    ``"output"``): :func:`build_model`'s ``stats_at``."""
-
-    measure: str
-    paths: frozenset[str]
-
-
-def _stats_measure(module: nn.Module) -> str | None:
-    """Where ``module`` sows its statistics (``"conv"``, ``"output"``) or None, from its
-    ``collect_stats`` hook and its path; None too when ``"intermediates"`` is not mutable."""
-    hook = module.collect_stats
-    if not hook or not module.is_mutable_collection("intermediates"):
-        return None
-    if isinstance(hook, _StatsAt):
-        return hook.measure if "/".join(module.path) in hook.paths else None
-    return "conv" if hook == "conv" else "output"
-
-
-def featuremap_stats(y: jax.Array) -> dict[str, jax.Array]:
-    """Per-channel statistics of a featuremap ``y: [batch, h, w, c]`` -> each ``[c]`` float32.
-
-    ``featuremap_msq``: mean of ``y**2`` over batch and space; ``featuremap_var``: variance over
-    batch and space, as ``E[y^2] - E[y]^2`` (clipped at 0; the single-pass form BatchNorm uses), so
-    both come from one read of ``y`` and a training step pays little for them (BENCHMARKS.md).
-    """
-    yf = y.astype(jnp.float32)
-    axes = tuple(range(yf.ndim - 1))
-    msq = jnp.mean(yf * yf, axis=axes)
-    mean = jnp.mean(yf, axis=axes)
-    return {"featuremap_msq": msq, "featuremap_var": jnp.maximum(msq - mean * mean, 0.0)}
-
-
 SHIFTS_MIN_ELEMENTS = 16385
 """From this input size (batch x height x width x channels) up, on CPU, depthwise units compute by
 shifts, dense conv units take their kernel gradient as matmuls and max-pooling its gradient by
 shifted comparisons (:mod:`fnnjax.arch.cpu_ops`); smaller inputs keep XLA's own operations, which
 compile faster and cost little there. One threshold for all three: the replacements' compile
 cost (``k*k`` slices and dots) is what a small featuremap does not win back."""
-
-
-def depthwise_conv_by_shifts(
-    lhs: jax.Array,
-    rhs: jax.Array,
-    window_strides: Sequence[int],
-    padding: Any,
-    lhs_dilation: Sequence[int] | None = None,
-    rhs_dilation: Sequence[int] | None = None,
-    dimension_numbers: Any = None,
-    feature_group_count: int = 1,
-    precision: Any = None,
-) -> jax.Array:
-    """``lax.conv_general_dilated`` (NHWC / HWIO, as Flax calls it) with a depthwise conv computed
-    as a sum of ``k*k`` shifted, channel-scaled copies of the input.
-
-    XLA:CPU runs grouped convolutions (``feature_group_count == channels``) far below its dense
-    convolutions: a depthwise forward + backward on ``[50, 28, 28, 16]`` is 9x faster as shifts
-    for 3x3 and 3x for 7x7 (BENCHMARKS.md, ``python -m benchmarks.depthwise``), and separable
-    convs are in every EnvelopeNet cell and ENAS layer. Used for depthwise units on the CPU backend only
-    (accelerators have fast depthwise kernels), on inputs of at least :data:`SHIFTS_MIN_ELEMENTS`
-    elements: the ``k*k`` shifts compile slower (a 7x7's forward + backward: 2.3 s against
-    0.1 s), which a short run on a small featuremap never wins back. Any other convolution goes to
-    ``lax.conv_general_dilated`` unchanged. The result equals the convolution's up to float32
-    rounding (the sum runs in another order).
-    """
-    c = lhs.shape[-1]
-    pads = padding if not isinstance(padding, str) else None
-    plain = (lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != c or rhs.shape[2:] != (1, c)
-             or pads is None or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))  # fmt: skip
-    if plain:
-        return jax.lax.conv_general_dilated(
-            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
-            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
-            feature_group_count=feature_group_count, precision=precision)  # fmt: skip
-    (pt, pb), (pl, pr) = pads
-    x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
-    kh, kw = rhs.shape[:2]
-    sh, sw = window_strides
-    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
-    out = None
-    for i in range(kh):
-        for j in range(kw):
-            patch = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + (oh - 1) * sh + 1,
-                                                    j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))  # fmt: skip
-            term = patch * rhs[i, j, 0].astype(patch.dtype)
-            out = term if out is None else out + term
-    return out
 
 
 def _cpu_conv(depthwise: bool, x: jax.Array) -> Any:
@@ -684,65 +595,3 @@ def build_model(
         collect_stats = _StatsAt("conv" if collect_stats == "conv" else "output",
                                  frozenset(stats_at))  # fmt: skip
     return SpecNet(spec, collect_stats=collect_stats, use_masks=use_masks)
-
-
-def init_variables(
-    model: nn.Module,
-    key: jax.Array | Mapping[str, jax.Array],
-    input_shape: Sequence[int],
-    *,
-    batch: int = 2,
-    abstract: bool = False,
-) -> dict[str, Any]:
-    """``model.init`` on zeros ``[batch, *input_shape]`` (``abstract``: shapes only, no compute).
-
-    ``key`` is split into independent ``"params"`` and ``"dropout"`` streams, or is a mapping of
-    streams used as given (``{"params": key}`` draws what ``model.init(key, x)`` draws). The init is compiled
-    without XLA's backend (LLVM) optimizations: it runs once, and a deep model's threefry draws
-    then compile 3-6x faster on CPU (the zoo's Inception: ~50 s -> ~9 s). The values are
-    deterministic; they may differ from a default-optimized compile in the last bits.
-    """
-    x = jnp.zeros((batch, *input_shape), jnp.float32)
-    keys = dict(key) if isinstance(key, Mapping) else _init_keys(key)
-
-    def init(keys):
-        return model.init(keys, x, train=False)
-
-    if abstract:
-        return jax.eval_shape(init, keys)
-    return jax.jit(init).lower(keys).compile(UNOPTIMIZED)(keys)
-
-
-def host_init(
-    model: nn.Module, input_shape: Sequence[int], *, seed: int = 0, batch: int = 1
-) -> dict[str, Any]:
-    """Variables with the structure of ``model.init`` whose values are drawn by numpy on the host.
-
-    Nothing is compiled (``jax.eval_shape`` gives the structure), which matters on CPU where a
-    many-layer threefry ``init`` takes seconds to compile. Values: ``kernel`` He-normal over its
-    fan-in, BN ``scale``/``var`` 1, masks, gates and add-on connections 1, everything else 0. Meant for benchmarks and profiling,
-    where only shapes and realistic magnitudes matter; train with :func:`init_variables`.
-    """
-    x = jax.ShapeDtypeStruct((batch, *input_shape), jnp.float32)
-    abstract = jax.eval_shape(
-        lambda keys, x: model.init(keys, x, train=False), _init_keys(jax.random.key(0)), x
-    )
-    return _host_values(abstract, seed=seed)
-
-
-def _host_values(abstract: Any, *, seed: int = 0) -> Any:
-    """:func:`host_init`'s numpy-drawn values for a tree of ``jax.ShapeDtypeStruct`` variables."""
-    rng = np.random.default_rng(seed)
-
-    def fill(path, leaf):
-        name = str(getattr(path[-1], "key", path[-1]))
-        if name == "kernel" and len(leaf.shape) >= 2:
-            fan_in = int(np.prod(leaf.shape[:-1]))
-            value = rng.standard_normal(leaf.shape, dtype=np.float32) * np.sqrt(2.0 / fan_in)
-        elif name in ("scale", "var", "filter_mask", "kernel_mask", "gates", "gate", "connections"):
-            value = np.ones(leaf.shape, np.float32)
-        else:
-            value = np.zeros(leaf.shape, np.float32)
-        return jnp.asarray(value, leaf.dtype)
-
-    return jax.tree_util.tree_map_with_path(fill, abstract)

@@ -26,7 +26,12 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-__all__ = ["conv_matmul_kernel_grad", "max_pool_shifted_grad", "takes_matmul_kernel_grad"]
+__all__ = [
+    "conv_matmul_kernel_grad",
+    "depthwise_conv_by_shifts",
+    "max_pool_shifted_grad",
+    "takes_matmul_kernel_grad",
+]
 
 _DIMENSIONS = ("NHWC", "HWIO", "NHWC")
 
@@ -172,3 +177,51 @@ def _max_pool_bwd(window, strides, pads, residuals, g):
 
 
 _max_pool.defvjp(_max_pool_fwd, _max_pool_bwd)
+
+
+def depthwise_conv_by_shifts(
+    lhs: jax.Array,
+    rhs: jax.Array,
+    window_strides: Sequence[int],
+    padding: Any,
+    lhs_dilation: Sequence[int] | None = None,
+    rhs_dilation: Sequence[int] | None = None,
+    dimension_numbers: Any = None,
+    feature_group_count: int = 1,
+    precision: Any = None,
+) -> jax.Array:
+    """``lax.conv_general_dilated`` (NHWC / HWIO, as Flax calls it) with a depthwise conv computed
+    as a sum of ``k*k`` shifted, channel-scaled copies of the input.
+
+    XLA:CPU runs grouped convolutions (``feature_group_count == channels``) far below its dense
+    convolutions: a depthwise forward + backward on ``[50, 28, 28, 16]`` is 9x faster as shifts
+    for 3x3 and 3x for 7x7 (BENCHMARKS.md, ``python -m benchmarks.depthwise``), and separable
+    convs are in every EnvelopeNet cell and ENAS layer. Used for depthwise units on the CPU backend only
+    (accelerators have fast depthwise kernels), on inputs of at least :data:`SHIFTS_MIN_ELEMENTS`
+    elements: the ``k*k`` shifts compile slower (a 7x7's forward + backward: 2.3 s against
+    0.1 s), which a short run on a small featuremap never wins back. Any other convolution goes to
+    ``lax.conv_general_dilated`` unchanged. The result equals the convolution's up to float32
+    rounding (the sum runs in another order).
+    """
+    c = lhs.shape[-1]
+    pads = padding if not isinstance(padding, str) else None
+    plain = (lhs.ndim != 4 or rhs.ndim != 4 or feature_group_count != c or rhs.shape[2:] != (1, c)
+             or pads is None or any(d != 1 for d in (*(lhs_dilation or ()), *(rhs_dilation or ()))))  # fmt: skip
+    if plain:
+        return jax.lax.conv_general_dilated(
+            lhs, rhs, window_strides, padding, lhs_dilation=lhs_dilation,
+            rhs_dilation=rhs_dilation, dimension_numbers=dimension_numbers,
+            feature_group_count=feature_group_count, precision=precision)  # fmt: skip
+    (pt, pb), (pl, pr) = pads
+    x = jnp.pad(lhs, ((0, 0), (pt, pb), (pl, pr), (0, 0)))
+    kh, kw = rhs.shape[:2]
+    sh, sw = window_strides
+    oh, ow = (x.shape[1] - kh) // sh + 1, (x.shape[2] - kw) // sw + 1
+    out = None
+    for i in range(kh):
+        for j in range(kw):
+            patch = jax.lax.slice(x, (0, i, j, 0), (x.shape[0], i + (oh - 1) * sh + 1,
+                                                    j + (ow - 1) * sw + 1, c), (1, sh, sw, 1))  # fmt: skip
+            term = patch * rhs[i, j, 0].astype(patch.dtype)
+            out = term if out is None else out + term
+    return out

@@ -47,7 +47,8 @@ from fnnjax.arch.spec import (
 )
 from fnnjax.arch.surgery import transplant_params, transplant_plan
 
-__all__ = ["inserted_residual_spec", "insert_residual", "net2wider"]
+__all__ = ["Grown", "fresh_variables", "input_channels", "inserted_residual_spec", "insert_residual",
+           "net2wider"]
 
 
 @dataclasses.dataclass(frozen=True)
@@ -65,7 +66,7 @@ class Grown:
     kept: dict[str, list[int]]
 
 
-def _input_channels(spec: Spec, stage: int, position: int) -> tuple[int, int, int]:
+def input_channels(spec: Spec, stage: int, position: int) -> tuple[int, int, int]:
     """Shape entering block ``position`` of stage ``stage``."""
     shapes = block_shapes(spec)
     if position > 0:
@@ -138,7 +139,7 @@ def insert_residual(
         ValueError: a bad position, or ``act`` where the input can be negative.
     """
     spec_b, kept, body = _inserted(spec, stage, position, hidden=hidden, kernel=kernel, act=act)
-    fresh = _fresh_variables(spec_b, variables, key)
+    fresh = fresh_variables(spec_b, variables, key)
     out = transplant_params(spec, variables, spec_b, fresh, kept=kept)
     last = f"{block_name(stage, position)}/{body_op_name(len(body) - 1)}"
     params = jax.tree_util.tree_map(np.asarray, out["params"])
@@ -160,7 +161,7 @@ def inserted_residual_spec(
 def _inserted(spec: Spec, stage: int, position: int, *, hidden: int | None, kernel: int,
               act: str | None) -> tuple[Spec, dict[str, list[int]], tuple[Block, ...]]:  # fmt: skip
     _check_index(spec, stage, position, insert=True)
-    h, w, c = _input_channels(spec, stage, position)
+    h, w, c = input_channels(spec, stage, position)
     if act is not None and not _ends_non_negative(_producer(spec, stage, position)):
         raise ValueError(
             f"act={act!r}: stage {stage} position {position} follows a block whose output can be "
@@ -250,7 +251,7 @@ def split_units(
     sources = np.asarray(jax.random.randint(copy_key, (width - n,), 0, n))
     kept = {unit: list(range(n)) + [int(s) for s in sources]}
     plan = transplant_plan(spec, spec_b, kept, replicate=True)
-    fresh = _fresh_variables(spec_b, variables, None)
+    fresh = fresh_variables(spec_b, variables, None)
     out = transplant_params(spec, variables, spec_b, fresh, kept=kept, replicate=True)
     params = jax.tree_util.tree_map(np.asarray, out["params"])
     # Every consumer's inputs from a replicated unit are shared among its copies.
@@ -276,7 +277,7 @@ def split_units(
     return Grown(spec_b, {**out, "params": params}, kept)
 
 
-def _fresh_variables(spec: Spec, like: Mapping[str, Any], key: jax.Array | None) -> dict[str, Any]:
+def fresh_variables(spec: Spec, like: Mapping[str, Any], key: jax.Array | None) -> dict[str, Any]:
     """Fresh variables of ``spec`` with the same collections as ``like`` (masks, statistics)."""
     model = build_model(spec, use_masks="masks" in like)
     key = jax.random.key(0) if key is None else key

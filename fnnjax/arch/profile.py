@@ -45,9 +45,10 @@ import jax
 import jax.numpy as jnp
 import optax
 
-from fnnjax.arch.build import UNOPTIMIZED, _host_values, _init_keys, build_model
+from fnnjax.arch.build import build_model
 from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import Spec
+from fnnjax.arch.variables import UNOPTIMIZED, _host_values, _init_keys
 
 __all__ = ["Profile", "analytic_counts", "profile", "profile_table"]
 

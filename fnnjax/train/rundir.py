@@ -25,7 +25,8 @@ from fnnjax.errors import CheckpointError, ConfigError
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.sharding import is_primary, sync_processes
 
-__all__ = ["append_jsonl", "archive_previous_run", "plot_history"]
+__all__ = ["RUN_FILES", "append_jsonl", "archive_previous_run", "differences", "plot_history",
+           "truncate_jsonl"]
 
 # Config fields that may change between a run and its resumption without changing its trajectory.
 _RESUMABLE_FIELDS = frozenset(
@@ -83,7 +84,7 @@ identity, so runs saved before it existed still resume. Register every new field
 
 def added_config_defaults() -> dict[str, Any]:
     """The defaults of :data:`ADDED_CONFIG_FIELDS`, read from TrainConfig itself."""
-    from fnnjax.train.loop import TrainConfig  # noqa: PLC0415 (loop imports this module)
+    from fnnjax.train.config import TrainConfig  # noqa: PLC0415
 
     return {f.name: f.default for f in dataclasses.fields(TrainConfig)
             if f.name in ADDED_CONFIG_FIELDS}  # fmt: skip
@@ -119,14 +120,14 @@ def _identity(run: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _differences(saved: Any, now: Any, where: str) -> list[str]:
+def differences(saved: Any, now: Any, where: str) -> list[str]:
     """``where: saved X, now Y`` for every leaf where two JSON-like values differ."""
     if isinstance(saved, dict) and now is None or saved is None and isinstance(now, dict):
         saved, now = saved or {}, now or {}  # no options at all == empty options
     if isinstance(saved, dict) and isinstance(now, dict):
         found = []
         for key in sorted(set(saved) | set(now), key=str):
-            found += _differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
+            found += differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
         return found
     return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]
 
@@ -155,7 +156,7 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path)
     old, new = _identity(saved) if "config" in saved else saved, _identity(run)
     problems = []
     for section in ("config", "model", "dataset", "augmentation", "objective"):
-        differing = _differences(old.get(section), new.get(section), section)
+        differing = differences(old.get(section), new.get(section), section)
         if section == "config":  # name the values themselves (the identity may leave epochs out)
             keys = [p.split(":")[0].removeprefix("config.") for p in differing]
             saved_cfg = {**added_config_defaults(), **saved.get("config", {})}  # older runs
@@ -175,11 +176,12 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path)
         )
 
 
-_RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
-              "curves.png", "tensorboard")  # fmt: skip
+RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
+             "curves.png", "tensorboard")  # fmt: skip
+"""What a ``fit`` run folder holds (moved aside together by :func:`archive_previous_run`)."""
 
 
-def archive_previous_run(out: Path, names: tuple[str, ...] = _RUN_FILES) -> None:
+def archive_previous_run(out: Path, names: tuple[str, ...] = RUN_FILES) -> None:
     """Moves an earlier run's files (``names`` in ``out``; default: ``fit``'s) into
     ``out/previous-<time>/`` so that starting afresh loses nothing."""
     names = [n for n in names if (out / n).exists()]
@@ -195,7 +197,7 @@ def append_jsonl(path: Path, record: dict[str, Any]) -> None:
         f.write(json.dumps(record) + "\n")
 
 
-def _truncate_jsonl(path: Path, max_epoch: int, key: str = "epoch") -> None:
+def truncate_jsonl(path: Path, max_epoch: int, key: str = "epoch") -> None:
     """Drops log lines of epochs (``key``: cycles, ...) after the restored checkpoint (they will
     be redone)."""
     if path.exists():

@@ -52,7 +52,7 @@ def sines_dataset(
     The target function (directions and phases) depends on ``(complexity, dim)`` only, the
     sample on ``seed`` too: seeds draw new data of the same function.
     """
-    from fnnjax.train.data import Dataset, Split  # noqa: PLC0415
+    from fnnjax.train.dataset import Dataset, Split  # noqa: PLC0415
 
     _check_int("complexity", complexity, 1)
     if dim not in (1, 2):
@@ -100,7 +100,7 @@ def load_sines(
     Raises:
         ConfigError: a malformed name, or ``limit_train`` above the examples left for training.
     """
-    from fnnjax.train.data import Split  # noqa: PLC0415
+    from fnnjax.train.dataset import Split  # noqa: PLC0415
 
     m = _SINES.match(name)
     if m is None or int(m[1]) not in (1, 2) or int(m[2]) < 1:
@@ -126,7 +126,7 @@ def load_sines(
 
 def as_vectors(data: Any):
     """``data`` with every example flattened to ``(1, 1, h*w*c)`` (for a residual MLP)."""
-    from fnnjax.train.data import Split  # noqa: PLC0415
+    from fnnjax.train.dataset import Split  # noqa: PLC0415
 
     size = int(np.prod(data.input_shape))
 

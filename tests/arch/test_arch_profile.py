@@ -7,9 +7,10 @@ import optax
 import pytest
 
 from fnnjax.arch import zoo
-from fnnjax.arch.build import UNOPTIMIZED, build_model
+from fnnjax.arch.build import build_model
 from fnnjax.arch.profile import _cost_flops, _memory, analytic_counts, profile, profile_table
 from fnnjax.arch.spec import Conv, Head, Pool, SepConv, Spec, Stage
+from fnnjax.arch.variables import UNOPTIMIZED
 
 
 def small():

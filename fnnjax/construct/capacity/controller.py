@@ -136,7 +136,7 @@ def _check_saliency(saliency: Mapping[str, Any], spec: Spec) -> None:
 
 def _removable_blocks(spec: Spec) -> list[tuple[int, int]]:
     """Residual blocks with an identity shortcut in stages of more than one block."""
-    from fnnjax.arch.grow import _input_channels  # noqa: PLC0415
+    from fnnjax.arch.grow import input_channels  # noqa: PLC0415
     from fnnjax.arch.shapes import block_shapes, residual_projects  # noqa: PLC0415
     from fnnjax.arch.spec import Residual  # noqa: PLC0415
 
@@ -146,7 +146,7 @@ def _removable_blocks(spec: Spec) -> list[tuple[int, int]]:
         for j, b in enumerate(stage.blocks):
             if isinstance(b, Residual) and len(stage.blocks) > 1 and not any(
                 j in (o.skips or ()) for o in stage.blocks
-            ) and not residual_projects(b, _input_channels(spec, i, j), shapes[f"s{i}b{j}"]):
+            ) and not residual_projects(b, input_channels(spec, i, j), shapes[f"s{i}b{j}"]):
                 out.append((i, j))
     return out
 

@@ -347,9 +347,9 @@ def _first_copies(kept: dict[str, list[int]]) -> dict[str, list[int]]:
 
 
 def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    from fnnjax.train.rundir import _differences  # noqa: PLC0415
+    from fnnjax.train.rundir import differences  # noqa: PLC0415
 
-    diff = _differences(saved, now, "")
+    diff = differences(saved, now, "")
     if diff:
         raise ValueError(f"{out} holds another dynamic-capacity run ({'; '.join(diff[:2])}); pass "
                          "another out folder, or resume=False (--no-resume) to start afresh (the "
@@ -398,7 +398,7 @@ def train_dynamic(
     from fnnjax.construct.capacity import analysis  # noqa: PLC0415
     from fnnjax.models import describe_spec, model_from_description  # noqa: PLC0415
     from fnnjax.train import NewModel, fit, get_objective, make_optimizer  # noqa: PLC0415
-    from fnnjax.train.rundir import _RUN_FILES, archive_previous_run  # noqa: PLC0415
+    from fnnjax.train.rundir import RUN_FILES, archive_previous_run  # noqa: PLC0415
 
     obj = get_objective(objective)
     if tuple(spec.input_shape) != tuple(data.input_shape):
@@ -412,7 +412,7 @@ def train_dynamic(
     if out is not None:
         out.mkdir(parents=True, exist_ok=True)
         if not resume:
-            archive_previous_run(out, _RUN_FILES + CAPACITY_FILES)
+            archive_previous_run(out, RUN_FILES + CAPACITY_FILES)
         path = out / "capacity_config.json"
         if path.exists():
             _check_same_run(json.loads(path.read_text()), now, out)

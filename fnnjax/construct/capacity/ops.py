@@ -31,7 +31,7 @@ from typing import Any
 import jax
 import numpy as np
 
-from fnnjax.arch.grow import Grown, _fresh_variables, _input_channels, split_units
+from fnnjax.arch.grow import Grown, fresh_variables, input_channels, split_units
 from fnnjax.arch.shapes import block_shapes, residual_projects
 from fnnjax.arch.spec import Conv, Residual, SepConv, Spec, Stage
 from fnnjax.arch.surgery import transplant_params
@@ -100,7 +100,7 @@ def _with_filters(spec: Spec, unit: str, n: int) -> Spec:
 def _projections(spec: Spec) -> dict[str, bool]:
     """Whether each residual block's shortcut is a projection."""
     shapes = block_shapes(spec)
-    return {f"s{i}b{j}": residual_projects(b, _input_channels(spec, i, j), shapes[f"s{i}b{j}"])
+    return {f"s{i}b{j}": residual_projects(b, input_channels(spec, i, j), shapes[f"s{i}b{j}"])
             for i, st in enumerate(spec.stages) for j, b in enumerate(st.blocks)
             if isinstance(b, Residual)}  # fmt: skip
 
@@ -115,7 +115,7 @@ def _moved(spec: Spec, variables: Mapping[str, Any], new: Spec, kept: dict[str, 
         fresh = {k: jax.tree_util.tree_map(lambda a: np.zeros(a.shape, a.dtype), v)
                  for k, v in shapes.items() if k in variables or k == "params"}  # fmt: skip
     else:
-        fresh = _fresh_variables(new, variables, key)
+        fresh = fresh_variables(new, variables, key)
     return Grown(new, transplant_params(spec, variables, new, fresh, kept=kept), kept)
 
 
@@ -164,7 +164,7 @@ def remove_block(spec: Spec, variables: Mapping[str, Any], stage: int, position:
     if not isinstance(b, Residual):
         raise ValueError(f"s{stage}b{position}: only residual blocks can be removed (their removal "
                          f"leaves the identity), got a {type(b).__name__}")  # fmt: skip
-    if residual_projects(b, _input_channels(spec, stage, position),
+    if residual_projects(b, input_channels(spec, stage, position),
                          block_shapes(spec)[f"s{stage}b{position}"]):  # fmt: skip
         raise ValueError(f"s{stage}b{position}: its shortcut is a projection (it changes the width "
                          "or size); only identity-shortcut blocks can be removed")  # fmt: skip

@@ -32,7 +32,7 @@ from fnnjax.construct.enas.space import (
     retrain_spec,
     search_spec,
 )
-from fnnjax.train.loop import cosine_restarts as train_cosine_restarts
+from fnnjax.train.config import cosine_restarts as train_cosine_restarts
 
 
 @dataclasses.dataclass(frozen=True)
@@ -201,7 +201,7 @@ def resolve_execution(mode: str, update_stats: str = "selected",
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
     """ENAS's learning rate at ``step``: cosine within a period, epoch-granular (released); the
     schedule of ``fnnjax train --schedule cosine_restarts``
-    (:func:`fnnjax.train.loop.cosine_restarts`)."""
+    (:func:`fnnjax.train.config.cosine_restarts`)."""
     return train_cosine_restarts(step, steps_per_epoch=steps_per_epoch, lr_max=config.child_lr_max,
                                  lr_min=config.child_lr_min, first=config.lr_t0,
                                  mult=config.lr_tmul)  # fmt: skip
@@ -350,9 +350,9 @@ def search(
     from fnnjax.arch.serialize import to_json  # noqa: PLC0415
     from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
     from fnnjax.train.rundir import (  # noqa: PLC0415
-        _truncate_jsonl,
         append_jsonl,
         archive_previous_run,
+        truncate_jsonl,
     )
 
     if len(data.validation) < config.reward_batch:
@@ -395,8 +395,8 @@ def search(
                 log(f"the search ran with execution {meta.get('execution', 'all (not recorded)')!r}"
                     f" and resumes with {execution!r}: the same computation, rounded "
                     "differently (it will not match an uninterrupted run bit for bit)")  # fmt: skip
-            _truncate_jsonl(out / "search.jsonl", start - 1)
-            _truncate_jsonl(out / "arcs.jsonl", start - 1)
+            truncate_jsonl(out / "search.jsonl", start - 1)
+            truncate_jsonl(out / "arcs.jsonl", start - 1)
             history = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()
                        if ln.strip()] if (out / "search.jsonl").exists() else []  # fmt: skip
             log(f"resuming the search after epoch {start - 1} from {out / 'checkpoints'}")

@@ -296,7 +296,7 @@ def lds(
         replicated_sharding,
     )
     from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
-    from fnnjax.train.rundir import _truncate_jsonl, append_jsonl, archive_previous_run  # noqa: PLC0415
+    from fnnjax.train.rundir import append_jsonl, archive_previous_run, truncate_jsonl  # noqa: PLC0415
 
     if len(data.validation) == 0:
         raise ValueError("data.validation: LDS scores on a validation split; load the dataset "
@@ -372,7 +372,7 @@ def lds(
         if restored is not None:
             state, meta = restored
             start = int(meta["cycle"]) + 1
-            _truncate_jsonl(out / "lds.jsonl", start - 1, key="cycle")
+            truncate_jsonl(out / "lds.jsonl", start - 1, key="cycle")
             history = [json.loads(ln) for ln in (out / "lds.jsonl").read_text().splitlines()
                        if ln.strip()]  # fmt: skip
             say(f"resuming LDS after cycle {start - 1} from {out / 'checkpoints'}")
