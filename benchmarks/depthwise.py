@@ -2,7 +2,7 @@
 
 Forward + backward (``jax.value_and_grad`` of a sum of squares, jitted) of a depthwise ``k x k``
 convolution of ``[batch, size, size, channels]``, computed by ``lax.conv_general_dilated`` with
-``feature_group_count = channels`` and by :func:`fnnjax.arch.build.depthwise_conv_by_shifts`
+``feature_group_count = channels`` and by :func:`fnnjax.arch.cpu_ops.depthwise_conv_by_shifts`
 (the sum of ``k*k`` shifted, scaled copies; what fnnjax's depthwise units use on CPU). Median of
 ``--repeats`` after warm-up, side by side in one process.
 
@@ -20,7 +20,7 @@ import jax
 import jax.numpy as jnp
 
 from benchmarks.common import machine, median_seconds, write_json
-from fnnjax.arch.build import depthwise_conv_by_shifts
+from fnnjax.arch.cpu_ops import depthwise_conv_by_shifts
 
 
 def main(argv=None) -> dict:

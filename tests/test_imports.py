@@ -142,3 +142,9 @@ def test_the_circle_check_sees_a_circle_and_skips_type_only_imports():
     probe = _runtime_imports(PACKAGE / "construct" / "capacity" / "probe.py")
     assert ("fnnjax.construct.capacity.driver", "DynamicConfig") not in probe  # TYPE_CHECKING
     assert ("fnnjax.arch.shapes", "infer_layers") in _runtime_imports(PACKAGE / "arch" / "spec.py")
+
+
+def test_no_module_is_over_600_lines():
+    long = {str(p.relative_to(PACKAGE)): n for p in PACKAGE.rglob("*.py")
+            if (n := len(p.read_text().splitlines())) > 600}  # fmt: skip
+    assert long == {}

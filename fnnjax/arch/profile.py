@@ -22,11 +22,11 @@ Table 2 and Figs. 3-5).
   flight); ``argument_bytes`` (params, batch stats, batch) and ``output_bytes`` are reported beside
   it. ``peak_bytes`` = argument + output + temp - alias. Executables that are only analysed, never
   run (the training gradient; the forward when latency is not measured) are compiled without
-  XLA's backend optimizations (:data:`~fnnjax.arch.build.UNOPTIMIZED`): that halves their compile
+  XLA's backend optimizations (:data:`~fnnjax.arch.variables.UNOPTIMIZED`): that halves their compile
   time on CPU and leaves ``memory_analysis`` and ``cost_analysis`` unchanged (HLO-level; tested).
 * ``latency_s``: median wall time of the jitted inference forward on a batch (after ``warmup``
   calls; each call ends with ``jax.block_until_ready``), ``repeats`` timings. Variables come from
-  :func:`~fnnjax.arch.build.host_init` (He-normal kernels, unit BN), so init is never compiled;
+  :func:`~fnnjax.arch.variables.host_init` (He-normal kernels, unit BN), so init is never compiled;
   the forward timed is compiled with default optimizations.
 
 :func:`profile_table` prints a list of profiles as a markdown table.

@@ -51,7 +51,7 @@ class TrainConfig:
         cutout: Cutout's square side on each training batch (0: off; with or without
             ``augment``; :func:`~fnnjax.train.data.cutout`).
         augment: random crop + horizontal flip on each training batch, chosen per dataset by
-            :func:`~fnnjax.train.data.augmentation_for` (padding about 1/8 of the image side, so
+            :func:`~fnnjax.train.augment.augmentation_for` (padding about 1/8 of the image side, so
             4 pixels on CIFAR's 32x32 and 1 on 8x8 digits; no flips for digit datasets).
         seed: the run's only source of randomness.
         eval_batch_size: batch size for evaluation.

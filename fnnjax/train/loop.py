@@ -172,7 +172,7 @@ def fit(
 
     Args:
         model: a Flax module following the :mod:`fnnjax.models` convention.
-        data: a :class:`~fnnjax.train.data.Dataset` (normalized arrays).
+        data: a :class:`~fnnjax.train.dataset.Dataset` (normalized arrays).
         config: the run's :class:`TrainConfig`.
         out_dir: folder for ``config.json``, ``metrics.jsonl``, ``checkpoints/``, ``best/``,
             ``curves.png`` and ``summary.json`` (see the module docstring); None trains in memory.

@@ -72,6 +72,13 @@ KL at the sampling probability, whose released form aims at ~0.31 skips rather t
 controller's Adam is TensorFlow's (:func:`scale_by_tensorflow_adam`).
 """
 
+from fnnjax.construct.enas.config import (
+    AUTO_EXECUTION,
+    EXECUTION_MODES,
+    QUICK_SEARCH,
+    SearchConfig,
+    resolve_execution,
+)
 from fnnjax.construct.enas.controller import (
     ADAM_FORMS,
     Controller,
@@ -83,14 +90,10 @@ from fnnjax.construct.enas.controller import (
     scale_by_tensorflow_adam,
 )
 from fnnjax.construct.enas.search import (
-    EXECUTION_MODES,
-    QUICK_SEARCH,
-    SearchConfig,
     arc_accuracies,
     child_optimizer,
     cosine_restarts,
     derive,
-    resolve_execution,
     sampled_accuracies,
     search,
 )
@@ -115,6 +118,7 @@ from fnnjax.construct.enas.space import (
 
 __all__ = [
     "ADAM_FORMS",
+    "AUTO_EXECUTION",
     "EXECUTION_MODES",
     "QUICK_SEARCH",
     "OPS",
