@@ -106,7 +106,7 @@ def build_parser() -> argparse.ArgumentParser:
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )  # fmt: skip
     what = train.add_argument_group("what to train")
-    what.add_argument("--model", default="dense", help="model name (see `fnnjax models`); default dense")
+    what.add_argument("--model", default=None, help="model name (see `fnnjax models`); default dense")
     what.add_argument("--spec", type=Path, metavar="FILE.json",
                       help="train the architecture of a spec file (from `fnnjax spec --write` or a "
                       "search) instead of --model")
@@ -257,6 +257,8 @@ def _train(args: argparse.Namespace) -> int:
             process_id=args.process_id,
         )
     options = dict(args.option)
+    if args.spec is None and args.model is None:
+        args.model = "dense"
     if args.template is not None:
         options["template"] = args.template
     if args.width is not None:
@@ -272,7 +274,7 @@ def _train(args: argparse.Namespace) -> int:
         checkpoint_every_epochs=args.checkpoint_every,
         num_devices=args.devices, progress=not args.quiet, tensorboard=args.tensorboard,
     )  # fmt: skip
-    if args.spec is not None and (args.model != "dense" or options):
+    if args.spec is not None and (args.model is not None or options):
         raise ConfigError("--spec FILE replaces --model, -o, --template and --width; pass one or "
                           "the other (`fnnjax spec FILE --template T --width W --write NEW` "
                           "transforms a spec; `fnnjax spec --model ... --write FILE` makes one)")  # fmt: skip

@@ -163,6 +163,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
         (["train", "--spec", "{bad}", "--quiet"],
          "spec {bad}: stages[0].blocks[0].filters: expected a positive int, got -3"),
         (["train", "--spec", "{tiny}", "--model", "vgg19"], "--spec FILE replaces --model"),
+        (["train", "--spec", "{tiny}", "--model", "dense"], "--spec FILE replaces --model"),
         (["train", "--spec", "{missing}"], "cannot read spec {missing}"),
         (["spec"], "give a spec FILE.json to check, or --model to make one"),
         (["spec", "--model", "dense"], "--model: expected a zoo model"),

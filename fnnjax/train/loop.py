@@ -355,10 +355,13 @@ def fit(
                                       fixed=True)  # fmt: skip
                     record.update({f"{name}_{k}": v for k, v in values.items()})
             history.append(record)
-            test_value = record.get(f"test_{objective.select}", float("nan"))
+            # The best-known split's metric: test, else validation (a search withholds its test
+            # split: no "nan" in the bar), else none.
+            shown = next((f"{name}_{objective.select}" for name in ("test", "validation")
+                          if f"{name}_{objective.select}" in record), None)  # fmt: skip
             bar.set_postfix(
                 {"epoch": epoch + 1, "loss": f"{train_loss:.4f}",
-                 f"test_{objective.select}": f"{test_value:.4f}",
+                 **({shown: f"{record[shown]:.4f}"} if shown else {}),
                  "ex_per_s": f"{record['examples_per_second']:.0f}"}
             )  # fmt: skip
             if out is not None and primary:

@@ -545,3 +545,17 @@ def test_initial_variables_covering_the_model_start_a_run_without_compiling_an_i
                                   state.params["s0b0"]["conv"]["kernel"])  # fmt: skip
     with pytest.raises(ConfigError, match=r"initial_variables\['masks'\]"):
         initial_state(jax.random.key(5), model, (8, 8, 1), tx, {**given, "masks": {"x": jnp.ones(2)}})
+
+
+def test_the_progress_bar_shows_validation_when_the_test_split_is_withheld(capsys):
+    """Regression: a search that withholds its test split (EnvelopeNets) showed
+    ``test_accuracy=nan`` in the bar; it shows the validation metric instead."""
+    import dataclasses
+
+    from fnnjax.train import Split
+
+    data = load_dataset("synthetic", validation_fraction=0.25)
+    data = dataclasses.replace(data, test=Split(data.test.x[:0], data.test.y[:0]))
+    fit(SMALL, data, _config(epochs=1, progress=True))
+    err = capsys.readouterr().err
+    assert "validation_accuracy=" in err and "nan" not in err, err[-300:]

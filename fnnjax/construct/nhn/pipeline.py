@@ -438,8 +438,8 @@ def run_nhn(
             100 * (1 - acc), results[stage]["params"] / 1e6)  # fmt: skip
     if out is not None:
         _write_json(out / "results.json", results)
-    say(f"== NHN: final test accuracy {full}, without add-ons {ablated['accuracy']:.4f}, "
-        f"params {results['final']['params']}")  # fmt: skip
+    say(f"== NHN: final test accuracy {'n/a' if full is None else f'{full:.2%}'}, without add-ons "
+        f"{ablated['accuracy']:.2%}, {results['final']['params']:,} parameters")  # fmt: skip
     return {**results, "spec": final, "variables": final_vars, "base_spec": base,
             "pruned_spec": spec, "pruned_variables": pruned_vars, "supernet": supernet,
             "space": space, "lds_variables": found["variables"], "head": head}  # fmt: skip
