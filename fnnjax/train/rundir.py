@@ -10,20 +10,20 @@ they share the folder before anything is written.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
-import json
-import time
 import warnings
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-import jax
-import numpy as np
-
-from fnnjax.errors import CheckpointError, ConfigError
+from fnnjax.errors import CheckpointError
+from fnnjax.train import runfolder
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.sharding import is_primary, sync_processes
+from fnnjax.train.runfolder import (  # noqa: F401 (the folder checks fit uses)
+    _check_shared_folder,
+    _check_writable,
+    append_jsonl,
+    truncate_jsonl,
+)
 
 __all__ = ["RUN_FILES", "append_jsonl", "archive_previous_run", "differences", "plot_history",
            "truncate_jsonl"]
@@ -33,48 +33,6 @@ _RESUMABLE_FIELDS = frozenset(
     {"epochs", "eval_batch_size", "progress", "num_devices", "keep_checkpoints",
      "checkpoint_every_epochs", "log_every_steps", "tensorboard"}
 )  # fmt: skip
-
-
-def _check_writable(out_dir: Path) -> None:
-    try:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".fnnjax-write-test-{jax.process_index()}"
-        probe.write_text("ok")
-        probe.unlink()
-    except OSError as error:
-        raise ConfigError(
-            f"output folder {out_dir} is not writable ({error.strerror or error}); "
-            "choose another --out"
-        ) from None
-
-
-def _check_shared_folder(out_dir: Path) -> None:
-    """With several processes: all must name the same folder and see process 0's files.
-
-    Every process takes the same decision (all raise or none), so a mistake fails at once
-    everywhere instead of leaving one process waiting at a barrier for the others.
-    """
-    if jax.process_count() == 1:
-        return
-    from jax.experimental import multihost_utils  # noqa: PLC0415
-
-    token = np.frombuffer(hashlib.sha256(str(out_dir).encode()).digest()[:8], np.uint32)
-    tokens = np.asarray(multihost_utils.process_allgather(token)).reshape(jax.process_count(), -1)
-    if not (tokens == tokens[0]).all():
-        raise ConfigError(
-            f"the processes were given different output folders (this one: {out_dir}); every "
-            "process of a multi-host run needs the same --out, a folder they all share"
-        )
-    marker = out_dir / ".fnnjax-shared"
-    if is_primary():
-        marker.write_text(str(out_dir))
-    sync_processes("fnnjax-shared-folder")
-    seen = np.asarray(multihost_utils.process_allgather(np.int32(marker.exists())))
-    if not seen.all():
-        raise ConfigError(
-            f"processes {np.flatnonzero(seen == 0).tolist()} cannot see {marker}, which process 0 "
-            "wrote: --out must be a folder on a filesystem shared by all processes (NFS, GCS, ...)"
-        )
 
 
 ADDED_CONFIG_FIELDS = ("restart_epochs", "restart_mult", "min_learning_rate", "cutout")
@@ -184,26 +142,7 @@ RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", 
 def archive_previous_run(out: Path, names: tuple[str, ...] = RUN_FILES) -> None:
     """Moves an earlier run's files (``names`` in ``out``; default: ``fit``'s) into
     ``out/previous-<time>/`` so that starting afresh loses nothing."""
-    names = [n for n in names if (out / n).exists()]
-    if names:
-        archive = out / time.strftime("previous-%Y%m%d-%H%M%S")
-        archive.mkdir()
-        for name in names:
-            (out / name).rename(archive / name)
-
-
-def append_jsonl(path: Path, record: dict[str, Any]) -> None:
-    with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
-
-
-def truncate_jsonl(path: Path, max_epoch: int, key: str = "epoch") -> None:
-    """Drops log lines of epochs (``key``: cycles, ...) after the restored checkpoint (they will
-    be redone)."""
-    if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
-        kept = [ln for ln in lines if json.loads(ln).get(key, 0) <= max_epoch]
-        path.write_text("".join(ln + "\n" for ln in kept))
+    runfolder.archive_previous_run(out, names)
 
 
 def plot_history(

@@ -1,0 +1,157 @@
+"""One run-folder protocol under every driver: folders users already have keep resuming, a
+different run is refused the same way everywhere (``fnnjax.train.runfolder``)."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import sys
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "fixtures"))
+import run_folders as fixtures  # noqa: E402
+
+# Per driver: a setting its saved record may lack (written before the setting existed), at its
+# default today.
+LATER_FIELD = {"fit": "cutout", "enas": "update_stats", "envelope": "stats_at",
+               "lds": "train_mode", "nhn": "head_pool", "capacity": "max_shrink_loss"}  # fmt: skip
+
+
+def _drop(value: Any, key: str) -> Any:
+    if isinstance(value, dict):
+        return {k: _drop(v, key) for k, v in value.items() if k != key}
+    if isinstance(value, list):
+        return [_drop(v, key) for v in value]
+    return value
+
+
+def _copy_without(driver: str, tmp_path: Path) -> Path:
+    """The fixture of ``driver`` copied to ``tmp_path``, every saved record without the later
+    field (JSON files and checkpoint descriptions alike)."""
+    out = tmp_path / driver
+    shutil.copytree(fixtures.HERE / driver, out)
+    dropped = 0
+    for path in out.rglob("*"):
+        if path.is_file() and (path.suffix == ".json" or path.parent.name == "meta"):
+            try:
+                value = json.loads(path.read_text())
+            except (UnicodeDecodeError, json.JSONDecodeError):
+                continue
+            smaller = _drop(value, LATER_FIELD[driver])
+            if smaller != value:
+                path.write_text(json.dumps(smaller))
+                dropped += 1
+    assert dropped, f"{driver}: no saved record holds {LATER_FIELD[driver]}"
+    return out
+
+
+def _lines(path: Path) -> list[dict[str, Any]]:
+    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
+
+
+_NOT_YET = {"lds", "capacity"}  # refuse a record without a later field until on the layer
+
+
+@pytest.mark.parametrize("driver", [pytest.param(d, marks=pytest.mark.xfail(strict=True))
+                                    if d in _NOT_YET else d for d in fixtures.DRIVERS])  # fmt: skip
+def test_a_folder_of_an_earlier_version_resumes_although_its_record_lacks_a_later_setting(
+    driver, tmp_path
+):
+    out = _copy_without(driver, tmp_path)
+    if driver == "fit":  # 1 epoch saved; a constant schedule extends exactly
+        result = fixtures.run_fit(out, epochs=2)
+        assert [h["epoch"] for h in result.history] == [1, 2]
+    elif driver == "enas":  # epoch 0 saved
+        result = fixtures.run_enas(out, epochs=2)
+        assert [r["epoch"] for r in _lines(out / "search.jsonl")] == [0, 1]
+    elif driver == "envelope":  # one iteration saved, a second one added
+        result = fixtures.run_envelope(out, iterations=2)
+        assert len(result["records"]) == 2
+    elif driver == "lds":  # stopped in cycle 2 of 2
+        said: list[str] = []
+        result = fixtures.run_lds(out, log=said.append)
+        assert said[0].startswith("resuming LDS after cycle 0")
+        assert [r["cycle"] for r in _lines(out / "lds.jsonl")] == [0, 1]
+    elif driver == "nhn":  # finished: its results come back
+        saved = json.loads((out / "results.json").read_text())
+        result = fixtures.run_nhn(out)
+        assert result["final"] == saved["final"]
+    else:  # capacity, finished: nothing redone
+        saved = _lines(out / "capacity.jsonl")
+        assert fixtures.run_capacity(out) == 0
+        assert _lines(out / "capacity.jsonl") == saved
+    assert not list(out.glob("previous-*"))  # resumed, not moved aside
+
+
+# -- the layer itself ---------------------------------------------------------------------------
+
+
+def test_a_setting_missing_from_the_saved_record_counts_only_when_it_is_not_at_its_default():
+    from fnnjax.train.runfolder import run_differences
+
+    defaults = {"config": {"lr": 0.1, "cutout": 0, "new": None}}
+    saved = {"seed": 0, "config": {"lr": 0.1}}
+    assert run_differences(saved, {"seed": 0, "config": {"lr": 0.1, "cutout": 0}},
+                           defaults=defaults) == []  # fmt: skip
+    assert run_differences(saved, {"seed": 0, "config": {"lr": 0.1, "cutout": 8}},
+                           defaults=defaults) == [("config.cutout", None, 8)]  # fmt: skip
+    # Without a known default, a new field is a difference; ignored paths never are.
+    assert run_differences(saved, {"seed": 1, "config": {"lr": 0.1, "x": 1}}) == [
+        ("seed", 0, 1), ("config.x", None, 1)]
+    assert run_differences(saved, {"seed": 1, "config": {"lr": 0.2}}, ignore=("seed",)) == [
+        ("config.lr", 0.1, 0.2)]
+    assert run_differences({"o": None}, {"o": {}}) == []  # no options == empty options
+
+
+def test_a_different_run_is_refused_naming_each_setting_and_the_ways_out(tmp_path):
+    from fnnjax.errors import CheckpointError
+    from fnnjax.train.runfolder import RunMismatchError, check_same_run
+
+    with pytest.raises(RunMismatchError) as caught:
+        check_same_run(tmp_path, {"seed": 0, "config": {"lr": 0.1}},
+                       {"seed": 1, "config": {"lr": 0.2}}, what="search", strip=("config.",),
+                       hints={"config.lr": "why"})  # fmt: skip
+    assert str(caught.value) == (
+        f"{tmp_path} holds a different search (seed: saved 0, now 1; lr: saved 0.1, now 0.2 "
+        "(why)); to keep both, pass another --out (out_dir=...); to start afresh here, pass "
+        "--no-resume (resume=False), which moves the earlier run into previous-<time>/")
+    assert isinstance(caught.value, CheckpointError) and isinstance(caught.value, ValueError)
+
+
+def test_a_folder_records_its_starts_archives_on_no_resume_and_refuses_a_newer_schema(tmp_path):
+    from fnnjax.errors import ConfigError
+    from fnnjax.train.runfolder import SCHEMA_VERSION, RunFolder
+
+    folder = RunFolder.open(tmp_path / "run", files=("log.jsonl", "a.json"), driver="test")
+    folder.begin()
+    folder.write_json("a.json", {"x": 1})
+    for epoch in (1, 2, 3):
+        folder.append_jsonl("log.jsonl", {"epoch": epoch})
+    with open(folder.file("log.jsonl"), "a") as f:
+        f.write('{"epoch": 4, "cut sh')  # killed while appending
+    assert [r["epoch"] for r in folder.truncate_jsonl("log.jsonl", 2)] == [1, 2]
+    again = RunFolder.open(tmp_path / "run", files=folder.files, driver="test")
+    again.begin(note="resumed")
+    record = again.read_json("run.json")
+    assert record["schema"] == SCHEMA_VERSION and record["driver"] == "test"
+    assert len(record["starts"]) == 2 and record["starts"][1]["note"] == "resumed"
+    start = record["starts"][0]
+    assert {"time", "command", "packages", "git_commit", "devices"} <= set(start)
+    assert start["packages"]["jax"] and start["devices"]["count"] >= 1
+    RunFolder.open(tmp_path / "run", files=folder.files, driver="test", resume=False)
+    (archive,) = (tmp_path / "run").glob("previous-*")
+    assert sorted(p.name for p in archive.iterdir()) == ["a.json", "log.jsonl", "run.json"]
+    assert not list((tmp_path / "run").glob("*.json*"))
+    (tmp_path / "run" / "run.json").write_text(json.dumps({"schema": SCHEMA_VERSION + 1}))
+    with pytest.raises(ConfigError, match="written by a newer fnnjax"):
+        RunFolder.open(tmp_path / "run", files=(), driver="test")
+    (tmp_path / "file").write_text("")
+    with pytest.raises(ConfigError, match="--out .*file: expected a folder, but it is a file"):
+        RunFolder.open(tmp_path / "file", files=())
+    memory = RunFolder.open(None, files=("a",))
+    memory.write_json("a", 1)
+    memory.begin()
+    assert memory.read_json("a") is None and memory.read_jsonl("a") == []
