@@ -336,15 +336,17 @@ def test_cleanup_folds_into_a_grouped_head_behind_a_two_branch_cell():
 
 
 def test_a_pipeline_saved_before_a_setting_existed_still_resumes_while_it_is_at_its_default():
-    from fnnjax.construct.nhn.pipeline import NhnConfig, _without_new_defaults
+    from fnnjax.construct.nhn.pipeline import NhnConfig
+    from fnnjax.train.runfolder import run_differences
 
     defaults = {"config": NhnConfig().to_dict()}
     now = {"arc": "0", "config": NhnConfig(prune_ratio=0.5).to_dict()}
     saved = {"arc": "0", "config": NhnConfig(prune_ratio=0.5).to_dict()}
     del saved["config"]["lds"]["train_mode"], saved["config"]["head_pool"]  # added later
-    assert _without_new_defaults(now, saved, defaults) == saved
+    assert run_differences(saved, now, defaults=defaults) == []
     changed = {"arc": "0", "config": NhnConfig(prune_ratio=0.5, head_pool="avg").to_dict()}
-    assert _without_new_defaults(changed, saved, defaults) != saved  # a new setting, not default
+    assert run_differences(saved, changed, defaults=defaults) == [
+        ("config.head_pool", None, "avg")]  # a new setting, not at its default
 
 
 def test_fnnjax_nhn_wires_an_arc_by_its_recorded_or_given_skip_convention(tmp_path, monkeypatch,

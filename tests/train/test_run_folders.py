@@ -75,10 +75,16 @@ def test_a_folder_of_an_earlier_version_resumes_although_its_record_lacks_a_late
         result = fixtures.run_lds(out, log=said.append)
         assert said[0].startswith("resuming LDS after cycle 0")
         assert [r["cycle"] for r in _lines(out / "lds.jsonl")] == [0, 1]
-    elif driver == "nhn":  # finished: its results come back
-        saved = json.loads((out / "results.json").read_text())
-        result = fixtures.run_nhn(out)
-        assert result["final"] == saved["final"]
+    elif driver == "nhn":  # finished: its results come back, nothing is trained or rewritten
+        saved = {p: p.stat().st_mtime_ns for p in out.rglob("*")  # LDS re-exports its result
+                 if p.is_file() and "lds" not in p.parts}  # fmt: skip
+        said: list[str] = []
+        result = fixtures.run_nhn(out, log=said.append)
+        assert said == [f"the NHN pipeline in {out} is finished (results.json); nothing to redo "
+                        "(--no-resume, resume=False: run it again)"]  # fmt: skip
+        assert result["final"] == json.loads((out / "results.json").read_text())["final"]
+        assert result["supernet"] is not None and result["spec"].name == "nhn"
+        assert {p: p.stat().st_mtime_ns for p in saved} == saved
     else:  # capacity, finished: nothing redone
         saved = _lines(out / "capacity.jsonl")
         assert fixtures.run_capacity(out) == 0

@@ -62,7 +62,6 @@ architecture with every kernel and connection on.
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -257,20 +256,10 @@ def stage_train_config(config: NhnConfig, stage: str, seed: int, data: Any, prog
                        **common)  # fmt: skip
 
 
-def _without_new_defaults(now: Any, saved: Any, defaults: Any) -> Any:
-    """``now`` without the settings ``saved`` lacks that are at their defaults (settings added
-    after a pipeline was started, so that it still resumes)."""
-    if not isinstance(now, dict) or not isinstance(saved, dict):
-        return now
-    defaults = defaults if isinstance(defaults, dict) else {}
-    return {k: _without_new_defaults(v, saved.get(k), defaults.get(k)) for k, v in now.items()
-            if k in saved or k not in defaults or v != defaults[k]}  # fmt: skip
-
-
-def _write_json(path: Path, value: Any) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(value, indent=1))
-    tmp.replace(path)
+NHN_FILES = ("nhn.json", "base", "pruned", "lds", "final", "results.json", "base_spec.json",
+             "pruned_spec.json", "prune.json", "nhn_spec.json", "pruned_masks.npz",
+             "nhn_masks.npz")  # fmt: skip
+"""What a pipeline folder holds (archived together on ``resume=False``)."""
 
 
 def run_nhn(
@@ -287,148 +276,196 @@ def run_nhn(
     """Runs Algorithm 2 from the macro ``arc`` (an ENAS arc: integers, or its text form) and
     returns ``results.json``'s content plus the final ``spec`` and ``variables``, the
     ``base_spec``, the ``pruned_spec`` with its trained ``pruned_variables``, the LDS
-    ``supernet`` and gene ``space`` (module docstring). Same seed, same result.
+    ``supernet`` and gene ``space``, the ``lds_variables`` and the final ``head`` (module
+    docstring). Same seed, same result.
+
+    A folder whose pipeline finished (``results.json`` of this run) is not run again: the call
+    says so and returns the same, read back from the folder (the trainings' checkpoints and
+    LDS's last one).
 
     Raises:
         ValueError: no validation split (DNP and LDS never look at the test split), or an arc
             that does not fit ``config.layers``.
+        RunMismatchError: ``out_dir`` holds another pipeline (a ``ValueError`` too).
     """
-    from fnnjax.arch import (  # noqa: PLC0415
-        Head,
-        build_model,
-        init_variables,
-        save_variables,
-        to_dict,
-        to_json,
-    )
-    from fnnjax.construct.enas import arc_from_string, arc_to_string, check_arc, retrain_spec  # noqa: PLC0415
-    from fnnjax.construct.nhn.cleanup import clean_up  # noqa: PLC0415
-    from fnnjax.construct.nhn.prune import PruneResult, dnp, prunable_kernels  # noqa: PLC0415
-    from fnnjax.construct.nhn.search import lds  # noqa: PLC0415
-    from fnnjax.construct.nhn.smooth import smooth_init  # noqa: PLC0415
-    from fnnjax.train import Engine, fit  # noqa: PLC0415
+    from fnnjax.construct.enas import arc_from_string, arc_to_string, check_arc  # noqa: PLC0415
 
     if len(data.validation) == 0:
         raise ValueError("data.validation: NHN's decisions (LDS) use a validation split; load the "
                          "dataset with validation_fraction > 0")  # fmt: skip
     arc = arc_from_string(arc, config.layers) if isinstance(arc, str) else check_arc(arc, config.layers)
-    out = None if out_dir is None else Path(out_dir).expanduser().resolve()
-    say = log or (lambda _: None)
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
-                "dataset": data.describe()}  # fmt: skip
-        saved = out / "nhn.json"
-        if resume and saved.exists():
-            now = _without_new_defaults(json.loads(json.dumps(meta)), json.loads(saved.read_text()),
-                                        {"config": json.loads(json.dumps(NhnConfig().to_dict()))})  # fmt: skip
-            if json.loads(saved.read_text()) != now:
-                raise ValueError(f"{out}: holds another NHN pipeline (arc, settings, seed or data "
-                                 "differ); use another --out, or --no-resume to start afresh")  # fmt: skip
-        elif not resume:
-            from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
+    meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
+            "dataset": data.describe()}  # fmt: skip
+    run = _Pipeline(data, config, _open_pipeline(out_dir, meta, resume), resume, progress,
+                    log or (lambda _: None), {"arc": meta["arc"]})  # fmt: skip
+    if run.folder.exists("results.json"):
+        return _finished(run)
+    base, base_vars = _base_stage(run, arc, seed * 10)
+    spec, pruned_vars = _prune_stage(run, base, base_vars, seed * 10 + 1)
+    found, final, kept, head = _lds_stage(run, spec, pruned_vars, seed * 10 + 2)
+    res = _final_stage(run, final, kept, found, seed * 10 + 3)
+    _ablation(run, final, res)
+    return {**run.results, "spec": final, "variables": res.state.variables(), "base_spec": base,
+            "pruned_spec": spec, "pruned_variables": pruned_vars, "supernet": found["supernet"],
+            "space": found["space"], "lds_variables": found["variables"], "head": head}  # fmt: skip
 
-            archive_previous_run(out, ("nhn.json", "base", "pruned", "lds", "final", "results.json",
-                                       "base_spec.json", "pruned_spec.json", "prune.json",
-                                       "nhn_spec.json", "pruned_masks.npz", "nhn_masks.npz"))  # fmt: skip
-        _write_json(saved, meta)
 
-    def sub(name: str) -> Path | None:
-        return None if out is None else out / name
+def _open_pipeline(out_dir: str | Path | None, meta: dict[str, Any], resume: bool) -> Any:
+    """The pipeline's folder, refused if it holds another pipeline; ``nhn.json`` written."""
+    from fnnjax.train.runfolder import RunFolder  # noqa: PLC0415
 
-    def train(spec, stage, initial, stage_seed):
-        say(f"== NHN {stage}: training (seed {stage_seed})")
-        return fit(build_model(spec, use_masks=True), data,
-                   stage_train_config(config, stage, stage_seed, data, progress), out_dir=sub(stage),
-                   resume=resume, description={"nhn_stage": stage, "spec": to_dict(spec)},
+    folder = RunFolder.open(out_dir, files=NHN_FILES, what="NHN pipeline", driver="nhn",
+                            resume=resume)  # fmt: skip
+    folder.check_same_run(folder.read_json("nhn.json") if resume else None, meta,
+                          defaults={"config": NhnConfig().to_dict()}, strip=("config.",))  # fmt: skip
+    folder.begin()
+    if not folder.exists("nhn.json"):
+        folder.write_json("nhn.json", meta)
+    return folder
+
+
+@dataclasses.dataclass
+class _Pipeline:
+    """One pipeline run: its data, settings, folder and the results gathered so far."""
+
+    data: Any
+    config: NhnConfig
+    folder: Any
+    resume: bool
+    progress: bool
+    say: Callable[[str], None]
+    results: dict[str, Any]
+
+    def train(self, spec: Any, stage: str, initial: Any, stage_seed: int) -> Any:
+        from fnnjax.arch import build_model, to_dict  # noqa: PLC0415
+        from fnnjax.train import fit  # noqa: PLC0415
+
+        self.say(f"== NHN {stage}: training (seed {stage_seed})")
+        config = stage_train_config(self.config, stage, stage_seed, self.data, self.progress)
+        return fit(build_model(spec, use_masks=True), self.data, config,
+                   out_dir=self.folder.sub(stage), resume=self.resume,
+                   description={"nhn_stage": stage, "spec": to_dict(spec)},
                    initial_variables=initial)  # fmt: skip
 
-    def fresh(spec, key):  # model.init(key)'s draws, in one compile (eagerly: one per draw)
-        return init_variables(build_model(spec, use_masks=True), {"params": key}, data.input_shape,
-                              batch=1)  # fmt: skip
+    def fresh(self, spec: Any, key: Any) -> dict[str, Any]:
+        """``model.init(key)``'s draws, in one compile (eagerly: one per draw)."""
+        from fnnjax.arch import build_model, init_variables  # noqa: PLC0415
 
-    results: dict[str, Any] = {"arc": arc_to_string(arc, config.layers)}
+        return init_variables(build_model(spec, use_masks=True), {"params": key},
+                              self.data.input_shape, batch=1)  # fmt: skip
 
-    def record(stage, spec, result, variables):
-        s = result.summary
-        results[stage] = {"params": effective_params(spec, variables),
-                          "params_dense": int(sum(x.size for x in jax.tree_util.tree_leaves(variables["params"]))),
-                          "validation_accuracy": s.get("final_validation_accuracy"),
-                          "test_accuracy": s.get("final_test_accuracy")}  # fmt: skip
+    def record(self, stage: str, spec: Any, summary: Mapping[str, Any], variables: Any) -> None:
+        params = jax.tree_util.tree_leaves(variables["params"])
+        self.results[stage] = {"params": effective_params(spec, variables),
+                               "params_dense": int(sum(x.size for x in params)),
+                               "validation_accuracy": summary.get("final_validation_accuracy"),
+                               "test_accuracy": summary.get("final_test_accuracy")}  # fmt: skip
 
-    # 1. The layer hierarchy: the arc's network, SmoothInit, trained (no dropout).
-    base = retrain_spec(arc, config.layers, config.filters, input_shape=data.input_shape,
-                        num_classes=data.num_classes, head_pool=config.head_pool,
+
+def _base_stage(run: _Pipeline, arc: Any, stage_seed: int) -> tuple[Any, dict[str, Any]]:
+    """1. The layer hierarchy: the arc's network, SmoothInit, trained (no dropout)."""
+    from fnnjax.arch import to_json  # noqa: PLC0415
+    from fnnjax.construct.enas import retrain_spec  # noqa: PLC0415
+    from fnnjax.construct.nhn.smooth import smooth_init  # noqa: PLC0415
+
+    config = run.config
+    base = retrain_spec(arc, config.layers, config.filters, input_shape=run.data.input_shape,
+                        num_classes=run.data.num_classes, head_pool=config.head_pool,
                         skips=config.skips)  # fmt: skip
-    k_base, k_pruned, k_lds, k_final = (seed * 10 + k for k in range(4))
-    init = fresh(base, jax.random.key(k_base))
+    init = run.fresh(base, jax.random.key(stage_seed))
     init = {**init, "params": smooth_init(init["params"], config.sigma)}
-    if out is not None:
-        (out / "base_spec.json").write_text(to_json(base, indent=1))
-    res = train(base, "base", init, k_base)
-    base_vars = res.state.variables()
-    record("base", base, res, base_vars)
+    run.folder.write_text("base_spec.json", to_json(base, indent=1))
+    res = run.train(base, "base", init, stage_seed)
+    variables = res.state.variables()
+    run.record("base", base, res.summary, variables)
+    return base, variables
 
-    # 2. DNP and clean-up, then the pruned network trained again.
-    excluded = () if config.prune_stem else tuple(
-        u for u in prunable_kernels(base_vars["params"]) if u.startswith("stem"))  # fmt: skip
-    if set(prunable_kernels(base_vars["params"])) - set(excluded):
+
+def _prune_stage(run: _Pipeline, base: Any, base_vars: dict[str, Any],
+                 stage_seed: int) -> tuple[Any, dict[str, Any]]:  # fmt: skip
+    """2. DNP and clean-up, then the pruned network trained again."""
+    from fnnjax.arch import save_variables, to_json  # noqa: PLC0415
+    from fnnjax.construct.nhn.cleanup import clean_up  # noqa: PLC0415
+    from fnnjax.construct.nhn.prune import PruneResult, dnp, prunable_kernels  # noqa: PLC0415
+
+    config = run.config
+    kernels = prunable_kernels(base_vars["params"])
+    excluded = () if config.prune_stem else tuple(u for u in kernels if u.startswith("stem"))
+    if set(kernels) - set(excluded):
         pruned = dnp(base_vars["params"], base_vars["masks"], ratio=config.prune_ratio,
-                     per_layer=config.prune_scope == "layer",
-                     exclude=excluded)  # fmt: skip
+                     per_layer=config.prune_scope == "layer", exclude=excluded)  # fmt: skip
     else:  # an arc of separable convs and poolings only: DNP has nothing to prune
-        say("== NHN DNP: the arc has no 3x3/5x5 conv kernels (separable convs and poolings "
-            "only); nothing is pruned")  # fmt: skip
+        run.say("== NHN DNP: the arc has no 3x3/5x5 conv kernels (separable convs and poolings "
+                "only); nothing is pruned")  # fmt: skip
         pruned = PruneResult(base_vars["masks"], {}, {}, {"kernels": 0, "pruned": 0, "params": 0,
                              "params_pruned": 0, "ratio": 0.0, "params_ratio_all": 0.0})  # fmt: skip
     cleaned = clean_up(base, {**base_vars, "masks": pruned.masks})
-    spec = cleaned.spec
+    spec, masks = cleaned.spec, cleaned.variables["masks"]
     if config.retrain == "inherit":
         start = cleaned.variables
     else:
-        start = {**fresh(spec, jax.random.key(k_pruned)), "masks": cleaned.variables["masks"]}
-    if out is not None:
-        (out / "pruned_spec.json").write_text(to_json(spec, indent=1))
-        save_variables(out / "pruned_masks.npz", {"masks": cleaned.variables["masks"]})
-        _write_json(out / "prune.json", {"ratio": config.prune_ratio, "total": pruned.total,
+        start = {**run.fresh(spec, jax.random.key(stage_seed)), "masks": masks}
+    run.folder.write_text("pruned_spec.json", to_json(spec, indent=1))
+    if run.folder.file("pruned_masks.npz") is not None and jax.process_index() == 0:
+        save_variables(run.folder.file("pruned_masks.npz"), {"masks": masks})
+    run.folder.write_json("prune.json", {"ratio": config.prune_ratio, "total": pruned.total,
                                          "layers": pruned.layers, "removed": cleaned.removed,
                                          "folded": cleaned.folded,
                                          "kept_constant": cleaned.kept_constant,
                                          "params": cleaned.params})  # fmt: skip
-    say(f"== NHN DNP: {pruned.total['ratio']:.1%} of the 3x3/5x5 kernels, "
-        f"{pruned.total['params_ratio_all']:.1%} of all parameters; clean-up removed "
-        f"{sum(map(len, cleaned.removed.values()))} neurons")  # fmt: skip
-    res = train(spec, "pruned", start, k_pruned)
-    pruned_vars = res.state.variables()
-    record("pruned", spec, res, pruned_vars)
-    results["prune"] = {"kernels": pruned.total["ratio"], "params_all": pruned.total["params_ratio_all"]}
+    run.say(f"== NHN DNP: {pruned.total['ratio']:.1%} of the 3x3/5x5 kernels, "
+            f"{pruned.total['params_ratio_all']:.1%} of all parameters; clean-up removed "
+            f"{sum(map(len, cleaned.removed.values()))} neurons")  # fmt: skip
+    res = run.train(spec, "pruned", start, stage_seed)
+    variables = res.state.variables()
+    run.record("pruned", spec, res.summary, variables)
+    run.results["prune"] = {"kernels": pruned.total["ratio"],
+                            "params_all": pruned.total["params_ratio_all"]}  # fmt: skip
+    return spec, variables
 
-    # 3. LDS on the pruned network.
-    found = lds(data, spec, pruned_vars, config.lds, sub("lds"), seed=k_lds, resume=resume, log=log)
-    supernet, space = found["supernet"], found["space"]
-    head = (Head(kind="dense", dropout=config.dropout, pool=config.head_pool) if config.dropout
-            else Head(pool=config.head_pool))  # fmt: skip
-    final, kept = with_addons(supernet, space, found["variables"], found["genes"],
-                              found["directions"], head=head)  # fmt: skip
 
-    # 4. The neuron hierarchy trained from scratch (the DNP masks and the directions kept).
-    init = {**fresh(final, jax.random.key(k_final)), **kept}
-    if out is not None:
-        (out / "nhn_spec.json").write_text(to_json(final, indent=1))
-        save_variables(out / "nhn_masks.npz", kept)
-    res = train(final, "final", init, k_final)
-    final_vars = res.state.variables()
-    record("final", final, res, final_vars)
-    results["lds"] = {"genes": np.asarray(found["genes"]).tolist(), "locations": found["locations"],
-                      "addon_neurons": config.lds.neurons * len(found["locations"])}  # fmt: skip
+def _lds_stage(run: _Pipeline, spec: Any, pruned_vars: dict[str, Any], stage_seed: int):
+    """3. LDS on the pruned network; the network its genes pick, with the final head."""
+    from fnnjax.construct.nhn.search import lds  # noqa: PLC0415
 
-    # 5. Ablation: the final network with every add-on edge off.
+    config = run.config
+    found = lds(run.data, spec, pruned_vars, config.lds, run.folder.sub("lds"), seed=stage_seed,
+                resume=run.resume, log=run.say)  # fmt: skip
+    head = _final_head(config)
+    final, kept = with_addons(found["supernet"], found["space"], found["variables"],
+                              found["genes"], found["directions"], head=head)  # fmt: skip
+    return found, final, kept, head
+
+
+def _final_stage(run: _Pipeline, final: Any, kept: dict[str, Any], found: Mapping[str, Any],
+                 stage_seed: int) -> Any:  # fmt: skip
+    """4. The neuron hierarchy trained from scratch (the DNP masks and the directions kept)."""
+    from fnnjax.arch import save_variables, to_json  # noqa: PLC0415
+
+    init = {**run.fresh(final, jax.random.key(stage_seed)), **kept}
+    run.folder.write_text("nhn_spec.json", to_json(final, indent=1))
+    if run.folder.file("nhn_masks.npz") is not None and jax.process_index() == 0:
+        save_variables(run.folder.file("nhn_masks.npz"), kept)
+    res = run.train(final, "final", init, stage_seed)
+    run.record("final", final, res.summary, res.state.variables())
+    run.results["lds"] = {"genes": np.asarray(found["genes"]).tolist(),
+                          "locations": found["locations"],
+                          "addon_neurons": run.config.lds.neurons * len(found["locations"])}  # fmt: skip
+    return res
+
+
+def _ablation(run: _Pipeline, final: Any, res: Any) -> None:
+    """5. The final network with every add-on edge off; the scores; ``results.json``."""
+    from fnnjax.arch import build_model  # noqa: PLC0415
+    from fnnjax.train import Engine  # noqa: PLC0415
+
     engine = Engine(build_model(final, use_masks=True), _noop_tx())
     state = jax.device_get(res.state)  # from the training's devices to this one engine's
     if "arch" in state.collections:  # a network with no add-on edge and no skip has none
         state = state.replace(collections={**state.collections,
                                            "arch": addons_off(state.collections["arch"])})  # fmt: skip
-    ablated = engine.evaluate(state, data.test)
+    ablated = engine.evaluate(state, run.data.test)
+    results = run.results
     full = results["final"]["test_accuracy"]
     results["ablation"] = {"test_accuracy_without_addons": ablated["accuracy"],
                            "drop": None if full is None else full - ablated["accuracy"]}  # fmt: skip
@@ -436,13 +473,47 @@ def run_nhn(
         acc = results[stage]["test_accuracy"]
         results[stage]["score"] = None if acc is None else nhn_score(
             100 * (1 - acc), results[stage]["params"] / 1e6)  # fmt: skip
-    if out is not None:
-        _write_json(out / "results.json", results)
-    say(f"== NHN: final test accuracy {'n/a' if full is None else f'{full:.2%}'}, without add-ons "
-        f"{ablated['accuracy']:.2%}, {results['final']['params']:,} parameters")  # fmt: skip
-    return {**results, "spec": final, "variables": final_vars, "base_spec": base,
-            "pruned_spec": spec, "pruned_variables": pruned_vars, "supernet": supernet,
-            "space": space, "lds_variables": found["variables"], "head": head}  # fmt: skip
+    run.folder.write_json("results.json", results)
+    run.say(f"== NHN: final test accuracy {'n/a' if full is None else f'{full:.2%}'}, without "
+            f"add-ons {ablated['accuracy']:.2%}, {results['final']['params']:,} parameters")  # fmt: skip
+
+
+def _finished(run: _Pipeline) -> dict[str, Any]:
+    """A finished pipeline's results, read back: no training runs and no file is rewritten
+    (LDS's search state comes from its last checkpoint)."""
+    from fnnjax.arch import build_model, from_dict, from_json  # noqa: PLC0415
+    from fnnjax.construct.nhn.search import lds  # noqa: PLC0415
+    from fnnjax.train import restore_run  # noqa: PLC0415
+
+    folder, config = run.folder, run.config
+    run.say(f"the NHN pipeline in {folder.path} is finished (results.json); nothing to redo "
+            "(--no-resume, resume=False: run it again)")  # fmt: skip
+
+    def rebuild(description: Mapping[str, Any]) -> Any:
+        return build_model(from_dict(description["spec"]), use_masks=True)
+
+    variables = {stage: restore_run(folder.sub(stage), rebuild)[1].variables()
+                 for stage in ("pruned", "final")}  # fmt: skip
+    specs = {name: from_json((folder.path / f"{name}_spec.json").read_text())
+             for name in ("base", "pruned", "nhn")}  # fmt: skip
+    seed = folder.read_json("nhn.json")["seed"]
+    found = lds(run.data, specs["pruned"], variables["pruned"], config.lds, folder.sub("lds"),
+                seed=seed * 10 + 2, log=None)  # fmt: skip
+    head = _final_head(config)
+    return {**folder.read_json("results.json"), "spec": specs["nhn"],
+            "variables": variables["final"], "base_spec": specs["base"],
+            "pruned_spec": specs["pruned"], "pruned_variables": variables["pruned"],
+            "supernet": found["supernet"], "space": found["space"],
+            "lds_variables": found["variables"], "head": head}  # fmt: skip
+
+
+def _final_head(config: NhnConfig) -> Any:
+    """The final training's head: a dense layer after dropout when ``config.dropout``."""
+    from fnnjax.arch import Head  # noqa: PLC0415
+
+    if config.dropout:
+        return Head(kind="dense", dropout=config.dropout, pool=config.head_pool)
+    return Head(pool=config.head_pool)
 
 
 def _noop_tx():
