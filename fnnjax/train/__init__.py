@@ -40,6 +40,7 @@ from fnnjax.train.loop import (
     run_digest,
 )
 from fnnjax.train.objectives import Objective, classification, get_objective, regression
+from fnnjax.train.runfolder import RunFolder, RunMismatchError, check_same_run, provenance
 from fnnjax.train.sharding import (
     batch_sharding,
     is_primary,
@@ -59,6 +60,10 @@ __all__ = [
     "NewModel",
     "initial_state",
     "Objective",
+    "RunFolder",
+    "RunMismatchError",
+    "check_same_run",
+    "provenance",
     "Split",
     "TrainConfig",
     "TrainState",
