@@ -71,6 +71,9 @@ def test_interrupted_run_resumes_bitwise(synthetic, tmp_path):
     assert [r["train_loss"] for r in log] == [r["train_loss"] for r in whole.history]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["epochs_done"] == 3 and summary["final_test_accuracy"] > 0.6  # chance: 0.25
+    starts = json.loads((tmp_path / "run.json").read_text())["starts"]  # provenance per start
+    assert len(starts) == 2 and "resumed_from_step" not in starts[0]
+    assert starts[1]["resumed_from_step"] == 8 and starts[1]["packages"]["jax"]
 
 
 def _corrupt_largest_file(step_dir):
