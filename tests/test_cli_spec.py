@@ -139,7 +139,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     arch.save_variables(ones_path, {"masks": jax.tree_util.tree_map(np.ones_like, masks)})
     for args, expected in [
         (["--spec", str(path), "--masks", str(ones_path), "--limit-train", "256", "--out",
-          str(out)], f"{out} holds a checkpoint of a different run (model.masks_sha256"),
+          str(out)], f"{out} holds a different run (model.masks_sha256"),
         (["--masks", str(masks_path)], "--masks FILE applies to --spec FILE"),
         (["--spec", str(path), "--masks", str(tmp_path / "other.npz")],
          f"--masks {tmp_path / 'other.npz'}: initial_variables['masks']"),

@@ -1,15 +1,16 @@
 """The run folder of :func:`~fnnjax.train.loop.fit`: what a run writes beside its checkpoints, and
 how a later run decides whether the folder holds *its* run.
 
-Layout (see :mod:`fnnjax.train.loop`): ``config.json``, ``metrics.jsonl``, ``curves.png``,
-``checkpoints/``, ``best/``, ``damaged/``, ``summary.json``, ``previous-<time>/``. With several
-processes, process 0 writes the files; :func:`_check_shared_folder` makes every process agree that
-they share the folder before anything is written.
+Layout (see :mod:`fnnjax.train.loop`): ``run.json``, ``config.json``, ``metrics.jsonl``,
+``curves.png``, ``checkpoints/``, ``best/``, ``damaged/``, ``summary.json``, ``previous-<time>/``.
+The folder itself (opening, archiving, atomic writes, provenance, the identity rule) is the
+layer every driver shares, :mod:`fnnjax.train.runfolder`; this module holds what is ``fit``'s
+own: which settings make a run (:func:`_check_same_run`), its digest's identity, its curves and
+its best epoch.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -18,12 +19,7 @@ from typing import Any
 from fnnjax.errors import CheckpointError
 from fnnjax.train import runfolder
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.runfolder import (  # noqa: F401 (the folder checks fit uses)
-    _check_shared_folder,
-    _check_writable,
-    append_jsonl,
-    truncate_jsonl,
-)
+from fnnjax.train.runfolder import append_jsonl, truncate_jsonl  # noqa: F401 (other drivers')
 
 __all__ = ["RUN_FILES", "append_jsonl", "archive_previous_run", "differences", "plot_history",
            "truncate_jsonl"]
@@ -35,17 +31,24 @@ _RESUMABLE_FIELDS = frozenset(
 )  # fmt: skip
 
 
-ADDED_CONFIG_FIELDS = ("restart_epochs", "restart_mult", "min_learning_rate", "cutout")
-"""TrainConfig fields added after runs were saved: a field at its default is left out of a run's
-identity, so runs saved before it existed still resume. Register every new field here."""
+_DIGESTED_FIELDS = frozenset(
+    {"epochs", "batch_size", "optimizer", "learning_rate", "momentum", "nesterov", "weight_decay",
+     "schedule", "warmup_epochs", "step_epochs", "step_factor", "grad_clip", "augment", "seed",
+     "eval_batch_size", "checkpoint_every_epochs", "keep_checkpoints", "num_devices",
+     "log_every_steps", "progress", "tensorboard"}
+)  # fmt: skip
+"""The TrainConfig fields that a run's digest (:func:`~fnnjax.train.loop.run_digest`) always
+held. A field outside it (added later) enters the digest only while it differs from its
+default, so that ``fnnjax train``'s default folder of a run saved before the field existed stays
+the same. Nothing needs registering: the resume check ignores any field absent from a saved
+record while at its default (:func:`~fnnjax.train.runfolder.run_differences`)."""
 
 
-def added_config_defaults() -> dict[str, Any]:
-    """The defaults of :data:`ADDED_CONFIG_FIELDS`, read from TrainConfig itself."""
+def _config_defaults() -> dict[str, Any]:
+    """Every TrainConfig field's default (as :meth:`TrainConfig.to_dict` writes it)."""
     from fnnjax.train.config import TrainConfig  # noqa: PLC0415
 
-    return {f.name: f.default for f in dataclasses.fields(TrainConfig)
-            if f.name in ADDED_CONFIG_FIELDS}  # fmt: skip
+    return TrainConfig().to_dict()
 
 
 _EPOCH_FREE_SCHEDULES = ("constant", "cosine_restarts")
@@ -54,15 +57,11 @@ exactly (``"step"`` does not either, but its runs' identities, and so ``fnnjax t
 folder names, already include the epochs: kept so that its runs keep resuming)."""
 
 
-def _identity(run: dict[str, Any]) -> dict[str, Any]:
-    """What a checkpoint and the run resuming it must agree on (resumable fields left out,
-    fields added later while at their defaults, and a spec's name: a label, which transforms
-    change, e.g. ``vgg16 uniform x0.5``)."""
-    defaults = added_config_defaults()
-    cfg = {k: v for k, v in run["config"].items() if not (k in defaults and v == defaults[k])}
-    # More (or fewer) epochs extend a run exactly only when the schedule does not depend on them.
-    epoch_free = cfg.get("schedule") in _EPOCH_FREE_SCHEDULES
-    resumable = _RESUMABLE_FIELDS - (set() if epoch_free else {"epochs"})
+def _description(run: dict[str, Any]) -> dict[str, Any]:
+    """A run as its resume check compares it: config first (the likeliest change), then the
+    model (a spec's name left out: a label, which transforms change, e.g. ``vgg16 uniform
+    x0.5``), the dataset (where its files were read from left out), the augmentation and the
+    objective."""
     model = run.get("model")
     if isinstance(model, dict) and isinstance(model.get("spec"), dict):  # a name is a label
         model = {**model, "spec": {k: v for k, v in model["spec"].items() if k != "name"}}
@@ -70,12 +69,30 @@ def _identity(run: dict[str, Any]) -> dict[str, Any]:
     if isinstance(dataset, dict):  # where the files were read from does not change the run
         dataset = {k: v for k, v in dataset.items() if k != "source"}
     return {
+        "config": dict(run.get("config") or {}),
         "model": model,
         "dataset": dataset,
-        "config": {k: v for k, v in cfg.items() if k not in resumable},
         "augmentation": run.get("augmentation"),
         "objective": run.get("objective", "classification"),
     }
+
+
+def _resumable(config: dict[str, Any]) -> frozenset[str]:
+    """The config fields that may change between a run and its resumption without changing its
+    trajectory: the epochs only when the schedule does not depend on them."""
+    epoch_free = config.get("schedule") in _EPOCH_FREE_SCHEDULES
+    return _RESUMABLE_FIELDS - (set() if epoch_free else {"epochs"})
+
+
+def _identity(run: dict[str, Any]) -> dict[str, Any]:
+    """What :func:`~fnnjax.train.loop.run_digest` hashes: the run's description without its
+    resumable fields and without config fields added later while at their defaults."""
+    described = _description(run)
+    defaults = _config_defaults()
+    cfg = {k: v for k, v in described["config"].items()
+           if k in _DIGESTED_FIELDS or k not in defaults or v != defaults[k]}  # fmt: skip
+    resumable = _resumable(cfg)
+    return {**described, "config": {k: v for k, v in cfg.items() if k not in resumable}}
 
 
 def differences(saved: Any, now: Any, where: str) -> list[str]:
@@ -105,33 +122,23 @@ def _check_state_format(meta: dict[str, Any], directory: Path) -> None:
         )
 
 
-def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path) -> None:
-    """Raises :class:`CheckpointError` naming each setting in which the saved run differs.
+def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path | str) -> None:
+    """Raises :class:`~fnnjax.train.runfolder.RunMismatchError` (a :class:`CheckpointError`)
+    naming each setting in which the saved run differs from ``run``.
 
     Training settings come first (the likeliest change, e.g. ``optimizer: saved 'adam', now
-    'sgd'``), then the model, the data and the augmentation; values are the runs' own.
+    'sgd'``), named as the user sets them, then the model, the data and the augmentation. A
+    config field the saved run lacks counts only when it is not at its default (it was added
+    to fnnjax later); resumable fields never count (the epochs only for an epoch-free schedule).
     """
-    old, new = _identity(saved) if "config" in saved else saved, _identity(run)
-    problems = []
-    for section in ("config", "model", "dataset", "augmentation", "objective"):
-        differing = differences(old.get(section), new.get(section), section)
-        if section == "config":  # name the values themselves (the identity may leave epochs out)
-            keys = [p.split(":")[0].removeprefix("config.") for p in differing]
-            saved_cfg = {**added_config_defaults(), **saved.get("config", {})}  # older runs
-            now_cfg = run["config"]
-            differing = [f"{k}: saved {saved_cfg.get(k)!r}, now {now_cfg.get(k)!r}" for k in keys]
-            differing = [p + (f" (the {now_cfg.get('schedule')} schedule depends on the number of "
-                              f"epochs; {', '.join(_EPOCH_FREE_SCHEDULES)} runs can be extended)"
-                              if p.startswith("epochs:") else "") for p in differing]  # fmt: skip
-        problems += differing
-    if problems:
-        shown = "; ".join(problems[:8])
-        more = f" (and {len(problems) - 8} more)" if len(problems) > 8 else ""
-        raise CheckpointError(
-            f"{directory} holds a checkpoint of a different run ({shown}{more}); to keep both, "
-            "pass another --out (out_dir=...); to start afresh here, pass --no-resume "
-            "(resume=False), which moves the earlier run into previous-<time>/"
-        )
+    old, new = _description(saved), _description(run)
+    resumable = _resumable(old["config"]) & _resumable(new["config"])
+    runfolder.check_same_run(
+        directory, old, new, defaults={"config": _config_defaults()},
+        ignore=tuple(f"config.{k}" for k in sorted(resumable)), strip=("config.",),
+        hints={"config.epochs": f"the {new['config'].get('schedule')} schedule depends on the "
+               f"number of epochs; {', '.join(_EPOCH_FREE_SCHEDULES)} runs can be extended"},
+    )  # fmt: skip
 
 
 RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
@@ -147,7 +154,7 @@ def archive_previous_run(out: Path, names: tuple[str, ...] = RUN_FILES) -> None:
 
 def plot_history(
     history: list[dict[str, Any]], path: str | Path, *, title: str = "", metric: str | None = None
-) -> Path:
+) -> Path | None:
     """Writes ``path`` (PNG): loss and a metric per epoch, train beside validation and test.
 
     Args:
@@ -158,38 +165,38 @@ def plot_history(
             recorded beside the loss, e.g. regression's ``"mae"``).
 
     Returns:
-        ``path`` as a :class:`~pathlib.Path`.
+        ``path`` as a :class:`~pathlib.Path`, or None when drawing failed (a warning says why:
+        :func:`~fnnjax.train.runfolder.save_figure`).
     """
-    import matplotlib  # noqa: PLC0415
+    return runfolder.save_figure(path, _draw_history(history, metric), cols=2, size=(10, 3.8),
+                                 title=title)  # fmt: skip
 
-    matplotlib.use("Agg", force=False)
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    path = Path(path)
+def _draw_history(history: list[dict[str, Any]], metric: str | None) -> Callable[[Any, Any], None]:
+    """``draw(fig, axes)`` of :func:`plot_history`."""
     if metric is None:
         recorded = [k[len("train_"):] for h in history[:1] for k in h
                     if k.startswith("train_") and k != "train_loss"]  # fmt: skip
         metric = "accuracy" if "accuracy" in recorded or not recorded else recorded[0]
-    epochs = [h["epoch"] for h in history]
-    fig, axes = plt.subplots(1, 2, figsize=(10, 3.8))
-    for ax, name in zip(axes, ("loss", metric), strict=True):
-        for split, style in (("train", "-"), ("validation", "--"), ("test", ":")):
-            key = f"{split}_{name}"
-            points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
-            if points:
-                ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3, label=split)
-        ax.set_xlabel("epoch")
-        ax.set_ylabel(name)
-        ax.grid(alpha=0.3)
-        ax.legend()
-    if all(h.get("train_loss", 1) > 0 for h in history):
-        axes[0].set_yscale("log")
-    if title:
-        fig.suptitle(title)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return path
+
+    def draw(fig: Any, axes: Any) -> None:
+        axes = list(axes.flat)  # save_figure's 1x2 grid
+        epochs = [h["epoch"] for h in history]
+        for ax, name in zip(axes, ("loss", metric), strict=True):
+            for split, style in (("train", "-"), ("validation", "--"), ("test", ":")):
+                key = f"{split}_{name}"
+                points = [(e, h[key]) for e, h in zip(epochs, history, strict=True) if key in h]
+                if points:
+                    ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3,
+                            label=split)  # fmt: skip
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(name)
+            ax.grid(alpha=0.3)
+            ax.legend()
+        if all(h.get("train_loss", 1) > 0 for h in history):
+            axes[0].set_yscale("log")
+
+    return draw
 
 
 def _best_of(history: list[dict[str, Any]], select: str, maximize: bool) -> dict[str, Any] | None:
@@ -249,10 +256,9 @@ def _best_summary(
     }
 
 
-def _write_curves(out: Path, history: list[dict[str, Any]], run: dict[str, Any]) -> None:
-    """``curves.png`` for the run so far; a plotting failure only warns (results are safe)."""
+def _write_curves(folder: runfolder.RunFolder, history: list[dict[str, Any]],
+                  run: dict[str, Any]) -> None:  # fmt: skip
+    """``curves.png`` for the run so far (process 0; a drawing failure only warns)."""
     name = run["model"].get("name") or run["model"].get("class") or "model"
-    try:
-        plot_history(history, out / "curves.png", title=f"{name} on {run['dataset']['name']}")
-    except Exception as error:  # never lose a finished run to a figure
-        warnings.warn(f"could not draw {out / 'curves.png'}: {error}", stacklevel=2)
+    folder.figure("curves.png", _draw_history(history, None), cols=2, size=(10, 3.8),
+                  title=f"{name} on {run['dataset']['name']}")  # fmt: skip

@@ -71,6 +71,9 @@ def test_interrupted_run_resumes_bitwise(synthetic, tmp_path):
     assert [r["train_loss"] for r in log] == [r["train_loss"] for r in whole.history]
     summary = json.loads((tmp_path / "summary.json").read_text())
     assert summary["epochs_done"] == 3 and summary["final_test_accuracy"] > 0.6  # chance: 0.25
+    starts = json.loads((tmp_path / "run.json").read_text())["starts"]  # provenance per start
+    assert len(starts) == 2 and "resumed_from_step" not in starts[0]
+    assert starts[1]["resumed_from_step"] == 8 and starts[1]["packages"]["jax"]
 
 
 def _corrupt_largest_file(step_dir):
@@ -341,10 +344,15 @@ def test_schedules():
 
 def test_runs_saved_before_a_config_field_existed_still_resume(synthetic, tmp_path):
     fit(SMALL, synthetic, _config(epochs=1, schedule="constant"), out_dir=tmp_path)
-    saved = json.loads((tmp_path / "config.json").read_text())
-    for field in ("restart_epochs", "restart_mult", "min_learning_rate"):  # as an older version wrote
-        del saved["config"][field]
-    (tmp_path / "config.json").write_text(json.dumps(saved))
+    # As an older version wrote them; step_factor stands for any field added later (no registry).
+    for path in (tmp_path / "config.json", tmp_path / "checkpoints" / "8" / "meta" / "metadata"):
+        saved = json.loads(path.read_text())
+        config = saved["run"]["config"] if "run" in saved else saved["config"]
+        for field in ("restart_epochs", "restart_mult", "min_learning_rate", "step_factor"):
+            del config[field]
+        path.write_text(json.dumps(saved))
+    with pytest.raises(CheckpointError, match="step_factor: saved None, now 0.5"):
+        fit(SMALL, synthetic, _config(epochs=2, schedule="constant", step_factor=0.5), out_dir=tmp_path)
     resumed = fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path)
     assert resumed.summary["steps"] == 16
     from fnnjax.train.rundir import _identity
