@@ -46,7 +46,10 @@ saliency, the changes ``refused`` at execution with their reason, and the decisi
 controller ``declined``, among them every stage block whose kind the capacity operations cannot
 resize (a Cell, a Choice: ``op`` ``"resize"``; also warned about once per run): the layer
 analysis's data), ``final_spec.json``, ``capacity.png`` (parameters and loss against step),
-``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`).
+``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`)
+and ``run.json`` (the folder's provenance, :mod:`fnnjax.train.runfolder`). A later call on the
+folder resumes only the same run (``capacity_config.json``; a setting its record lacks counts
+only when it is not at its default).
 """
 
 from __future__ import annotations
