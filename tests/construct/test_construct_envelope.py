@@ -326,7 +326,7 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
         assert (tmp_path / "whole" / name).stat().st_size > 0
     # Another seed is refused in the same folder, and so are fewer iterations (they would drop
     # records); resume=False moves the old files aside.
-    with pytest.raises(ValueError, match=r"holds a different construction \(seed: 0 there, 1 now\)"):
+    with pytest.raises(ValueError, match=r"holds a different construction \(seed: saved 0, now 1\)"):
         ev.construct(data, _quick(), tmp_path / "cut", seed=1, log=None, num_devices=1)
     with pytest.raises(ValueError, match="holds a construction of 2 iterations; iterations=1"):
         ev.construct(data, dataclasses.replace(_quick(), iterations=1), tmp_path / "cut", log=None)

@@ -15,8 +15,10 @@ from typing import Any
 
 import numpy as np
 
-__all__ = ["change_targets", "layer_report", "plot_capacity", "plot_layers", "read_run", "report_markdown",
-           "units_over_time"]  # fmt: skip
+from fnnjax.train.runfolder import read_jsonl, save_figure
+
+__all__ = ["capacity_figure", "change_targets", "layer_report", "layers_figure", "plot_capacity",
+           "plot_layers", "read_run", "report_markdown", "units_over_time"]  # fmt: skip
 
 
 def read_run(out_dir: str | Path) -> dict[str, Any]:
@@ -27,13 +29,11 @@ def read_run(out_dir: str | Path) -> dict[str, Any]:
     if not (out / "capacity_config.json").exists():
         raise ValueError(f"out_dir: {out} holds no dynamic-capacity run (no capacity_config.json)")
 
-    def lines(name: str) -> list[dict[str, Any]]:
-        path = out / name
-        return [json.loads(x) for x in path.read_text().splitlines() if x.strip()] if path.exists() else []
-
     config = json.loads((out / "capacity_config.json").read_text())
-    return {"history": lines("metrics.jsonl"), "changes": lines("capacity.jsonl"),
-            "saliency": lines("saliency.jsonl"), "initial_spec": from_dict(config["initial_spec"])}  # fmt: skip
+    return {"history": read_jsonl(out / "metrics.jsonl"),
+            "changes": read_jsonl(out / "capacity.jsonl"),
+            "saliency": read_jsonl(out / "saliency.jsonl"),
+            "initial_spec": from_dict(config["initial_spec"])}  # fmt: skip
 
 
 def _relabel(labels: dict[str, str], change: dict[str, Any]) -> dict[str, str]:
@@ -150,89 +150,99 @@ def report_markdown(rows: list[dict[str, Any]]) -> str:
     return head + body
 
 
-def _pyplot():
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
-    return plt
-
-
 _COLORS = {"widen": "tab:green", "insert": "tab:blue", "narrow": "tab:red"}
 
 
+def capacity_figure(history: list[dict[str, Any]], changes: list[dict[str, Any]],
+                    initial_params: int) -> dict[str, Any]:  # fmt: skip
+    """The figure of :func:`plot_capacity`: ``draw`` and its layout, the keywords of
+    :func:`~fnnjax.train.runfolder.save_figure` (and ``RunFolder.figure``)."""
+
+    def draw(fig: Any, axes: Any) -> None:
+        top, bottom = axes[:, 0]
+        top.sharex(bottom)
+        top.tick_params(labelbottom=False)
+        last = history[-1]["step"] if history else max((c["step"] for c in changes), default=1)
+        steps, params = [0], [initial_params]
+        for c in changes:
+            steps += [c["step"], c["step"]]
+            params += [params[-1], c["params_after"]]
+        steps.append(last)
+        params.append(params[-1])
+        top.plot(steps, params, color="black")
+        top.set_ylabel("parameters")
+        for key, label in (("train_loss", "train"), ("validation_loss", "validation")):
+            pts = [(h["step"], h[key]) for h in history if key in h]
+            if pts:
+                bottom.plot(*zip(*pts, strict=True), label=label)
+        bottom.set_ylabel("loss")
+        bottom.set_xlabel("step")
+        if any(h.get("train_loss", 1) > 0 for h in history):
+            bottom.set_yscale("log")
+        for c in changes:
+            for ax in (top, bottom):
+                ax.axvline(c["step"], color=_COLORS.get(c["op"], "gray"), alpha=0.3, lw=1)
+        bottom.legend()
+        top.set_title(f"{len(changes)} changes; parameters {initial_params} -> {params[-1]}")
+
+    return {"draw": draw, "rows": 2, "cols": 1, "size": (7, 5.5)}
+
+
 def plot_capacity(history: list[dict[str, Any]], changes: list[dict[str, Any]],
-                  initial_params: int, path: str | Path) -> Path:  # fmt: skip
+                  initial_params: int, path: str | Path) -> Path | None:  # fmt: skip
     """Writes ``path`` (PNG): parameters (top) and training / validation loss (bottom) against
-    step, every change marked (green widen, blue insert, red narrow)."""
-    plt = _pyplot()
-    fig, (top, bottom) = plt.subplots(2, 1, figsize=(7, 5.5), sharex=True)
-    last = history[-1]["step"] if history else max((c["step"] for c in changes), default=1)
-    steps, params = [0], [initial_params]
-    for c in changes:
-        steps += [c["step"], c["step"]]
-        params += [params[-1], c["params_after"]]
-    steps.append(last)
-    params.append(params[-1])
-    top.plot(steps, params, color="black")
-    top.set_ylabel("parameters")
-    for key, label in (("train_loss", "train"), ("validation_loss", "validation")):
-        pts = [(h["step"], h[key]) for h in history if key in h]
-        if pts:
-            bottom.plot(*zip(*pts, strict=True), label=label)
-    bottom.set_ylabel("loss")
-    bottom.set_xlabel("step")
-    if any(h.get("train_loss", 1) > 0 for h in history):
-        bottom.set_yscale("log")
-    for c in changes:
-        for ax in (top, bottom):
-            ax.axvline(c["step"], color=_COLORS.get(c["op"], "gray"), alpha=0.3, lw=1)
-    bottom.legend()
-    top.set_title(f"{len(changes)} changes; parameters {initial_params} -> {params[-1]}")
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    step, every change marked (green widen, blue insert, red narrow). Returns None (with a
+    warning) when drawing failed."""
+    return save_figure(path, **capacity_figure(history, changes, initial_params))
+
+
+def layers_figure(saliency: list[dict[str, Any]], changes: list[dict[str, Any]],
+                  initial_spec: Any) -> dict[str, Any]:  # fmt: skip
+    """The figure of :func:`plot_layers` (as :func:`capacity_figure`)."""
+
+    def draw(fig: Any, axes: Any) -> None:
+        left, right = axes[0]
+        series = units_over_time(changes, initial_spec)
+        moved = [p for p, pts in series.items() if len(pts) > 1 or pts[0][0] > 0]
+        last_step = max([c["step"] for c in changes] + [s["step"] for s in saliency] + [1])
+        for p in moved or list(series)[:6]:
+            pts = series[p]
+            xs = [s for s, _ in pts] + [last_step]
+            ys = [n for _, n in pts] + [pts[-1][1]]
+            left.step(xs, ys, where="post", label=p)
+        left.set_xlabel("step")
+        left.set_ylabel("units")
+        left.set_title("units per layer (layers that changed)" if moved else "units per layer")
+        if moved or series:
+            left.legend(fontsize=7)
+        if saliency:
+            _saliency_boxes(right, saliency[-1])
+        else:
+            right.text(0.5, 0.5, "no saliency measured yet", ha="center", va="center")
+            right.set_axis_off()
+
+    return {"draw": draw, "rows": 1, "cols": 2, "size": (11, 4.5)}
+
+
+def _saliency_boxes(ax: Any, record: dict[str, Any]) -> None:
+    units = record["units"]
+    names = sorted(units)
+    data = [np.asarray(units[n], np.float64) for n in names]
+    try:
+        ax.boxplot(data, orientation="horizontal")
+    except TypeError:  # matplotlib < 3.10
+        ax.boxplot(data, vert=False)
+    ax.set_yticks(range(1, len(names) + 1), names, fontsize=7)
+    top = max((float(np.abs(d).max()) for d in data if d.size), default=1.0) or 1.0
+    ax.set_xscale("symlog", linthresh=1e-3 * top)  # Hutchinson's estimates can be < 0
+    ax.set_xlabel("unit saliency")
+    ax.set_title(f"saliency per unit at step {record['step']}")
 
 
 def plot_layers(saliency: list[dict[str, Any]], changes: list[dict[str, Any]], initial_spec: Any,
-                path: str | Path) -> Path:  # fmt: skip
+                path: str | Path) -> Path | None:  # fmt: skip
     """Writes ``path`` (PNG): every resized layer's units against step (left) and the saliency
     distribution of each layer at the last consultation (right, box plots, symmetric log scale:
-    the estimates of near-zero saliencies can be negative)."""
-    plt = _pyplot()
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4.5))
-    series = units_over_time(changes, initial_spec)
-    moved = [p for p, pts in series.items() if len(pts) > 1 or pts[0][0] > 0]
-    last_step = max([c["step"] for c in changes] + [s["step"] for s in saliency] + [1])
-    for p in moved or list(series)[:6]:
-        pts = series[p]
-        xs = [s for s, _ in pts] + [last_step]
-        ys = [n for _, n in pts] + [pts[-1][1]]
-        left.step(xs, ys, where="post", label=p)
-    left.set_xlabel("step")
-    left.set_ylabel("units")
-    left.set_title("units per layer (layers that changed)" if moved else "units per layer")
-    if moved or series:
-        left.legend(fontsize=7)
-    if saliency:
-        units = saliency[-1]["units"]
-        names = sorted(units)
-        data = [np.asarray(units[n], np.float64) for n in names]
-        try:
-            right.boxplot(data, orientation="horizontal")
-        except TypeError:  # matplotlib < 3.10
-            right.boxplot(data, vert=False)
-        right.set_yticks(range(1, len(names) + 1), names, fontsize=7)
-        top = max((float(np.abs(d).max()) for d in data if d.size), default=1.0) or 1.0
-        right.set_xscale("symlog", linthresh=1e-3 * top)  # Hutchinson's estimates can be < 0
-        right.set_xlabel("unit saliency")
-        right.set_title(f"saliency per unit at step {saliency[-1]['step']}")
-    else:
-        right.text(0.5, 0.5, "no saliency measured yet", ha="center", va="center")
-        right.set_axis_off()
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
-    return Path(path)
+    the estimates of near-zero saliencies can be negative). Returns None (with a warning) when
+    drawing failed."""
+    return save_figure(path, **layers_figure(saliency, changes, initial_spec))

@@ -46,14 +46,16 @@ saliency, the changes ``refused`` at execution with their reason, and the decisi
 controller ``declined``, among them every stage block whose kind the capacity operations cannot
 resize (a Cell, a Choice: ``op`` ``"resize"``; also warned about once per run): the layer
 analysis's data), ``final_spec.json``, ``capacity.png`` (parameters and loss against step),
-``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`).
+``layers.png`` and ``layers.md`` (the layer report, :mod:`~fnnjax.construct.capacity.analysis`)
+and ``run.json`` (the folder's provenance, :mod:`fnnjax.train.runfolder`). A later call on the
+folder resumes only the same run (``capacity_config.json``; a setting its record lacks counts
+only when it is not at its default).
 """
 
 from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -66,6 +68,7 @@ from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_ch
 from fnnjax.construct.capacity.ops import narrow, remove_block, widen
 from fnnjax.construct.capacity.probe import Probe as _Probe
 from fnnjax.construct.capacity.saliency import sum_per_block
+from fnnjax.train.runfolder import RunFolder
 
 __all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "apply_plan", "train_dynamic"]
 
@@ -160,22 +163,6 @@ class DynamicConfig:
                 raise ValueError(f"{where}{unknown[0]}: no such DynamicConfig field (known: "
                                  f"{', '.join(sorted(known))})")  # fmt: skip
         return cls(controller=CapacityConfig(**controller), **values)
-
-
-def _write_text(path: Path, text: str) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def _write_jsonl(path: Path, records: list[dict[str, Any]]) -> None:
-    _write_text(path, "".join(json.dumps(r) + "\n" for r in records))
-
-
-def _read_jsonl(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
 def _apply(change: Change, spec: Any, variables: dict[str, Any], config: DynamicConfig,
@@ -346,14 +333,123 @@ def _first_copies(kept: dict[str, list[int]]) -> dict[str, list[int]]:
     return out
 
 
-def _check_same_run(saved: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    from fnnjax.train.rundir import differences  # noqa: PLC0415
+def _open_folder(out_dir: str | Path | None, now: dict[str, Any], resume: bool) -> RunFolder:
+    """The run folder, checked to hold this run (or none), its start recorded and
+    ``capacity_config.json`` written (``now``: the run's identity)."""
+    from fnnjax.train.rundir import RUN_FILES  # noqa: PLC0415
 
-    diff = differences(saved, now, "")
-    if diff:
-        raise ValueError(f"{out} holds another dynamic-capacity run ({'; '.join(diff[:2])}); pass "
-                         "another out folder, or resume=False (--no-resume) to start afresh (the "
-                         f"old files are moved to {out}/previous-<time>/)")  # fmt: skip
+    folder = RunFolder.open(out_dir, files=RUN_FILES + CAPACITY_FILES, what="dynamic-capacity run",
+                            driver="capacity", resume=resume)  # fmt: skip
+    folder.check_same_run(folder.read_json("capacity_config.json"), now,
+                          defaults={"capacity": DynamicConfig().to_dict()},
+                          strip=("capacity.",))  # fmt: skip
+    folder.begin()
+    folder.write_json("capacity_config.json", now)
+    return folder
+
+
+def _jsonl(records: list[dict[str, Any]]) -> str:
+    return "".join(json.dumps(r) + "\n" for r in records)
+
+
+class _Consultations:
+    """The controller's side of a run: ``fit``'s ``on_epoch_end`` (module docstring), keeping
+    the change and saliency records (``capacity.jsonl``, ``saliency.jsonl``) and the loss
+    history the controller reads; a resumed run replays what the folder recorded (records past
+    the restored checkpoint are dropped, as the epochs that wrote them are redone)."""
+
+    def __init__(self, spec: Any, config: DynamicConfig, epochs: int, folder: RunFolder,
+                 probe: _Probe, tx: Any, base_key: jax.Array,
+                 say: Callable[[str], None]) -> None:  # fmt: skip
+        self.spec, self.config, self.epochs, self.folder = spec, config, epochs, folder
+        self.probe, self.tx, self.base_key, self.say = probe, tx, base_key, say
+        self.changes = folder.read_jsonl("capacity.jsonl")
+        self.saliencies = folder.read_jsonl("saliency.jsonl")
+        self.losses: list[float] = []
+        self.loaded = False
+        self.warned = False  # the blocks it cannot resize are warned about once per run
+
+    def __call__(self, record: dict[str, Any], state: Any) -> Any:
+        step, epoch = int(record["step"]), int(record["epoch"])
+        if not self.loaded:  # first call of this process: fit has truncated metrics.jsonl
+            self.loaded = True
+            saved = self.folder.read_jsonl("metrics.jsonl")
+            self.losses = [r["train_loss"] for r in saved][: epoch - 1]
+        # Records of this step or later were written by a run killed before its checkpoint.
+        self.changes = [c for c in self.changes if c["step"] < step]
+        self.saliencies = [s for s in self.saliencies if s["step"] < step]
+        self.losses = self.losses[: epoch - 1] + [float(record["train_loss"])]
+        last = max([c["epoch"] for c in self.changes]
+                   + [s["epoch"] for s in self.saliencies if s["refused"]],
+                   default=0)  # a refusal cools down like a change  # fmt: skip
+        since, controller = epoch - last, self.config.controller
+        new = None
+        if since >= controller.cooldown and epoch >= controller.warmup \
+                and epoch < self.epochs:  # no change after the last evaluation
+            new = self._consult(state, step, epoch, since)
+        self.folder.write_text("capacity.jsonl", _jsonl(self.changes))
+        self.folder.write_text("saliency.jsonl", _jsonl(self.saliencies))
+        return new
+
+    def _consult(self, state: Any, step: int, epoch: int, since: int) -> Any:
+        """Measures the saliency, asks the controller and applies its plan (the new model for
+        ``fit``, or None)."""
+        config, current = self.config, _current_spec(self.changes, self.spec)
+        key = jax.random.fold_in(self.base_key, step)
+        units = self.probe.saliency(current, state.variables(), key)
+        refused: list[dict[str, Any]] = []
+        declined: list[dict[str, Any]] = []
+        blocks = {b: float(v) for b, v in sorted(sum_per_block(units).items())}
+        self.saliencies.append({"step": step, "epoch": epoch, "refused": refused,
+                                "declined": declined, "blocks": blocks,
+                                "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
+        grown = _grown_lately(self.changes, epoch, config.controller.grace)
+        plan = plan_changes(self.losses, units, current, config.controller, since_change=since,
+                            insert_hidden=config.insert_hidden, declined=declined,
+                            protected=grown)  # fmt: skip
+        fixed = [d for d in declined if d["op"] == "resize"]
+        if fixed and not self.warned:
+            self.warned = True
+            warnings.warn("dynamic capacity: cannot resize " + "; ".join(
+                f"{d['target']} (a {d['kind']} block)" for d in fixed) + ": measured, never "
+                "changed (recorded as declined in saliency.jsonl)", stacklevel=5)  # fmt: skip
+        return self._changed(plan, current, state, step, epoch, units, refused) if plan else None
+
+    def _changed(self, plan: list[Change], current: Any, state: Any, step: int, epoch: int,
+                 units: dict[str, np.ndarray], refused: list[dict[str, Any]]) -> Any:  # fmt: skip
+        from fnnjax.arch import build_model  # noqa: PLC0415
+        from fnnjax.models import describe_spec  # noqa: PLC0415
+        from fnnjax.train import NewModel  # noqa: PLC0415
+
+        variables, opt_state = jax.device_get(state.variables()), jax.device_get(state.opt_state)
+        current, variables, opt_state, applied, no = apply_plan(
+            plan, current, variables, opt_state, self.tx, config=self.config,
+            key=jax.random.fold_in(self.base_key, step), loss=self.probe.loss,
+            outputs=self.probe.outputs, saliency=units)  # fmt: skip
+        for rec in no:
+            refused.append(rec)
+            self.say(f"step {step} (epoch {epoch}): refused {rec['op']} {rec['target']}: "
+                     f"{rec['reason']}")  # fmt: skip
+        for rec in applied:
+            self.changes.append({"step": step, "epoch": epoch, **rec})
+            self.say(f"step {step} (epoch {epoch}): {rec['op']} {rec['target']} -> "
+                     f"{_short(rec['value'])}; params {rec['params_before']} -> "
+                     f"{rec['params_after']}; probe loss {rec['loss_before']:.6g} -> "
+                     f"{rec['loss_after']:.6g} ({rec['reason']})")  # fmt: skip
+        if not applied:
+            return None
+        params = variables.pop("params")
+        new_state = state.replace(params=params, collections=variables, opt_state=opt_state)
+        return NewModel(build_model(current), new_state, describe_spec(current))
+
+
+def _check_data(spec: Any, data: Any) -> None:
+    if tuple(spec.input_shape) != tuple(data.input_shape):
+        raise ValueError(f"spec: its input shape {tuple(spec.input_shape)} is not the dataset's "
+                         f"{tuple(data.input_shape)}")  # fmt: skip
+    if spec.num_classes != data.num_classes:
+        raise ValueError(f"spec: it has {spec.num_classes} outputs, the dataset "
+                         f"{data.num_classes}")  # fmt: skip
 
 
 def train_dynamic(
@@ -390,6 +486,9 @@ def train_dynamic(
         so the final network is the last one trained, and the summary's ``final_*`` numbers
         are its evaluation (equal to the last epoch's).
 
+    Raises:
+        RunMismatchError: ``out_dir`` holds a different dynamic-capacity run (a ``ValueError``).
+
     Warns:
         UserWarning: once per run, naming the stage blocks it cannot resize (their units are
         measured, never changed; each consultation records them as declined).
@@ -397,117 +496,34 @@ def train_dynamic(
     from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
     from fnnjax.construct.capacity import analysis  # noqa: PLC0415
     from fnnjax.models import describe_spec, model_from_description  # noqa: PLC0415
-    from fnnjax.train import NewModel, fit, get_objective, make_optimizer  # noqa: PLC0415
-    from fnnjax.train.rundir import RUN_FILES, archive_previous_run  # noqa: PLC0415
+    from fnnjax.train import fit, get_objective, make_optimizer  # noqa: PLC0415
 
     obj = get_objective(objective)
-    if tuple(spec.input_shape) != tuple(data.input_shape):
-        raise ValueError(f"spec: its input shape {tuple(spec.input_shape)} is not the dataset's "
-                         f"{tuple(data.input_shape)}")  # fmt: skip
-    if spec.num_classes != data.num_classes:
-        raise ValueError(f"spec: it has {spec.num_classes} outputs, the dataset "
-                         f"{data.num_classes}")  # fmt: skip
-    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
+    _check_data(spec, data)
     now = {"capacity": config.to_dict(), "initial_spec": to_dict(spec), "objective": obj.name}
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            archive_previous_run(out, RUN_FILES + CAPACITY_FILES)
-        path = out / "capacity_config.json"
-        if path.exists():
-            _check_same_run(json.loads(path.read_text()), now, out)
-        _write_text(path, json.dumps(now, indent=1))
-    say = log or (lambda _: None)
+    folder = _open_folder(out_dir, now, resume)
     steps_per_epoch = max(1, len(data.train) // train_config.batch_size)
     tx = make_optimizer(train_config, steps_per_epoch)  # fit's optimizer: the states must agree
-    probe = _Probe(data, obj, config, train_config.seed)
-    base_key = jax.random.fold_in(jax.random.key(train_config.seed), 0xCA9)
+    consult = _Consultations(spec, config, train_config.epochs, folder,
+                             _Probe(data, obj, config, train_config.seed), tx,
+                             jax.random.fold_in(jax.random.key(train_config.seed), 0xCA9),
+                             log or (lambda _: None))  # fmt: skip
     initial_params = analytic_counts(spec)["params"]
-    # What the folder recorded (a resumed run replays it; records past the restored checkpoint
-    # are dropped below, as the epochs that wrote them are redone).
-    changes = _read_jsonl(out / "capacity.jsonl") if out is not None else []
-    saliencies = _read_jsonl(out / "saliency.jsonl") if out is not None else []
-    losses: list[float] = []
-    loaded = [out is None]
-    warned: list[bool] = []  # the blocks it cannot resize are warned about once per run
-
-    def on_epoch_end(record: dict[str, Any], state: Any) -> Any:
-        nonlocal changes, saliencies, losses
-        step, epoch = int(record["step"]), int(record["epoch"])
-        if not loaded[0]:  # first call of this process: fit has truncated metrics.jsonl
-            loaded[0] = True
-            losses = [r["train_loss"] for r in _read_jsonl(out / "metrics.jsonl")][: epoch - 1]
-        # Records of this step or later were written by a run killed before its checkpoint.
-        changes = [c for c in changes if c["step"] < step]
-        saliencies = [s for s in saliencies if s["step"] < step]
-        losses = losses[: epoch - 1] + [float(record["train_loss"])]
-        current = _current_spec(changes, spec)
-        last = max([c["epoch"] for c in changes] + [s["epoch"] for s in saliencies if s["refused"]],
-                   default=0)  # a refusal cools down like a change  # fmt: skip
-        since = epoch - last
-        new = None
-        if since >= config.controller.cooldown and epoch >= config.controller.warmup \
-                and epoch < train_config.epochs:  # no change after the last evaluation
-            variables = state.variables()
-            units = probe.saliency(current, variables, jax.random.fold_in(base_key, step))
-            refused: list[dict[str, Any]] = []
-            declined: list[dict[str, Any]] = []
-            blocks = {b: float(v) for b, v in sorted(sum_per_block(units).items())}
-            saliencies.append({"step": step, "epoch": epoch, "refused": refused,
-                               "declined": declined, "blocks": blocks,
-                               "units": {u: v.tolist() for u, v in sorted(units.items())}})  # fmt: skip
-            plan = plan_changes(losses, units, current, config.controller, since_change=since,
-                                insert_hidden=config.insert_hidden, declined=declined,
-                                protected=_grown_lately(changes, epoch, config.controller.grace))  # fmt: skip
-            fixed = [d for d in declined if d["op"] == "resize"]
-            if fixed and not warned:
-                warned.append(True)
-                warnings.warn("dynamic capacity: cannot resize " + "; ".join(
-                    f"{d['target']} (a {d['kind']} block)" for d in fixed) + ": measured, never "
-                    "changed (recorded as declined in saliency.jsonl)", stacklevel=4)  # fmt: skip
-            if plan:
-                new = _changed(plan, current, state, step, epoch, units, refused)
-        if out is not None:
-            _write_jsonl(out / "capacity.jsonl", changes)
-            _write_jsonl(out / "saliency.jsonl", saliencies)
-        return new
-
-    def _changed(plan: list[Change], current: Any, state: Any, step: int, epoch: int,
-                 units: dict[str, np.ndarray], refused: list[dict[str, Any]]) -> Any:  # fmt: skip
-        variables, opt_state = jax.device_get(state.variables()), jax.device_get(state.opt_state)
-        current, variables, opt_state, applied, no = apply_plan(
-            plan, current, variables, opt_state, tx, config=config,
-            key=jax.random.fold_in(base_key, step), loss=probe.loss, outputs=probe.outputs,
-            saliency=units)  # fmt: skip
-        for rec in no:
-            refused.append(rec)
-            say(f"step {step} (epoch {epoch}): refused {rec['op']} {rec['target']}: {rec['reason']}")
-        for rec in applied:
-            changes.append({"step": step, "epoch": epoch, **rec})
-            say(f"step {step} (epoch {epoch}): {rec['op']} {rec['target']} -> "
-                f"{_short(rec['value'])}; params {rec['params_before']} -> {rec['params_after']}; "
-                f"probe loss {rec['loss_before']:.6g} -> {rec['loss_after']:.6g} ({rec['reason']})")  # fmt: skip
-        if not applied:
-            return None
-        params = variables.pop("params")
-        new_state = state.replace(params=params, collections=variables, opt_state=opt_state)
-        return NewModel(build_model(current), new_state, describe_spec(current))
-
-    result = fit(build_model(spec), data, train_config, out_dir=out, description=describe_spec(spec),
-                 on_epoch_end=on_epoch_end, objective=obj, rebuild=model_from_description,
-                 mesh=mesh)  # fmt: skip
+    result = fit(build_model(spec), data, train_config, out_dir=folder.path,
+                 description=describe_spec(spec), on_epoch_end=consult, objective=obj,
+                 rebuild=model_from_description, mesh=mesh)  # fmt: skip
     done = int(result.summary["steps"])  # a finished run resumed: nothing was redone
-    changes = [c for c in changes if c["step"] <= done]
-    saliencies = [r for r in saliencies if r["step"] <= done]
+    changes = [c for c in consult.changes if c["step"] <= done]
+    saliencies = [r for r in consult.saliencies if r["step"] <= done]
     final = _current_spec(changes, spec)
     if to_json(final) != to_json(_spec_of(result.description)):
         raise RuntimeError("the controller's record and the trained network disagree (a bug)")
-    if out is not None:
-        _write_text(out / "final_spec.json", to_json(final))
-        analysis.plot_capacity(result.history, changes, initial_params, out / "capacity.png")
-        analysis.plot_layers(saliencies, changes, spec, out / "layers.png")
-        rows = analysis.layer_report(changes, saliencies, spec)
-        _write_text(out / "layers.md", analysis.report_markdown(rows))
+    folder.write_text("final_spec.json", to_json(final))
+    folder.figure("capacity.png",
+                  **analysis.capacity_figure(result.history, changes, initial_params))  # fmt: skip
+    folder.figure("layers.png", **analysis.layers_figure(saliencies, changes, spec))
+    rows = analysis.layer_report(changes, saliencies, spec)
+    folder.write_text("layers.md", analysis.report_markdown(rows))
     return {"spec": final, "changes": changes, "saliency": saliencies, "history": result.history,
             "summary": result.summary, "state": result.state, "params_initial": initial_params,
             "params_final": analytic_counts(final)["params"]}  # fmt: skip

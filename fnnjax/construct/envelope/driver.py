@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import os
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -12,7 +11,7 @@ from typing import Any
 
 import numpy as np
 
-from fnnjax.construct.envelope.figures import plot_statistics, plot_widths
+from fnnjax.construct.envelope.figures import statistics_figure, widths_figure
 from fnnjax.construct.envelope.net import (
     EnvelopeConfig,
     Layers,
@@ -31,6 +30,8 @@ from fnnjax.construct.envelope.restructure import (
     inheritance_map,
     restructure_layers,
 )
+from fnnjax.train.runfolder import RunFolder, write_json
+from fnnjax.train.sharding import is_primary
 
 __all__ = [
     "STATISTICS",
@@ -276,31 +277,89 @@ def _train_config(config: ConstructionConfig, epochs: int, seed: int, progress: 
                        keep_checkpoints=1, num_devices=num_devices)  # fmt: skip
 
 
-def _write_text(path: Path, text: str) -> None:
-    """Writes ``text`` atomically (a killed run never leaves half a file)."""
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(text)
-    os.replace(tmp, path)
+RESUMABLE = ("iterations", "final_epochs", "statistics_every", "stats_at")
+"""Config fields a construction may change when it resumes (they change no record)."""
+
+_IDENTITY = ("config", "measured_at", "seed", "dataset")
 
 
-def _write_json(path: Path, value: Any) -> None:
-    _write_text(path, json.dumps(value, indent=1))
+def _open_construction(
+    out_dir: str | Path | None, config: ConstructionConfig, now: dict[str, Any], *, resume: bool,
+    log: Callable[[str], None] | None,
+) -> tuple[RunFolder, ConstructionConfig, list[dict[str, Any]]]:  # fmt: skip
+    """The run folder, checked to hold this construction (or none) and its start recorded; the
+    config with the statistics layout the construction started with, and its saved records."""
+    folder = RunFolder.open(out_dir, files=CONSTRUCTION_FILES, what="construction",
+                            driver="envelopenet", resume=resume)  # fmt: skip
+    saved = folder.read_json("construction.json")
+    records: list[dict[str, Any]] = []
+    if saved is not None:
+        folder.check_same_run({k: saved.get(k) for k in _IDENTITY}, {k: now[k] for k in _IDENTITY},
+                              defaults={"config": ConstructionConfig().to_dict()},
+                              ignore=tuple(f"config.{k}" for k in RESUMABLE),
+                              strip=("config.",))  # fmt: skip
+        if len(saved["records"]) > config.iterations:
+            raise ValueError(f"{folder.path} holds a construction of {len(saved['records'])} "
+                             f"iterations; iterations={config.iterations} would discard the "
+                             f"later records: pass iterations >= {len(saved['records'])}, "
+                             "or another out folder")  # fmt: skip
+        records = saved["records"]
+        # the checkpoints' layout: keep where statistics were collected (older runs: "all")
+        kept = saved["config"].get("stats_at", "all")
+        if kept != config.stats_at and log is not None:
+            log(f"{folder.path}: statistics collected at stats_at={kept!r} as when this "
+                f"construction started (not {config.stats_at!r}): its checkpoints' layout")  # fmt: skip
+        config = dataclasses.replace(config, stats_at=kept)
+    folder.begin()
+    return folder, config, records
 
 
-def _check_same_construction(meta: dict[str, Any], now: dict[str, Any], out: Path) -> None:
-    saved_config = dict(meta.get("config", {}))
-    now_config = dict(now["config"])
-    for c in (saved_config, now_config):
-        for key in ("iterations", "final_epochs", "statistics_every", "stats_at"):  # no record changes
-            c.pop(key, None)
-    diff = [f"{k}: {saved_config.get(k)!r} there, {v!r} now" for k, v in now_config.items()
-            if saved_config.get(k) != v]  # fmt: skip
-    diff += [f"{k}: {meta.get(k)!r} there, {now[k]!r} now"
-             for k in ("seed", "dataset", "measured_at") if meta.get(k) != now[k]]  # fmt: skip
-    if diff:
-        raise ValueError(f"{out} holds a different construction ({'; '.join(diff[:3])}); pass "
-                         f"another out folder, or resume=False (--no-resume) to start afresh (the "
-                         f"old files are moved to {out}/previous-<time>/)")  # fmt: skip
+def _iteration_record(k: int, layers: Layers, env: EnvelopeConfig, spec: Any,
+                      stats: dict[str, float], done: Restructuring, result: Any,
+                      seconds: float, inherited: bool) -> dict[str, Any]:  # fmt: skip
+    """What ``construction.json`` records of iteration ``k`` (:func:`construct`)."""
+    from fnnjax.arch import analytic_counts, to_dict  # noqa: PLC0415
+
+    counts = analytic_counts(spec)
+    return {
+        "iteration": k,
+        "notation": envelope_notation_of(env.channels, layers, env.m),
+        "block_counts": block_counts(layers),
+        "widths": layer_widths(layers, env),
+        "params": counts["params"],
+        "flops": counts["flops"],
+        "spec": to_dict(spec),
+        "statistics": stats,
+        "pruned": list(done.pruned),
+        "added": [None if a is None else {"stage": i, "layer": a}
+                  for i, a in enumerate(done.added)],
+        "next_layers": [[list(layer) for layer in stage] for stage in done.layers],
+        "next_notation": envelope_notation_of(env.channels, done.layers, env.m),
+        "validation_accuracy": result.summary.get("final_validation_accuracy"),
+        "seconds": seconds,  # this process's part, after a resume
+        "inherited": inherited,
+    }  # fmt: skip
+
+
+def _save(folder: RunFolder, now: dict[str, Any], config: ConstructionConfig,
+          records: list[dict[str, Any]]) -> None:  # fmt: skip
+    statistics = len(records) * config.epochs_per_iteration
+    epochs = {"statistics": statistics, "final": config.final_epochs,
+              "total": statistics + config.final_epochs}  # fmt: skip
+    folder.write_json("construction.json",
+                      {**now, "construction_epochs": epochs, "records": records})  # fmt: skip
+
+
+def _write_results(folder: RunFolder, spec: Any, layers: Layers, env: EnvelopeConfig,
+                   records: list[dict[str, Any]]) -> None:  # fmt: skip
+    """``final_spec.json``, ``statistics.png`` (of the first iteration) and ``widths.png``."""
+    from fnnjax.arch import to_json  # noqa: PLC0415
+
+    folder.write_text("final_spec.json", to_json(spec))
+    running = folder.read_json("iterations/0/statistics.json")
+    if records and running is not None:
+        folder.figure("statistics.png", **statistics_figure(records[0], running))
+    folder.figure("widths.png", **widths_figure(layers, env))
 
 
 def construct(
@@ -326,110 +385,63 @@ def construct(
     validation split; the construction never reads the test split), the running statistics of
     every epoch (``iterations/<k>/statistics.json``), ``final_spec.json`` (trainable with
     ``fnnjax train --spec``), ``statistics.png`` (Figure 2: the running statistic of the blocks
-    of several layers in the first iteration) and ``widths.png`` (blocks and channels per layer
-    of the constructed network). Seeds derive from ``seed`` and the iteration, so the same seed
-    gives the same construction. ``num_devices``: data-parallel devices (default: all local
-    ones; the batch size must be a multiple of their number).
+    of several layers in the first iteration), ``widths.png`` (blocks and channels per layer
+    of the constructed network) and ``run.json`` (the folder's provenance). Seeds derive from
+    ``seed`` and the iteration, so the same seed gives the same construction. ``num_devices``:
+    data-parallel devices (default: all local ones; the batch size must be a multiple of their
+    number).
 
     Returns:
         ``{"spec", "layers", "notation", "records", "final"}`` (``final``: the final training's
         summary, or None).
+
+    Raises:
+        RunMismatchError: ``out_dir`` holds a different construction (a ``ValueError``); the
+            fields of :data:`RESUMABLE` may change.
+        ValueError: it holds more iterations than ``config.iterations``.
     """
-    from fnnjax.arch import analytic_counts, build_model, to_dict, to_json  # noqa: PLC0415
+    from fnnjax.arch import build_model, to_dict  # noqa: PLC0415
     from fnnjax.train import fit  # noqa: PLC0415
-    from fnnjax.train.rundir import archive_previous_run  # noqa: PLC0415
 
     env = config.envelope
-    out = Path(out_dir).expanduser().resolve() if out_dir is not None else None
     now = {"config": config.to_dict(), "measured_at": config.measured_at, "seed": seed,
            "dataset": data.describe()}  # fmt: skip
-    records: list[dict[str, Any]] = []
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            archive_previous_run(out, CONSTRUCTION_FILES)
-        path = out / "construction.json"
-        if path.exists():
-            saved = json.loads(path.read_text())
-            _check_same_construction(saved, now, out)
-            if len(saved["records"]) > config.iterations:
-                raise ValueError(f"{out} holds a construction of {len(saved['records'])} "
-                                 f"iterations; iterations={config.iterations} would discard the "
-                                 f"later records: pass iterations >= {len(saved['records'])}, "
-                                 "or another out folder")  # fmt: skip
-            records = saved["records"]
-            # the checkpoints' layout: keep where statistics were collected (older runs: "all")
-            kept = saved["config"].get("stats_at", "all")
-            if kept != config.stats_at and log is not None:
-                log(f"{out}: statistics collected at stats_at={kept!r} as when this construction "
-                    f"started (not {config.stats_at!r}): its checkpoints' layout")  # fmt: skip
-            config = dataclasses.replace(config, stats_at=kept)
-            now["config"] = config.to_dict()
+    folder, config, records = _open_construction(out_dir, config, now, resume=resume, log=log)
+    now["config"] = config.to_dict()
     say = log or (lambda _: None)
-
-    def save() -> None:
-        if out is not None:
-            epochs = {"statistics": len(records) * config.epochs_per_iteration,
-                      "final": config.final_epochs,
-                      "total": len(records) * config.epochs_per_iteration + config.final_epochs}  # fmt: skip
-            _write_json(out / "construction.json",
-                        {**now, "construction_epochs": epochs, "records": records})  # fmt: skip
-
-    save()  # at once: a later resume checks it is the same construction, even inside iteration 0
+    _save(folder, now, config, records)  # at once: a resume checks it, even inside iteration 0
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
     shape, classes = data.input_shape, data.num_classes
     previous = None  # (layers, restructuring, trained variables) of the last iteration run here
     for k in range(len(records), config.iterations):
         spec = envelope_spec(layers, env, shape, classes)
-        run_dir = None if out is None else out / "iterations" / str(k)
         initial = None
         if config.inherit and k > 0:
-            initial = _inherited(previous, records[-1], spec, config, out, k, seed)
+            initial = _inherited(previous, records[-1], spec, config, folder.path, k, seed)
         started = time.perf_counter()
         result, stats, _ = train_iteration(data, layers, config, seed=seed, iteration=k,
-                                           run_dir=run_dir, initial_variables=initial,
-                                           resume=resume, progress=progress,
-                                           num_devices=num_devices)  # fmt: skip
+                                           run_dir=folder.sub(f"iterations/{k}"),
+                                           initial_variables=initial, resume=resume,
+                                           progress=progress, num_devices=num_devices)  # fmt: skip
         done = restructure_layers(layers, stats, env, config.restructure)
-        counts = analytic_counts(spec)
-        records.append({
-            "iteration": k,
-            "notation": envelope_notation_of(env.channels, layers, env.m),
-            "block_counts": block_counts(layers),
-            "widths": layer_widths(layers, env),
-            "params": counts["params"],
-            "flops": counts["flops"],
-            "spec": to_dict(spec),
-            "statistics": stats,
-            "pruned": list(done.pruned),
-            "added": [None if a is None else {"stage": i, "layer": a}
-                      for i, a in enumerate(done.added)],
-            "next_layers": [[list(layer) for layer in stage] for stage in done.layers],
-            "next_notation": envelope_notation_of(env.channels, done.layers, env.m),
-            "validation_accuracy": result.summary.get("final_validation_accuracy"),
-            "seconds": time.perf_counter() - started,  # this process's part, after a resume
-            "inherited": initial is not None,
-        })  # fmt: skip
-        save()
+        seconds = time.perf_counter() - started
+        records.append(_iteration_record(k, layers, env, spec, stats, done, result, seconds,
+                                         initial is not None))  # fmt: skip
+        _save(folder, now, config, records)
         say(f"iteration {k + 1}/{config.iterations}: {records[-1]['notation']} -> "
             f"{records[-1]['next_notation']}, pruned {len(done.pruned)} blocks")  # fmt: skip
         previous = (layers, done, result.state.variables()) if config.inherit else None
         layers = done.layers
 
     spec = envelope_spec(layers, env, shape, classes)
+    _write_results(folder, spec, layers, env, records)
     final = None
-    if out is not None:
-        _write_text(out / "final_spec.json", to_json(spec))
-        if records:
-            plot_statistics(records[0], out / "iterations" / "0" / "statistics.json",
-                            out / "statistics.png")  # fmt: skip
-        plot_widths(layers, env, out / "widths.png")
     if config.final_epochs:
         result = fit(build_model(spec), data,
                      _train_config(config, config.final_epochs, seed * 1000 + config.iterations,
                                    progress, num_devices),
-                     out_dir=None if out is None else out / "final", resume=resume,
+                     out_dir=folder.sub("final"), resume=resume,
                      description=to_dict(spec))  # fmt: skip
         final = result.summary
     return {"spec": spec, "layers": layers,
@@ -483,8 +495,8 @@ def train_iteration(
         running[:] = [r for r in running if r["step"] < record["step"]]  # redone after a resume
         running.append({"epoch": record["epoch"], "step": record["step"],
                         "statistics": current(state)})  # fmt: skip
-        if run_dir is not None:
-            _write_json(run_dir / "statistics.json", running)
+        if run_dir is not None and is_primary():
+            write_json(run_dir / "statistics.json", running)
 
     def on_epoch_end(record, state) -> None:
         if not running or running[-1]["step"] != record["step"]:
