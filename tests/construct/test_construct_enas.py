@@ -222,16 +222,20 @@ def test_fnnjax_enas_preset_paper_reaches_the_search(tmp_path, monkeypatch):
 
 
 def test_a_search_saved_before_the_controllers_adam_setting_resumes_only_with_optax(tmp_path):
-    from fnnjax.construct.enas.search import _check_same_search
+    from fnnjax.construct.enas.search import _refuse_another_search
+    from fnnjax.train.runfolder import RunFolder, RunMismatchError
 
+    folder = RunFolder(tmp_path, what="search")
     config = enas.SearchConfig(layers=2)
     saved = dataclasses.asdict(config)
     del saved["controller_adam"]  # a folder written before the setting existed
     meta = {"config": saved, "seed": 0}
-    with pytest.raises(ValueError, match="controller_adam: 'optax' there, 'tensorflow' now"):
-        _check_same_search(meta, config=config, seed=0, out=tmp_path)
-    _check_same_search(meta, config=dataclasses.replace(config, controller_adam="optax"), seed=0,
-                       out=tmp_path)  # fmt: skip
+    now = {"config": dataclasses.asdict(config), "seed": 0}
+    with pytest.raises(RunMismatchError,
+                       match="controller_adam: saved 'optax', now 'tensorflow'"):  # fmt: skip
+        _refuse_another_search(folder, meta, now=now)
+    optax_now = dataclasses.asdict(dataclasses.replace(config, controller_adam="optax"))
+    _refuse_another_search(folder, meta, now={**now, "config": optax_now})
 
 
 def test_the_search_trains_with_cutout_when_asked():
@@ -308,7 +312,8 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_run_uninterrupted(tmp
     with pytest.raises(ValueError, match="validation_fraction > 0"):
         enas.search(load_dataset("digits", limit_train=200), config)
     # A folder holding another search is refused; --no-resume moves its files aside.
-    with pytest.raises(ValueError, match=r"holds a different search \(seed: 0 there, 1 now\)"):
+    with pytest.raises(ValueError, match=r"holds a different search \(seed: saved 0, now 1\); "
+                       r"to keep both, pass another --out"):  # fmt: skip
         enas.search(data, config, cut, seed=1, log=lambda _: None)
     enas.search(data, dataclasses.replace(config, epochs=1), cut, seed=1, resume=False,
                 log=lambda _: None)  # fmt: skip
@@ -345,21 +350,31 @@ def test_the_sampled_path_searches_as_the_jitted_supernet(tmp_path):
 def test_a_folder_of_a_search_on_other_data_is_refused():
     from pathlib import Path
 
-    from fnnjax.construct.enas.search import _check_same_search
+    from fnnjax.construct.enas.search import _refuse_another_search
+    from fnnjax.train.runfolder import RunFolder, RunMismatchError
 
-    config = enas.SearchConfig(layers=2, filters=4)
-    meta = {"config": dataclasses.asdict(config), "seed": 0, "dataset": {"name": "digits"}}
-    _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "digits"})
-    with pytest.raises(ValueError, match=r"holds a different search \(dataset: "):
-        _check_same_search(meta, config=config, seed=0, out=Path("x"),
-                           dataset={"name": "fashion_mnist"})  # fmt: skip
-    del meta["dataset"]  # a checkpoint written before the dataset was recorded
-    _check_same_search(meta, config=config, seed=0, out=Path("x"), dataset={"name": "x"})
-    del meta["config"]["update_stats"]  # written before the setting existed: at its default
-    _check_same_search(meta, config=config, seed=0, out=Path("x"))
-    with pytest.raises(ValueError, match="update_stats: None there, 'all' now"):
-        _check_same_search(meta, config=dataclasses.replace(config, update_stats="all"), seed=0,
-                           out=Path("x"))  # fmt: skip
+    folder = RunFolder(Path("x"), what="search")
+    config = dataclasses.asdict(enas.SearchConfig(layers=2, filters=4))
+    meta = {"config": config, "seed": 0, "dataset": {"name": "digits"}}
+    _refuse_another_search(folder, meta, now={"config": config, "seed": 0,
+                                              "dataset": {"name": "digits"}})  # fmt: skip
+    with pytest.raises(RunMismatchError, match=r"x holds a different search \(dataset.name: "
+                       r"saved 'digits', now 'fashion_mnist'\)"):  # fmt: skip
+        _refuse_another_search(folder, meta, now={"config": config, "seed": 0,
+                                                  "dataset": {"name": "fashion_mnist"}})  # fmt: skip
+    # More epochs, or another execution path, resume the same search.
+    longer = {**config, "epochs": 99, "mode": "sampled"}
+    _refuse_another_search(folder, meta, now={"config": longer, "seed": 0,
+                                              "dataset": {"name": "digits"}})  # fmt: skip
+    del meta["dataset"]  # a checkpoint written before the dataset was recorded: data not compared
+    _refuse_another_search(folder, meta, now={"config": config, "seed": 0,
+                                              "dataset": {"name": "x"}})  # fmt: skip
+    meta["config"] = {k: v for k, v in config.items() if k != "update_stats"}
+    # written before the setting existed: resumes at its default, refused otherwise
+    _refuse_another_search(folder, meta, now={"config": config, "seed": 0})
+    with pytest.raises(RunMismatchError, match="update_stats: saved None, now 'all'"):
+        _refuse_another_search(folder, meta, now={"config": {**config, "update_stats": "all"},
+                                                  "seed": 0})  # fmt: skip
 
 
 def test_enas_flag_mistakes_are_one_line_errors(tmp_path, capsys):

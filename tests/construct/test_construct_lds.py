@@ -175,6 +175,8 @@ def test_a_population_of_20_is_scored_in_one_call_equal_to_each_materialized_ind
 
 
 def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_path):
+    import dataclasses
+
     data = load_dataset("digits", validation_fraction=0.25, limit_train=240)
     spec = _base(stages=((1, 2), (1, 1)))
     v = build_model(spec, use_masks=True).init(jax.random.key(0), jnp.zeros((1, 8, 8, 1)))
@@ -214,9 +216,14 @@ def test_lds_trains_only_add_on_weights_and_is_reproducible_and_resumable(tmp_pa
     assert c["history"] == a["history"]
     for e in a["directions"]:
         np.testing.assert_array_equal(a["directions"][e], c["directions"][e])
-    # Training the individuals simultaneously: M steps per cycle, each from K batches at once.
-    import dataclasses
+    # Another search in the folder is refused, naming what differs (before any training).
+    from fnnjax.train.runfolder import RunMismatchError
 
+    other = dataclasses.replace(cfg, location=dataclasses.replace(cfg.location, none_prob=0.5))
+    with pytest.raises(RunMismatchError, match=r"b holds a different LDS search \(location."
+                       r"none_prob: saved 0.8, now 0.5; seed: saved 3, now 4\); to keep both"):  # fmt: skip
+        nhn.lds(data, spec, v, other, tmp_path / "b", seed=4, log=None)
+    # Training the individuals simultaneously: M steps per cycle, each from K batches at once.
     joint = dataclasses.replace(cfg, train_mode="simultaneous", location_cycles=1, direction_cycles=0)
     d = nhn.lds(data, spec, v, joint, seed=3, log=None)
     assert len(d["history"]) == 1 and np.isfinite(d["history"][0]["train_loss"])

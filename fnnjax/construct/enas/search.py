@@ -5,8 +5,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import json
-from pathlib import Path
 from typing import Any
 
 import flax.linen as nn
@@ -34,6 +32,7 @@ from fnnjax.construct.enas.space import (
     search_spec,
 )
 from fnnjax.train.config import cosine_restarts as train_cosine_restarts
+from fnnjax.train.runfolder import RunFolder
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -170,13 +169,14 @@ def search(
     uniform with ``random_search``), then the controller's steps. The whole search state (shared
     weights and their optimizer, controller and its optimizer, baseline) is checkpointed after
     every epoch in ``out_dir/checkpoints``; keys and data orders derive from ``(seed, epoch)``,
-    so a killed search resumed from its folder ends as an uninterrupted one. ``out_dir`` receives
-    ``search.jsonl`` (per epoch: child loss and accuracy, controller reward, entropy, baseline,
-    skip rate, validation accuracy of the sampled arcs), ``arcs.jsonl`` (every arc the controller
-    sampled in its steps, with its reward accuracy), ``search.png``, and at the end
-    ``best_arc.txt`` (released format), ``best_arc.json`` (the arc with its layers, width, skip
-    convention and head, which ``fnnjax nhn --arc`` reads), ``best_spec.json`` (retraining form),
-    ``search_spec.json`` (search form) and ``top_arcs.json``.
+    so a killed search resumed from its folder ends as an uninterrupted one. ``out_dir`` (a run
+    folder, :class:`~fnnjax.train.runfolder.RunFolder`) receives ``search.jsonl`` (per epoch:
+    child loss and accuracy, controller reward, entropy, baseline, skip rate, validation
+    accuracy of the sampled arcs), ``arcs.jsonl`` (every arc the controller sampled in its
+    steps, with its reward accuracy), ``search.png``, and at the end ``best_arc.txt`` (released
+    format), ``best_arc.json`` (the arc with its layers, width, skip convention and head, which
+    ``fnnjax nhn --arc`` reads), ``best_spec.json`` (retraining form), ``search_spec.json``
+    (search form) and ``top_arcs.json``.
 
     Returns:
         ``{"best_arc", "best_accuracy", "top", "history", "state", "execution"}``
@@ -184,15 +184,52 @@ def search(
 
     Raises:
         ValueError: no validation split, or too few training examples for one batch.
+        RunMismatchError: ``out_dir`` holds another search (a ``ValueError``).
     """
-    from fnnjax.arch.serialize import to_json  # noqa: PLC0415
-    from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
-    from fnnjax.train.rundir import (  # noqa: PLC0415
-        append_jsonl,
-        archive_previous_run,
-        truncate_jsonl,
-    )
+    steps = _steps_per_epoch(data, config)
+    # Fields the compiled parts do not read are normalized, so that e.g. a random search after an
+    # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
+    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
+                                    random_search=False)  # fmt: skip
+    parts = _search_parts(parts_key, tuple(data.input_shape), data.num_classes, steps,
+                          data.name if config.augment else None)  # fmt: skip
+    model, engine, controller, ctx, _, score, _, execution = parts
+    log(f"execution: {execution} (mode {config.mode!r} on {jax.default_backend()})")
+    k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
+    cparams = init_controller(controller, k_controller)
+    state = {"child": engine.init(k_child, data.input_shape),
+             "controller": cparams, "controller_opt": ctx.init(cparams),
+             "baseline": jnp.zeros((), jnp.float32)}  # fmt: skip
+    folder = RunFolder.open(out_dir, files=SEARCH_FILES, what="search", driver="enas",
+                            resume=resume)  # fmt: skip
+    ckpt = folder.checkpoints(max_to_keep=2)
+    now = {"config": dataclasses.asdict(config), "seed": seed, "dataset": data.describe()}
+    try:
+        state, start, history = _restore_search(folder, ckpt, state, now, execution, resume, log)
+        arrays = (jax.device_put(data.train.x), jax.device_put(data.train.y),
+                  np.asarray(data.validation.x), np.asarray(data.validation.y))  # fmt: skip
+        for epoch in range(start, config.epochs):
+            key = jax.random.fold_in(k_epochs, epoch)
+            state, record, sampled = _search_epoch(parts, state, arrays, config, seed, epoch, key)
+            history.append(record)
+            log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                         for k, v in record.items()))  # fmt: skip
+            for line in sampled:
+                folder.append_jsonl("arcs.jsonl", line)
+            folder.append_jsonl("search.jsonl", record)
+            if ckpt is not None:
+                ckpt.save(epoch, state, {"epoch": epoch, **now, "execution": execution})
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    top = derive(model, controller, state, data, config, k_derive, score=score)
+    _export_search(folder, top, history, data, config)
+    return {"best_arc": np.asarray(top[0]["arc"]), "best_accuracy": top[0]["accuracy"],
+            "top": top, "history": history, "state": state, "execution": execution}  # fmt: skip
 
+
+def _steps_per_epoch(data: Any, config: SearchConfig) -> int:
+    """The child's steps per epoch, once ``data`` is known to suit a search."""
     if len(data.validation) < config.reward_batch:
         raise ValueError(f"data.validation: ENAS scores arcs on validation batches of "
                          f"{config.reward_batch}; load the dataset with validation_fraction > 0 "
@@ -201,127 +238,129 @@ def search(
     if steps < 1:
         raise ValueError(f"data.train: {len(data.train)} examples is less than one batch of "
                          f"{config.batch_size}")  # fmt: skip
-    # Fields the compiled parts do not read are normalized, so that e.g. a random search after an
-    # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
-    parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
-                                    random_search=False)  # fmt: skip
-    parts = _search_parts(parts_key, tuple(data.input_shape), data.num_classes, steps,
-                          data.name if config.augment else None)  # fmt: skip
-    model, engine, controller, ctx, controller_step, score, net, execution = parts
-    log(f"execution: {execution} (mode {config.mode!r} on {jax.default_backend()})")
-    k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
-    cparams = init_controller(controller, k_controller)
-    state = {"child": engine.init(k_child, data.input_shape),
-             "controller": cparams, "controller_opt": ctx.init(cparams),
-             "baseline": jnp.zeros((), jnp.float32)}  # fmt: skip
-    out = None if out_dir is None else Path(out_dir)
-    history: list[dict[str, Any]] = []
-    start = 0
-    ckpt = None
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            archive_previous_run(out, SEARCH_FILES)
-        ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
-        check = functools.partial(_check_same_search, config=config, seed=seed, out=out,
-                                  dataset=data.describe())  # fmt: skip
-        restored = ckpt.restore_latest(state, check=check) if resume else None
-        if restored is not None:
-            state, meta = restored
-            start = int(meta["epoch"]) + 1
-            if meta.get("execution", "all (not recorded)") != execution:
-                log(f"the search ran with execution {meta.get('execution', 'all (not recorded)')!r}"
-                    f" and resumes with {execution!r}: the same computation, rounded "
-                    "differently (it will not match an uninterrupted run bit for bit)")  # fmt: skip
-            truncate_jsonl(out / "search.jsonl", start - 1)
-            truncate_jsonl(out / "arcs.jsonl", start - 1)
-            history = [json.loads(ln) for ln in (out / "search.jsonl").read_text().splitlines()
-                       if ln.strip()] if (out / "search.jsonl").exists() else []  # fmt: skip
-            log(f"resuming the search after epoch {start - 1} from {out / 'checkpoints'}")
+    return steps
+
+
+def _restore_search(folder: RunFolder, ckpt: Any, state: dict[str, Any], now: dict[str, Any],
+                    execution: str, resume: bool, log: Any
+                    ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:  # fmt: skip
+    """The search state, first epoch and history to go on from: the folder's latest checkpoint
+    (if it holds this search, :func:`_refuse_another_search`) with the logs cut to it, or
+    ``state`` afresh.
+    Records this start in the folder (:meth:`RunFolder.begin`)."""
+    check = functools.partial(_refuse_another_search, folder, now=now)
+    restored = ckpt.restore_latest(state, check=check) if ckpt is not None and resume else None
+    if restored is None:
+        folder.remove("search.jsonl", "arcs.jsonl")
+        folder.begin()
+        return state, 0, []
+    state, meta = restored
+    epoch = int(meta["epoch"])
+    saved_execution = meta.get("execution", "all (not recorded)")
+    if saved_execution != execution:
+        log(f"the search ran with execution {saved_execution!r} and resumes with {execution!r}: "
+            "the same computation, rounded differently (it will not match an uninterrupted run "
+            "bit for bit)")  # fmt: skip
+    history = folder.truncate_jsonl("search.jsonl", epoch)
+    folder.truncate_jsonl("arcs.jsonl", epoch)
+    log(f"resuming the search after epoch {epoch} from {folder.file('checkpoints')}")
+    folder.begin(resumed_after_epoch=epoch)
+    return state, epoch + 1, history
+
+
+def _search_epoch(parts: tuple, state: dict[str, Any], arrays: tuple, config: SearchConfig,
+                  seed: int, epoch: int, key: jax.Array
+                  ) -> tuple[dict[str, Any], dict[str, Any], list[dict[str, Any]]]:  # fmt: skip
+    """One epoch: a pass of child training, then (unless ``random_search``) the controller's
+    steps; returns the new state, the epoch's record and the controller's sampled arcs."""
+    _, engine, controller, _, controller_step, _, net, execution = parts
+    x_train, y_train, x_val, y_val = arrays
+    k_arcs, k_ctrl = jax.random.split(key)
+    steps = len(x_train) // config.batch_size
+    rng = np.random.default_rng([seed, epoch])  # the data order, then the reward batches
+    order = rng.permutation(len(x_train))[: steps * config.batch_size]
+    order = order.reshape(steps, config.batch_size)
+    if config.random_search:
+        arcs = random_arcs(k_arcs, config.layers, steps)
+    else:
+        arcs = sample_arcs(controller, state["controller"], k_arcs, steps)["arc"]
+    child, losses, accs = state["child"], [], []
+    arcs_host = np.asarray(arcs)
+    for s in range(steps):
+        selection = host_selection(arcs_host[s], config.layers)
+        child = child.replace(collections={**child.collections, "arch": selection})
+        if net is None:
+            child, metrics = engine.train_steps(child, x_train, y_train, order[s : s + 1])
         else:
-            for name in ("search.jsonl", "arcs.jsonl"):
-                (out / name).unlink(missing_ok=True)
-    x_train, y_train = jax.device_put(data.train.x), jax.device_put(data.train.y)
-    x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
-    for epoch in range(start, config.epochs):
-        k_arcs, k_ctrl = jax.random.split(jax.random.fold_in(k_epochs, epoch))
-        rng = np.random.default_rng([seed, epoch])
-        order = rng.permutation(len(data.train))[: steps * config.batch_size]
-        order = order.reshape(steps, config.batch_size)
-        if config.random_search:
-            arcs = random_arcs(k_arcs, config.layers, steps)
-        else:
-            arcs = sample_arcs(controller, state["controller"], k_arcs, steps)["arc"]
-        child, losses, accs = state["child"], [], []
-        arcs_host = np.asarray(arcs)
-        for s in range(steps):
-            selection = host_selection(arcs_host[s], config.layers)
-            child = child.replace(collections={**child.collections, "arch": selection})
-            if net is None:
-                child, metrics = engine.train_steps(child, x_train, y_train, order[s : s + 1])
-            else:
-                child, metrics = engine.train_steps_with(child, x_train, y_train,
-                                                         order[s : s + 1], net.gradient(selection))  # fmt: skip
-            losses.append(metrics["loss"])
-            accs.append(metrics["accuracy"])
-        state = {**state, "child": child}
-        record = {"epoch": epoch, "execution": execution, "child_loss": float(np.mean(losses)),
-                  "child_accuracy": float(np.mean(accs)),
-                  "lr": float(_learning_rate(child.step - 1, steps, config))}  # fmt: skip
-        if not config.random_search:
-            variables = child.variables()
-            cparams, copt, baseline = (state["controller"], state["controller_opt"],
-                                       state["baseline"])  # fmt: skip
-            auxes = []
-            for t in range(config.controller_steps):
-                idx = rng.integers(0, len(x_val), (config.arcs_per_step, config.reward_batch))
-                cparams, copt, baseline, aux = controller_step(
-                    cparams, copt, baseline, variables, jax.random.fold_in(k_ctrl, t),
-                    x_val[idx], y_val[idx])  # fmt: skip
-                auxes.append(aux)
-            state = {**state, "controller": cparams, "controller_opt": copt, "baseline": baseline}
-            sampled = [{"epoch": epoch, "step": t,
-                        "arcs": [arc_to_string(a, config.layers) for a in np.asarray(aux["arcs"])],
-                        "accuracy": np.asarray(aux["accuracies"]).round(6).tolist()}
-                       for t, aux in enumerate(auxes)]  # fmt: skip
-            scalars = [k for k in auxes[0] if k not in ("arcs", "accuracies")]
-            mean = {k: float(np.mean([a[k] for a in auxes])) for k in scalars}
-            record.update(reward=mean["reward"], entropy=mean["entropy"], skip_rate=mean["skip_rate"],
-                          valid_accuracy=mean["accuracy"], baseline=float(baseline))  # fmt: skip
-        history.append(record)
-        log(" ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                     for k, v in record.items()))  # fmt: skip
-        if out is not None:
-            for line in [] if config.random_search else sampled:
-                append_jsonl(out / "arcs.jsonl", line)
-            append_jsonl(out / "search.jsonl", record)
-            ckpt.save(epoch, state, {"epoch": epoch, "config": dataclasses.asdict(config),
-                                     "seed": seed, "dataset": data.describe(),
-                                     "execution": execution})  # fmt: skip
-    if ckpt is not None:
-        ckpt.close()
-    top = derive(model, controller, state, data, config, k_derive, score=score)
+            child, metrics = engine.train_steps_with(child, x_train, y_train,
+                                                     order[s : s + 1], net.gradient(selection))  # fmt: skip
+        losses.append(metrics["loss"])
+        accs.append(metrics["accuracy"])
+    state = {**state, "child": child}
+    record = {"epoch": epoch, "execution": execution, "child_loss": float(np.mean(losses)),
+              "child_accuracy": float(np.mean(accs)),
+              "lr": float(_learning_rate(child.step - 1, steps, config))}  # fmt: skip
+    if config.random_search:
+        return state, record, []
+    state, scores, sampled = _controller_steps(controller_step, state, x_val, y_val, config,
+                                               rng, k_ctrl, epoch)  # fmt: skip
+    record.update(scores)
+    return state, record, sampled
+
+
+def _controller_steps(controller_step: Any, state: dict[str, Any], x_val: np.ndarray,
+                      y_val: np.ndarray, config: SearchConfig, rng: np.random.Generator,
+                      key: jax.Array, epoch: int
+                      ) -> tuple[dict[str, Any], dict[str, float], list[dict[str, Any]]]:  # fmt: skip
+    """The controller's steps of an epoch on the shared weights: the new state, the means of
+    reward, entropy, skip rate, validation accuracy (and the last baseline), and one line per
+    step of the arcs it sampled with their reward accuracies."""
+    variables = state["child"].variables()
+    cparams, copt, baseline = state["controller"], state["controller_opt"], state["baseline"]
+    auxes = []
+    for t in range(config.controller_steps):
+        idx = rng.integers(0, len(x_val), (config.arcs_per_step, config.reward_batch))
+        cparams, copt, baseline, aux = controller_step(
+            cparams, copt, baseline, variables, jax.random.fold_in(key, t),
+            x_val[idx], y_val[idx])  # fmt: skip
+        auxes.append(aux)
+    state = {**state, "controller": cparams, "controller_opt": copt, "baseline": baseline}
+    sampled = [{"epoch": epoch, "step": t,
+                "arcs": [arc_to_string(a, config.layers) for a in np.asarray(aux["arcs"])],
+                "accuracy": np.asarray(aux["accuracies"]).round(6).tolist()}
+               for t, aux in enumerate(auxes)]  # fmt: skip
+    scalars = [k for k in auxes[0] if k not in ("arcs", "accuracies")]
+    mean = {k: float(np.mean([a[k] for a in auxes])) for k in scalars}
+    scores = {"reward": mean["reward"], "entropy": mean["entropy"],
+              "skip_rate": mean["skip_rate"], "valid_accuracy": mean["accuracy"],
+              "baseline": float(baseline)}  # fmt: skip
+    return state, scores, sampled
+
+
+def _export_search(folder: RunFolder, top: list[dict[str, Any]], history: list[dict[str, Any]],
+                   data: Any, config: SearchConfig) -> None:  # fmt: skip
+    """Writes the search's results into its folder (atomically): the best arc in the released
+    format and as JSON, its retraining and search specs, the top arcs and the curves."""
+    from fnnjax.arch.serialize import to_json  # noqa: PLC0415
+
     best = np.asarray(top[0]["arc"])
-    result = {"best_arc": best, "best_accuracy": top[0]["accuracy"], "top": top,
-              "history": history, "state": state, "execution": execution}  # fmt: skip
-    if out is not None:
-        (out / "best_arc.txt").write_text(arc_to_string(best, config.layers) + "\n")
-        (out / "best_arc.json").write_text(json.dumps(
-            {"arc": arc_to_string(best, config.layers), "layers": config.layers,
-             "filters": config.filters, "skips": config.skips, "head_pool": config.head_pool},
-            indent=1))  # fmt: skip
-        kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
-        kw.update(skips=config.skips, head_pool=config.head_pool)
-        (out / "best_spec.json").write_text(
-            to_json(retrain_spec(best, config.layers, config.filters, **kw), indent=1))
-        (out / "search_spec.json").write_text(
-            to_json(search_spec(best, config.layers, config.filters, **kw), indent=1))  # fmt: skip
-        (out / "top_arcs.json").write_text(json.dumps(
-            [{"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"],
-              "count": t["count"]} for t in top], indent=1))  # fmt: skip
-        if history:
-            _plot_search(history, out / "search.png")
-    return result
+    folder.write_text("best_arc.txt", arc_to_string(best, config.layers) + "\n")
+    folder.write_json("best_arc.json", {
+        "arc": arc_to_string(best, config.layers), "layers": config.layers,
+        "filters": config.filters, "skips": config.skips, "head_pool": config.head_pool})  # fmt: skip
+    kw = {"input_shape": data.input_shape, "num_classes": data.num_classes}
+    kw.update(skips=config.skips, head_pool=config.head_pool)
+    folder.write_text("best_spec.json",
+                      to_json(retrain_spec(best, config.layers, config.filters, **kw), indent=1))  # fmt: skip
+    folder.write_text("search_spec.json",
+                      to_json(search_spec(best, config.layers, config.filters, **kw), indent=1))  # fmt: skip
+    folder.write_json("top_arcs.json", [
+        {"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"],
+         "count": t["count"]} for t in top])  # fmt: skip
+    if history:
+        controlled = "reward" in history[0]
+        folder.figure("search.png", functools.partial(_draw_search, history),
+                      cols=3 if controlled else 1, size=(12 if controlled else 4, 3.2))  # fmt: skip
 
 
 def child_augmentation(config: SearchConfig, dataset: str | None,
@@ -373,44 +412,39 @@ _BEFORE_THE_SETTING = {"controller_adam": "optax"}
 """What a search saved before a setting existed ran with, where that is not today's default
 (older searches used optax's Adam: they resume only with ``controller_adam="optax"``)."""
 
-
-def _check_same_search(meta: dict[str, Any], *, config: SearchConfig, seed: int, out: Path,
-                       dataset: dict[str, Any] | None = None) -> None:  # fmt: skip
-    """Refuses to resume a folder holding another search (any setting but ``epochs`` differs, or
-    other data: name, sizes, shape; checkpoints older than this check hold no dataset)."""
-    saved = dict(meta.get("config", {}), seed=meta.get("seed"))
-    now = dict(dataclasses.asdict(config), seed=seed)
-    for f in dataclasses.fields(SearchConfig):  # settings added since, at their defaults
-        if f.name in saved:
-            continue
-        if f.name in _BEFORE_THE_SETTING:
-            saved[f.name] = _BEFORE_THE_SETTING[f.name]
-        elif now[f.name] == f.default:
-            saved[f.name] = f.default
-    if dataset is not None and "dataset" in meta:
-        saved["dataset"], now["dataset"] = meta["dataset"], dataset
-    # ``mode`` picks how a sampled arc runs, not what it computes: every path gives the same
-    # numbers (to float rounding), so a search may resume on another path (search() says so).
-    diff = [f"{k}: {saved.get(k)!r} there, {now[k]!r} now" for k in now
-            if k not in ("epochs", "mode") and saved.get(k) != now[k]]  # fmt: skip
-    if diff:
-        raise ValueError(f"{out} holds a different search ({'; '.join(diff[:3])}); pass another "
-                         f"out folder, or resume=False (--no-resume) to start afresh (the old "
-                         f"files are moved to {out}/previous-<time>/)")  # fmt: skip
+_RESUMABLE = ("config.epochs", "config.mode")
+"""Settings a search may resume with changed: more ``epochs``; another ``mode``, which picks how
+a sampled arc runs, not what it computes (every path gives the same numbers to float rounding;
+:func:`search` says so when it resumes on another path)."""
 
 
-def _plot_search(history: list[dict[str, Any]], path: Path) -> None:
+def _refuse_another_search(folder: RunFolder, meta: dict[str, Any], *, now: dict[str, Any]
+                           ) -> None:  # fmt: skip
+    """Raises :class:`RunMismatchError` if the checkpoint ``meta`` is of another search than
+    ``now`` (``{"config", "seed", "dataset"}``): any setting but :data:`_RESUMABLE`, the seed or
+    the data (name, sizes, shape) differs.
+
+    Settings added since the checkpoint count only when not at their default, except those of
+    :data:`_BEFORE_THE_SETTING` (what the older search ran with). A checkpoint written before the
+    dataset was recorded holds none: its data is not compared.
+    """
+    saved = {"config": {**_BEFORE_THE_SETTING, **meta.get("config", {})}, "seed": meta.get("seed")}
+    now = dict(now)
+    if "dataset" in meta:
+        saved["dataset"] = meta["dataset"]
+    else:  # written before the dataset was recorded
+        now.pop("dataset", None)
+    folder.check_same_run(saved, now, defaults={"config": dataclasses.asdict(SearchConfig())},
+                          ignore=_RESUMABLE, strip=("config.",))  # fmt: skip
+
+
+def _draw_search(history: list[dict[str, Any]], fig: Any, axes: Any) -> None:
     """The search's curves: child loss and accuracy; with a controller, its reward, baseline,
     sampled arcs' validation accuracy, entropy and skip rate."""
-    import matplotlib  # noqa: PLC0415
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
-
+    del fig
+    axes = np.asarray(axes).reshape(1, -1)
     epochs = [h["epoch"] for h in history]
     controlled = "reward" in history[0]
-    fig, axes = plt.subplots(1, 3 if controlled else 1, figsize=(12 if controlled else 4, 3.2),
-                             squeeze=False)  # fmt: skip
     ax = axes[0, 0]
     ax.plot(epochs, [h["child_accuracy"] for h in history], "o-", label="child accuracy (train)")
     ax.plot(epochs, [h["child_loss"] for h in history], "o-", label="child loss")
@@ -427,9 +461,6 @@ def _plot_search(history: list[dict[str, Any]], path: Path) -> None:
         a.set_xlabel("epoch")
         a.legend(fontsize=7)
         a.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path, dpi=110)
-    plt.close(fig)
 
 
 def derive(model, controller, state, data, config: SearchConfig, key, *, score=None

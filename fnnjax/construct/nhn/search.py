@@ -55,7 +55,8 @@ search state every cycle: weights, optimizer state, the searches' states, the da
 from __future__ import annotations
 
 import dataclasses
-import json
+import functools
+import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -83,6 +84,8 @@ from fnnjax.construct.nhn.genes import (
     genes_to_selection,
     population_arch,
 )
+from fnnjax.train.runfolder import RunFolder
+from fnnjax.train.sharding import is_primary
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
@@ -280,24 +283,14 @@ def lds(
     masks, the supernet spec and its trained variables (module docstring). The test split is
     never read. Same seed, same result. ``num_devices``: the training batches and the scored
     population are split across this many local devices (default: all of them when they divide
-    ``batch_size``, else one).
+    ``batch_size``, else one). ``out_dir`` is a run folder
+    (:class:`~fnnjax.train.runfolder.RunFolder`): a later call with the same settings, seed and
+    data resumes after its last finished cycle.
 
     Raises:
         ValueError: no validation split, or a base network LDS cannot extend.
+        RunMismatchError: ``out_dir`` holds another LDS search (a ``ValueError``).
     """
-    from fnnjax.arch import build_model, init_variables, transplant_params  # noqa: PLC0415
-    from fnnjax.train import (  # noqa: PLC0415
-        Engine,
-        Split,
-        augmentation_for,
-        initial_state,
-        make_mesh,
-        replicate,
-        replicated_sharding,
-    )
-    from fnnjax.train.checkpoint import Checkpoints  # noqa: PLC0415
-    from fnnjax.train.rundir import append_jsonl, archive_previous_run, truncate_jsonl  # noqa: PLC0415
-
     if len(data.validation) == 0:
         raise ValueError("data.validation: LDS scores on a validation split; load the dataset "
                          "with validation_fraction > 0")  # fmt: skip
@@ -307,6 +300,79 @@ def lds(
     elif config.batch_size % num_devices:
         raise ValueError(f"num_devices: {num_devices} devices must divide the batch size "
                          f"{config.batch_size}")  # fmt: skip
+    run, state = _setup(data, spec, variables, config, seed, num_devices)
+    say = log or (lambda _: None)
+    folder = RunFolder.open(out_dir, files=LDS_FILES, what="LDS search", driver="lds",
+                            resume=resume)  # fmt: skip
+    ckpt = folder.checkpoints(max_to_keep=2)
+    now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
+    try:  # an interrupted search still finishes writing its last checkpoint
+        state, start, history = _restore(folder, ckpt, run, state, now, resume, say)
+        fixed = run.fixed_locations(state) if "direction" in state else None
+        for cycle in range(start, config.cycles):
+            record, fixed = _cycle(run, state, cycle, fixed)
+            history.append(record)
+            say(f"LDS {record['phase']} cycle {cycle + 1}/{config.cycles}: best "
+                f"{record['best']:.4f} mean {record['mean']:.4f} worst {record['worst']:.4f} "
+                f"loss {record['train_loss']:.4f}")  # fmt: skip
+            folder.append_jsonl("lds.jsonl", record)
+            if ckpt is not None:
+                ckpt.save(cycle, state, {**now, "cycle": cycle, "phase": record["phase"],
+                                         "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
+    finally:
+        if ckpt is not None:
+            ckpt.close()
+    return _export(folder, run, state, history)
+
+
+@dataclasses.dataclass
+class _Lds:
+    """What an LDS search holds fixed (:func:`_setup`): the settings, the base network and its
+    host ``variables``, the gene space, the add-on supernet, the base network's ``"arch"``
+    values, the engine (with its simultaneous step ``joint``), the data (training split on the
+    devices, validation on the host) and the keys of the direction search and of the cycles."""
+
+    config: LdsConfig
+    seed: int
+    spec: Any
+    variables: Any
+    space: Any
+    supernet: Any
+    base_arch: dict[str, Any]
+    engine: Any
+    joint: Any
+    repl: Any
+    edges: dict[str, tuple[int, int]]
+    train: tuple[Any, Any]
+    val: tuple[np.ndarray, np.ndarray]
+    k_dir: jax.Array
+    k_cycles: jax.Array
+
+    def chosen_edges(self, genes: Any) -> dict[str, tuple[int, int]]:
+        """``{edge: (source, cin)}`` of the locations ``genes`` keeps."""
+        return {loc["edge"]: self.edges[loc["edge"]] for loc in gene_locations(genes, self.space)}
+
+    def fixed_locations(self, state: dict[str, Any]) -> tuple[np.ndarray, dict[str, np.ndarray]]:
+        """The location search's best genes and, at their locations, the channels the
+        direction search may connect (:func:`~fnnjax.construct.nhn.evolve.eligible_channels`)."""
+        genes = np.asarray(state["location"].best_genes)
+        return genes, eligible_channels(self.spec, self.variables, self.chosen_edges(genes))
+
+
+def _setup(data: Any, spec: Any, variables: Mapping[str, Any], config: LdsConfig, seed: int,
+           num_devices: int) -> tuple[_Lds, dict[str, Any]]:  # fmt: skip
+    """The search's fixed parts and its initial state ``{"child", "location"}``: the base
+    network's variables transplanted into the add-on supernet, only add-on weights trainable."""
+    from fnnjax.arch import build_model, init_variables, transplant_params  # noqa: PLC0415
+    from fnnjax.train import (  # noqa: PLC0415
+        Engine,
+        augmentation_for,
+        initial_state,
+        make_mesh,
+        replicate,
+        replicated_sharding,
+    )
+
     variables = jax.device_get(variables)  # wherever they were trained: to the host
     space = gene_space(spec, config.kernels)
     supernet = addon_space(spec, config.neurons, config.kernels)
@@ -328,145 +394,158 @@ def lds(
     child = replicate(initial_state(jax.random.key(seed + 1), model, data.input_shape, engine.tx,
                                     moved), engine.mesh)  # fmt: skip
     repl = replicated_sharding(engine.mesh)
-    x_train, y_train = jax.device_put((data.train.x, data.train.y), repl)
+    train = jax.device_put((data.train.x, data.train.y), repl)
     joint = _joint_step(model, engine.tx, engine.objective, aug)
     k_loc, k_dir, k_cycles = jax.random.split(jax.random.key(seed), 3)
-    lcfg, dcfg, K = config.location, config.direction, config.location.population
-    if dcfg.population != K:
-        raise ValueError(f"config: the direction population ({dcfg.population}) must equal the "
-                         f"location population ({K}): the data per cycle is K x M batches")  # fmt: skip
-    edges = _edge_sources(supernet)
-    state = {"child": child, "location": location_init(k_loc, space, lcfg)}
-    out = None if out_dir is None else Path(out_dir).expanduser().resolve()
-    history: list[dict[str, Any]] = []
-    start, ckpt = 0, None
-    say = log or (lambda _: None)
-    meta_now = {"config": config.to_dict(), "seed": seed, "dataset": data.describe()}
+    if config.direction.population != config.location.population:
+        raise ValueError(f"config: the direction population ({config.direction.population}) must "
+                         f"equal the location population ({config.location.population}): the "
+                         "data per cycle is K x M batches")  # fmt: skip
+    run = _Lds(config, seed, spec, variables, space, supernet, base_arch, engine, joint, repl,
+               _edge_sources(supernet), train,
+               (np.asarray(data.validation.x), np.asarray(data.validation.y)), k_dir, k_cycles)  # fmt: skip
+    return run, {"child": child, "location": location_init(k_loc, space, config.location)}
 
-    def direction_parts(genes) -> tuple[dict[str, Any], dict[str, np.ndarray]]:
-        chosen = {loc["edge"]: edges[loc["edge"]] for loc in gene_locations(genes, space)}
-        return chosen, eligible_channels(spec, variables, chosen)
+
+def _restore(folder: RunFolder, ckpt: Any, run: _Lds, state: dict[str, Any], now: dict[str, Any],
+             resume: bool, say: Callable[[str], None]
+             ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:  # fmt: skip
+    """The state, first cycle and history to go on from: the folder's latest checkpoint, if it
+    holds this search (settings, seed and data; a setting added since counts only when not at
+    its default), with ``lds.jsonl`` cut to it; else ``state`` afresh. Records this start in
+    the folder (:meth:`RunFolder.begin`)."""
 
     def template(meta: dict[str, Any]) -> dict[str, Any]:
         if meta.get("phase") != "direction":
             return {"child": state["child"], "location": state["location"]}
-        chosen, eligible = direction_parts(np.asarray(meta["genes"], np.int32))
-        dstate = direction_init(k_dir, eligible, config.neurons, dcfg)
+        chosen = run.chosen_edges(np.asarray(meta["genes"], np.int32))
+        eligible = eligible_channels(run.spec, run.variables, chosen)
+        dstate = direction_init(run.k_dir, eligible, run.config.neurons, run.config.direction)
         return {"child": state["child"], "location": state["location"], "direction": dstate}
 
-    if out is not None:
-        out.mkdir(parents=True, exist_ok=True)
-        if not resume:
-            archive_previous_run(out, LDS_FILES)
-        ckpt = Checkpoints(out / "checkpoints", max_to_keep=2)
+    def check(meta: dict[str, Any]) -> None:
+        folder.check_same_run({k: meta.get(k) for k in now}, now,
+                              defaults={"config": LdsConfig().to_dict()}, strip=("config.",))  # fmt: skip
 
-        def check(meta: dict[str, Any]) -> None:
-            from fnnjax.errors import CheckpointError  # noqa: PLC0415
+    restored = ckpt.restore_latest(template, check=check) if ckpt is not None and resume else None
+    if restored is None:
+        folder.remove("lds.jsonl")
+        folder.begin()
+        return state, 0, []
+    state, meta = restored
+    cycle = int(meta["cycle"])
+    history = folder.truncate_jsonl("lds.jsonl", cycle, key="cycle")
+    say(f"resuming LDS after cycle {cycle} from {folder.file('checkpoints')}")
+    folder.begin(resumed_after_cycle=cycle)
+    return state, cycle + 1, history
 
-            saved = {k: meta.get(k) for k in meta_now}
-            if json.loads(json.dumps(saved)) != json.loads(json.dumps(meta_now)):
-                raise CheckpointError(f"{out}: holds a different LDS search (settings, seed or "
-                                      "data differ); use another --out or start afresh")  # fmt: skip
 
-        restored = ckpt.restore_latest(template, check=check) if resume else None
-        if restored is not None:
-            state, meta = restored
-            start = int(meta["cycle"]) + 1
-            truncate_jsonl(out / "lds.jsonl", start - 1, key="cycle")
-            history = [json.loads(ln) for ln in (out / "lds.jsonl").read_text().splitlines()
-                       if ln.strip()]  # fmt: skip
-            say(f"resuming LDS after cycle {start - 1} from {out / 'checkpoints'}")
-        else:
-            (out / "lds.jsonl").unlink(missing_ok=True)
-    x_val, y_val = np.asarray(data.validation.x), np.asarray(data.validation.y)
-    genes = np.asarray(state["location"].best_genes)
-    eligible = direction_parts(genes)[1] if "direction" in state else {}
-    try:  # an interrupted search still finishes writing its last checkpoint
-        for cycle in range(start, config.cycles):
-            key = jax.random.fold_in(k_cycles, cycle)
-            phase = "location" if cycle < config.location_cycles else "direction"
-            if phase == "location":
-                pop, state["location"] = location_ask(key, state["location"], space, lcfg)
-                gates = genes_to_selection(pop, space)
-                arch = population_arch(base_arch, K, {p: {"gate": g} for p, g in gates.items()})
-            else:
-                if "direction" not in state:  # the first direction cycle: fix the locations
-                    genes = np.asarray(state["location"].best_genes)
-                    eligible = direction_parts(genes)[1]
-                    state["direction"] = direction_init(k_dir, eligible, config.neurons, dcfg)
-                pop, state["direction"] = direction_ask(key, state["direction"], eligible,
-                                                        config.neurons, dcfg)  # fmt: skip
-                gates = genes_to_selection(jnp.broadcast_to(jnp.asarray(genes), (K, space.size)), space)
-                arch = population_arch(base_arch, K, {
-                    p: {"gate": g, **({"connections": pop[p]} if p in pop else {})}
-                    for p, g in gates.items()})  # fmt: skip
-            orders = _cycle_orders(seed, cycle, len(data.train), K, config)
-            child, losses = state["child"], []
-            if config.train_mode == "simultaneous":
-                archs = jax.device_put(arch, repl)
-                for m in range(config.train_batches):
-                    child, loss = joint(child, archs, x_train, y_train, orders[:, m])
-                    losses.append(np.asarray(loss))
-            for k in range(K if config.train_mode == "sequential" else 0):
-                one = jax.device_put(jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch), repl)
-                child = child.replace(collections={**child.collections, "arch": one})
-                child, metrics = engine.train_steps(child, x_train, y_train, orders[k])
-                losses.append(np.asarray(metrics["loss"]))
-            child = child.replace(collections={**child.collections, "arch": base_arch})
-            state["child"] = child
-            idx = _score_indices(cycle, len(x_val), config)
-            scores = engine.evaluate_population(child, Split(x_val[idx], y_val[idx]), "arch", arch,
-                                                batch_norm=config.score_bn)  # fmt: skip
-            fitness = np.asarray(scores["accuracy"], np.float32)
-            if phase == "location":
-                state["location"] = location_tell(pop, fitness, state["location"])
-                best = {"best_genes": np.asarray(state["location"].best_genes).tolist()}
-            else:
-                state["direction"] = direction_tell(pop, fitness, state["direction"])
-                best = {"best_connections": {e: int(np.asarray(v).sum())
-                                             for e, v in state["direction"].best.items()}}  # fmt: skip
-            record = {"cycle": cycle, "phase": phase, "best": float(fitness.max()),
-                      "mean": float(fitness.mean()), "worst": float(fitness.min()),
-                      "train_loss": float(np.mean(losses)), **best}  # fmt: skip
-            history.append(record)
-            say(f"LDS {phase} cycle {cycle + 1}/{config.cycles}: best {record['best']:.4f} mean "
-                f"{record['mean']:.4f} worst {record['worst']:.4f} loss {record['train_loss']:.4f}")  # fmt: skip
-            if out is not None:
-                append_jsonl(out / "lds.jsonl", record)
-                ckpt.save(cycle, state, {**meta_now, "cycle": cycle, "phase": phase,
-                                         "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
-    finally:
-        if ckpt is not None:
-            ckpt.close()
+def _cycle(run: _Lds, state: dict[str, Any], cycle: int, fixed: tuple | None
+           ) -> tuple[dict[str, Any], tuple | None]:  # fmt: skip
+    """One cycle on ``state`` (updated in place): the population asked of the location or the
+    direction search, trained on the shared weights, scored, told; returns the cycle's record
+    and the fixed locations of the direction search (``(genes, eligible)``, set by its first
+    cycle)."""
+    from fnnjax.train import Split  # noqa: PLC0415
+
+    config, K = run.config, run.config.location.population
+    key = jax.random.fold_in(run.k_cycles, cycle)
+    phase = "location" if cycle < config.location_cycles else "direction"
+    if phase == "location":
+        pop, state["location"] = location_ask(key, state["location"], run.space, config.location)
+        gates = genes_to_selection(pop, run.space)
+        arch = population_arch(run.base_arch, K, {p: {"gate": g} for p, g in gates.items()})
+    else:
+        if "direction" not in state:  # the first direction cycle: fix the locations
+            fixed = run.fixed_locations(state)
+            state["direction"] = direction_init(run.k_dir, fixed[1], config.neurons,
+                                                config.direction)  # fmt: skip
+        genes, eligible = fixed
+        pop, state["direction"] = direction_ask(key, state["direction"], eligible,
+                                                config.neurons, config.direction)  # fmt: skip
+        gates = genes_to_selection(jnp.broadcast_to(jnp.asarray(genes), (K, run.space.size)),
+                                   run.space)  # fmt: skip
+        arch = population_arch(run.base_arch, K, {
+            p: {"gate": g, **({"connections": pop[p]} if p in pop else {})}
+            for p, g in gates.items()})  # fmt: skip
+    losses = _train_population(run, state, arch, cycle)
+    x_val, y_val = run.val
+    idx = _score_indices(cycle, len(x_val), config)
+    scores = run.engine.evaluate_population(state["child"], Split(x_val[idx], y_val[idx]), "arch",
+                                            arch, batch_norm=config.score_bn)  # fmt: skip
+    fitness = np.asarray(scores["accuracy"], np.float32)
+    if phase == "location":
+        state["location"] = location_tell(pop, fitness, state["location"])
+        best = {"best_genes": np.asarray(state["location"].best_genes).tolist()}
+    else:
+        state["direction"] = direction_tell(pop, fitness, state["direction"])
+        best = {"best_connections": {e: int(np.asarray(v).sum())
+                                     for e, v in state["direction"].best.items()}}  # fmt: skip
+    record = {"cycle": cycle, "phase": phase, "best": float(fitness.max()),
+              "mean": float(fitness.mean()), "worst": float(fitness.min()),
+              "train_loss": float(np.mean(losses)), **best}  # fmt: skip
+    return record, fixed
+
+
+def _train_population(run: _Lds, state: dict[str, Any], arch: Any, cycle: int) -> list[Any]:
+    """Trains the shared weights (``state["child"]``, in place) for the individuals of ``arch``:
+    one after another, or simultaneously (``train_mode``); returns the losses."""
+    config, K = run.config, run.config.location.population
+    (x_train, y_train), repl = run.train, run.repl
+    orders = _cycle_orders(run.seed, cycle, len(x_train), K, config)
+    child, losses = state["child"], []
+    if config.train_mode == "simultaneous":
+        archs = jax.device_put(arch, repl)
+        for m in range(config.train_batches):
+            child, loss = run.joint(child, archs, x_train, y_train, orders[:, m])
+            losses.append(np.asarray(loss))
+    for k in range(K if config.train_mode == "sequential" else 0):
+        one = jax.device_put(jax.tree_util.tree_map(lambda leaf, k=k: leaf[k], arch), repl)
+        child = child.replace(collections={**child.collections, "arch": one})
+        child, metrics = run.engine.train_steps(child, x_train, y_train, orders[k])
+        losses.append(np.asarray(metrics["loss"]))
+    state["child"] = child.replace(collections={**child.collections, "arch": run.base_arch})
+    return losses
+
+
+def _export(folder: RunFolder, run: _Lds, state: dict[str, Any], history: list[dict[str, Any]]
+            ) -> dict[str, Any]:  # fmt: skip
+    """The search's result (:func:`lds`), written into its folder: the supernet's spec, the
+    chosen genes and their locations, the connection masks and the fitness curves."""
+    from fnnjax.arch import to_json  # noqa: PLC0415
+
+    config, space = run.config, run.space
     genes = np.asarray(state["location"].best_genes)
     if "direction" in state:
         directions = {k: np.asarray(v) for k, v in state["direction"].best.items()}
     else:  # no direction cycles: every add-on neuron reads every channel
-        chosen = {loc["edge"]: edges[loc["edge"]] for loc in gene_locations(genes, space)}
-        directions = {e: np.ones((cin, config.neurons), np.float32) for e, (_, cin) in chosen.items()}
+        directions = {e: np.ones((cin, config.neurons), np.float32)
+                      for e, (_, cin) in run.chosen_edges(genes).items()}  # fmt: skip
     locations = gene_locations(genes, space)
-    if out is not None:
-        from fnnjax.arch import to_json  # noqa: PLC0415
-
-        (out / "supernet_spec.json").write_text(to_json(supernet, indent=1))
-        (out / "genes.json").write_text(json.dumps(
-            {"genes": genes.tolist(), "kernels": list(space.kernels), "low": list(space.low),
-             "locations": locations}, indent=1))  # fmt: skip
-        np.savez(out / "directions.npz", **{k.replace("/", "."): v for k, v in directions.items()})
-        if history:
-            _plot(history, out / "lds.png")
+    folder.write_text("supernet_spec.json", to_json(run.supernet, indent=1))
+    folder.write_json("genes.json", {"genes": genes.tolist(), "kernels": list(space.kernels),
+                                     "low": list(space.low), "locations": locations})  # fmt: skip
+    _write_npz(folder, "directions.npz", {k.replace("/", "."): v for k, v in directions.items()})
+    if history:
+        folder.figure("lds.png", functools.partial(_draw, history), size=(6, 3.5))
     return {"genes": genes, "locations": locations, "directions": directions,
-            "supernet": supernet, "space": space, "variables": state["child"].variables(),
+            "supernet": run.supernet, "space": space, "variables": state["child"].variables(),
             "history": history}  # fmt: skip
 
 
-def _plot(history: list[dict[str, Any]], path: Path) -> None:
-    import matplotlib  # noqa: PLC0415
+def _write_npz(folder: RunFolder, name: str, arrays: dict[str, np.ndarray]) -> None:
+    """``np.savez`` into the folder, atomically (process 0 only; nothing in memory)."""
+    path = folder.file(name)
+    if path is None or not is_primary():
+        return
+    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, **arrays)
+    os.replace(tmp, path)
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt  # noqa: PLC0415
 
-    fig, ax = plt.subplots(figsize=(6, 3.5))
+def _draw(history: list[dict[str, Any]], fig: Any, ax: Any) -> None:
+    """LDS's fitness per cycle (best, mean, worst), the switch to directions marked."""
+    del fig
     c = [r["cycle"] for r in history]
     for key, style in (("best", "-"), ("mean", "--"), ("worst", ":")):
         ax.plot(c, [r[key] for r in history], style, label=key)
@@ -478,6 +557,3 @@ def _plot(history: list[dict[str, Any]], path: Path) -> None:
     ax.set_ylabel("validation accuracy")
     ax.set_title("LDS fitness (locations, then directions)")
     ax.legend()
-    fig.tight_layout()
-    fig.savefig(path, dpi=120)
-    plt.close(fig)
