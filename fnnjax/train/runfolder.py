@@ -419,12 +419,15 @@ class RunFolder:
 
     def begin(self, **extra: Any) -> None:
         """Records this start in ``run.json`` (schema, driver, provenance; ``extra`` fields,
-        e.g. ``resumed_from``). Call it once the folder is known to hold this run."""
+        e.g. ``resumed_from``). Call it once the folder is known to hold this run. A driver
+        that runs another in the same folder (dynamic capacity's ``fit``) adds a start of its
+        own, naming it; the folder's ``driver`` stays the first one's."""
         if self.path is None or not is_primary():
             return
         record = self.read_json(RUN_RECORD) or {}
-        starts = [*record.get("starts", []), {**provenance(), **extra}]
-        self.write_json(RUN_RECORD, {"schema": SCHEMA_VERSION, "driver": self.driver,
+        starts = [*record.get("starts", []), {"driver": self.driver, **provenance(), **extra}]
+        self.write_json(RUN_RECORD, {"schema": SCHEMA_VERSION,  # the folder's driver: the first
+                                     "driver": record.get("driver", self.driver),
                                      "starts": starts})  # fmt: skip
 
     # -- files
@@ -457,6 +460,16 @@ class RunFolder:
         """Atomic (process 0 only)."""
         if self._writes():
             write_json(self.path / name, value, indent=indent)
+
+    def write_with(self, name: str, write: Callable[[Path], Any]) -> None:
+        """``write(path)`` into a temporary file that then replaces ``name`` (atomic; process 0
+        only), for files another library writes, e.g. ``np.savez`` or
+        :func:`fnnjax.arch.save_variables`. The temporary name keeps ``name``'s suffix."""
+        if self._writes():
+            target = self.path / name
+            tmp = target.with_name(f".tmp-{os.getpid()}-{target.name}")
+            write(tmp)
+            os.replace(tmp, target)
 
     def append_jsonl(self, name: str, record: Mapping[str, Any]) -> None:
         """Process 0 only."""

@@ -52,11 +52,7 @@ def _lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(ln) for ln in path.read_text().splitlines() if ln.strip()]
 
 
-_NOT_YET = {"lds", "capacity"}  # refuse a record without a later field until on the layer
-
-
-@pytest.mark.parametrize("driver", [pytest.param(d, marks=pytest.mark.xfail(strict=True))
-                                    if d in _NOT_YET else d for d in fixtures.DRIVERS])  # fmt: skip
+@pytest.mark.parametrize("driver", fixtures.DRIVERS)
 def test_a_folder_of_an_earlier_version_resumes_although_its_record_lacks_a_later_setting(
     driver, tmp_path
 ):
@@ -143,6 +139,9 @@ def test_a_folder_records_its_starts_archives_on_no_resume_and_refuses_a_newer_s
     again.begin(note="resumed")
     record = again.read_json("run.json")
     assert record["schema"] == SCHEMA_VERSION and record["driver"] == "test"
+    RunFolder.open(tmp_path / "run", files=folder.files, driver="inner").begin()
+    assert [s["driver"] for s in again.read_json("run.json")["starts"]] == ["test", "test", "inner"]
+    assert again.read_json("run.json")["driver"] == "test"  # the folder's driver: the first
     assert len(record["starts"]) == 2 and record["starts"][1]["note"] == "resumed"
     start = record["starts"][0]
     assert {"time", "command", "packages", "git_commit", "devices"} <= set(start)
@@ -161,3 +160,42 @@ def test_a_folder_records_its_starts_archives_on_no_resume_and_refuses_a_newer_s
     memory.write_json("a", 1)
     memory.begin()
     assert memory.read_json("a") is None and memory.read_jsonl("a") == []
+
+
+# Per driver: a setting changed from the fixture's, and how the message names it.
+CHANGED = {"fit": ({"learning_rate": 0.1}, "learning_rate: saved 0.05, now 0.1"),
+           "enas": ({"controller_steps": 3}, "controller_steps: saved 2, now 3"),
+           "envelope": ({"batch_size": 20}, "batch_size: saved 40, now 20"),
+           "lds": ({"score_batch": 20}, "score_batch: saved 40, now 20"),
+           "nhn": ({"prune_ratio": 0.25}, "prune_ratio: saved 0.5, now 0.25"),
+           "capacity": (("--tau", "0.5"), "tau: saved 0.99, now 0.5")}  # fmt: skip
+WHAT = {"fit": "run", "enas": "search", "envelope": "construction", "lds": "LDS search",
+        "nhn": "NHN pipeline", "capacity": "dynamic-capacity run"}  # fmt: skip
+
+
+@pytest.mark.parametrize("driver", fixtures.DRIVERS)
+def test_every_driver_refuses_a_different_run_with_one_error_and_one_message_shape(
+    driver, tmp_path
+):
+    import re
+
+    from fnnjax.train import RunMismatchError
+
+    out = tmp_path / driver
+    shutil.copytree(fixtures.HERE / driver, out)
+    before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
+    change, named = CHANGED[driver]
+    with pytest.raises(RunMismatchError) as caught:
+        if driver == "capacity":
+            fixtures.run_capacity(out, *change, "--debug")
+        else:
+            getattr(fixtures, f"run_{driver}")(out, **change)
+    message = str(caught.value)
+    shape = (rf"{re.escape(str(out))} holds a different {WHAT[driver]} \((.+)\); to keep both, "
+             r"pass another --out \(out_dir=\.\.\.\); to start afresh here, pass --no-resume "
+             r"\(resume=False\), which moves the earlier run into previous-<time>/")  # fmt: skip
+    match = re.fullmatch(shape, message)
+    assert match, message
+    assert named in match.group(1).split("; ") or any(
+        p.endswith(named) for p in match.group(1).split("; ")), message
+    assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written

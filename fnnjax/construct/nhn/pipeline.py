@@ -406,8 +406,7 @@ def _prune_stage(run: _Pipeline, base: Any, base_vars: dict[str, Any],
     else:
         start = {**run.fresh(spec, jax.random.key(stage_seed)), "masks": masks}
     run.folder.write_text("pruned_spec.json", to_json(spec, indent=1))
-    if run.folder.file("pruned_masks.npz") is not None and jax.process_index() == 0:
-        save_variables(run.folder.file("pruned_masks.npz"), {"masks": masks})
+    run.folder.write_with("pruned_masks.npz", lambda path: save_variables(path, {"masks": masks}))
     run.folder.write_json("prune.json", {"ratio": config.prune_ratio, "total": pruned.total,
                                          "layers": pruned.layers, "removed": cleaned.removed,
                                          "folded": cleaned.folded,
@@ -444,8 +443,7 @@ def _final_stage(run: _Pipeline, final: Any, kept: dict[str, Any], found: Mappin
 
     init = {**run.fresh(final, jax.random.key(stage_seed)), **kept}
     run.folder.write_text("nhn_spec.json", to_json(final, indent=1))
-    if run.folder.file("nhn_masks.npz") is not None and jax.process_index() == 0:
-        save_variables(run.folder.file("nhn_masks.npz"), kept)
+    run.folder.write_with("nhn_masks.npz", lambda path: save_variables(path, kept))
     res = run.train(final, "final", init, stage_seed)
     run.record("final", final, res.summary, res.state.variables())
     run.results["lds"] = {"genes": np.asarray(found["genes"]).tolist(),

@@ -56,7 +56,6 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import os
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -85,7 +84,6 @@ from fnnjax.construct.nhn.genes import (
     population_arch,
 )
 from fnnjax.train.runfolder import RunFolder
-from fnnjax.train.sharding import is_primary
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
@@ -525,22 +523,13 @@ def _export(folder: RunFolder, run: _Lds, state: dict[str, Any], history: list[d
     folder.write_text("supernet_spec.json", to_json(run.supernet, indent=1))
     folder.write_json("genes.json", {"genes": genes.tolist(), "kernels": list(space.kernels),
                                      "low": list(space.low), "locations": locations})  # fmt: skip
-    _write_npz(folder, "directions.npz", {k.replace("/", "."): v for k, v in directions.items()})
+    arrays = {k.replace("/", "."): v for k, v in directions.items()}
+    folder.write_with("directions.npz", lambda path: np.savez(path, **arrays))
     if history:
         folder.figure("lds.png", functools.partial(_draw, history), size=(6, 3.5))
     return {"genes": genes, "locations": locations, "directions": directions,
             "supernet": run.supernet, "space": space, "variables": state["child"].variables(),
             "history": history}  # fmt: skip
-
-
-def _write_npz(folder: RunFolder, name: str, arrays: dict[str, np.ndarray]) -> None:
-    """``np.savez`` into the folder, atomically (process 0 only; nothing in memory)."""
-    path = folder.file(name)
-    if path is None or not is_primary():
-        return
-    tmp = path.with_name(f".{path.stem}.tmp-{os.getpid()}.npz")
-    np.savez(tmp, **arrays)
-    os.replace(tmp, path)
 
 
 def _draw(history: list[dict[str, Any]], fig: Any, ax: Any) -> None:
