@@ -98,7 +98,7 @@ def test_mistakes_are_one_line_errors(argv, expected, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train", "--epochs", "0"], "fnnjax train: error: argument --epochs: expected an integer >= 1"),
+        (["train", "--epochs", "0"], "fnnjax train: error: argument --epochs: expected a positive int"),
         (["train", "--width", "-1"], "fnnjax train: error: argument --width: expected a positive number"),
         (["train", "--lr"], "fnnjax train: error: argument --lr: expected one argument"),
         (["train", "--bogus"], "fnnjax: error: unrecognized arguments: --bogus"),
