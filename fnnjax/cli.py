@@ -16,7 +16,6 @@ import argparse
 import dataclasses
 import hashlib
 import json
-import math
 import re
 import sys
 import warnings
@@ -24,6 +23,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from fnnjax.checks import check_number, positive_float_arg, positive_int_arg
 from fnnjax.errors import FnnjaxError
 
 EPILOG = """examples:
@@ -52,26 +52,6 @@ def _parse_option(text: str) -> tuple[str, Any]:
     except json.JSONDecodeError:
         parsed = {"true": True, "false": False, "none": None}.get(value.lower(), value)
     return key.strip().replace("-", "_"), parsed
-
-
-def _positive_int(text: str) -> int:
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text!r}") from None
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
-
-
-def _positive_float(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text!r}") from None
-    if not (value > 0 and math.isfinite(value)):
-        raise argparse.ArgumentTypeError(f"expected a positive number, got {text}")
-    return value
 
 
 class _Parser(argparse.ArgumentParser):
@@ -119,17 +99,17 @@ def build_parser() -> argparse.ArgumentParser:
                       metavar="KEY=VALUE", help="model option, repeatable (e.g. -o iterations=2)")
     what.add_argument("--template", help="filter-redistribution template for zoo models "
                       "(uniform, reverse, quadratic, negative_quadratic)")
-    what.add_argument("--width", type=_positive_float, help="width multiplier for zoo models")
+    what.add_argument("--width", type=positive_float_arg, help="width multiplier for zoo models")
     what.add_argument("--validation", type=float, default=0.0, metavar="FRACTION",
                       help="hold out this share of the training split for validation")
-    what.add_argument("--limit-train", type=_positive_int, metavar="N",
+    what.add_argument("--limit-train", type=positive_int_arg, metavar="N",
                       help="use only the first N training examples (quick runs)")
-    what.add_argument("--limit-test", type=_positive_int, metavar="N",
+    what.add_argument("--limit-test", type=positive_int_arg, metavar="N",
                       help="evaluate on only the first N test examples (quick runs)")
 
     how = train.add_argument_group("how to train")
-    how.add_argument("--epochs", type=_positive_int, default=20, help="default 20")
-    how.add_argument("--batch-size", type=_positive_int, default=128, help="global batch; default 128")
+    how.add_argument("--epochs", type=positive_int_arg, default=20, help="default 20")
+    how.add_argument("--batch-size", type=positive_int_arg, default=128, help="global batch; default 128")
     how.add_argument("--optimizer", default="adam", help="adam (default), adamw or sgd")
     how.add_argument("--lr", type=float, default=1e-3, help="peak learning rate; default 1e-3")
     how.add_argument("--momentum", type=float, default=0.9, help="SGD momentum; default 0.9")
@@ -163,14 +143,14 @@ def build_parser() -> argparse.ArgumentParser:
                      "every setting that makes it a different run)")
     run.add_argument("--no-resume", action="store_true",
                      help="start afresh even if --out holds checkpoints")
-    run.add_argument("--checkpoint-every", type=_positive_int, default=1, metavar="EPOCHS")
-    run.add_argument("--devices", type=_positive_int, help="number of local devices (default all)")
+    run.add_argument("--checkpoint-every", type=positive_int_arg, default=1, metavar="EPOCHS")
+    run.add_argument("--devices", type=positive_int_arg, help="number of local devices (default all)")
     run.add_argument("--distributed", action="store_true",
                      help="call jax.distributed.initialize() first (multi-host runs; on TPU pods "
                      "and SLURM it finds the cluster itself)")
     run.add_argument("--coordinator", metavar="HOST:PORT",
                      help="with --distributed: the coordinator (process 0) address")
-    run.add_argument("--num-processes", type=_positive_int, help="with --distributed")
+    run.add_argument("--num-processes", type=positive_int_arg, help="with --distributed")
     run.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
@@ -193,14 +173,14 @@ def build_parser() -> argparse.ArgumentParser:
                          "name of `fnnjax models`")
     profile.add_argument("--template", default="base", help="filter template for zoo models: base "
                          "(default), reverse, uniform, quadratic, negative_quadratic")
-    profile.add_argument("--width", type=_positive_float, default=1.0,
+    profile.add_argument("--width", type=positive_float_arg, default=1.0,
                          help="width multiplier for zoo models, applied after the template")
     profile.add_argument("--head", help="zoo head: linear, dense or fnn (default: the model's own)")
-    profile.add_argument("--input-shape", type=_positive_int, nargs=3, default=[32, 32, 3],
+    profile.add_argument("--input-shape", type=positive_int_arg, nargs=3, default=[32, 32, 3],
                          metavar=("H", "W", "C"), help="one example's shape; default 32 32 3")
-    profile.add_argument("--classes", type=_positive_int, default=10, help="default 10")
-    profile.add_argument("--batch", type=_positive_int, default=64, help="default 64 (the paper's)")
-    profile.add_argument("--repeats", type=_positive_int, default=10,
+    profile.add_argument("--classes", type=positive_int_arg, default=10, help="default 10")
+    profile.add_argument("--batch", type=positive_int_arg, default=64, help="default 64 (the paper's)")
+    profile.add_argument("--repeats", type=positive_int_arg, default=10,
                          help="timed forward calls, median reported; default 10")
     profile.add_argument("--warmup", type=int, default=2, help="untimed forward calls; default 2")
     profile.add_argument("--memory", choices=("train", "inference", "none"), default="train",
@@ -223,22 +203,22 @@ def build_parser() -> argparse.ArgumentParser:
     spec.add_argument("file", nargs="?", type=Path, metavar="FILE.json", help="a spec to check")
     spec.add_argument("--model", help="a zoo model (vgg16, vgg19, resnet50, inception, mobilenet)")
     spec.add_argument("--template", default="base", help="filter template; default base")
-    spec.add_argument("--width", type=_positive_float, default=1.0, help="width multiplier")
+    spec.add_argument("--width", type=positive_float_arg, default=1.0, help="width multiplier")
     spec.add_argument("--head", help="linear, dense or fnn (default: the model's own)")
-    spec.add_argument("--input-shape", type=_positive_int, nargs=3, default=None,
+    spec.add_argument("--input-shape", type=positive_int_arg, nargs=3, default=None,
                       metavar=("H", "W", "C"), help="--model: one example's shape; default 32 32 3")
-    spec.add_argument("--classes", type=_positive_int, default=None, help="--model: default 10")
+    spec.add_argument("--classes", type=positive_int_arg, default=None, help="--model: default 10")
     spec.add_argument("--write", type=Path, metavar="PATH", help="write the spec as JSON here")
 
     from fnnjax import cli_search  # noqa: PLC0415
 
-    cli_search.add_parsers(commands, debug, _positive_int, _positive_float)
+    cli_search.add_parsers(commands, debug)
     from fnnjax import cli_capacity  # noqa: PLC0415
 
-    cli_capacity.add_parser(commands, debug, _positive_int, _positive_float)
+    cli_capacity.add_parser(commands, debug)
     from fnnjax import cli_nhn  # noqa: PLC0415
 
-    cli_nhn.add_parser(commands, debug, _positive_int)
+    cli_nhn.add_parser(commands, debug)
     commands.add_parser("models", help="list model names", parents=debug)
     commands.add_parser("datasets", help="list dataset names and where each is found", parents=debug)
     return parser
@@ -351,8 +331,7 @@ def _profile(args: argparse.Namespace) -> int:
     from fnnjax.construct import layer_filters, templates  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
-    if not args.width > 0 or args.width == float("inf"):
-        raise ConfigError(f"--width: expected a positive number, got {args.width}")
+    check_number("--width", args.width, above=0)
     shape, zoo = tuple(args.input_shape), args.model in arch.MODEL_NAMES
     info: dict[str, Any] = {"model": args.model, "input_shape": list(shape), "classes": args.classes}
     if zoo:

@@ -8,6 +8,8 @@ import shlex
 from pathlib import Path
 from typing import Any
 
+from fnnjax.checks import positive_float_arg, positive_int_arg
+
 QUICK = ("the demo: small sizes (3-sine regression on 512 examples, 15 epochs; or all the "
          "flattened digits through a 4-wide residual stream, 20 epochs), a plateau of under 5%% "
          "over 3 epochs, +8 units up to 16, then an inserted block; under a minute on 2 CPU "
@@ -15,7 +17,7 @@ QUICK = ("the demo: small sizes (3-sine regression on 512 examples, 15 epochs; o
          "explicitly still apply")
 
 
-def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_int, positive_float) -> None:
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     cap = commands.add_parser(
         "capacity", help="dynamic capacity: a residual network that grows and shrinks as it trains",
         parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -37,34 +39,34 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     cap.add_argument("--dataset", help="classification: a dataset name (see `fnnjax datasets`), "
                      "default fashion_mnist; regression: sines (--complexity, --dim) or a "
                      "generated task by name, e.g. sines1d-c3")  # fmt: skip
-    cap.add_argument("--complexity", type=positive_int, default=None,
+    cap.add_argument("--complexity", type=positive_int_arg, default=None,
                      help="regression: sines in the target (frequencies 1..C); default 4")  # fmt: skip
     cap.add_argument("--dim", type=int, choices=(1, 2), help="regression: input dims; default 1")
-    cap.add_argument("--num-train", type=positive_int, default=None,
+    cap.add_argument("--num-train", type=positive_int_arg, default=None,
                      help="regression: training examples; default 4096")  # fmt: skip
     cap.add_argument("--net", choices=("mlp", "conv"), default="mlp",
                      help="a residual MLP on flattened inputs (default) or a small ResNet "
                      "(classification only)")  # fmt: skip
-    cap.add_argument("--width", type=positive_int, default=None, help="residual stream; default 32")
-    cap.add_argument("--hidden", type=positive_int, default=None,
+    cap.add_argument("--width", type=positive_int_arg, default=None, help="residual stream; default 32")
+    cap.add_argument("--hidden", type=positive_int_arg, default=None,
                      help="initial hidden units per residual block; default 8")  # fmt: skip
-    cap.add_argument("--blocks", type=positive_int, default=1, help="initial blocks; default 1")
-    cap.add_argument("--epochs", type=positive_int, default=None, help="default 100")
-    cap.add_argument("--batch-size", type=positive_int, default=None, help="default 64")
-    cap.add_argument("--lr", type=positive_float, default=None, help="Adam's rate; default 3e-3")
+    cap.add_argument("--blocks", type=positive_int_arg, default=1, help="initial blocks; default 1")
+    cap.add_argument("--epochs", type=positive_int_arg, default=None, help="default 100")
+    cap.add_argument("--batch-size", type=positive_int_arg, default=None, help="default 64")
+    cap.add_argument("--lr", type=positive_float_arg, default=None, help="Adam's rate; default 3e-3")
     cap.add_argument("--saliency", choices=("obd", "taylor", "magnitude"), default="obd",
                      help="default obd")  # fmt: skip
     cap.add_argument("--unit-measure", choices=("gate", "parameters"),
                      help="score a unit by its output gate (default for obd/taylor) or by the "
                      "sum over its parameters (default for magnitude)")  # fmt: skip
-    cap.add_argument("--samples", type=positive_int, default=None,
+    cap.add_argument("--samples", type=positive_int_arg, default=None,
                      help="Hutchinson vectors (a multiple of 32, or below 32); default 128")  # fmt: skip
-    cap.add_argument("--probe-size", type=positive_int, default=None, help="default 512")
-    cap.add_argument("--window", type=positive_int, default=None, help="plateau window; default 5")
+    cap.add_argument("--probe-size", type=positive_int_arg, default=None, help="default 512")
+    cap.add_argument("--window", type=positive_int_arg, default=None, help="plateau window; default 5")
     cap.add_argument("--tau", type=float, default=None,
                      help="plateau: relative improvement under this; default 0.01")  # fmt: skip
-    cap.add_argument("--grow-units", type=positive_int, default=None, help="default 8")
-    cap.add_argument("--max-units", type=positive_int, default=None,
+    cap.add_argument("--grow-units", type=positive_int_arg, default=None, help="default 8")
+    cap.add_argument("--max-units", type=positive_int_arg, default=None,
                      help="widening cap per layer (then a block is inserted); default 64")  # fmt: skip
     cap.add_argument("--shrink-below", type=float, default=None,
                      help="delete units below this fraction of their layer's mean; default 0.05")  # fmt: skip
@@ -77,8 +79,8 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     cap.add_argument("--warmup", type=int, default=None, help="epochs before the first; default 5")
     cap.add_argument("--loss-target", type=float,
                      help="no growth once the training loss is at or below this; default none")  # fmt: skip
-    cap.add_argument("--min-params", type=positive_int, help="parameter floor")
-    cap.add_argument("--max-params", type=positive_int, help="parameter budget")
+    cap.add_argument("--min-params", type=positive_int_arg, help="parameter floor")
+    cap.add_argument("--max-params", type=positive_int_arg, help="parameter budget")
     cap.add_argument("--max-shrink-loss", type=float, default=0.1,
                      help="refuse a deletion that would take the probe loss more than this "
                      "fraction above its value before the consultation (all of its changes "
@@ -87,7 +89,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
     cap.add_argument("--validation", type=float,
                      help="share of the training split held out (regression: of the task's "
                      "16384 generated training examples); default 0.1")  # fmt: skip
-    cap.add_argument("--limit-train", type=positive_int, help="use only this many examples")
+    cap.add_argument("--limit-train", type=positive_int_arg, help="use only this many examples")
     cap.add_argument("--seed", type=int, default=0, help="default 0")
     cap.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
                      "a run (its files are moved to OUT/previous-<time>/)")  # fmt: skip

@@ -9,12 +9,14 @@ import json
 from pathlib import Path
 from typing import Any
 
+from fnnjax.checks import positive_int_arg
+
 QUICK = ("tiny sizes that show the method in about 75 s on 2 cores (digits, 3 layers of 4 filters, 2 "
          "epochs per training, DNP of half the kernels, LDS 2 + 1 cycles of 4 individuals; "
          "NhnConfig.quick)")  # fmt: skip
 
 
-def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_int) -> None:
+def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     nhn = commands.add_parser(
         "nhn", help="Neuron Hierarchical Networks: SmoothInit, DNP pruning, add-on neuron search",
         parents=parents, formatter_class=argparse.RawDescriptionHelpFormatter,
@@ -51,13 +53,13 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      "records, paper with --search")  # fmt: skip
     nhn.add_argument("--dataset", default="fashion_mnist",
                      help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
-    nhn.add_argument("--layers", type=positive_int, default=12, help="L; default 12")
-    nhn.add_argument("--filters", type=positive_int, default=96,
+    nhn.add_argument("--layers", type=positive_int_arg, default=12, help="L; default 12")
+    nhn.add_argument("--filters", type=positive_int_arg, default=96,
                      help="first segment's width (doubled at each reduction; ENAS's retraining "
                      "width); default 96")  # fmt: skip
-    nhn.add_argument("--search-filters", type=positive_int, default=36,
+    nhn.add_argument("--search-filters", type=positive_int_arg, default=36,
                      help="--search: the supernet's width (ENAS: 36); default 36")  # fmt: skip
-    nhn.add_argument("--epochs", type=positive_int, nargs="+", default=None, metavar="E",
+    nhn.add_argument("--epochs", type=positive_int_arg, nargs="+", default=None, metavar="E",
                      help="epochs of the base, pruned and final trainings (one value for all); "
                      "default 310 160 260")  # fmt: skip
     nhn.add_argument("--prune-ratio", type=float, default=0.85,
@@ -69,18 +71,18 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser], positive_i
                      help="DNP leaves the stem's 3x3 kernels (RGB inputs) whole")  # fmt: skip
     nhn.add_argument("--retrain", choices=("inherit", "scratch"), default="inherit",
                      help="the pruned network goes on from its weights (default) or restarts")  # fmt: skip
-    nhn.add_argument("--neurons", type=positive_int, default=8,
+    nhn.add_argument("--neurons", type=positive_int_arg, default=8,
                      help="add-on neurons per location; default 8")  # fmt: skip
     nhn.add_argument("--lds-cycles", type=int, nargs=2, default=(300, 300), metavar=("LOC", "DIR"),
                      help="location and direction search cycles; default 300 300")  # fmt: skip
-    nhn.add_argument("--population", type=positive_int, default=20, help="K; default 20")
+    nhn.add_argument("--population", type=positive_int_arg, default=20, help="K; default 20")
     nhn.add_argument("--fresh", choices=("random", "mutate"), default="random",
                      help="ranks 16-20: new random individuals (the paper's text, default) or "
                      "mutants of ranks 1-5 (Algorithm 1)")  # fmt: skip
-    nhn.add_argument("--batch-size", type=positive_int, default=100, help="default 100")
+    nhn.add_argument("--batch-size", type=positive_int_arg, default=100, help="default 100")
     nhn.add_argument("--validation", type=float, default=0.1,
                      help="share of the training split held out for LDS; default 0.1")  # fmt: skip
-    nhn.add_argument("--limit-train", type=positive_int, help="use only this many examples")
+    nhn.add_argument("--limit-train", type=positive_int_arg, help="use only this many examples")
     nhn.add_argument("--seed", type=int, default=0, help="default 0")
     nhn.add_argument("--no-resume", action="store_true",
                      help="start afresh (earlier files move to OUT/previous-<time>/)")  # fmt: skip

@@ -8,9 +8,10 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
+from fnnjax.checks import nonnegative_int_arg, positive_float_arg, positive_int_arg
 
-def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_int,
-                positive_float) -> None:  # fmt: skip
+
+def add_parsers(commands: Any, debug: list[argparse.ArgumentParser]) -> None:
     """Adds the ``enas`` and ``envelopenet`` subcommands to ``commands``."""
     enas = commands.add_parser(
         "enas", help="ENAS macro search (NHN step 1): search, derive, export the best arc",
@@ -27,10 +28,10 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
     )  # fmt: skip
     enas.add_argument("--dataset", default="fashion_mnist",
                       help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
-    enas.add_argument("--layers", type=positive_int, default=12, help="L; default 12")
-    enas.add_argument("--filters", type=positive_int, default=36, help="width C; default 36")
-    enas.add_argument("--epochs", type=positive_int, default=310, help="default 310")
-    enas.add_argument("--batch-size", type=positive_int, default=128, help="default 128")
+    enas.add_argument("--layers", type=positive_int_arg, default=12, help="L; default 12")
+    enas.add_argument("--filters", type=positive_int_arg, default=36, help="width C; default 36")
+    enas.add_argument("--epochs", type=positive_int_arg, default=310, help="default 310")
+    enas.add_argument("--batch-size", type=positive_int_arg, default=128, help="default 128")
     enas.add_argument("--validation", type=float, default=0.1,
                       help="share of the training split held out for rewards; default 0.1 "
                       "(45k/5k of CIFAR-10's 50k in the paper)")  # fmt: skip
@@ -60,15 +61,15 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
                       help="the controller's Adam: TensorFlow's (eps added to the uncorrected "
                       "sqrt(v), as the released code; default) or optax's (eps added to the "
                       "bias-corrected sqrt(v_hat): far larger early steps with eps 1e-3)")  # fmt: skip
-    enas.add_argument("--cutout", type=int, default=0,
+    enas.add_argument("--cutout", type=nonnegative_int_arg, default=0,
                       help="Cutout's square side on every child batch (0: off, as ENAS's released "
                       "search; NHN searches with it: 16 on CIFAR-10); default 0")  # fmt: skip
     enas.add_argument("--head-pool", choices=("avg", "grouped"), default="avg",
                       help="the classifier's pooling: global average (ENAS, default) or NHN's "
                       "grouped convolution covering the feature map")  # fmt: skip
-    enas.add_argument("--derive-arcs", type=positive_int, default=100,
+    enas.add_argument("--derive-arcs", type=positive_int_arg, default=100,
                       help="arcs sampled and scored to pick the best; default 100")  # fmt: skip
-    enas.add_argument("--limit-train", type=positive_int, help="use only this many examples")
+    enas.add_argument("--limit-train", type=positive_int_arg, help="use only this many examples")
     enas.add_argument("--seed", type=int, default=0, help="default 0")
     enas.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
                       "a search (its files are moved to OUT/previous-<time>/)")  # fmt: skip
@@ -96,13 +97,13 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
                      help="the EnvelopeNet C/n1-n2-.../M; default 128/10-1-1-1/6")  # fmt: skip
     env.add_argument("--cell", help="the cell's blocks, comma-separated (default "
                      "1x1,3x3,3x3sep,5x5,5x5sep,7x7sep; M must match)")  # fmt: skip
-    env.add_argument("--iterations", type=positive_int, default=5, help="N; default 5")
-    env.add_argument("--epochs-per-iteration", type=positive_int, default=10, help="default 10")
+    env.add_argument("--iterations", type=positive_int_arg, default=5, help="N; default 5")
+    env.add_argument("--epochs-per-iteration", type=positive_int_arg, default=10, help="default 10")
     env.add_argument("--max-layers", help="per stage, the depth past which a stage is left "
                      "unchanged, comma-separated, or 'none'; default: the released code's "
                      "15,5,3,3 for an n-1-1-1 init with n = 10 (the paper's, giving 15-6-4-4), "
                      "none otherwise")  # fmt: skip
-    env.add_argument("--max-prune", type=positive_int, default=6, help="default 6")
+    env.add_argument("--max-prune", type=positive_int_arg, default=6, help="default 6")
     env.add_argument("--statistic", choices=("l2", "variance"), default="l2", help="default l2")
     env.add_argument("--order", choices=("paper", "released"), default="paper",
                      help="conv-ReLU-BN (paper, default) or conv-BN-ReLU (released code)")  # fmt: skip
@@ -117,17 +118,17 @@ def add_parsers(commands: Any, debug: list[argparse.ArgumentParser], positive_in
     env.add_argument("--measure", choices=("conv", "output"), help="where a block is measured: "
                      "its filters' output (conv; default in the paper's order) or its output as "
                      "concatenated (output; default in the released order)")  # fmt: skip
-    env.add_argument("--batch-size", type=positive_int, default=50, help="default 50")
-    env.add_argument("--lr", type=positive_float, default=0.1, help="SGD rate; default 0.1")
+    env.add_argument("--batch-size", type=positive_int_arg, default=50, help="default 50")
+    env.add_argument("--lr", type=positive_float_arg, default=0.1, help="SGD rate; default 0.1")
     env.add_argument("--no-augment", action="store_true", help="no random crops / flips")
-    env.add_argument("--final-epochs", type=int, default=0,
+    env.add_argument("--final-epochs", type=nonnegative_int_arg, default=0,
                      help="then train the constructed network this long; default 0")  # fmt: skip
     env.add_argument("--dataset", default="fashion_mnist",
                      help="dataset name (see `fnnjax datasets`); default fashion_mnist")  # fmt: skip
     env.add_argument("--validation", type=float, default=0.0,
                      help="share of the training split held out; default 0")  # fmt: skip
-    env.add_argument("--limit-train", type=positive_int, help="use only this many examples")
-    env.add_argument("--devices", type=positive_int, help="data-parallel devices; default all")
+    env.add_argument("--limit-train", type=positive_int_arg, help="use only this many examples")
+    env.add_argument("--devices", type=positive_int_arg, help="data-parallel devices; default all")
     env.add_argument("--seed", type=int, default=0, help="default 0")
     env.add_argument("--no-resume", action="store_true", help="start afresh even if OUT holds "
                      "a construction (its files are moved to OUT/previous-<time>/)")  # fmt: skip
@@ -153,8 +154,6 @@ def run_enas(args: argparse.Namespace) -> int:
                                update_stats=args.bn_update, head_pool=args.head_pool,
                                derive_arcs=args.derive_arcs, mode=args.execution,
                                controller_adam=args.controller_adam, cutout=args.cutout)  # fmt: skip
-    if args.cutout < 0:
-        raise ConfigError(f"--cutout: expected a square side >= 0 (0: off), got {args.cutout}")
     if args.bn_update == "all" and args.execution not in ("auto", "all"):
         raise ConfigError(f"--execution: {args.execution} runs only the sampled op, but "
                           "--bn-update all updates every op's statistics, which needs all six "
@@ -190,8 +189,6 @@ def envelope_config(args: argparse.Namespace):
 
     if not 0.0 <= args.validation < 1.0:
         raise ConfigError(f"--validation: expected a share in [0, 1), got {args.validation}")
-    if args.final_epochs < 0:
-        raise ConfigError(f"--final-epochs: expected an integer >= 0, got {args.final_epochs}")
     init, dataset, limit = args.init, args.dataset, args.limit_train
     cell = ev.CELL_OPS if args.cell is None else tuple(c.strip() for c in args.cell.split(","))
     iterations, epochs, batch = args.iterations, args.epochs_per_iteration, args.batch_size

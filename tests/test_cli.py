@@ -84,7 +84,7 @@ def test_a_damaged_newest_checkpoint_is_one_warning_line_and_the_run_finishes(tm
         (["train", "--model", "resnet9000"], "unknown model 'resnet9000'; expected one of"),
         (["train", "--dataset", "imagenet"], "unknown dataset 'imagenet'; expected one of"),
         (["train", "--dataset", "sines3d-c2"], "unknown dataset 'sines3d-c2'; the generated regression"),
-        (["train", "--optimizer", "rmsprop"], "optimizer: expected one of adam, adamw, sgd"),
+        (["train", "--optimizer", "rmsprop"], "optimizer: expected one of 'adam', 'adamw', 'sgd'"),
         (["train", "-o", "depth=3"], "model 'dense' does not accept option(s) depth"),
         (["train", "--devices", "99"], "devices must be between 1 and 8"),
     ],
@@ -98,7 +98,7 @@ def test_mistakes_are_one_line_errors(argv, expected, capsys, tmp_path):
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
-        (["train", "--epochs", "0"], "fnnjax train: error: argument --epochs: expected an integer >= 1"),
+        (["train", "--epochs", "0"], "fnnjax train: error: argument --epochs: expected a positive int"),
         (["train", "--width", "-1"], "fnnjax train: error: argument --width: expected a positive number"),
         (["train", "--lr"], "fnnjax train: error: argument --lr: expected one argument"),
         (["train", "--bogus"], "fnnjax: error: unrecognized arguments: --bogus"),

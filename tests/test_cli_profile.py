@@ -62,7 +62,7 @@ def test_profile_mistakes_are_one_line_errors(argv, expected, capsys):
     ("argv", "expected"),
     [
         (["--width", "-1"], "argument --width: expected a positive number, got -1"),
-        (["--input-shape", "32", "32", "0"], "argument --input-shape: expected an integer >= 1, got 0"),
+        (["--input-shape", "32", "32", "0"], "argument --input-shape: expected a positive int, got 0"),
     ],
 )
 def test_profile_argument_mistakes_exit_2_with_one_line(argv, expected, capsys):

@@ -49,6 +49,7 @@ from fnnjax.arch.build import build_model
 from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import Spec
 from fnnjax.arch.variables import UNOPTIMIZED, _host_values, _init_keys
+from fnnjax.checks import check_choice, check_int
 
 __all__ = ["Profile", "analytic_counts", "profile", "profile_table"]
 
@@ -157,10 +158,8 @@ def profile(
     def elapsed() -> str:
         return _duration(time.perf_counter() - started)
 
-    if memory_mode not in ("train", "inference", None):
-        raise ValueError(f"memory_mode: expected 'train', 'inference' or None, got {memory_mode!r}")
-    if repeats < 1:
-        raise ValueError(f"repeats: expected a positive int, got {repeats!r}")
+    check_choice("memory_mode", memory_mode, ("train", "inference", None))
+    check_int("repeats", repeats)
     spec = spec_or_model if isinstance(spec_or_model, Spec) else None
     model = build_model(spec) if spec is not None else spec_or_model
     if input_shape is None:

@@ -42,6 +42,7 @@ from fnnjax.arch.spec import (
     reduce_name,
     reduced_sources,
 )
+from fnnjax.checks import check_number
 
 __all__ = [
     "addon_blocks",
@@ -157,8 +158,7 @@ def random_selections(
     search keeps 0.1)."""
     for name, prob in (("skip_prob", skip_prob), ("addon_prob", addon_prob),
                        ("connection_prob", connection_prob)):  # fmt: skip
-        if not 0.0 <= prob <= 1.0:
-            raise ValueError(f"{name}: expected a probability in [0, 1], got {prob}")
+        check_number(name, prob, at_least=0.0, at_most=1.0)
     blocks, gated = choice_blocks(spec), {p: k for p, k in gated_blocks(spec).items() if k}
     shapes = _connection_shapes(spec)
     keys = iter(jax.random.split(key, len(blocks) + len(gated) + 2 * len(shapes) + 1))

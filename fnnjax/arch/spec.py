@@ -93,6 +93,7 @@ from fnnjax.arch.blocks import (
     Residual,
     SepConv,
 )
+from fnnjax.checks import check_choice, check_number
 
 __all__ = [
     "AddOn",
@@ -268,11 +269,6 @@ def _bool(path: str, v: Any) -> None:
         _fail(path, "a bool", v)
 
 
-def _choice(path: str, v: Any, choices: Sequence[Any]) -> None:
-    if v not in choices or isinstance(v, bool):
-        _fail(path, "one of " + ", ".join(repr(c) for c in choices), v)
-
-
 def _tuple(path: str, v: Any) -> None:
     if not isinstance(v, tuple):
         _fail(path, "a tuple", v)
@@ -293,7 +289,7 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
             _fail(f"{path}.skips[{i}]", "an int >= -1", s)
     if b.skips and not allow_skips:
         _fail(f"{path}.skips", "() (skips are only allowed on stage blocks)", b.skips)
-    _choice(f"{path}.skip_merge", b.skip_merge, ("add", "concat"))
+    check_choice(f"{path}.skip_merge", b.skip_merge, ("add", "concat"))
     _tuple(f"{path}.gated_skips", b.gated_skips)
     if b.gated_skips and not allow_skips:
         _fail(f"{path}.gated_skips", "() (gated skips are only allowed on stage blocks)",
@@ -303,7 +299,7 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
             _fail(f"{path}.gated_skips[{i}]", "an int >= -1", s)
     if list(b.gated_skips) != sorted(set(b.gated_skips)):
         _fail(f"{path}.gated_skips", "distinct indices in increasing order", b.gated_skips)
-    _choice(f"{path}.gated_merge", b.gated_merge, GATED_MERGES)
+    check_choice(f"{path}.gated_merge", b.gated_merge, GATED_MERGES)
     if b.gated_merge is not None and not allow_skips:
         _fail(f"{path}.gated_merge", "None (gated skips are only allowed on stage blocks)",
               b.gated_merge)  # fmt: skip
@@ -318,14 +314,14 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         if not _is_int(a.source) or a.source < -1:
             _fail(f"{path}.addons[{e}].source", "an int >= -1", a.source)
         _pos_int(f"{path}.addons[{e}].neurons", a.neurons)
-        _choice(f"{path}.addons[{e}].kernel", a.kernel, (1, 3, 5, 7))
+        check_choice(f"{path}.addons[{e}].kernel", a.kernel, (1, 3, 5, 7))
     if isinstance(b, Conv | SepConv):
         _pos_int(f"{path}.filters", b.filters)
         _pos_int(f"{path}.kernel", b.kernel)
         _pos_int(f"{path}.stride", b.stride)
         _bool(f"{path}.bias", b.bias)
         _bool(f"{path}.norm", b.norm)
-        _choice(f"{path}.act", b.act, ACTIVATIONS)
+        check_choice(f"{path}.act", b.act, ACTIVATIONS)
     if isinstance(b, Dense):
         for name in ("kernel", "stride", "groups"):
             if getattr(b, name) != 1:
@@ -340,7 +336,7 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         _bool(f"{path}.mid_norm_act", b.mid_norm_act)
         _bool(f"{path}.act_first", b.act_first)
     elif isinstance(b, Pool):
-        _choice(f"{path}.op", b.op, ("max", "avg"))
+        check_choice(f"{path}.op", b.op, ("max", "avg"))
         _pos_int(f"{path}.window", b.window)
         _pos_int(f"{path}.stride", b.stride)
         _nonneg_int(f"{path}.padding", b.padding)
@@ -351,12 +347,12 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
         _nonneg_int(f"{path}.amount", b.amount)
     elif isinstance(b, Cell):
         _validate_sequences(f"{path}.branches", b.branches, "branch", empty_ok=True)
-        _choice(f"{path}.merge", b.merge, ("concat", "add"))
-        _choice(f"{path}.act", b.act, ACTIVATIONS)
+        check_choice(f"{path}.merge", b.merge, ("concat", "add"))
+        check_choice(f"{path}.act", b.act, ACTIVATIONS)
     elif isinstance(b, Choice):
         _validate_sequences(f"{path}.candidates", b.candidates, "candidate", empty_ok=False)
-        _choice(f"{path}.mode", b.mode, CHOICE_MODES)
-        _choice(f"{path}.update_stats", b.update_stats, ("selected", "all"))
+        check_choice(f"{path}.mode", b.mode, CHOICE_MODES)
+        check_choice(f"{path}.update_stats", b.update_stats, ("selected", "all"))
         if b.update_stats == "all" and b.mode.startswith("switch"):
             _fail(f"{path}.mode", "'all' or 'auto' with update_stats='all' (every candidate's "
                   "statistics need every candidate computed)", b.mode)  # fmt: skip
@@ -366,8 +362,8 @@ def _validate_block(b: Any, path: str, *, leaf_only: bool, allow_skips: bool) ->
             _fail(f"{path}.body", "at least one Conv or SepConv", b.body)
         for m, op in enumerate(b.body):
             _validate_block(op, f"{path}.body[{m}]", leaf_only=True, allow_skips=False)
-        _choice(f"{path}.shortcut", b.shortcut, ("auto", "identity", "projection"))
-        _choice(f"{path}.act", b.act, ACTIVATIONS)
+        check_choice(f"{path}.shortcut", b.shortcut, ("auto", "identity", "projection"))
+        check_choice(f"{path}.act", b.act, ACTIVATIONS)
 
 
 def _validate_sequences(path: str, seqs: Any, what: str, *, empty_ok: bool) -> None:
@@ -434,8 +430,8 @@ def _validate_fields(spec: Spec) -> None:
     h = spec.head
     if not isinstance(h, Head):
         _fail("head", "a Head", type(h).__name__)
-    _choice("head.kind", h.kind, HEAD_KINDS)
-    _choice("head.pool", h.pool, HEAD_POOLS)
+    check_choice("head.kind", h.kind, HEAD_KINDS)
+    check_choice("head.pool", h.pool, HEAD_POOLS)
     _tuple("head.hidden", h.hidden)
     for i, w in enumerate(h.hidden):
         _pos_int(f"head.hidden[{i}]", w)
@@ -452,17 +448,16 @@ def _validate_fnn_head(f: Any) -> None:
     _pos_int("head.fnn.num_hidden", f.num_hidden)
     _pos_int("head.fnn.dim", f.dim)
     _pos_int("head.fnn.iterations", f.iterations)
-    _choice("head.fnn.normalization", f.normalization, FNN_NORMALIZATIONS)
+    check_choice("head.fnn.normalization", f.normalization, FNN_NORMALIZATIONS)
     _bool("head.fnn.input_every_iteration", f.input_every_iteration)
     _rate("head.fnn.input_dropout", f.input_dropout)
-    _choice("head.fnn.path", f.path, FNN_PATHS)
+    check_choice("head.fnn.path", f.path, FNN_PATHS)
     if f.chunk_size is not None:
         _pos_int("head.fnn.chunk_size", f.chunk_size)
     if f.output_activation is not None:
-        _choice("head.fnn.output_activation", f.output_activation, FNN_OUTPUT_ACTIVATIONS)
-    if f.eps is not None and (isinstance(f.eps, bool) or not isinstance(f.eps, int | float)
-                              or not f.eps > 0):  # fmt: skip
-        _fail("head.fnn.eps", "a positive float", f.eps)
+        check_choice("head.fnn.output_activation", f.output_activation, FNN_OUTPUT_ACTIVATIONS)
+    if f.eps is not None:
+        check_number("head.fnn.eps", f.eps, above=0)
 
 
 def validate(spec: Spec) -> Spec:

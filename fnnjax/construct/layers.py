@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from collections.abc import Sequence
 
 from fnnjax.arch.spec import (
@@ -39,6 +38,7 @@ from fnnjax.arch.spec import (
     is_filter_block,
     out_branches,
 )
+from fnnjax.checks import check_int
 
 __all__ = [
     "apportion",
@@ -139,8 +139,7 @@ def set_block_filters(b: Block, n: int) -> Block:
     if not is_filter_block(b):
         raise TypeError(f"{type(b).__name__} has no filter count")
     n = int(n)
-    if n < 1:
-        raise ValueError(f"filter count must be positive, got {n}")
+    check_int("filter count", n)
     if isinstance(b, Conv | SepConv):
         return dataclasses.replace(b, filters=n)
     if isinstance(b, Residual):
@@ -176,8 +175,7 @@ def with_layer_filters(spec: Spec, filters: Sequence[int]) -> Spec:
     if len(filters) != d:
         raise ValueError(f"filters: expected {d} layer counts, got {len(filters)}")
     for i, f in enumerate(filters):
-        if isinstance(f, bool) or not isinstance(f, numbers.Integral) or f < 1:
-            raise ValueError(f"filters[{i}]: expected a positive int, got {f!r}")
+        check_int(f"filters[{i}]", f)
     it = iter(int(f) for f in filters)
     stages = []
     for st in spec.stages:

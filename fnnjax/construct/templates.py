@@ -66,13 +66,12 @@ Example::
 
 from __future__ import annotations
 
-import math
-import numbers
 from collections.abc import Sequence
 
 import numpy as np
 
 from fnnjax.arch.spec import Spec
+from fnnjax.checks import check_choice, check_number
 from fnnjax.construct.layers import layer_filters, scale_stem, with_layer_filters
 
 __all__ = [
@@ -122,8 +121,7 @@ def template_values(filters: Sequence[int], name: str, *, vertex: str = "exact")
             with fewer than 3 layers (its 3x3 system is singular).
     """
     key = _normalize(name)
-    if vertex not in ("exact", "printed"):
-        raise ValueError(f"vertex: expected 'exact' or 'printed', got {vertex!r}")
+    check_choice("vertex", vertex, ("exact", "printed"))
     f = np.asarray(filters, dtype=np.float64)
     if f.ndim != 1 or f.size == 0 or np.any(f < 1):
         raise ValueError(
@@ -203,8 +201,7 @@ def width_multiplier(spec: Spec, m: float, *, include_stem: bool = True) -> Spec
     Raises:
         ValueError: ``m`` is not a positive finite number.
     """
-    if isinstance(m, bool) or not isinstance(m, numbers.Real) or not math.isfinite(m) or m <= 0:
-        raise ValueError(f"width multiplier: expected a positive finite number, got {m!r}")
+    check_number("width multiplier", m, above=0)
     m = float(m)
     new = tuple(max(1, int(round(m * f))) for f in layer_filters(spec))
     scaled = with_layer_filters(spec, new)

@@ -33,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from fnnjax.checks import check_choice, is_int
 from fnnjax.errors import ConfigError
 
 __all__ = [
@@ -51,7 +52,7 @@ def _grid(params: dict[str, Any], image_shape: Sequence[int]) -> np.ndarray:
     shape = tuple(image_shape)
     if len(shape) == 2:
         shape = shape + (1,)
-    if len(shape) != 3 or any(not isinstance(n, int) or n < 1 for n in shape):
+    if len(shape) != 3 or any(not is_int(n) or n < 1 for n in shape):
         raise ConfigError(f"image_shape must be (H, W) or (H, W, C) of positive ints, got {image_shape!r}")
     O = np.asarray(params["input"]["O"], dtype=np.float64)  # noqa: E741
     if O.shape[0] != int(np.prod(shape)):
@@ -86,8 +87,7 @@ def inner_box(image_shape: Sequence[int], margin: int | None = None) -> tuple[sl
 
 
 def _resolve_method(method: str) -> str:
-    if method not in _METHODS:
-        raise ConfigError(f"method must be one of {', '.join(map(repr, _METHODS))}, got {method!r}")
+    check_choice("method", method, _METHODS)
     has_umap = importlib.util.find_spec("umap") is not None
     if method == "auto":
         return "umap" if has_umap else "pca"

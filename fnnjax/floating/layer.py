@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnjax._checks import check_float_input
+from fnnjax.checks import check_int, check_ints
 from fnnjax.errors import ConfigError, DataError
 from fnnjax.floating.network import fnn_apply
 from fnnjax.floating.neurons import (
@@ -124,21 +125,12 @@ _CUSTOM_FIELDS = tuple(
 
 
 def _num_inputs(input_shape: Sequence[int]) -> int:
-    try:
-        dims = tuple(input_shape)
-    except TypeError:
-        dims = None
-    if not dims or any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in dims):
-        raise ConfigError(
-            f"input_shape must be a non-empty sequence of positive ints (one example's shape, e.g. "
-            f"(28, 28, 1)), got {input_shape!r}"
-        )
-    return math.prod(dims)
+    check_ints("input_shape", input_shape)  # one example's shape, e.g. (28, 28, 1)
+    return math.prod(int(n) for n in input_shape)
 
 
 def _build(num_classes: int, input_shape: Sequence[int], fields: dict[str, Any]) -> FNN:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, int) or num_classes < 1:
-        raise ConfigError(f"num_classes must be an int >= 1, got {num_classes!r}")
+    check_int("num_classes", num_classes)
     num_inputs = _num_inputs(input_shape)
     config = FNNConfig(num_inputs=num_inputs, num_outputs=num_classes, **fields)  # validates
     kwargs = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)}

@@ -34,7 +34,7 @@ from typing import Any
 import jax
 import jax.numpy as jnp
 
-from fnnjax.errors import ConfigError
+from fnnjax.checks import check_choice, check_int, check_ints
 from fnnjax.floating.folding import fold_params, folded_apply
 from fnnjax.floating.neurons import (
     ACTIVATIONS,
@@ -191,8 +191,7 @@ def forward_macs(config: FNNConfig, batch: int = 1) -> int:
         >>> forward_macs(FNNConfig(num_inputs=784, num_outputs=10, num_hidden=1024, dim=256))
         2300416
     """
-    if isinstance(batch, bool) or not isinstance(batch, int) or batch < 1:
-        raise ConfigError(f"batch must be an int >= 1, got {batch!r}")
+    check_int("batch", batch)
     r, n, s, d, k = (config.num_inputs, config.num_hidden, config.num_outputs, config.dim,
                      config.iterations)  # fmt: skip
     if config.path == "materialized":
@@ -252,10 +251,7 @@ def init_multilayer_params(
         ``{"input": {"O","a","b"}, "layers": [{"I","O","a","b"}, ...], "output": {"I","a","b"}}``
         (same initialization scheme as the FNN).
     """
-    if not layer_sizes or any(
-        isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in layer_sizes
-    ):
-        raise ConfigError(f"layer_sizes must be a non-empty sequence of ints >= 1, got {layer_sizes!r}")
+    check_ints("layer_sizes", layer_sizes)
     keys = jax.random.split(key, len(layer_sizes) + 2)
     return {
         "input": init_input_neurons(keys[0], num_inputs, dim, dtype),
@@ -290,13 +286,8 @@ def multilayer_apply(
     Returns:
         ``[batch, S]``.
     """
-    if path not in PATHS:
-        raise ConfigError(f"path must be one of {', '.join(map(repr, PATHS))}, got {path!r}")
-    if output_activation not in ACTIVATIONS:
-        raise ConfigError(
-            f"output_activation must be one of {', '.join(map(repr, ACTIVATIONS))}, "
-            f"got {output_activation!r}"
-        )
+    check_choice("path", path, PATHS)
+    check_choice("output_activation", output_activation, ACTIVATIONS)
     if path == "materialized":
 
         def step(targets, source_O, y, activation="relu"):

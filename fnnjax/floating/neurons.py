@@ -37,6 +37,7 @@ import jax
 import jax.numpy as jnp
 
 from fnnjax._checks import check_float_input
+from fnnjax.checks import check_bool, check_choice, check_int, check_number, check_share
 from fnnjax.errors import ConfigError, DataError
 
 __all__ = [
@@ -83,16 +84,6 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 
-def _check_int(name: str, value: Any, minimum: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
-        raise ConfigError(f"{name} must be an int >= {minimum}, got {value!r}")
-
-
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> None:
-    if value not in choices:
-        raise ConfigError(f"{name} must be one of {', '.join(map(repr, choices))}, got {value!r}")
-
-
 @dataclasses.dataclass(frozen=True)
 class FNNConfig:
     """Static (shape- and code-deciding) hyper-parameters of an FNN (section 3.3).
@@ -133,25 +124,15 @@ class FNNConfig:
     eps: float = L2_EPS
 
     def __post_init__(self) -> None:
-        _check_int("num_inputs", self.num_inputs, 1)
-        _check_int("num_outputs", self.num_outputs, 1)
-        _check_int("num_hidden", self.num_hidden, 1)
-        _check_int("dim", self.dim, 1)
-        _check_int("iterations", self.iterations, 1)
-        _check_int("chunk_size", self.chunk_size, 1)
-        _check_choice("normalization", self.normalization, NORMALIZATIONS)
-        _check_choice("path", self.path, PATHS)
-        _check_choice("output_activation", self.output_activation, ACTIVATIONS)
-        if not isinstance(self.input_every_iteration, bool):
-            raise ConfigError(
-                f"input_every_iteration must be a bool, got {self.input_every_iteration!r}"
-            )
-        rate = self.input_dropout
-        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0.0 <= rate < 1.0:
-            raise ConfigError(f"input_dropout must be a float in [0, 1), got {rate!r}")
-        eps = self.eps
-        if isinstance(eps, bool) or not isinstance(eps, int | float) or not eps >= 0.0:
-            raise ConfigError(f"eps must be a float >= 0, got {eps!r}")
+        for name in ("num_inputs", "num_outputs", "num_hidden", "dim", "iterations", "chunk_size"):
+            check_int(name, getattr(self, name))
+            object.__setattr__(self, name, int(getattr(self, name)))  # NumPy ints as well
+        check_choice("normalization", self.normalization, NORMALIZATIONS)
+        check_choice("path", self.path, PATHS)
+        check_choice("output_activation", self.output_activation, ACTIVATIONS)
+        check_bool("input_every_iteration", self.input_every_iteration)
+        check_share("input_dropout", self.input_dropout)
+        check_number("eps", self.eps, at_least=0.0)
 
 
 def preset_config(name: str, num_inputs: int, num_outputs: int = 10, **overrides: Any) -> FNNConfig:
@@ -168,8 +149,7 @@ def preset_config(name: str, num_inputs: int, num_outputs: int = 10, **overrides
         ConfigError: unknown preset, an override that is not an FNNConfig field, or one the preset
             fixes, or a bad value.
     """
-    if name not in PRESETS:
-        raise ConfigError(f"preset must be one of {', '.join(map(repr, PRESETS))}, got {name!r}")
+    check_choice("preset", name, PRESETS)
     fixed = set(PRESETS[name]) - {"iterations"}
     allowed = {f.name for f in dataclasses.fields(FNNConfig)} - {"num_inputs", "num_outputs"} - fixed
     for key in overrides:
@@ -251,12 +231,9 @@ def transform(neurons: dict[str, jax.Array], z: jax.Array, activation: str = "re
     Returns:
         ``[..., n]``.
     """
+    check_choice("activation", activation, ACTIVATIONS)
     y = neurons["a"] * z + neurons["b"]
-    if activation == "relu":
-        return jax.nn.relu(y)
-    if activation == "identity":
-        return y
-    raise ConfigError(f"activation must be one of 'relu', 'identity', got {activation!r}")
+    return jax.nn.relu(y) if activation == "relu" else y
 
 
 def check_fnn_input(

@@ -65,6 +65,7 @@ from typing import NamedTuple
 import jax
 import jax.numpy as jnp
 
+from fnnjax.checks import check_choice, check_int
 from fnnjax.errors import ConfigError
 from fnnjax.floating.neurons import DEFAULT_CHUNK_SIZE, L2_EPS, NORMALIZATIONS, transform
 
@@ -96,11 +97,7 @@ __all__ = [
 
 
 def _check_normalization(normalization: str) -> None:
-    if normalization not in NORMALIZATIONS:
-        raise ConfigError(
-            f"normalization must be one of {', '.join(map(repr, NORMALIZATIONS))}, "
-            f"got {normalization!r}"
-        )
+    check_choice("normalization", normalization, NORMALIZATIONS)
 
 
 def similarity(I: jax.Array, O: jax.Array) -> jax.Array:  # noqa: E741
@@ -390,8 +387,7 @@ class ChunkedSources(NamedTuple):
 
 def chunk_sources(O: jax.Array, chunk_size: int = DEFAULT_CHUNK_SIZE) -> ChunkedSources:  # noqa: E741
     """Cuts ``O`` (``[M, d]``) into ``ceil(M / c)`` chunks of ``c = min(chunk_size, M)`` rows."""
-    if isinstance(chunk_size, bool) or not isinstance(chunk_size, int) or chunk_size < 1:
-        raise ConfigError(f"chunk_size must be an int >= 1, got {chunk_size!r}")
+    check_int("chunk_size", chunk_size)
     m, d = O.shape
     c = min(chunk_size, m)
     n = -(-m // c)

@@ -51,6 +51,7 @@ from typing import Any
 
 import jax.numpy as jnp
 
+from fnnjax.checks import check_int
 from fnnjax.errors import ConfigError
 from fnnjax.floating.neurons import FNNConfig
 
@@ -59,8 +60,7 @@ __all__ = ["block_embedding", "multilayer_to_fnn", "multilayer_to_fnn_config"]
 
 def block_embedding(x: jnp.ndarray, j: int, num_blocks: int) -> jnp.ndarray:
     """``E_j`` of the proof (1-based ``j``): ``[n, d] -> [n, num_blocks * d]`` with ``x`` in block j."""
-    if not 1 <= j <= num_blocks:
-        raise ConfigError(f"block j must be in [1, {num_blocks}], got {j!r}")
+    check_int("j", j, 1, maximum=num_blocks)
     n, d = x.shape
     return jnp.concatenate(
         [jnp.zeros((n, (j - 1) * d), x.dtype), x, jnp.zeros((n, (num_blocks - j) * d), x.dtype)],

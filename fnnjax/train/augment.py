@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 import jax
 import jax.numpy as jnp
 
+from fnnjax.checks import check_int
 from fnnjax.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -55,10 +56,9 @@ class Augmentation:
     warnings: tuple[str, ...] = dataclasses.field(default=(), compare=False)
 
     def __post_init__(self) -> None:
-        if isinstance(self.padding, bool) or not isinstance(self.padding, int) or self.padding < 0:
-            raise ConfigError(f"Augmentation padding must be an int >= 0, got {self.padding!r}")
-        if isinstance(self.cutout, bool) or not isinstance(self.cutout, int) or self.cutout < 0:
-            raise ConfigError(f"Augmentation cutout must be an int >= 0, got {self.cutout!r}")
+        for field in ("padding", "cutout"):
+            check_int(field, getattr(self, field), 0)
+            object.__setattr__(self, field, int(getattr(self, field)))  # NumPy ints as well
 
     @property
     def is_identity(self) -> bool:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import dataclasses
 import functools
-import math
 from typing import Any
 
 import jax
 import jax.numpy as jnp
 import optax
 
+from fnnjax.checks import check_choice, check_int, check_number
 from fnnjax.errors import ConfigError
 
 __all__ = ["OPTIMIZERS", "SCHEDULES", "TrainConfig", "cosine_restarts", "make_optimizer", "make_schedule"]
@@ -90,32 +90,26 @@ class TrainConfig:
     tensorboard: bool = False
 
     def __post_init__(self) -> None:
-        def need(ok: bool, field: str, expected: str) -> None:
-            if not ok:
-                raise ConfigError(f"{field}: expected {expected}, got {getattr(self, field)!r}")
-
-        need(self.optimizer in OPTIMIZERS, "optimizer", f"one of {', '.join(OPTIMIZERS)}")
-        need(self.schedule in SCHEDULES, "schedule", f"one of {', '.join(SCHEDULES)}")
-        need(isinstance(self.epochs, int) and self.epochs >= 1, "epochs", "an integer >= 1")
-        need(isinstance(self.batch_size, int) and self.batch_size >= 1, "batch_size", "an integer >= 1")
-        need(math.isfinite(self.learning_rate) and self.learning_rate > 0, "learning_rate", "a positive number")
-        need(0 <= self.momentum < 1, "momentum", "a number in [0, 1)")
-        need(self.weight_decay >= 0, "weight_decay", "a number >= 0")
-        need(self.warmup_epochs >= 0, "warmup_epochs", "a number >= 0")
-        need(self.grad_clip is None or self.grad_clip > 0, "grad_clip", "a positive number or None")
-        need(isinstance(self.cutout, int) and not isinstance(self.cutout, bool) and self.cutout >= 0,
-             "cutout", "an int >= 0 (0: off)")  # fmt: skip
-        need(self.eval_batch_size >= 1, "eval_batch_size", "an integer >= 1")
-        need(self.checkpoint_every_epochs >= 1, "checkpoint_every_epochs", "an integer >= 1")
-        need(self.keep_checkpoints >= 1, "keep_checkpoints", "an integer >= 1")
-        need(self.log_every_steps >= 1, "log_every_steps", "an integer >= 1")
-        need(self.schedule != "step" or len(self.step_epochs) > 0, "step_epochs",
-             "at least one milestone epoch for schedule='step'")
-        need(isinstance(self.restart_epochs, int) and self.restart_epochs >= 1, "restart_epochs",
-             "an integer >= 1")
-        need(self.restart_mult >= 1, "restart_mult", "a number >= 1")
-        need(0 <= self.min_learning_rate <= self.learning_rate, "min_learning_rate",
-             f"a number in [0, learning_rate = {self.learning_rate}]")
+        check_choice("optimizer", self.optimizer, OPTIMIZERS)
+        check_choice("schedule", self.schedule, SCHEDULES)
+        for field in ("epochs", "batch_size", "restart_epochs", "eval_batch_size",
+                      "checkpoint_every_epochs", "keep_checkpoints", "log_every_steps", "cutout"):
+            value = getattr(self, field)
+            check_int(field, value, 0 if field == "cutout" else 1)
+            object.__setattr__(self, field, int(value))  # a NumPy int too, so config.json writes it
+        check_number("learning_rate", self.learning_rate, above=0)
+        check_number("momentum", self.momentum, at_least=0, below=1)
+        check_number("weight_decay", self.weight_decay, at_least=0)
+        check_number("warmup_epochs", self.warmup_epochs, at_least=0)
+        check_number("grad_clip", self.grad_clip, above=0, none=True)
+        check_number("restart_mult", self.restart_mult, at_least=1)
+        if self.schedule == "step" and not self.step_epochs:
+            raise ConfigError(f"step_epochs: expected at least one milestone epoch for "
+                              f"schedule='step', got {self.step_epochs!r}")  # fmt: skip
+        check_number("min_learning_rate", self.min_learning_rate, at_least=0)
+        if self.min_learning_rate > self.learning_rate:
+            raise ConfigError(f"min_learning_rate: expected a number in [0, learning_rate = "
+                              f"{self.learning_rate}], got {self.min_learning_rate!r}")  # fmt: skip
 
     def to_dict(self) -> dict[str, Any]:
         return {**dataclasses.asdict(self), "step_epochs": list(self.step_epochs)}

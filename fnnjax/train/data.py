@@ -52,6 +52,7 @@ from pathlib import Path
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax.checks import check_choice, check_share, is_int
 from fnnjax.errors import ConfigError, DataError, DatasetNotFoundError
 from fnnjax.train.augment import Augmentation, augment, augmentation_for, cutout, random_crop_flip
 from fnnjax.train.dataset import Dataset, Split
@@ -360,8 +361,7 @@ def load(name: str, split: str = "train") -> Split:
         ConfigError: unknown ``name`` or ``split``.
         DatasetNotFoundError: the files are nowhere fnnjax looks (the message says how to get them).
     """
-    if split not in ("train", "test"):
-        raise ConfigError(f"split must be 'train' or 'test', got {split!r}")
+    check_choice("split", split, ("train", "test"))
     return _raw(name)[0][split]
 
 
@@ -453,8 +453,7 @@ def _check_split(
 
 
 def _check_num_classes(num_classes, name: str) -> None:
-    if isinstance(num_classes, bool) or not isinstance(num_classes, (int, np.integer)) \
-            or num_classes < 1:
+    if not is_int(num_classes) or num_classes < 1:
         raise DataError(
             f"num_classes of dataset {name!r} must be a positive integer, got {num_classes!r} "
             "(for regression: the number of outputs)"
@@ -475,8 +474,7 @@ def validate_dataset(data: Dataset, targets: str = "labels") -> None:
     Raises:
         DataError: the first problem found, naming the split, the index and what was expected.
     """
-    if targets not in ("labels", "values"):
-        raise ConfigError(f"targets: expected 'labels' or 'values', got {targets!r}")
+    check_choice("targets", targets, ("labels", "values"))
     _check_num_classes(data.num_classes, data.name)
     for name, split in (("train", data.train), ("validation", data.validation),
                         ("test", data.test)):  # fmt: skip
@@ -540,8 +538,7 @@ def load_dataset(
         DatasetNotFoundError: the files are nowhere fnnjax looks (the message says how to get them).
         DataError: a file is damaged, or its images, labels or shapes disagree (names the file).
     """
-    if not 0.0 <= validation_fraction < 1.0:
-        raise ConfigError(f"validation_fraction must be in [0, 1), got {validation_fraction}")
+    check_share("validation_fraction", validation_fraction)
     from fnnjax.train import tasks  # noqa: PLC0415
 
     if tasks.is_generated(name):  # float inputs and targets: nothing to scale

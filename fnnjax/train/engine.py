@@ -32,6 +32,7 @@ import numpy as np
 import optax
 from flax import struct
 
+from fnnjax.checks import is_int
 from fnnjax.errors import ConfigError
 from fnnjax.train import sharding
 from fnnjax.train.dataset import Split
@@ -500,7 +501,7 @@ class Engine:
         if chunk == "auto":
             one_cpu = self.mesh.size == 1 and self.mesh.devices.flat[0].platform == "cpu"
             chunk = 1 if one_cpu else None
-        if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        if chunk is not None and not (is_int(chunk) and chunk >= 1):
             raise ConfigError(f"chunk: expected a positive int, None or 'auto', got {chunk!r}")
         key = (collection, batch_norm, tuple(shared), chunk)
         if key not in self._population_steps:

@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from fnnjax.checks import check_choice, check_int, check_number
 from fnnjax.errors import ConfigError
 
 __all__ = ["POOL_TEST", "POOL_TRAIN", "SINES_NAMES", "as_vectors", "is_generated", "load_sines",
@@ -34,11 +35,6 @@ __all__ = ["POOL_TEST", "POOL_TRAIN", "SINES_NAMES", "as_vectors", "is_generated
 POOL_TRAIN, POOL_TEST = 16384, 2048
 SINES_NAMES = "sines<D>d-c<C>"  # how the family is written in listings and messages
 _SINES = re.compile(r"^sines(\d+)d-c(\d+)$")
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
 
 
 def sines_dataset(
@@ -54,14 +50,12 @@ def sines_dataset(
     """
     from fnnjax.train.dataset import Dataset, Split  # noqa: PLC0415
 
-    _check_int("complexity", complexity, 1)
-    if dim not in (1, 2):
-        raise ValueError(f"dim: expected 1 or 2, got {dim!r}")
+    check_int("complexity", complexity)
+    check_choice("dim", dim, (1, 2))
     for name, n in (("num_train", num_train), ("num_validation", num_validation),
                     ("num_test", num_test)):  # fmt: skip
-        _check_int(name, n, 0 if name != "num_train" else 1)
-    if not (isinstance(noise, int | float) and noise >= 0 and np.isfinite(noise)):
-        raise ValueError(f"noise: expected a finite number >= 0, got {noise!r}")
+        check_int(name, n, 0 if name != "num_train" else 1)
+    check_number("noise", noise, at_least=0)
     fn = np.random.default_rng([complexity, dim, 7])
     directions = fn.normal(size=(complexity, dim))
     directions /= np.linalg.norm(directions, axis=1, keepdims=True)

@@ -96,7 +96,7 @@ def test_version_1_files_with_untyped_fnn_options_still_read():
         (Head(kind="fnn", fnn=FnnHead(num_hidden=0)), "head.fnn.num_hidden: expected a positive int"),
         (Head(kind="fnn", fnn=FnnHead(normalization="l1")), "head.fnn.normalization: expected one of"),
         (Head(kind="fnn", fnn=FnnHead(input_dropout=1.0)), "head.fnn.input_dropout: expected a float"),
-        (Head(kind="fnn", fnn=FnnHead(eps=0.0)), "head.fnn.eps: expected a positive float"),
+        (Head(kind="fnn", fnn=FnnHead(eps=0.0)), "head.fnn.eps: expected a positive number"),
         (Head(kind="linear", fnn=FnnHead()), "head.fnn: expected None for a 'linear' head"),
     ],
 )

@@ -171,7 +171,7 @@ def test_dnp_mistakes_are_one_clear_error():
         nhn.dnp(v["params"], v["masks"])
     with pytest.raises(ValueError, match="give exactly one of ratio"):
         nhn.dnp(v["params"], v["masks"], ratio=0.5, threshold=0.1)
-    with pytest.raises(ValueError, match=r"ratio: expected a fraction in \[0, 1\], got 85"):
+    with pytest.raises(ValueError, match=r"ratio: expected a number in \[0, 1\], got 85"):
         nhn.dnp(v["params"], v["masks"], ratio=85)
     with pytest.raises(ValueError, match="masks: no kernel_mask for"):
         nhn.dnp(v["params"], {}, ratio=0.5)

@@ -76,7 +76,7 @@ def test_invalid_arguments_raise_one_clear_error():
     with pytest.raises(ValueError, match=r"^vertex: expected"):
         apply_template(spec, "quadratic", vertex="middle")
     for m in (0, -1.0, float("nan"), float("inf"), True, "2"):
-        with pytest.raises(ValueError, match=r"^width multiplier: expected a positive finite number"):
+        with pytest.raises(ValueError, match=r"^width multiplier: expected a positive number"):
             width_multiplier(spec, m)
     with pytest.raises(ValueError, match=r"needs at least 3 layers, got 2"):
         template_filters((4, 8), "quadratic")

@@ -445,5 +445,5 @@ def test_cutout_zeroes_one_clipped_square_per_image_and_joins_the_policy():
     assert not policy.is_identity and policy.describe() == {"padding": 0, "flip": False, "cutout": 4}
     np.testing.assert_array_equal(augment(jax.random.key(1), x, policy).min(), 0.0)
     assert Augmentation(padding=1).describe() == {"padding": 1, "flip": False}  # old identities
-    with pytest.raises(ConfigError, match="cutout must be an int >= 0"):
+    with pytest.raises(ConfigError, match="cutout: expected a non-negative int, got -1"):
         Augmentation(cutout=-1)

@@ -338,7 +338,7 @@ def test_schedules():
     np.testing.assert_allclose([float(sgdr(s)) for s in steps], expected, rtol=1e-5)
     with pytest.raises(ConfigError, match=r"min_learning_rate: expected a number in \[0, learning_rate"):
         _config(schedule="cosine_restarts", min_learning_rate=0.1)
-    with pytest.raises(ConfigError, match="restart_epochs: expected an integer >= 1, got 0"):
+    with pytest.raises(ConfigError, match="restart_epochs: expected a positive int, got 0"):
         _config(schedule="cosine_restarts", restart_epochs=0)
 
 

@@ -42,6 +42,7 @@ import numpy as np
 from fnnjax.arch.grow import inserted_residual_spec
 from fnnjax.arch.profile import analytic_counts
 from fnnjax.arch.spec import Spec
+from fnnjax.checks import check_int, check_number, check_share
 from fnnjax.construct.capacity.ops import _locate, _with_filters, unit_filters
 from fnnjax.construct.capacity.saliency import sum_per_block
 
@@ -67,24 +68,14 @@ class CapacityConfig:
 
     def __post_init__(self) -> None:
         for name in ("window", "grow_units", "max_units"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            check_int(name, getattr(self, name))
         for name in ("cooldown", "warmup", "grace"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 0:
-                raise ValueError(f"{name}: expected an int >= 0, got {v!r}")
+            check_int(name, getattr(self, name), 0)
         for name in ("min_params", "max_params"):
-            v = getattr(self, name)
-            if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-                raise ValueError(f"{name}: expected a positive int or None, got {v!r}")
+            check_int(name, getattr(self, name), none=True)
         for name in ("tau", "shrink_below", "remove_below"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int | float) or not 0 <= v < 1:
-                raise ValueError(f"{name}: expected a number in [0, 1), got {v!r}")
-        t = self.loss_target
-        if t is not None and (isinstance(t, bool) or not isinstance(t, int | float) or not t > 0):
-            raise ValueError(f"loss_target: expected a positive number or None, got {t!r}")
+            check_share(name, getattr(self, name))
+        check_number("loss_target", self.loss_target, above=0, none=True)
         lo, hi = self.min_params, self.max_params
         if lo is not None and hi is not None and lo > hi:
             raise ValueError(f"min_params: expected at most max_params={hi}, got {lo}")

@@ -35,6 +35,7 @@ from fnnjax.arch.grow import Grown, fresh_variables, input_channels, split_units
 from fnnjax.arch.shapes import block_shapes, residual_projects
 from fnnjax.arch.spec import Conv, Residual, SepConv, Spec, Stage
 from fnnjax.arch.surgery import transplant_params
+from fnnjax.checks import check_choice, is_int
 
 __all__ = ["narrow", "remove_block", "unit_filters", "widen"]
 
@@ -127,14 +128,14 @@ def widen(
     docstring). ``key``: the new units' incoming weights (``"zero"``) or which units are split
     (``"net2wider"``)."""
     n = unit_filters(spec, unit)
-    if isinstance(width, bool) or not isinstance(width, int) or width <= n:
+    if not is_int(width) or width <= n:
         raise ValueError(f"width: expected an int above the current {n} units of {unit!r}, got "
                          f"{width!r}")  # fmt: skip
+    check_choice("method", method, ("zero", "net2wider"))
+    width = int(width)
     new = _with_filters(spec, unit, width)  # refuses a width an identity shortcut cannot add
     if method == "net2wider":
         return split_units(spec, variables, new, unit, n, width, key=key)
-    if method != "zero":
-        raise ValueError(f"method: expected 'zero' or 'net2wider', got {method!r}")
     return _moved(spec, variables, new, {unit: list(range(n)) + [-1] * (width - n)}, key)
 
 

@@ -42,6 +42,7 @@ import jax.numpy as jnp
 from fnnjax._trees import at_path
 from fnnjax.arch.shapes import infer_layers
 from fnnjax.arch.spec import Spec
+from fnnjax.checks import check_int
 
 __all__ = [
     "block_saliency",
@@ -82,8 +83,7 @@ def hutchinson_diagonal(
     Returns:
         A pytree like ``params``: the estimated ``H_ii``.
     """
-    if isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1:
-        raise ValueError(f"chunk: expected a positive int, got {chunk!r}")
+    check_int("chunk", chunk)
     if num_samples < 1 or num_samples % chunk:
         raise ValueError(f"num_samples: expected a positive multiple of chunk={chunk}, got "
                          f"{num_samples}")  # fmt: skip

@@ -18,16 +18,10 @@ re-exported here.
 
 from __future__ import annotations
 
-import numpy as np
-
+from fnnjax.checks import check_int
 from fnnjax.train.tasks import as_vectors, sines_dataset
 
 __all__ = ["as_vectors", "residual_conv_spec", "residual_mlp_spec", "sines_dataset"]
-
-
-def _check_int(name: str, value: object, low: int) -> None:
-    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < low:
-        raise ValueError(f"{name}: expected an int >= {low}, got {value!r}")
 
 
 def residual_mlp_spec(input_shape, outputs: int, *, width: int = 32, hidden: int = 16,
@@ -37,8 +31,8 @@ def residual_mlp_spec(input_shape, outputs: int, *, width: int = 32, hidden: int
     from fnnjax.arch import Dense, Head, Residual, Spec, Stage  # noqa: PLC0415
 
     for name, v in (("outputs", outputs), ("width", width), ("hidden", hidden)):
-        _check_int(name, v, 1)
-    _check_int("blocks", blocks, 0)
+        check_int(name, v)
+    check_int("blocks", blocks, 0)
     body = (Dense(filters=hidden), Dense(filters=width, act=None))
     return Spec(input_shape=tuple(input_shape), num_classes=outputs, stem=(Dense(filters=width),),
                 stages=(Stage(blocks=tuple(Residual(body=body) for _ in range(blocks))),),
@@ -55,7 +49,7 @@ def residual_conv_spec(input_shape, outputs: int, *, width: int = 16, hidden: in
 
     for name, v in (("outputs", outputs), ("width", width), ("hidden", hidden),
                     ("blocks", blocks), ("stages", stages)):  # fmt: skip
-        _check_int(name, v, 1)
+        check_int(name, v)
     out_stages = []
     for i in range(stages):
         w, h = width * 2**i, hidden * 2**i

@@ -8,6 +8,8 @@ from typing import Any
 
 import jax
 
+from fnnjax.checks import check_choice
+
 __all__ = ["AUTO_EXECUTION", "EXECUTION_MODES", "QUICK_SEARCH", "SearchConfig", "resolve_execution"]
 
 
@@ -161,8 +163,7 @@ def resolve_execution(mode: str, update_stats: str = "selected",
     Raises:
         ValueError: an unknown mode, or ``"sampled"``/``"switch*"`` with ``update_stats="all"``.
     """
-    if mode not in EXECUTION_MODES:
-        raise ValueError(f"mode: expected one of {EXECUTION_MODES}, got {mode!r}")
+    check_choice("mode", mode, EXECUTION_MODES)
     if update_stats == "all":
         if mode not in ("auto", "all"):
             raise ValueError(f"mode: {mode!r} runs only the sampled op, but update_stats='all' "

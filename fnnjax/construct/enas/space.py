@@ -22,6 +22,7 @@ from fnnjax.arch.spec import (
     Spec,
     Stage,
 )
+from fnnjax.checks import check_choice, check_int
 
 OPS = ("conv3x3", "sep3x3", "conv5x5", "sep5x5", "avgpool", "maxpool")
 
@@ -72,8 +73,7 @@ SKIP_CONVENTIONS = ("paper", "released")
 def _skips(k: int, convention: str = "paper") -> tuple[int, ...]:
     """Flat sources of layer ``k``'s skip bits: layers ``0 .. k-1`` (``"paper"``), or the stem
     (-1) and layers ``0 .. k-2`` (``"released"``: the released child's ``prev_layers``)."""
-    if convention not in SKIP_CONVENTIONS:
-        raise ValueError(f"skips: expected one of {SKIP_CONVENTIONS}, got {convention!r}")
+    check_choice("skips", convention, SKIP_CONVENTIONS)
     return tuple(range(k)) if convention == "paper" else tuple(range(-1, k - 1))
 
 
@@ -127,10 +127,8 @@ def macro_space(
 
 
 def _check_sizes(layers: int, filters: int) -> None:
-    if isinstance(layers, bool) or not isinstance(layers, int) or layers < 1:
-        raise ValueError(f"layers: expected a positive int, got {layers!r}")
-    if isinstance(filters, bool) or not isinstance(filters, int) or filters < 2:
-        raise ValueError(f"filters: expected an int >= 2, got {filters!r}")
+    check_int("layers", layers)
+    check_int("filters", filters, 2)
 
 
 def _layer_paths(layers: int) -> list[str]:

@@ -14,6 +14,7 @@ import re
 from collections.abc import Sequence
 
 from fnnjax.arch.spec import Block, Cell, Conv, Head, Pool, SepConv, Spec, Stage, block_name
+from fnnjax.checks import check_bool, check_choice, check_int, check_share
 
 __all__ = [
     "CELL_OPS",
@@ -85,8 +86,7 @@ class EnvelopeConfig:
     stem_stride: int = 1
 
     def __post_init__(self) -> None:
-        if isinstance(self.channels, bool) or not isinstance(self.channels, int) or self.channels < 1:
-            raise ValueError(f"channels: expected a positive int, got {self.channels!r}")
+        check_int("channels", self.channels)
         cell = tuple(self.cell)
         object.__setattr__(self, "cell", cell)
         if not cell:
@@ -96,16 +96,11 @@ class EnvelopeConfig:
                 raise ValueError(f"cell: expected blocks like '3x3' or '5x5sep', got {op!r}")
         if len(set(cell)) != len(cell):
             raise ValueError(f"cell: expected distinct blocks, got {cell!r}")
-        if self.order not in ORDERS:
-            raise ValueError(f"order: expected one of {', '.join(ORDERS)}, got {self.order!r}")
-        if self.width not in WIDTHS:
-            raise ValueError(f"width: expected one of {', '.join(WIDTHS)}, got {self.width!r}")
-        if not isinstance(self.dense_skips, bool):
-            raise ValueError(f"dense_skips: expected a bool, got {self.dense_skips!r}")
-        if isinstance(self.dropout, bool) or not 0.0 <= self.dropout < 1.0:
-            raise ValueError(f"dropout: expected a float in [0, 1), got {self.dropout!r}")
-        if self.stem_stride not in (1, 2):
-            raise ValueError(f"stem_stride: expected 1 or 2, got {self.stem_stride!r}")
+        check_choice("order", self.order, ORDERS)
+        check_choice("width", self.width, WIDTHS)
+        check_bool("dense_skips", self.dense_skips)
+        check_share("dropout", self.dropout)
+        check_choice("stem_stride", self.stem_stride, (1, 2))
         if self.channels < len(cell):
             raise ValueError(f"channels: expected at least M = {len(cell)} (one channel per "
                              f"block), got {self.channels}")  # fmt: skip

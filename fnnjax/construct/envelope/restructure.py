@@ -22,6 +22,7 @@ import jax
 import numpy as np
 
 from fnnjax.arch.spec import Spec
+from fnnjax.checks import check_bool, check_int, check_ints, check_number
 from fnnjax.construct.envelope.net import (
     EnvelopeConfig,
     Layers,
@@ -74,16 +75,12 @@ class RestructureConfig:
     worst_case: bool = False
 
     def __post_init__(self) -> None:
-        if isinstance(self.max_prune, bool) or not isinstance(self.max_prune, int) or self.max_prune < 1:
-            raise ValueError(f"max_prune: expected a positive int, got {self.max_prune!r}")
-        if not 0.0 < self.prune_fraction <= 1.0:
-            raise ValueError(f"prune_fraction: expected a number in (0, 1], got {self.prune_fraction!r}")
+        check_int("max_prune", self.max_prune)
+        check_number("prune_fraction", self.prune_fraction, above=0.0, at_most=1.0)
         if self.max_layers is not None:
             object.__setattr__(self, "max_layers", tuple(self.max_layers))
-            if any(isinstance(n, bool) or not isinstance(n, int) or n < 1 for n in self.max_layers):
-                raise ValueError(f"max_layers: expected positive ints, got {self.max_layers!r}")
-        if not isinstance(self.worst_case, bool):
-            raise ValueError(f"worst_case: expected a bool, got {self.worst_case!r}")
+            check_ints("max_layers", self.max_layers, empty=True)  # one per stage: checked later
+        check_bool("worst_case", self.worst_case)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -36,6 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
+from fnnjax.checks import check_choice, check_number
 from fnnjax.construct.nhn.genes import GeneSpace, mutate, random_genes, recombine
 
 __all__ = [
@@ -86,14 +87,12 @@ class LocationConfig:
                              f"{len(self.pairs)} children + the fresh ones")  # fmt: skip
         if any(len(p) != 2 or not (0 <= min(p) and max(p) < self.keep) for p in self.pairs):
             raise ValueError(f"pairs: expected rank pairs among the {self.keep} kept, got {self.pairs}")
-        if self.fresh not in FRESH:
-            raise ValueError(f"fresh: expected one of {FRESH}, got {self.fresh!r}")
+        check_choice("fresh", self.fresh, FRESH)
         if self.fresh == "mutate" and n_fresh > self.keep:
             raise ValueError(f"fresh='mutate': {n_fresh} mutants need as many kept ranks "
                              f"(keep={self.keep})")  # fmt: skip
         for name in ("none_prob", "mutation_rate"):
-            if not 0.0 <= getattr(self, name) <= 1.0:
-                raise ValueError(f"{name}: expected a probability, got {getattr(self, name)!r}")
+            check_number(name, getattr(self, name), at_least=0.0, at_most=1.0)
 
     @property
     def n_fresh(self) -> int:
@@ -176,8 +175,7 @@ class DirectionConfig:
     def __post_init__(self):
         if self.population < 2:
             raise ValueError(f"population: expected >= 2 (the best and a new one), got {self.population}")
-        if not 0.0 < self.density <= 1.0:
-            raise ValueError(f"density: expected a share in (0, 1], got {self.density!r}")
+        check_number("density", self.density, above=0.0, at_most=1.0)
 
 
 @struct.dataclass

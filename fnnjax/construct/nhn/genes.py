@@ -40,6 +40,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from fnnjax.arch.spec import AddOn, Spec, addon_name, stage_starts
+from fnnjax.checks import check_int, check_number
 
 __all__ = [
     "GeneSpace",
@@ -133,8 +134,7 @@ def _draw(key: jax.Array, shape: tuple[int, ...], space: GeneSpace, none_prob: f
 
 def random_genes(key: jax.Array, space: GeneSpace, n: int, *, none_prob: float = 0.8) -> jax.Array:
     """``[n, size]`` int32 random gene codes (module docstring)."""
-    if not 0.0 <= none_prob <= 1.0:
-        raise ValueError(f"none_prob: expected a probability in [0, 1], got {none_prob!r}")
+    check_number("none_prob", none_prob, at_least=0.0, at_most=1.0)
     return _draw(key, (n, space.size), space, none_prob)
 
 
@@ -155,8 +155,7 @@ def addon_space(spec: Spec, neurons: int, kernels: Sequence[int] = (3, 5)) -> Sp
     """``spec`` with every possible add-on location as an edge (module docstring), each of
     ``neurons`` units. ``spec``'s blocks must have no add-on edges yet."""
     space = gene_space(spec, kernels)
-    if neurons < 1:
-        raise ValueError(f"neurons: expected a positive count, got {neurons!r}")
+    check_int("neurons", neurons)
     stages, g = [], 0
     for st in spec.stages:
         blocks = []

@@ -25,6 +25,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from fnnjax.checks import check_number
 from fnnjax.construct.nhn.smooth import smoothable_kernels
 
 __all__ = ["PruneResult", "dnp", "kernel_std", "prunable_kernels"]
@@ -81,8 +82,8 @@ def dnp(params: Mapping[str, Any], masks: Mapping[str, Any], *, ratio: float | N
     if (ratio is None) == (threshold is None):
         raise ValueError("dnp: give exactly one of ratio (a fraction to prune) and threshold "
                          "(a standard deviation, or one per layer)")  # fmt: skip
-    if ratio is not None and not 0.0 <= ratio <= 1.0:
-        raise ValueError(f"ratio: expected a fraction in [0, 1], got {ratio!r}")
+    if ratio is not None:
+        check_number("ratio", ratio, at_least=0.0, at_most=1.0)
     every = prunable_kernels(params, sizes, depthwise)
     unknown = sorted(set(exclude) - set(every))
     if unknown:

@@ -22,13 +22,14 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
+from fnnjax.checks import check_number
+
 __all__ = ["gaussian_filter", "smooth_kernel", "smooth_init", "smoothable_kernels"]
 
 
 def gaussian_filter(sigma: float = 1.0, size: int = 3) -> np.ndarray:
     """The normalized ``size x size`` Gaussian (float64, sums to 1)."""
-    if not sigma > 0:
-        raise ValueError(f"sigma: expected a positive number, got {sigma!r}")
+    check_number("sigma", sigma, above=0)
     if size < 1 or size % 2 == 0:
         raise ValueError(f"size: expected an odd positive int, got {size!r}")
     r = np.arange(size) - size // 2
