@@ -38,6 +38,7 @@ import numpy as np
 import orbax.checkpoint as ocp
 
 from fnnjax.errors import CheckpointError
+from fnnjax.train.jsonio import plain
 from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = ["CheckpointError", "Checkpoints", "fingerprint"]
@@ -163,7 +164,7 @@ class Checkpoints:
         meta = {**meta, "fingerprint": fingerprint(state) if jax.process_count() == 1 else None}
         self._manager.save(
             step,
-            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(meta)),
+            args=ocp.args.Composite(state=ocp.args.StandardSave(state), meta=ocp.args.JsonSave(plain(meta))),
             force=True,
         )
 

@@ -27,6 +27,7 @@ import jax
 import numpy as np
 from tqdm.auto import tqdm
 
+from fnnjax.checks import check_int
 from fnnjax.errors import ConfigError, TrainingDivergedError
 from fnnjax.train import sharding
 from fnnjax.train.checkpoint import Checkpoints
@@ -92,9 +93,8 @@ def check_arguments(
     on_steps: OnSteps | None,
 ) -> tuple[jax.sharding.Mesh, Objective]:
     """The mesh and objective of a run, after checking what fit was given (one-line errors)."""
-    if on_steps is not None and (isinstance(on_steps[0], bool) or not isinstance(on_steps[0], int)
-                                 or on_steps[0] < 1):  # fmt: skip
-        raise ConfigError(f"on_steps: expected (k >= 1, callback), got k = {on_steps[0]!r}")
+    if on_steps is not None:
+        check_int("on_steps", on_steps[0])  # (k, callback): k
     mesh = mesh or sharding.make_mesh(config.num_devices)
     if config.batch_size % mesh.size:
         raise ConfigError(

@@ -49,6 +49,7 @@ import jax
 import numpy as np
 
 from fnnjax.errors import CheckpointError, ConfigError
+from fnnjax.train.jsonio import dumps, plain
 from fnnjax.train.sharding import is_primary, sync_processes
 
 __all__ = [
@@ -81,10 +82,6 @@ class RunMismatchError(CheckpointError, ConfigError):
 
 
 # -- identity -----------------------------------------------------------------------------------
-
-
-def _jsonable(value: Any) -> Any:
-    return json.loads(json.dumps(value, default=str))
 
 
 def run_differences(
@@ -144,7 +141,7 @@ def check_same_run(
             user set them).
         hints: a sentence added after a differing path's line (e.g. why epochs matter).
     """
-    found = run_differences(_jsonable(saved), _jsonable(now), defaults=_jsonable(defaults),
+    found = run_differences(plain(saved), plain(now), defaults=plain(defaults),
                             ignore=ignore)  # fmt: skip
     if not found:
         return
@@ -219,7 +216,7 @@ def write_text(path: str | Path, text: str) -> Path:
 
 def write_json(path: str | Path, value: Any, *, indent: int = 1) -> Path:
     """Writes ``value`` as JSON atomically (:func:`write_text`)."""
-    return write_text(path, json.dumps(value, indent=indent))
+    return write_text(path, dumps(value, indent=indent))
 
 
 def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
@@ -242,7 +239,7 @@ def read_jsonl(path: str | Path) -> list[dict[str, Any]]:
 def append_jsonl(path: str | Path, record: Mapping[str, Any]) -> None:
     """Appends one record as a line."""
     with open(path, "a") as f:
-        f.write(json.dumps(record) + "\n")
+        f.write(dumps(record) + "\n")
 
 
 def truncate_jsonl(path: str | Path, upto: int, key: str = "epoch") -> list[dict[str, Any]]:

@@ -279,7 +279,7 @@ def test_child_gradients_clip_by_global_norm_or_per_tensor():
     assert per_tensor["b"] == pytest.approx(0.95, rel=1e-4)
     total = first_update("global")  # both scaled by 1 / sqrt(36.25)
     assert total["b"] == pytest.approx(0.95 / np.sqrt(36.25), rel=1e-4)
-    with pytest.raises(ValueError, match="clip_mode: expected 'global' or 'tensor'"):
+    with pytest.raises(ValueError, match="clip_mode: expected one of 'global', 'tensor'"):
         enas.child_optimizer(enas.SearchConfig(clip_mode="layer"), 1)
 
 

@@ -261,7 +261,7 @@ def test_the_statistic_is_the_released_codes_per_batch_sum_of_normalized_squared
         build_model(spec, stats_at={"s0b0/br0_0"})
     with pytest.raises(ValueError, match="stats_at: expected a collection of module paths"):
         build_model(spec, collect_stats=True, stats_at="s0b0/br0_0")
-    with pytest.raises(ValueError, match="stats_at: expected 'blocks' or 'all', got 'stem'"):
+    with pytest.raises(ValueError, match="stats_at: expected one of 'blocks', 'all', got 'stem'"):
         dataclasses.replace(config, stats_at="stem")
 
 

@@ -56,6 +56,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 import warnings
 from collections.abc import Callable
 from pathlib import Path
@@ -64,6 +65,7 @@ from typing import Any
 import jax
 import numpy as np
 
+from fnnjax.checks import check_choice, check_int, check_number
 from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_changes
 from fnnjax.construct.capacity.ops import narrow, remove_block, widen
 from fnnjax.construct.capacity.probe import Probe as _Probe
@@ -116,30 +118,20 @@ class DynamicConfig:
     max_shrink_loss: float | None = 0.1
 
     def __post_init__(self) -> None:
-        if self.saliency not in SALIENCIES:
-            raise ValueError(f"saliency: expected one of {', '.join(SALIENCIES)}, got "
-                             f"{self.saliency!r}")  # fmt: skip
-        if self.unit_measure not in (None, "gate", "parameters"):
-            raise ValueError(f"unit_measure: expected 'gate', 'parameters' or None, got "
-                             f"{self.unit_measure!r}")  # fmt: skip
+        check_choice("saliency", self.saliency, SALIENCIES)
+        check_choice("unit_measure", self.unit_measure, (None, "gate", "parameters"))
         if self.saliency == "magnitude" and self.unit_measure == "gate":
             raise ValueError("unit_measure: 'gate' has no magnitude saliency (a gate is 1); use "
                              "'parameters' (the l1 filter norm) or saliency='obd' / 'taylor'")  # fmt: skip
-        if self.widen not in WIDEN_METHODS:
-            raise ValueError(f"widen: expected 'zero' or 'net2wider', got {self.widen!r}")
+        check_choice("widen", self.widen, WIDEN_METHODS)
         for name in ("hutchinson_samples", "hutchinson_chunk", "probe_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
+            check_int(name, getattr(self, name))
         if self.hutchinson_samples % self.hutchinson_chunk:
             raise ValueError(f"hutchinson_samples: expected a multiple of hutchinson_chunk="
                              f"{self.hutchinson_chunk}, got {self.hutchinson_samples}")  # fmt: skip
-        m = self.max_shrink_loss
-        if m is not None and (isinstance(m, bool) or not isinstance(m, int | float) or not m >= 0):
-            raise ValueError(f"max_shrink_loss: expected a number >= 0 or None, got {m!r}")
-        h = self.insert_hidden
-        if h is not None and (isinstance(h, bool) or not isinstance(h, int) or h < 1):
-            raise ValueError(f"insert_hidden: expected a positive int or None, got {h!r}")
+        if self.max_shrink_loss != math.inf:  # inf: never refuse
+            check_number("max_shrink_loss", self.max_shrink_loss, at_least=0.0, none=True)
+        check_int("insert_hidden", self.insert_hidden, none=True)
 
     @property
     def measured_by(self) -> str:

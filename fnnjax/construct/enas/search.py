@@ -14,6 +14,7 @@ import numpy as np
 import optax
 
 from fnnjax.arch.sampled import SampledNet
+from fnnjax.checks import check_choice
 from fnnjax.construct.enas.config import SearchConfig, resolve_execution
 from fnnjax.construct.enas.controller import (
     Controller,
@@ -61,8 +62,7 @@ def child_optimizer(config: SearchConfig, steps_per_epoch: int) -> optax.Gradien
     """L2 (as a gradient ``2 * l2 * w``), optional clipping, Nesterov SGD on the cosine rate."""
     parts = [optax.add_decayed_weights(2.0 * config.child_l2)]
     if config.child_clip is not None:
-        if config.clip_mode not in ("global", "tensor"):
-            raise ValueError(f"clip_mode: expected 'global' or 'tensor', got {config.clip_mode!r}")
+        check_choice("clip_mode", config.clip_mode, ("global", "tensor"))
         parts.append(optax.clip_by_global_norm(config.child_clip) if config.clip_mode == "global"
                      else _clip_each_tensor(config.child_clip))  # fmt: skip
     schedule = functools.partial(cosine_restarts, steps_per_epoch=steps_per_epoch, config=config)

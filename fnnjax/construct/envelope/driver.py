@@ -11,6 +11,7 @@ from typing import Any
 
 import numpy as np
 
+from fnnjax.checks import check_bool, check_choice, check_int, check_ints
 from fnnjax.construct.envelope.figures import statistics_figure, widths_figure
 from fnnjax.construct.envelope.net import (
     EnvelopeConfig,
@@ -72,8 +73,7 @@ def block_statistics(
     Returns:
         ``{"s{i}/l{j}/{op}": value}`` for every block.
     """
-    if statistic not in STATISTICS:
-        raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got {statistic!r}")
+    check_choice("statistic", statistic, STATISTICS)
     out = {}
     for key, path in block_modules(layers, envelope).items():
         node: Any = stats
@@ -161,28 +161,15 @@ class ConstructionConfig:
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "stages", tuple(self.stages))
-        if not self.stages or any(isinstance(n, bool) or not isinstance(n, int) or n < 1
-                                  for n in self.stages):  # fmt: skip
-            raise ValueError(f"stages: expected positive layer counts, got {self.stages!r}")
-        if isinstance(self.statistics_every, bool) or not isinstance(self.statistics_every, int) \
-                or self.statistics_every < 0:  # fmt: skip
-            raise ValueError(f"statistics_every: expected an int >= 0, got {self.statistics_every!r}")
+        check_ints("stages", self.stages)
+        check_int("statistics_every", self.statistics_every, 0)
         for name in ("iterations", "epochs_per_iteration", "batch_size"):
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        if isinstance(self.final_epochs, bool) or not isinstance(self.final_epochs, int) \
-                or self.final_epochs < 0:  # fmt: skip
-            raise ValueError(f"final_epochs: expected an int >= 0, got {self.final_epochs!r}")
-        if self.stats_at not in ("blocks", "all"):
-            raise ValueError(f"stats_at: expected 'blocks' or 'all', got {self.stats_at!r}")
-        if self.measure not in (None, "conv", "output"):
-            raise ValueError(f"measure: expected None, 'conv' or 'output', got {self.measure!r}")
-        if not isinstance(self.inherit, bool):
-            raise ValueError(f"inherit: expected a bool, got {self.inherit!r}")
-        if self.statistic not in STATISTICS:
-            raise ValueError(f"statistic: expected one of {', '.join(STATISTICS)}, got "
-                             f"{self.statistic!r}")  # fmt: skip
+            check_int(name, getattr(self, name))
+        check_int("final_epochs", self.final_epochs, 0)
+        check_choice("stats_at", self.stats_at, ("blocks", "all"))
+        check_choice("measure", self.measure, (None, "conv", "output"))
+        check_bool("inherit", self.inherit)
+        check_choice("statistic", self.statistic, STATISTICS)
         if self.restructure.max_layers is not None and len(self.restructure.max_layers) != len(self.stages):
             raise ValueError(f"max_layers: expected one value per stage ({len(self.stages)}), got "
                              f"{self.restructure.max_layers!r}")  # fmt: skip

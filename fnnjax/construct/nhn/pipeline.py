@@ -71,6 +71,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from fnnjax.checks import check_choice, check_int, check_share
 from fnnjax.construct.nhn.search import LdsConfig
 
 __all__ = ["NhnConfig", "addons_off", "effective_params", "nhn_score", "run_nhn", "stage_train_config",
@@ -147,17 +148,13 @@ class NhnConfig:
     skips: str = "paper"
 
     def __post_init__(self):
-        if self.prune_scope not in ("global", "layer"):
-            raise ValueError(f"prune_scope: expected 'global' or 'layer', got {self.prune_scope!r}")
-        if self.skips not in ("paper", "released"):
-            raise ValueError(f"skips: expected 'paper' or 'released', got {self.skips!r}")
-        if self.retrain not in RETRAIN:
-            raise ValueError(f"retrain: expected one of {RETRAIN}, got {self.retrain!r}")
-        if not 0.0 <= self.prune_ratio < 1.0:
-            raise ValueError(f"prune_ratio: expected a share in [0, 1), got {self.prune_ratio!r}")
-        for name in ("base_epochs", "prune_epochs", "final_epochs"):
-            if getattr(self, name) < 1:
-                raise ValueError(f"{name}: expected >= 1, got {getattr(self, name)!r}")
+        check_choice("prune_scope", self.prune_scope, ("global", "layer"))
+        check_choice("skips", self.skips, ("paper", "released"))
+        check_choice("retrain", self.retrain, RETRAIN)
+        check_share("prune_ratio", self.prune_ratio)
+        for name in ("layers", "filters", "batch_size", "base_epochs", "prune_epochs",
+                     "final_epochs"):  # fmt: skip
+            check_int(name, getattr(self, name))
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -65,6 +65,7 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
+from fnnjax.checks import check_choice, check_int
 from fnnjax.construct.nhn.evolve import (
     DirectionConfig,
     LocationConfig,
@@ -143,16 +144,10 @@ class LdsConfig:
         object.__setattr__(self, "kernels", tuple(int(k) for k in self.kernels))
         for name in ("neurons", "location_cycles", "train_batches", "batch_size", "score_batches",
                      "score_batch"):  # fmt: skip
-            v = getattr(self, name)
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"{name}: expected a positive int, got {v!r}")
-        if self.direction_cycles < 0:
-            raise ValueError(f"direction_cycles: expected >= 0, got {self.direction_cycles!r}")
-        if self.train_mode not in ("sequential", "simultaneous"):
-            raise ValueError(f"train_mode: expected 'sequential' or 'simultaneous', got "
-                             f"{self.train_mode!r}")  # fmt: skip
-        if self.score_bn not in ("batch", "running"):
-            raise ValueError(f"score_bn: expected 'batch' or 'running', got {self.score_bn!r}")
+            check_int(name, getattr(self, name))
+        check_int("direction_cycles", self.direction_cycles, 0)
+        check_choice("train_mode", self.train_mode, ("sequential", "simultaneous"))
+        check_choice("score_bn", self.score_bn, ("batch", "running"))
         if not 0 <= self.lr_min <= self.lr_max:
             raise ValueError(f"lr_min, lr_max: expected 0 <= lr_min <= lr_max, got "
                              f"{self.lr_min}, {self.lr_max}")  # fmt: skip
