@@ -29,6 +29,7 @@ from fnnjax.train.engine import (
     read_stats,
     reset_stats,
 )
+from fnnjax.train.fitrun import check_fit_folder
 from fnnjax.train.loop import (
     FitResult,
     TrainConfig,
@@ -62,6 +63,7 @@ __all__ = [
     "Objective",
     "RunFolder",
     "RunMismatchError",
+    "check_fit_folder",
     "check_same_run",
     "provenance",
     "Split",

@@ -127,6 +127,30 @@ def policy(data: Dataset, config: TrainConfig) -> Augmentation | None:
     return dataclasses.replace(chosen, cutout=config.cutout) if config.cutout else chosen
 
 
+def describe_run(data: Dataset, config: TrainConfig, description: dict[str, Any],
+                 objective: Objective) -> dict[str, Any]:  # fmt: skip
+    """What a fit run is (``config.json``; its checkpoints' ``run``): the model description,
+    the data, the settings, the augmentation and the objective."""
+    return {
+        "model": description,
+        "dataset": data.describe(),
+        "config": config.to_dict(),
+        "augmentation": augmentation(data, config),
+        **({} if objective.name == "classification" else {"objective": objective.name}),
+    }
+
+
+def check_fit_folder(folder: RunFolder, data: Dataset, config: TrainConfig, *,
+                     description: dict[str, Any], objective: Any = None) -> None:  # fmt: skip
+    """Refuses (:class:`~fnnjax.train.runfolder.RunMismatchError`, naming ``folder.what``) a
+    folder whose ``config.json`` holds another fit run: for a driver that trains with
+    :func:`~fnnjax.train.fit` in its own folder and checks before it writes anything."""
+    saved = folder.read_json("config.json")
+    if saved is not None:
+        now = describe_run(data, config, description, get_objective(objective))
+        _check_same_run(saved, now, folder.path, what=folder.what)
+
+
 def start(
     model: nn.Module,
     data: Dataset,
@@ -140,13 +164,7 @@ def start(
     """The run's description, optimizer, schedule and key streams, and its initial state
     (replicated on ``mesh``)."""
     steps_per_epoch = len(data.train) // config.batch_size  # the remainder is dropped each epoch
-    run = {
-        "model": description or {"class": type(model).__name__},
-        "dataset": data.describe(),
-        "config": config.to_dict(),
-        "augmentation": augmentation(data, config),
-        **({} if objective.name == "classification" else {"objective": objective.name}),
-    }
+    run = describe_run(data, config, description or {"class": type(model).__name__}, objective)
     tx = make_optimizer(config, steps_per_epoch)
     schedule = make_schedule(config, steps_per_epoch)
     init_key, data_key, train_key = jax.random.split(jax.random.key(config.seed), 3)

@@ -21,8 +21,7 @@ from fnnjax.train import runfolder
 from fnnjax.train.checkpoint import Checkpoints
 from fnnjax.train.runfolder import append_jsonl, truncate_jsonl  # noqa: F401 (other drivers')
 
-__all__ = ["RUN_FILES", "append_jsonl", "archive_previous_run", "differences", "plot_history",
-           "truncate_jsonl"]
+__all__ = ["RUN_FILES", "append_jsonl", "plot_history", "truncate_jsonl"]
 
 # Config fields that may change between a run and its resumption without changing its trajectory.
 _RESUMABLE_FIELDS = frozenset(
@@ -95,18 +94,6 @@ def _identity(run: dict[str, Any]) -> dict[str, Any]:
     return {**described, "config": {k: v for k, v in cfg.items() if k not in resumable}}
 
 
-def differences(saved: Any, now: Any, where: str) -> list[str]:
-    """``where: saved X, now Y`` for every leaf where two JSON-like values differ."""
-    if isinstance(saved, dict) and now is None or saved is None and isinstance(now, dict):
-        saved, now = saved or {}, now or {}  # no options at all == empty options
-    if isinstance(saved, dict) and isinstance(now, dict):
-        found = []
-        for key in sorted(set(saved) | set(now), key=str):
-            found += differences(saved.get(key), now.get(key), f"{where}.{key}" if where else key)
-        return found
-    return [] if saved == now else [f"{where}: saved {saved!r}, now {now!r}"]
-
-
 STATE_FORMAT = 2  # 2: TrainState.collections (every non-trainable collection); 1: batch_stats only
 
 
@@ -122,7 +109,8 @@ def _check_state_format(meta: dict[str, Any], directory: Path) -> None:
         )
 
 
-def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path | str) -> None:
+def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path | str,
+                    what: str = "run") -> None:  # fmt: skip
     """Raises :class:`~fnnjax.train.runfolder.RunMismatchError` (a :class:`CheckpointError`)
     naming each setting in which the saved run differs from ``run``.
 
@@ -134,7 +122,7 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path 
     old, new = _description(saved), _description(run)
     resumable = _resumable(old["config"]) & _resumable(new["config"])
     runfolder.check_same_run(
-        directory, old, new, defaults={"config": _config_defaults()},
+        directory, old, new, what=what, defaults={"config": _config_defaults()},
         ignore=tuple(f"config.{k}" for k in sorted(resumable)), strip=("config.",),
         hints={"config.epochs": f"the {new['config'].get('schedule')} schedule depends on the "
                f"number of epochs; {', '.join(_EPOCH_FREE_SCHEDULES)} runs can be extended"},
@@ -143,13 +131,8 @@ def _check_same_run(saved: dict[str, Any], run: dict[str, Any], directory: Path 
 
 RUN_FILES = ("checkpoints", "best", "damaged", "metrics.jsonl", "summary.json", "config.json",
              "curves.png", "tensorboard")  # fmt: skip
-"""What a ``fit`` run folder holds (moved aside together by :func:`archive_previous_run`)."""
-
-
-def archive_previous_run(out: Path, names: tuple[str, ...] = RUN_FILES) -> None:
-    """Moves an earlier run's files (``names`` in ``out``; default: ``fit``'s) into
-    ``out/previous-<time>/`` so that starting afresh loses nothing."""
-    runfolder.archive_previous_run(out, names)
+"""What a ``fit`` run folder holds (moved aside together on ``resume=False``; with ``run.json``:
+:class:`~fnnjax.train.runfolder.RunFolder`)."""
 
 
 def plot_history(

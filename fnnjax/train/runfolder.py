@@ -249,7 +249,7 @@ def truncate_jsonl(path: str | Path, upto: int, key: str = "epoch") -> list[dict
     if not path.exists():
         return []
     kept = [r for r in read_jsonl(path) if r.get(key, 0) <= upto]
-    write_text(path, "".join(json.dumps(r) + "\n" for r in kept))
+    write_text(path, "".join(dumps(r) + "\n" for r in kept))
     return kept
 
 

@@ -328,7 +328,7 @@ def test_construction_is_reproducible_and_a_killed_run_resumes_to_the_same_resul
     # records); resume=False moves the old files aside.
     with pytest.raises(ValueError, match=r"holds a different construction \(seed: saved 0, now 1\)"):
         ev.construct(data, _quick(), tmp_path / "cut", seed=1, log=None, num_devices=1)
-    with pytest.raises(ValueError, match="holds a construction of 2 iterations; iterations=1"):
+    with pytest.raises(ValueError, match=r"holds a different construction \(iterations: saved 2, now 1 \(fewer than the 2 done would discard records; pass --iterations 2 or more\)\)"):
         ev.construct(data, dataclasses.replace(_quick(), iterations=1), tmp_path / "cut", log=None)
     assert len(json.loads((tmp_path / "cut/construction.json").read_text())["records"]) == 2
     assert _quick().construction_epochs(100) == 2 * 3 + 100

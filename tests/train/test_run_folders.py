@@ -86,6 +86,21 @@ def test_a_folder_of_an_earlier_version_resumes_although_its_record_lacks_a_late
         assert fixtures.run_capacity(out) == 0
         assert _lines(out / "capacity.jsonl") == saved
     assert not list(out.glob("previous-*"))  # resumed, not moved aside
+    # --no-resume moves everything the driver wrote: its list names every file in the folder.
+    assert {p.name for p in out.iterdir()} <= {*_files(driver), "run.json"}
+    assert json.loads((out / "run.json").read_text())["starts"]  # provenance recorded
+
+
+def _files(driver: str) -> tuple[str, ...]:
+    from fnnjax.construct.capacity.driver import CAPACITY_FILES
+    from fnnjax.construct.enas.search import SEARCH_FILES
+    from fnnjax.construct.envelope.driver import CONSTRUCTION_FILES
+    from fnnjax.construct.nhn.pipeline import NHN_FILES
+    from fnnjax.construct.nhn.search import LDS_FILES
+    from fnnjax.train.rundir import RUN_FILES
+
+    return {"fit": RUN_FILES, "enas": SEARCH_FILES, "envelope": CONSTRUCTION_FILES,
+            "lds": LDS_FILES, "nhn": NHN_FILES, "capacity": RUN_FILES + CAPACITY_FILES}[driver]
 
 
 # -- the layer itself ---------------------------------------------------------------------------
@@ -168,12 +183,14 @@ CHANGED = {"fit": ({"learning_rate": 0.1}, "learning_rate: saved 0.05, now 0.1")
            "envelope": ({"batch_size": 20}, "batch_size: saved 40, now 20"),
            "lds": ({"score_batch": 20}, "score_batch: saved 40, now 20"),
            "nhn": ({"prune_ratio": 0.25}, "prune_ratio: saved 0.5, now 0.25"),
-           "capacity": (("--tau", "0.5"), "tau: saved 0.99, now 0.5")}  # fmt: skip
+           "capacity": (("--tau", "0.5"), "tau: saved 0.99, now 0.5"),
+           "capacity training": (("--lr", "0.01"), "learning_rate: saved 0.003, now 0.01")}  # fmt: skip
 WHAT = {"fit": "run", "enas": "search", "envelope": "construction", "lds": "LDS search",
-        "nhn": "NHN pipeline", "capacity": "dynamic-capacity run"}  # fmt: skip
+        "nhn": "NHN pipeline", "capacity": "dynamic-capacity run",
+        "capacity training": "dynamic-capacity run"}  # fmt: skip
 
 
-@pytest.mark.parametrize("driver", fixtures.DRIVERS)
+@pytest.mark.parametrize("driver", [*fixtures.DRIVERS, "capacity training"])
 def test_every_driver_refuses_a_different_run_with_one_error_and_one_message_shape(
     driver, tmp_path
 ):
@@ -181,12 +198,12 @@ def test_every_driver_refuses_a_different_run_with_one_error_and_one_message_sha
 
     from fnnjax.train import RunMismatchError
 
-    out = tmp_path / driver
-    shutil.copytree(fixtures.HERE / driver, out)
+    out = tmp_path / driver.split()[0]
+    shutil.copytree(fixtures.HERE / driver.split()[0], out)
     before = {p: p.stat().st_mtime_ns for p in out.rglob("*")}
     change, named = CHANGED[driver]
     with pytest.raises(RunMismatchError) as caught:
-        if driver == "capacity":
+        if driver.startswith("capacity"):
             fixtures.run_capacity(out, *change, "--debug")
         else:
             getattr(fixtures, f"run_{driver}")(out, **change)
@@ -199,3 +216,17 @@ def test_every_driver_refuses_a_different_run_with_one_error_and_one_message_sha
     assert named in match.group(1).split("; ") or any(
         p.endswith(named) for p in match.group(1).split("; ")), message
     assert {p: p.stat().st_mtime_ns for p in out.rglob("*")} == before  # nothing written
+
+
+def test_only_process_zero_writes_files(tmp_path, monkeypatch):
+    from fnnjax.train import runfolder
+
+    monkeypatch.setattr(runfolder, "is_primary", lambda: False)
+    folder = runfolder.RunFolder.open(tmp_path / "run", files=("a",), driver="test")
+    folder.begin()
+    folder.write_json("a.json", 1)
+    folder.write_text("b.txt", "x")
+    folder.append_jsonl("c.jsonl", {"epoch": 1})
+    folder.write_with("d.npz", lambda path: path.write_text("x"))
+    folder.figure("e.png", lambda fig, ax: ax.plot([1, 2]))
+    assert list((tmp_path / "run").iterdir()) == []  # every process opened it; none wrote

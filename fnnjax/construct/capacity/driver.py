@@ -70,6 +70,7 @@ from fnnjax.construct.capacity.controller import CapacityConfig, Change, plan_ch
 from fnnjax.construct.capacity.ops import narrow, remove_block, widen
 from fnnjax.construct.capacity.probe import Probe as _Probe
 from fnnjax.construct.capacity.saliency import sum_per_block
+from fnnjax.train.jsonio import dumps
 from fnnjax.train.runfolder import RunFolder
 
 __all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "apply_plan", "train_dynamic"]
@@ -325,9 +326,13 @@ def _first_copies(kept: dict[str, list[int]]) -> dict[str, list[int]]:
     return out
 
 
-def _open_folder(out_dir: str | Path | None, now: dict[str, Any], resume: bool) -> RunFolder:
-    """The run folder, checked to hold this run (or none), its start recorded and
-    ``capacity_config.json`` written (``now``: the run's identity)."""
+def _open_folder(out_dir: str | Path | None, now: dict[str, Any], resume: bool,
+                 training: dict[str, Any]) -> RunFolder:  # fmt: skip
+    """The run folder, checked to hold this run (or none): the capacity settings (``now``: the
+    run's identity) and the training (``training``: :func:`fnnjax.train.check_fit_folder`'s
+    arguments), both before anything is written; then its start recorded and
+    ``capacity_config.json`` written."""
+    from fnnjax.train import check_fit_folder  # noqa: PLC0415
     from fnnjax.train.rundir import RUN_FILES  # noqa: PLC0415
 
     folder = RunFolder.open(out_dir, files=RUN_FILES + CAPACITY_FILES, what="dynamic-capacity run",
@@ -335,13 +340,14 @@ def _open_folder(out_dir: str | Path | None, now: dict[str, Any], resume: bool) 
     folder.check_same_run(folder.read_json("capacity_config.json"), now,
                           defaults={"capacity": DynamicConfig().to_dict()},
                           strip=("capacity.",))  # fmt: skip
+    check_fit_folder(folder, **training)
     folder.begin()
     folder.write_json("capacity_config.json", now)
     return folder
 
 
 def _jsonl(records: list[dict[str, Any]]) -> str:
-    return "".join(json.dumps(r) + "\n" for r in records)
+    return "".join(dumps(r) + "\n" for r in records)
 
 
 class _Consultations:
@@ -493,7 +499,9 @@ def train_dynamic(
     obj = get_objective(objective)
     _check_data(spec, data)
     now = {"capacity": config.to_dict(), "initial_spec": to_dict(spec), "objective": obj.name}
-    folder = _open_folder(out_dir, now, resume)
+    folder = _open_folder(out_dir, now, resume, {"data": data, "config": train_config,
+                                                 "description": describe_spec(spec),
+                                                 "objective": obj})  # fmt: skip
     steps_per_epoch = max(1, len(data.train) // train_config.batch_size)
     tx = make_optimizer(train_config, steps_per_epoch)  # fit's optimizer: the states must agree
     consult = _Consultations(spec, config, train_config.epochs, folder,

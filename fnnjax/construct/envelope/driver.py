@@ -285,11 +285,11 @@ def _open_construction(
                               defaults={"config": ConstructionConfig().to_dict()},
                               ignore=tuple(f"config.{k}" for k in RESUMABLE),
                               strip=("config.",))  # fmt: skip
-        if len(saved["records"]) > config.iterations:
-            raise ValueError(f"{folder.path} holds a construction of {len(saved['records'])} "
-                             f"iterations; iterations={config.iterations} would discard the "
-                             f"later records: pass iterations >= {len(saved['records'])}, "
-                             "or another out folder")  # fmt: skip
+        done = len(saved["records"])
+        if done > config.iterations:  # more iterations extend a construction, fewer cannot
+            folder.check_same_run({"iterations": done}, {"iterations": config.iterations},
+                                  hints={"iterations": f"fewer than the {done} done would discard "
+                                         f"records; pass --iterations {done} or more"})  # fmt: skip
         records = saved["records"]
         # the checkpoints' layout: keep where statistics were collected (older runs: "all")
         kept = saved["config"].get("stats_at", "all")

@@ -36,7 +36,7 @@ import jax.numpy as jnp
 import numpy as np
 from flax import struct
 
-from fnnjax.checks import check_choice, check_number
+from fnnjax.checks import check_choice, check_int, check_number
 from fnnjax.construct.nhn.genes import GeneSpace, mutate, random_genes, recombine
 
 __all__ = [
@@ -173,8 +173,7 @@ class DirectionConfig:
     density: float = 0.1
 
     def __post_init__(self):
-        if self.population < 2:
-            raise ValueError(f"population: expected >= 2 (the best and a new one), got {self.population}")
+        check_int("population (the best and at least a new one)", self.population, 2)
         check_number("density", self.density, above=0.0, at_most=1.0)
 
 

@@ -88,7 +88,7 @@ from fnnjax.train.runfolder import RunFolder
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
-LDS_FILES = ("lds.jsonl", "checkpoints", "supernet_spec.json", "genes.json", "directions.npz",
+LDS_FILES = ("lds.jsonl", "checkpoints", "damaged", "supernet_spec.json", "genes.json", "directions.npz",
              "lds.png")  # fmt: skip
 
 

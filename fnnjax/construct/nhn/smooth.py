@@ -22,7 +22,8 @@ import jax.numpy as jnp
 import numpy as np
 from flax import traverse_util
 
-from fnnjax.checks import check_number
+from fnnjax.checks import check_int, check_number
+from fnnjax.errors import ConfigError
 
 __all__ = ["gaussian_filter", "smooth_kernel", "smooth_init", "smoothable_kernels"]
 
@@ -30,8 +31,9 @@ __all__ = ["gaussian_filter", "smooth_kernel", "smooth_init", "smoothable_kernel
 def gaussian_filter(sigma: float = 1.0, size: int = 3) -> np.ndarray:
     """The normalized ``size x size`` Gaussian (float64, sums to 1)."""
     check_number("sigma", sigma, above=0)
-    if size < 1 or size % 2 == 0:
-        raise ValueError(f"size: expected an odd positive int, got {size!r}")
+    check_int("size", size)
+    if size % 2 == 0:
+        raise ConfigError(f"size: expected an odd positive int, got {size!r}")
     r = np.arange(size) - size // 2
     g = np.exp(-(r[:, None] ** 2 + r[None, :] ** 2) / (2.0 * sigma**2))
     return g / g.sum()
