@@ -78,7 +78,22 @@ _PACKAGES = ("fnnjax", "jax", "jaxlib", "flax", "optax", "orbax-checkpoint", "nu
 
 
 class RunMismatchError(CheckpointError, ConfigError):
-    """The folder holds a different run (a :class:`CheckpointError` and a ``ValueError``)."""
+    """The folder holds a different run (a :class:`CheckpointError` and a ``ValueError``).
+
+    Attributes:
+        out: the folder.
+        what: what it holds (``"search"``, ...).
+        differences: ``(path, saved value, value now)`` per differing setting (the command line
+            names each by its flag).
+        hints: a sentence per path that explains its difference.
+    """
+
+    def __init__(self, message: str, *, out: Any = None, what: str = "run",
+                 differences: list[tuple[str, Any, Any]] | None = None,
+                 hints: Mapping[str, str] | None = None) -> None:  # fmt: skip
+        super().__init__(message)
+        self.out, self.what, self.differences = out, what, list(differences or [])
+        self.hints = dict(hints or {})
 
 
 # -- identity -----------------------------------------------------------------------------------
@@ -154,7 +169,8 @@ def check_same_run(
     raise RunMismatchError(
         f"{out} holds a different {what} ({'; '.join(lines[:8])}{more}); to keep both, pass "
         "another --out (out_dir=...); to start afresh here, pass --no-resume (resume=False), "
-        "which moves the earlier run into previous-<time>/"
+        "which moves the earlier run into previous-<time>/",
+        out=out, what=what, differences=found, hints=hints,
     )
 
 

@@ -1,0 +1,193 @@
+"""What every ``fnnjax`` subcommand shares: the parser class, the run flags (declared once), how a
+preset and explicit flags combine, and how library errors read on the command line.
+
+**The run flags** (:func:`add_run_flags`): ``--dataset --validation --limit-train --batch-size
+--epochs --seed --out --no-resume``, with the same help in every subcommand; their defaults are
+the command's own (listed at the end of its ``--help``) and parse as None, so that a command can
+tell a flag the user gave from one left out.
+
+**Presets** (:func:`resolve`): a value comes from the flag when it is given, else from the preset
+(``--quick``: the command's quick run, whose settings live on the library's configs, e.g.
+``SearchConfig.quick()``), else from the command's default. Explicit flags always win.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import re
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from fnnjax.checks import positive_int_arg
+
+RUN_FLAGS = ("dataset", "validation", "limit_train", "batch_size", "epochs", "seed", "out",
+             "no_resume")  # fmt: skip
+"""The flags every training subcommand declares through :func:`add_run_flags` (dest names)."""
+
+FLAG_OF_FIELD = {"learning_rate": "--lr", "grad_clip": "--clip", "min_learning_rate": "--min-lr",
+                 "validation_fraction": "--validation", "num_devices": "--devices",
+                 "child_clip": "--clip", "update_stats": "--bn-update", "mode": "--execution",
+                 "random_search": "--random", "checkpoint_every_epochs": "--checkpoint-every",
+                 "weight_decay": "--weight-decay", "hutchinson_samples": "--samples",
+                 "prune_stem": "--keep-stem", "statistic": "--statistic",
+                 "limit_train": "--limit-train"}  # fmt: skip
+"""Library field names that a flag of another name sets (errors name the flag)."""
+
+
+class Parser(argparse.ArgumentParser):
+    """An argparse parser whose errors are one line (the usage block is what --help is for)."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(2, f"{self.prog}: error: {message} (`{self.prog} --help` lists the options)\n")
+
+
+def debug_flag() -> argparse.ArgumentParser:
+    """``--debug``, accepted before and after the command name."""
+    parent = argparse.ArgumentParser(add_help=False)
+    parent.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                        help="show full tracebacks on errors")  # fmt: skip
+    return parent
+
+
+def share_arg(text: str) -> float:
+    """An argparse type: a share in ``[0, 1)`` (of the training split, of the kernels, ...)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text!r}") from None
+    if not 0.0 <= value < 1.0:
+        raise argparse.ArgumentTypeError(f"expected a share in [0, 1), got {text}")
+    return value
+
+
+def add_run_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any], *,
+                  out_required: bool = False, quick: str | None = None) -> None:  # fmt: skip
+    """Adds the run flags (and ``--quick`` with help ``quick``, when the command has a quick
+    run) in one group, and appends the command's ``defaults`` to its help. ``out_required``:
+    the command has no default folder (the help line stays the same)."""
+    group = parser.add_argument_group(
+        "the run (the same flags in every command; this command's defaults are listed below)")
+    group.add_argument("--dataset", metavar="NAME",
+                       help="the dataset (`fnnjax datasets` lists them)")  # fmt: skip
+    group.add_argument("--validation", type=share_arg, metavar="FRACTION",
+                       help="share of the training split held out for validation (what a search "
+                       "scores on and the best epoch is chosen on; never the test split)")  # fmt: skip
+    group.add_argument("--limit-train", type=positive_int_arg, metavar="N",
+                       help="use only the first N training examples")  # fmt: skip
+    group.add_argument("--batch-size", type=positive_int_arg, metavar="N",
+                       help="training examples per step")  # fmt: skip
+    group.add_argument("--epochs", type=positive_int_arg, metavar="E",
+                       help="epochs of training (of each training, where a command has several)")
+    group.add_argument("--seed", type=int, metavar="S",
+                       help="the run's seed: the same seed and flags give the same run")
+    group.add_argument("--out", type=Path, metavar="DIR", required=out_required,
+                       help="the run folder; running the same command again resumes it (README: "
+                       "the run folder)")  # fmt: skip
+    group.add_argument("--no-resume", action="store_true",
+                       help="start afresh: an earlier run's files in DIR move to "
+                       "DIR/previous-<time>/ (nothing is deleted)")  # fmt: skip
+    if quick is not None:
+        group.add_argument("--quick", action="store_true",
+                           help=f"{quick}; flags given explicitly override it")
+    shown = ", ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in defaults.items())
+    parser.epilog = (parser.epilog or "").rstrip() + f"\n\ndefaults: {shown}"
+
+
+def _shown(value: Any) -> str:
+    return "none" if value is None else str(value)
+
+
+def given(args: argparse.Namespace, names: Any) -> dict[str, Any]:
+    """The flags among ``names`` (dest names) the user gave: those not None."""
+    return {n: getattr(args, n) for n in names if getattr(args, n, None) is not None}
+
+
+def resolve(args: argparse.Namespace, defaults: Mapping[str, Any],
+            preset: Mapping[str, Any] | None = None) -> None:  # fmt: skip
+    """Fills every flag in ``defaults`` the user left out: from ``preset`` (with ``--quick``),
+    else from ``defaults``; a flag given explicitly keeps its value. Checks ``--out``."""
+    chosen = preset if getattr(args, "quick", False) and preset else {}
+    for name, default in defaults.items():
+        if getattr(args, name, None) is None:
+            setattr(args, name, chosen.get(name, default))
+    check_out(getattr(args, "out", None))
+
+
+def config_from(base: Any, args: argparse.Namespace, fields: Mapping[str, str]) -> Any:
+    """``base`` (a frozen config: the defaults or a preset) with the fields whose flags the user
+    gave (``fields``: flag dest -> config field). A value the config refuses is reported under
+    its flag's name."""
+    changes = {fields[name]: value for name, value in given(args, fields).items()}
+    try:
+        return dataclasses.replace(base, **changes)
+    except ValueError as error:
+        raise type(error)(flag_names(str(error), {f: n for n, f in fields.items()})) from None
+
+
+def check_out(out: Path | None) -> None:
+    """``--out`` must name a folder (or nothing yet): one line, not a traceback, for a file."""
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if out is None:
+        return
+    for path in (out, *out.parents):
+        if path.exists():
+            if not path.is_dir():
+                raise ConfigError(f"--out {out}: {path} is a file, not a folder; name a folder "
+                                  "(it is created if missing)")  # fmt: skip
+            break
+
+
+def flag_names(message: str, fields: Mapping[str, str] | None = None) -> str:
+    """A library message as a command-line user reads it: ``field:`` at the start named by its
+    flag, and the library's own spellings of the ways out (``(resume=False)``, ``(out_dir=...)``)
+    left out beside the flags that say the same."""
+    fields = {**{f: flag.lstrip("-").replace("-", "_") for f, flag in FLAG_OF_FIELD.items()},
+              **(fields or {})}  # fmt: skip
+    head, sep, rest = message.partition(": ")
+    if sep and re.fullmatch(r"[a-z_]+", head):
+        message = f"--{fields.get(head, head).replace('_', '-')}: {rest}"
+    return re.sub(r" \((?:resume=False|out_dir=\.\.\.|[a-z_]+=\.\.\.)\)", "", message)
+
+
+def render_mismatch(error: Any, parser: argparse.ArgumentParser | None) -> str:
+    """A :class:`~fnnjax.train.RunMismatchError` with each differing setting named by the flag
+    that sets it (where the command has one) and the command-line ways out."""
+    options = set() if parser is None else {o for a in parser._actions for o in a.option_strings}
+    lines = []
+    for path, old, new in error.differences:
+        name = path.rsplit(".", 1)[-1]
+        flag = FLAG_OF_FIELD.get(name, f"--{name.replace('_', '-')}")
+        shown = flag if flag in options else path.removeprefix("config.")
+        hint = error.hints.get(path)
+        lines.append(f"{shown}: saved {old!r}, now {new!r}" + (f" ({hint})" if hint else ""))
+    more = f" (and {len(lines) - 8} more)" if len(lines) > 8 else ""
+    return (f"{error.out} holds a different {error.what} ({'; '.join(lines[:8])}{more}); to keep "
+            "both, pass another --out; to start afresh here, pass --no-resume, which moves the "
+            "earlier run into previous-<time>/")  # fmt: skip
+
+
+def parse_option(text: str) -> tuple[str, Any]:
+    """``-o KEY=VALUE``: the value read as JSON, else true/false/none, else the text."""
+    if "=" not in text:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    key, value = text.split("=", 1)
+    try:
+        parsed = json.loads(value)
+    except json.JSONDecodeError:
+        parsed = {"true": True, "false": False, "none": None}.get(value.lower(), value)
+    return key.strip().replace("-", "_"), parsed
+
+
+def one_line_warning(message, category, filename, lineno, file=None, line=None) -> None:
+    """Prints a library warning as one ``fnnjax: warning:`` line (no source line under it)."""
+    print(f"fnnjax: warning: {flag_names(str(message))}", file=sys.stderr if file is None else file)
+
+
+def epochs_text(n: int) -> str:
+    """``1 epoch``, ``3 epochs``."""
+    return f"{n} epoch{'' if n == 1 else 's'}"
