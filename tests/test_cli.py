@@ -137,7 +137,8 @@ def test_datasets_listing_survives_a_damaged_file(tmp_path, monkeypatch, capsys)
 def test_unwritable_out_is_a_one_line_error(tmp_path, capsys):
     (tmp_path / "file").write_text("")
     assert cli.main(["train", "--quiet", "--epochs", "1", "--out", str(tmp_path / "file" / "run")]) == 2
-    assert "not writable" in capsys.readouterr().err
+    assert f"--out {tmp_path / 'file' / 'run'}: {tmp_path / 'file'} is a file, not a folder" in \
+        capsys.readouterr().err
 
 
 def test_module_entry_point_and_listings():

@@ -121,11 +121,14 @@ def config_from(base: Any, args: argparse.Namespace, fields: Mapping[str, str]) 
     """``base`` (a frozen config: the defaults or a preset) with the fields whose flags the user
     gave (``fields``: flag dest -> config field). A value the config refuses is reported under
     its flag's name."""
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
     changes = {fields[name]: value for name, value in given(args, fields).items()}
     try:
         return dataclasses.replace(base, **changes)
     except ValueError as error:
-        raise type(error)(flag_names(str(error), {f: n for n, f in fields.items()})) from None
+        flags = {"--" + n.replace("_", "-") for n in fields}
+        raise ConfigError(flag_names(str(error), flags, {f: n for n, f in fields.items()})) from None
 
 
 def check_out(out: Path | None) -> None:
@@ -142,16 +145,19 @@ def check_out(out: Path | None) -> None:
             break
 
 
-def flag_names(message: str, fields: Mapping[str, str] | None = None) -> str:
-    """A library message as a command-line user reads it: ``field:`` at the start named by its
-    flag, and the library's own spellings of the ways out (``(resume=False)``, ``(out_dir=...)``)
-    left out beside the flags that say the same."""
-    fields = {**{f: flag.lstrip("-").replace("-", "_") for f, flag in FLAG_OF_FIELD.items()},
-              **(fields or {})}  # fmt: skip
+def flag_names(message: str, options: set[str] | None = None,
+               fields: Mapping[str, str] | None = None) -> str:  # fmt: skip
+    """A library message as a command-line user reads it: a leading ``field:`` named by the
+    flag that sets it (when ``options``, the command's flags, has one; ``fields`` maps a
+    config field to a flag dest where the names differ), and the library's own spellings of the
+    ways out (``(resume=False)``, ``(out_dir=...)``) left out beside the flags saying the same."""
     head, sep, rest = message.partition(": ")
-    if sep and re.fullmatch(r"[a-z_]+", head):
-        message = f"--{fields.get(head, head).replace('_', '-')}: {rest}"
-    return re.sub(r" \((?:resume=False|out_dir=\.\.\.|[a-z_]+=\.\.\.)\)", "", message)
+    if sep and options is not None and re.fullmatch(r"[a-z_]+", head):
+        flag = "--" + (fields or {}).get(head, head).replace("_", "-")
+        flag = FLAG_OF_FIELD.get(head, flag) if flag not in options else flag
+        if flag in options:
+            message = f"{flag}: {rest}"
+    return re.sub(r" \((?:resume=False|out_dir=\.\.\.)\)", "", message)
 
 
 def render_mismatch(error: Any, parser: argparse.ArgumentParser | None) -> str:

@@ -378,10 +378,10 @@ def test_inheritance_keeps_the_surviving_blocks_weights_and_starts_the_new_cell_
 
 def test_the_cli_defaults_to_the_released_maxima_for_the_papers_init_only(capsys):
     from fnnjax.cli import build_parser, main
-    from fnnjax.cli_search import envelope_config
+    from fnnjax.cli.envelopenet import envelope_config
 
     def config(*argv):
-        return envelope_config(build_parser().parse_args(["envelopenet", "--out", "x", *argv]))[0]
+        return envelope_config(build_parser().parse_args(["envelopenet", "--out", "x", *argv]))
 
     assert config().restructure.max_layers == ev.RELEASED_MAX_LAYERS
     assert ev.default_max_layers((10, 1, 1, 1)) == ev.RELEASED_MAX_LAYERS  # what the CLI applies
