@@ -242,6 +242,23 @@ def _best_summary(
 def _write_curves(folder: runfolder.RunFolder, history: list[dict[str, Any]],
                   run: dict[str, Any]) -> None:  # fmt: skip
     """``curves.png`` for the run so far (process 0; a drawing failure only warns)."""
-    name = run["model"].get("name") or run["model"].get("class") or "model"
     folder.figure("curves.png", _draw_history(history, None), cols=2, size=(10, 3.8),
-                  title=f"{name} on {run['dataset']['name']}")  # fmt: skip
+                  title=_run_title(run))  # fmt: skip
+
+
+def _run_title(run: dict[str, Any]) -> str:
+    """A fit run's title, ``"<model> on <dataset>"``: the description's ``name`` or ``class``,
+    else its spec's name; a training of the NHN pipeline (``nhn_stage`` in its description) is
+    ``"NHN <stage>: <spec name>"`` (e.g. ``"NHN base: enas_arc_12x36 on cifar10"``). Only the
+    figure reads it: the description, and so the run's identity, is unchanged."""
+    model = run.get("model")
+    model = model if isinstance(model, dict) else {}
+    spec = model.get("spec") if isinstance(model.get("spec"), dict) else {}
+    spec_name = spec.get("name") or ""
+    name = model.get("name") or model.get("class") or spec_name or "model"
+    if model.get("nhn_stage"):
+        shown = spec_name and spec_name.lower() != "nhn"  # the final network's spec is "nhn"
+        name = f"NHN {model['nhn_stage']}" + (f": {spec_name}" if shown else "")
+    dataset = run.get("dataset")
+    where = dataset.get("name") if isinstance(dataset, dict) else None
+    return f"{name} on {where}" if where else name

@@ -592,3 +592,41 @@ def test_each_quick_run_deletes_grows_keeps_the_function_and_retrains(task, tmp_
     assert ("test loss (MSE)" if task == "regression" else "test accuracy") in capsys.readouterr().out
     saved = json.loads((out / "config.json").read_text())["dataset"]
     assert json.loads((tmp_path / "retrained" / "config.json").read_text())["dataset"] == saved
+
+
+def test_layers_figure_legend_matches_the_lines_drawn(tmp_path):
+    """The recorded run (tests/fixtures/runs/capacity) widened s0b0/body0 at step 8 and inserted a
+    block (two layers of 6 units) at step 12, its last step: once drawn as lines of no length
+    that hid each other, with three legend entries for one visible line."""
+    from pathlib import Path  # noqa: PLC0415
+
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from fnnjax.construct.capacity import analysis  # noqa: PLC0415
+
+    run = capacity.read_run(Path(__file__).parents[1] / "fixtures" / "runs" / "capacity")
+    args = (run["saliency"], run["changes"], run["initial_spec"])
+    assert analysis.plot_layers(*args, tmp_path / "layers.png").stat().st_size > 5000
+    figure = analysis.layers_figure(*args)
+    fig, axes = plt.subplots(1, 2, figsize=figure["size"], squeeze=False)
+    figure["draw"](fig, axes)
+    left = axes[0, 0]
+    lines = {ln.get_label(): ln for ln in left.get_lines() if not ln.get_label().startswith("_")}
+    legend = left.get_legend()
+    assert [t.get_text() for t in legend.get_texts()] == list(lines) == [
+        "s0b0/body0", "s0b1@12/body0, s0b1@12/body1"]  # fmt: skip
+    for text, handle in zip(legend.get_texts(), legend.legend_handles, strict=True):
+        line = lines[text.get_text()]
+        assert (handle.get_color(), handle.get_linestyle(), handle.get_marker()) == (
+            line.get_color(), line.get_linestyle(), line.get_marker())  # fmt: skip
+        assert line.get_marker() == "o"  # a layer that came at the last step is still seen
+    assert len({(ln.get_color(), ln.get_linestyle()) for ln in lines.values()}) == len(lines)
+    assert list(lines["s0b1@12/body0, s0b1@12/body1"].get_xydata()[0]) == [12, 6]
+    assert left.get_xlabel() == "step" and left.get_ylabel() == "units" and left.get_title()
+    plt.close(fig)
+    # More lines than colours: the dashes tell them apart.
+    styles = [tuple(analysis._line_style(k).values()) for k in range(40)]
+    assert len(set(styles)) == 40

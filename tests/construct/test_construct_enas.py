@@ -384,3 +384,46 @@ def test_enas_flag_mistakes_are_one_line_errors(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "--clip: expected a norm >= 0 (0: no clipping), got -1.0" in err
     assert len(err.strip().splitlines()) == 1
+
+
+def _drawn(figure):
+    """``figure`` (a ``*_figure`` dict) drawn on a fresh matplotlib figure: ``(fig, axes)``."""
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    fig, axes = plt.subplots(figure.get("rows", 1), figure.get("cols", 1), figsize=figure["size"],
+                             squeeze=False)  # fmt: skip
+    figure["draw"](fig, axes if axes.size > 1 else axes[0, 0])
+    fig.canvas.draw()
+    return fig, [a for a in axes.reshape(-1) if a.axison]
+
+
+def test_search_figure_gives_every_quantity_its_own_readable_axes(tmp_path):
+    from fnnjax.construct.enas.search import search_figure  # noqa: PLC0415
+    from fnnjax.train.runfolder import save_figure  # noqa: PLC0415
+
+    # Entropy and skip rate move in the 4th decimal: an offset formatter would print "+4.277".
+    history = [{"epoch": e, "execution": "sampled", "child_loss": 2.3 - 0.1 * e,
+                "child_accuracy": 0.1 + 0.05 * e, "lr": 0.05 - 0.001 * e, "reward": 0.141 + 1e-4 * e,
+                "entropy": 4.2766 + 1e-4 * e, "skip_rate": 0.625 + 1e-4 * e,
+                "valid_accuracy": 0.14 + 0.04 * e, "baseline": 0.01 * e} for e in range(6)]  # fmt: skip
+    assert save_figure(tmp_path / "search.png", **search_figure(history)).stat().st_size > 5000
+    fig, axes = _drawn(search_figure(history))
+    plotted = {}
+    for ax in axes:
+        assert ax.get_title() and ax.get_xlabel() == "epoch" and ax.get_ylabel()
+        for axis in (ax.xaxis, ax.yaxis):
+            assert not axis.get_major_formatter().get_useOffset()
+            assert axis.get_offset_text().get_text() == ""
+        assert ax.get_lines() and all(list(ln.get_xdata()) == list(range(6)) for ln in ax.get_lines())
+        plotted[ax.get_title()] = {ln.get_label() for ln in ax.get_lines()}
+    assert plotted["controller entropy"] == {"entropy"}  # alone on their axes
+    assert plotted["skip rate"] == {"skip rate"}
+    assert plotted["accuracy"] == {"child (train)", "sampled arcs (validation)"}
+    assert len(fig.axes) == 6  # no twin axes
+    # Random search has no controller: its panels are left out.
+    plain = [{k: h[k] for k in ("epoch", "child_loss", "child_accuracy", "lr")} for h in history]
+    _, axes = _drawn(search_figure(plain))
+    assert [a.get_title() for a in axes] == ["child loss", "accuracy", "child learning rate"]

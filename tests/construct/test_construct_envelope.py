@@ -397,3 +397,32 @@ def test_the_cli_defaults_to_the_released_maxima_for_the_papers_init_only(capsys
                            "max_layers: expected one value per stage (2)")):  # fmt: skip
         assert main(["envelopenet", "--out", "x", *argv]) == 2
         assert message in capsys.readouterr().err
+
+
+def test_widths_figure_says_what_its_shading_means(tmp_path):
+    import matplotlib  # noqa: PLC0415
+
+    matplotlib.use("Agg", force=False)
+    import matplotlib.pyplot as plt  # noqa: PLC0415
+
+    from fnnjax.construct.envelope.figures import widths_figure  # noqa: PLC0415
+    from fnnjax.train.runfolder import save_figure  # noqa: PLC0415
+
+    full = ev.initial_layers([2, 3, 1], ENV)
+    layers = (full[0], (full[1][0][:2], *full[1][1:]), full[2])
+    figure = widths_figure(layers, ENV)
+    assert save_figure(tmp_path / "widths.png", **figure).stat().st_size > 5000
+    fig, ax = plt.subplots(figsize=figure["size"])
+    figure["draw"](fig, ax)
+    texts = [t.get_text() for t in ax.get_legend().get_texts()]
+    assert texts == ["blocks (left axis)", "channels of the layer (right axis)",
+                     "shaded: stage 1 (stages alternate)"]  # fmt: skip
+    assert [t.get_text() for t in ax.texts] == ["stage 0", "stage 1", "stage 2"]
+    assert ax.get_xlabel() == "layer (depth)" and ax.get_ylabel() and ax.get_title()
+    assert [round(b.get_height()) for b in ax.patches if b.get_width() < 1] == [6, 6, 2, 6, 6, 6]
+    plt.close(fig)
+    # One stage: nothing shaded, nothing to explain.
+    fig, ax = plt.subplots()
+    widths_figure(ev.initial_layers([2], ENV), ENV)["draw"](fig, ax)
+    assert not any("shaded" in t.get_text() for t in ax.get_legend().get_texts())
+    plt.close(fig)

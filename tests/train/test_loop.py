@@ -567,3 +567,40 @@ def test_the_progress_bar_shows_validation_when_the_test_split_is_withheld(capsy
     fit(SMALL, data, _config(epochs=1, progress=True))
     err = capsys.readouterr().err
     assert "validation_accuracy=" in err and "nan" not in err, err[-300:]
+
+
+def test_curves_are_titled_by_the_model_and_an_nhn_stage_by_its_stage(tmp_path, monkeypatch):
+    from pathlib import Path  # noqa: PLC0415
+
+    from fnnjax.train import rundir, runfolder  # noqa: PLC0415
+
+    runs = Path(__file__).parents[1] / "fixtures" / "runs"
+    titles = {}
+    for stage in ("base", "pruned", "final"):  # the NHN pipeline's trainings, as recorded
+        run = json.loads((runs / "nhn" / stage / "config.json").read_text())
+        titles[stage] = rundir._run_title(run)
+    assert titles == {"base": "NHN base: enas_arc_2x4 on digits",
+                      "pruned": "NHN pruned: enas_arc_2x4 on digits", "final": "NHN final on digits"}  # fmt: skip
+    fit_run = json.loads((runs / "fit" / "config.json").read_text())
+    assert rundir._run_title(fit_run).endswith(" on digits")
+    assert not rundir._run_title(fit_run).startswith("NHN")
+    assert rundir._run_title({"model": {"class": "DenseBaseline"}, "dataset": {"name": "mnist"}}) == (
+        "DenseBaseline on mnist")  # fmt: skip
+    assert rundir._run_title({"model": {"spec": {"name": "vgg16"}}, "dataset": {"name": "c10"}}) == (
+        "vgg16 on c10")  # fmt: skip
+    # _write_curves draws curves.png under that title (the description, so the identity, as is).
+    run = json.loads((runs / "nhn" / "pruned" / "config.json").read_text())
+    identity = rundir._identity(run)
+    history = [json.loads(ln) for ln in (runs / "nhn" / "pruned" / "metrics.jsonl").read_text().splitlines()]
+    drawn = {}
+    real = runfolder.save_figure
+
+    def save_figure(path, draw, **options):
+        drawn[Path(path).name] = options["title"]
+        return real(path, draw, **options)
+
+    monkeypatch.setattr(runfolder, "save_figure", save_figure)
+    folder = runfolder.RunFolder.open(tmp_path, files=rundir.RUN_FILES, what="run", driver="test")
+    rundir._write_curves(folder, history, run)
+    assert drawn == {"curves.png": "NHN pruned: enas_arc_2x4 on digits"}
+    assert (tmp_path / "curves.png").stat().st_size > 5000 and rundir._identity(run) == identity

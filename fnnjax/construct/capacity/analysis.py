@@ -200,23 +200,35 @@ def layers_figure(saliency: list[dict[str, Any]], changes: list[dict[str, Any]],
                   initial_spec: Any) -> dict[str, Any]:  # fmt: skip
     """The figure of :func:`plot_layers` (as :func:`capacity_figure`)."""
 
+    series = units_over_time(changes, initial_spec)
+    moved = [p for p, pts in series.items() if len(pts) > 1 or pts[0][0] > 0]
+    shown = moved or list(series)[:6]
+    last_step = max([c["step"] for c in changes] + [s["step"] for s in saliency] + [1])
+    lines = _unit_lines({p: series[p] for p in shown})
+    names = {}
+    if saliency:  # measured before the changes of its own step: named as on the left
+        seq = _label_sequence(changes, initial_spec)
+        before = sum(c["step"] < saliency[-1]["step"] for c in changes)
+        names = {u: _label(u, seq[before]) for u in saliency[-1]["units"]}
+
     def draw(fig: Any, axes: Any) -> None:
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
         left, right = axes[0]
-        series = units_over_time(changes, initial_spec)
-        moved = [p for p, pts in series.items() if len(pts) > 1 or pts[0][0] > 0]
-        last_step = max([c["step"] for c in changes] + [s["step"] for s in saliency] + [1])
-        for p in moved or list(series)[:6]:
-            pts = series[p]
+        for k, (label, pts) in enumerate(lines):
             xs = [s for s, _ in pts] + [last_step]
             ys = [n for _, n in pts] + [pts[-1][1]]
-            left.step(xs, ys, where="post", label=p)
+            left.plot(xs, ys, drawstyle="steps-post", marker="o", ms=4,
+                      markevery=list(range(len(pts))), label=label, **_line_style(k))  # fmt: skip
         left.set_xlabel("step")
         left.set_ylabel("units")
-        left.set_title("units per layer (layers that changed)" if moved else "units per layer")
-        if moved or series:
-            left.legend(fontsize=7)
+        left.yaxis.set_major_locator(MaxNLocator(integer=True))
+        left.set_title("units per layer (layers that changed)" if moved else
+                       f"units per layer (none changed; the first {len(shown)})")  # fmt: skip
+        if lines:
+            left.legend(fontsize=7, ncol=1 if len(lines) <= 10 else 2)
         if saliency:
-            _saliency_boxes(right, saliency[-1])
+            _saliency_boxes(right, saliency[-1], names)
         else:
             right.text(0.5, 0.5, "no saliency measured yet", ha="center", va="center")
             right.set_axis_off()
@@ -224,15 +236,41 @@ def layers_figure(saliency: list[dict[str, Any]], changes: list[dict[str, Any]],
     return {"draw": draw, "rows": 1, "cols": 2, "size": (11, 4.5)}
 
 
-def _saliency_boxes(ax: Any, record: dict[str, Any]) -> None:
+_LINESTYLES = ("-", "--", ":", "-.")
+
+
+def _line_style(k: int) -> dict[str, Any]:
+    """The ``k``-th line's colour and dash: the ten default colours, then again dashed, ... (no
+    two of 40 lines alike)."""
+    return {"color": f"C{k % 10}", "linestyle": _LINESTYLES[(k // 10) % len(_LINESTYLES)]}
+
+
+def _unit_lines(
+    series: dict[str, list[tuple[int, int]]],
+) -> list[tuple[str, list[tuple[int, int]]]]:
+    """``[(legend label, points)]``: layers of the same units over time share one line (drawn
+    apart they would hide each other), labelled with all their names (the first three, then how
+    many more)."""
+    groups: dict[tuple[tuple[int, int], ...], list[str]] = {}
+    for path, pts in series.items():
+        groups.setdefault(tuple(pts), []).append(path)
+    out = []
+    for pts, paths in groups.items():
+        paths = sorted(paths)
+        label = ", ".join(paths[:3]) + (f" (+{len(paths) - 3} more)" if len(paths) > 3 else "")
+        out.append((label, list(pts)))
+    return out
+
+
+def _saliency_boxes(ax: Any, record: dict[str, Any], names: dict[str, str] | None = None) -> None:
     units = record["units"]
-    names = sorted(units)
-    data = [np.asarray(units[n], np.float64) for n in names]
+    order = sorted(units, key=lambda u: (names or {}).get(u, u))
+    data = [np.asarray(units[n], np.float64) for n in order]
     try:
         ax.boxplot(data, orientation="horizontal")
     except TypeError:  # matplotlib < 3.10
         ax.boxplot(data, vert=False)
-    ax.set_yticks(range(1, len(names) + 1), names, fontsize=7)
+    ax.set_yticks(range(1, len(order) + 1), [(names or {}).get(n, n) for n in order], fontsize=7)
     top = max((float(np.abs(d).max()) for d in data if d.size), default=1.0) or 1.0
     ax.set_xscale("symlog", linthresh=1e-3 * top)  # Hutchinson's estimates can be < 0
     ax.set_xlabel("unit saliency")

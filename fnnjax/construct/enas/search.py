@@ -358,9 +358,7 @@ def _export_search(folder: RunFolder, top: list[dict[str, Any]], history: list[d
         {"arc": arc_to_string(t["arc"], config.layers), "accuracy": t["accuracy"],
          "count": t["count"]} for t in top])  # fmt: skip
     if history:
-        controlled = "reward" in history[0]
-        folder.figure("search.png", functools.partial(_draw_search, history),
-                      cols=3 if controlled else 1, size=(12 if controlled else 4, 3.2))  # fmt: skip
+        folder.figure("search.png", **search_figure(history))
 
 
 def child_augmentation(config: SearchConfig, dataset: str | None,
@@ -438,29 +436,55 @@ def _refuse_another_search(folder: RunFolder, meta: dict[str, Any], *, now: dict
                           ignore=_RESUMABLE, strip=("config.",))  # fmt: skip
 
 
-def _draw_search(history: list[dict[str, Any]], fig: Any, axes: Any) -> None:
-    """The search's curves: child loss and accuracy; with a controller, its reward, baseline,
-    sampled arcs' validation accuracy, entropy and skip rate."""
-    del fig
-    axes = np.asarray(axes).reshape(1, -1)
-    epochs = [h["epoch"] for h in history]
-    controlled = "reward" in history[0]
-    ax = axes[0, 0]
-    ax.plot(epochs, [h["child_accuracy"] for h in history], "o-", label="child accuracy (train)")
-    ax.plot(epochs, [h["child_loss"] for h in history], "o-", label="child loss")
-    if controlled:
-        ax.plot(epochs, [h["valid_accuracy"] for h in history], "o-",
-                label="sampled arcs (validation)")  # fmt: skip
-        for key in ("reward", "baseline"):
-            axes[0, 1].plot(epochs, [h[key] for h in history], "o-", label=key)
-        axes[0, 2].plot(epochs, [h["skip_rate"] for h in history], "o-", label="skip rate")
-        twin = axes[0, 2].twinx()
-        twin.plot(epochs, [h["entropy"] for h in history], "s--", color="gray", label="entropy")
-        twin.set_ylabel("entropy")
-    for a in axes[0]:
-        a.set_xlabel("epoch")
-        a.legend(fontsize=7)
-        a.grid(alpha=0.3)
+_SEARCH_PANELS = (
+    ("child loss", "cross-entropy", (("child_loss", "child (train)"),)),
+    (
+        "accuracy",
+        "accuracy",
+        (("child_accuracy", "child (train)"), ("valid_accuracy", "sampled arcs (validation)")),
+    ),
+    ("controller reward", "reward", (("reward", "reward"), ("baseline", "baseline"))),
+    ("controller entropy", "entropy (nats)", (("entropy", "entropy"),)),
+    ("skip rate", "fraction of skips on", (("skip_rate", "skip rate"),)),
+    ("child learning rate", "learning rate", (("lr", "learning rate"),)),
+)
+"""``search.png``'s panels: title, y label and the ``(record key, legend label)`` curves of each;
+a panel none of whose keys the search recorded is left out (random search has no controller)."""
+
+
+def search_figure(history: list[dict[str, Any]]) -> dict[str, Any]:
+    """``search.png`` of a search's ``history`` (the lines of ``search.jsonl``): one panel per
+    quantity of its own scale (child loss; child and sampled arcs' accuracy; the controller's
+    reward and baseline, entropy and skip rate; the learning rate), the epoch on every x axis,
+    plain tick labels (no offset or scientific notation). ``draw`` and its layout, the keywords of
+    :func:`~fnnjax.train.runfolder.save_figure` (and ``RunFolder.figure``)."""
+    recorded = set().union(*(h.keys() for h in history)) if history else set()
+    panels = [p for p in _SEARCH_PANELS if any(key in recorded for key, _ in p[2])]
+    cols = min(3, len(panels))
+    rows = -(-len(panels) // cols)
+
+    def draw(fig: Any, axes: Any) -> None:
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
+        axes = np.asarray(axes).reshape(-1)
+        for ax, (title, ylabel, curves) in zip(axes, panels, strict=False):
+            for key, label in curves:
+                pts = [(h["epoch"], h[key]) for h in history if key in h]
+                if pts:
+                    ax.plot(*zip(*pts, strict=True), "o-", ms=3, label=label)
+            ax.set_title(title, fontsize=10)
+            ax.set_xlabel("epoch")
+            ax.set_ylabel(ylabel)
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+            ax.ticklabel_format(axis="both", style="plain", useOffset=False)
+            ax.grid(alpha=0.3)
+            if len(curves) > 1:
+                ax.legend(fontsize=7)
+        for ax in axes[len(panels) :]:
+            ax.set_axis_off()
+        fig.suptitle("ENAS search", fontsize=11)
+
+    return {"draw": draw, "rows": rows, "cols": cols, "size": (4.2 * cols, 3.2 * rows + 0.4)}
 
 
 def derive(model, controller, state, data, config: SearchConfig, key, *, score=None

@@ -48,26 +48,47 @@ def statistics_figure(record: dict[str, Any], running: list[dict[str, Any]]) -> 
 
 
 def widths_figure(layers: Layers, env: EnvelopeConfig) -> dict[str, Any]:
-    """Blocks and channels per layer (depth on the x axis, stages shaded); as
-    :func:`statistics_figure`."""
+    """Blocks and channels per layer (depth on the x axis; every stage named above its layers,
+    every other stage shaded, the legend saying which); as :func:`statistics_figure`."""
     counts = [n for stage in block_counts(layers) for n in stage]
     widths = [w * n for stage_w, stage_n in zip(layer_widths(layers, env), block_counts(layers),
                                                  strict=True)
               for w, n in zip(stage_w, stage_n, strict=True)]  # fmt: skip
 
     def draw(fig: Any, ax: Any) -> None:
+        from matplotlib.patches import Patch  # noqa: PLC0415
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
         depth = np.arange(1, len(counts) + 1)
-        ax.bar(depth, counts, color="tab:blue", alpha=0.7, label="blocks")
+        bars = ax.bar(depth, counts, color="tab:blue", alpha=0.7, label="blocks (left axis)")
         ax.set_xlabel("layer (depth)")
-        ax.set_ylabel("blocks in the layer")
+        ax.set_ylabel("blocks in the layer", color="tab:blue")
+        ax.set_ylim(0, max(counts) * 1.25)  # room for the stage names
+        if len(counts) <= 30:
+            ax.set_xticks(depth)
+        else:
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
         twin = ax.twinx()
-        twin.plot(depth, widths, "o-", color="tab:red", label="channels")
-        twin.set_ylabel("channels")
-        start = 0
+        (line,) = twin.plot(depth, widths, "o-", color="tab:red",
+                            label="channels of the layer (right axis)")  # fmt: skip
+        twin.set_ylabel("channels of the layer", color="tab:red")
+        twin.set_ylim(0, max(widths) * 1.25)
+        start, shaded = 0, []
         for i, stage in enumerate(layers):
             if i % 2:
-                ax.axvspan(start + 0.5, start + len(stage) + 0.5, color="gray", alpha=0.1)
+                ax.axvspan(start + 0.5, start + len(stage) + 0.5, color="gray", alpha=0.15)
+                shaded.append(str(i))
+            ax.text(start + 0.5 + len(stage) / 2, 0.97, f"stage {i}", ha="center", va="top",
+                    fontsize=8, color="dimgray", transform=ax.get_xaxis_transform())  # fmt: skip
             start += len(stage)
-        ax.set_title(envelope_notation_of(env.channels, layers, env.m), fontsize=10)
+        handles = [bars, line]
+        if shaded:
+            handles.append(Patch(color="gray", alpha=0.15,
+                                 label=f"shaded: stage {', '.join(shaded)} (stages alternate)"))  # fmt: skip
+        ax.legend(handles=handles, fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.2),
+                  ncol=len(handles), frameon=False)  # fmt: skip
+        ax.set_title(f"{envelope_notation_of(env.channels, layers, env.m)}: blocks and channels per layer",
+                     fontsize=10)  # fmt: skip
 
-    return {"draw": draw, "size": (6, 3)}
+    return {"draw": draw, "size": (7, 3.8)}
