@@ -163,6 +163,8 @@ def _draw_history(history: list[dict[str, Any]], metric: str | None) -> Callable
         metric = "accuracy" if "accuracy" in recorded or not recorded else recorded[0]
 
     def draw(fig: Any, axes: Any) -> None:
+        from matplotlib.ticker import MaxNLocator  # noqa: PLC0415
+
         axes = list(axes.flat)  # save_figure's 1x2 grid
         epochs = [h["epoch"] for h in history]
         for ax, name in zip(axes, ("loss", metric), strict=True):
@@ -173,10 +175,12 @@ def _draw_history(history: list[dict[str, Any]], metric: str | None) -> Callable
                     ax.plot(*zip(*points, strict=True), style, marker="o", markersize=3,
                             label=split)  # fmt: skip
             ax.set_xlabel("epoch")
+            ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # whole epochs, even for one
             ax.set_ylabel(name)
             ax.grid(alpha=0.3)
             ax.legend()
-        if all(h.get("train_loss", 1) > 0 for h in history):
+        losses = [h[k] for h in history for k in h if k.endswith("_loss")]
+        if losses and min(losses) > 0 and max(losses) / min(losses) > 10:  # log only if it spans
             axes[0].set_yscale("log")
 
     return draw
