@@ -98,7 +98,7 @@ def main(argv=None, log=print) -> dict:
                            prune_ratio=args.prune_ratio, lds=lds)  # fmt: skip
     arc_text = None
     if args.arc.is_file() and not args.quick:
-        from fnnjax.cli_nhn import read_arc  # noqa: PLC0415
+        from fnnjax.cli.nhn import read_arc  # noqa: PLC0415
         from fnnjax.errors import ConfigError  # noqa: PLC0415
 
         try:  # the arc and its skip convention, read as `fnnjax nhn --arc` reads them

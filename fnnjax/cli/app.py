@@ -38,10 +38,7 @@ _COMMANDS = {
 
 
 def _module(name: str):
-    try:
-        return importlib.import_module(f"fnnjax.cli.{name}")
-    except ModuleNotFoundError:  # TODO(#26): nhn and capacity are being ported
-        return importlib.import_module(f"fnnjax.cli_{name}")
+    return importlib.import_module(f"fnnjax.cli.{name}")
 
 
 def build_parser() -> argparse.ArgumentParser:

@@ -478,7 +478,7 @@ def test_the_pipeline_smooths_the_base_init_and_retrains_the_pruned_net_from_its
 
 
 def test_fnnjax_nhn_takes_the_arc_itself_as_well_as_a_file(tmp_path):
-    from fnnjax.cli_nhn import read_arc
+    from fnnjax.cli.nhn import read_arc
     from fnnjax.errors import ConfigError
 
     arc, skips = read_arc(Path("0 0 0 2 0 0"), 3, None)

@@ -145,6 +145,22 @@ class DynamicConfig:
         return json.loads(json.dumps(dataclasses.asdict(self)))
 
     @classmethod
+    def quick(cls, **changes: Any) -> DynamicConfig:
+        """The same method at a demo size (``fnnjax capacity --quick``, either task): our
+        reading of the draft's controller with a coarser plateau (3 epochs, under 5%), a
+        shorter warm-up (3) and grace (4), a lower widening cap (16 units) and a smaller probe
+        (256 examples, 32 Hutchinson vectors); plus ``changes``. Chosen so that the quick
+        regression (3 sines, 512 examples, width 16, 15 epochs) and classification (all of
+        digits through a 4-wide stream, 20 epochs) runs visibly delete units (OBD: units whose
+        deletion barely moves the probe loss) and grow on a plateau (a widening, then past the
+        cap an inserted block), within a minute on 2 CPU cores
+        (tests/construct/test_construct_capacity.py checks the deletions and growths)."""
+        controller = CapacityConfig(window=3, tau=0.05, grow_units=8, max_units=16, cooldown=3,
+                                    warmup=3, grace=4)  # fmt: skip
+        return cls(**{"controller": controller, "hutchinson_samples": 32, "hutchinson_chunk": 32,
+                      "probe_size": 256, **changes})  # fmt: skip
+
+    @classmethod
     def from_dict(cls, values: dict[str, Any]) -> DynamicConfig:
         values = dict(values)
         controller = dict(values.pop("controller", {}))
