@@ -22,7 +22,7 @@ def _help_lines(command: str) -> dict[str, str]:
     """Each shared flag's help as ``--help`` prints it (the flag's block of lines, joined)."""
     subparsers = build_parser()._subparsers._group_actions[0].choices
     text = subparsers[command].format_help()
-    blocks = re.split(r"\n(?=  -)", text)
+    blocks = re.split(r"\n(?=  -)|\n\n", text)
     return {flag: " ".join(next(b for b in blocks if b.lstrip().startswith(flag + " ")
                                 or b.strip() == flag or b.lstrip().startswith(flag + "\n")).split())
             for flag in SHARED}  # fmt: skip
