@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,21 @@ def test_a_damaged_newest_checkpoint_is_one_warning_line_and_the_run_finishes(tm
     assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
     assert f"checkpoints/{newest.name} is unreadable" in err[0] and "resuming from step" in err[0]
     assert len(list((tmp_path / "damaged").iterdir())) == 1
+
+
+def test_a_damaged_checkpoint_prints_no_traceback_from_orbax_in_a_fresh_process(tmp_path):
+    """#26: the tracebacks orbax's abandoned reads left behind (asyncio's reports of them, when
+    collected during the resumed training or at exit) followed the warning line: 75-156 lines."""
+    argv = ["train", "--dataset", "synthetic", "--epochs", "2", "--devices", "1", "--quiet",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    newest = max((tmp_path / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    (newest / "state" / "manifest.ocdbt").unlink()
+    done = subprocess.run([sys.executable, "-m", "fnnjax", *argv], capture_output=True, text=True,
+                          cwd=Path(cli.__file__).parents[1], timeout=300)  # fmt: skip
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
 
 
 @pytest.mark.parametrize(
