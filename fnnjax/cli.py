@@ -319,7 +319,8 @@ def _train(args: argparse.Namespace) -> int:
     if jax.process_index() == 0:
         print(
             f"{name} on {args.dataset}: {final} "
-            f"after {summary['epochs_done']} epochs, {summary['num_params']:,} parameters; "
+            f"after {summary['epochs_done']} epoch{'' if summary['epochs_done'] == 1 else 's'}, "
+            f"{summary['num_params']:,} parameters; "
             f"{best}; results and curves.png in {out}/"
         )
     return 0

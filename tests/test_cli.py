@@ -94,6 +94,21 @@ def test_a_damaged_checkpoint_prints_no_traceback_from_orbax_in_a_fresh_process(
     assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
 
 
+def test_fewer_epochs_than_the_folder_trained_is_one_warning_and_epochs_are_counted_right(
+        tmp_path, capsys):  # fmt: skip
+    argv = ["train", "--dataset", "synthetic", "--devices", "1", "--quiet", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--epochs", "2"]) == 0
+    assert " after 2 epochs, " in capsys.readouterr().out
+    assert cli.main([*argv, "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"fnnjax: warning: {tmp_path} already trained 2 epochs")
+    assert "Pass --epochs 2 or more" in err[0] and "--no-resume" in err[0]
+    assert " after 2 epochs, " in captured.out
+    assert cli.main([*argv, "--epochs", "1", "--no-resume"]) == 0
+    assert " after 1 epoch, " in capsys.readouterr().out
+
+
 @pytest.mark.parametrize(
     ("argv", "expected"),
     [
