@@ -3,6 +3,7 @@
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
@@ -76,6 +77,36 @@ def test_a_damaged_newest_checkpoint_is_one_warning_line_and_the_run_finishes(tm
     assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
     assert f"checkpoints/{newest.name} is unreadable" in err[0] and "resuming from step" in err[0]
     assert len(list((tmp_path / "damaged").iterdir())) == 1
+
+
+def test_a_damaged_checkpoint_prints_no_traceback_from_orbax_in_a_fresh_process(tmp_path):
+    """#26: the tracebacks orbax's abandoned reads left behind (asyncio's reports of them, when
+    collected during the resumed training or at exit) followed the warning line: 75-156 lines."""
+    argv = ["train", "--dataset", "synthetic", "--epochs", "2", "--devices", "1", "--quiet",
+            "--out", str(tmp_path)]  # fmt: skip
+    assert cli.main(argv) == 0
+    newest = max((tmp_path / "checkpoints").iterdir(), key=lambda p: int(p.name))
+    (newest / "state" / "manifest.ocdbt").unlink()
+    done = subprocess.run([sys.executable, "-m", "fnnjax", *argv], capture_output=True, text=True,
+                          cwd=Path(cli.__file__).parents[1], timeout=300)  # fmt: skip
+    err = done.stderr.strip().splitlines()
+    assert done.returncode == 0 and "Traceback" not in done.stderr, done.stderr[-3000:]
+    assert len(err) == 1 and err[0].startswith("fnnjax: warning: checkpoint"), err
+
+
+def test_fewer_epochs_than_the_folder_trained_is_one_warning_and_epochs_are_counted_right(
+        tmp_path, capsys):  # fmt: skip
+    argv = ["train", "--dataset", "synthetic", "--devices", "1", "--quiet", "--out", str(tmp_path)]
+    assert cli.main([*argv, "--epochs", "2"]) == 0
+    assert " after 2 epochs, " in capsys.readouterr().out
+    assert cli.main([*argv, "--epochs", "1"]) == 0
+    captured = capsys.readouterr()
+    err = captured.err.strip().splitlines()
+    assert len(err) == 1 and err[0].startswith(f"fnnjax: warning: {tmp_path} already trained 2 epochs")
+    assert "Pass --epochs 2 or more" in err[0] and "--no-resume" in err[0]
+    assert " after 2 epochs, " in captured.out
+    assert cli.main([*argv, "--epochs", "1", "--no-resume"]) == 0
+    assert " after 1 epoch, " in capsys.readouterr().out
 
 
 @pytest.mark.parametrize(

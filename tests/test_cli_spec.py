@@ -135,6 +135,7 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
     arch.save_variables(tmp_path / "weights.npz", {"params": {"w": np.zeros(2)}})
     (tmp_path / "text.npz").write_text("not an npz")
     np.save(tmp_path / "one.npy", np.zeros(3))
+    np.savez(tmp_path / "objects.npz", masks=np.array([{"w": 1}], dtype=object))
     ones_path = tmp_path / "ones.npz"
     arch.save_variables(ones_path, {"masks": jax.tree_util.tree_map(np.ones_like, masks)})
     for args, expected in [
@@ -145,14 +146,21 @@ def test_train_spec_with_masks_keeps_them_applied_and_a_bad_file_is_one_line(tmp
          f"--masks {tmp_path / 'other.npz'}: initial_variables['masks']"),
         (["--spec", str(path), "--masks", str(tmp_path / "weights.npz")],
          "holds 'params'; expected only 'masks' and 'arch'"),
-        (["--spec", str(path), "--masks", str(tmp_path / "text.npz")], "expected an .npz file"),
-        (["--spec", str(path), "--masks", str(tmp_path / "one.npy")], "got a single ndarray (.npy)"),
+        # #26: one line naming --masks FILE and what it should be; numpy's advice (allow_pickle)
+        # is not passed on.
+        (["--spec", str(path), "--masks", str(tmp_path / "text.npz")],
+         f"--masks {tmp_path / 'text.npz'}: expected an .npz file of masks written by fnnjax "
+         "beside the spec (nhn_masks.npz, pruned_masks.npz); it is not a NumPy file"),
+        (["--spec", str(path), "--masks", str(tmp_path / "objects.npz")],
+         "(nhn_masks.npz, pruned_masks.npz); it holds Python objects (pickled), not arrays"),
+        (["--spec", str(path), "--masks", str(tmp_path / "one.npy")], "it holds a single ndarray (.npy)"),
         (["--spec", str(path), "--masks", str(tmp_path / "none.npz")], "none.npz: no such file"),
     ]:
         assert cli.main(["train", "--quiet", "--epochs", "1", "--out", str(tmp_path / "bad"),
                          *args]) == 2  # an --out in args wins  # fmt: skip
         err = capsys.readouterr().err.strip()
         assert len(err.splitlines()) == 1 and expected in err, err
+        assert "allow_pickle" not in err and "save_variables" not in err
 
 
 @pytest.mark.parametrize(

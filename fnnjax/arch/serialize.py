@@ -268,18 +268,26 @@ def load_variables(path: Any) -> dict[str, Any]:
 
     import numpy as np  # noqa: PLC0415
 
+    expected = f"{path}: expected an .npz file of arrays written by fnnjax (save_variables)"
     try:
         data = np.load(path, allow_pickle=False)
     except (OSError, ValueError, zipfile.BadZipFile) as error:
-        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables), got an "
-                         f"unreadable file: {error}") from None  # fmt: skip
+        # numpy takes any file that is neither a zip nor a .npy for a pickle and suggests
+        # allow_pickle=True, which would run code from the file: not advice to pass on.
+        reason = ("it is not a NumPy file" if "pickle" in str(error)
+                  else f"it is unreadable ({getattr(error, 'strerror', None) or error})")  # fmt: skip
+        raise ValueError(f"{expected}; {reason}") from None
     if not isinstance(data, np.lib.npyio.NpzFile):
-        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables), got a "
-                         f"single {type(data).__name__} (.npy)")  # fmt: skip
-    with data:
-        flat = {key: data[key] for key in data.files}
+        raise ValueError(f"{expected}; it holds a single {type(data).__name__} (.npy)")
+    try:
+        with data:
+            flat = {key: data[key] for key in data.files}
+    except (OSError, ValueError, zipfile.BadZipFile) as error:
+        reason = ("it holds Python objects (pickled), not arrays" if "pickle" in str(error)
+                  else f"it is damaged ({error})")  # fmt: skip
+        raise ValueError(f"{expected}; {reason}") from None
     if not flat:
-        raise ValueError(f"{path}: expected an .npz file of arrays (save_variables); it holds none")
+        raise ValueError(f"{expected}; it holds none")
     tree: dict[str, Any] = {}
     for key, value in flat.items():
         parts = key.split("/")

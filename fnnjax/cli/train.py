@@ -211,8 +211,10 @@ def read_masks(path: Path) -> dict[str, Any]:
         raise ConfigError(f"--masks {path}: no such file")
     try:
         tree = load_variables(path)
-    except ValueError as error:
-        raise ConfigError(f"--masks {error}") from None
+    except ValueError as error:  # "PATH: expected ... (save_variables); what it holds instead"
+        reason = str(error).split("; ", 1)[-1]
+        raise ConfigError(f"--masks {path}: expected an .npz file of masks written by fnnjax "
+                          f"beside the spec (nhn_masks.npz, pruned_masks.npz); {reason}") from None  # fmt: skip
     other = sorted(set(tree) - {"masks", "arch"})
     if other:
         raise ConfigError(f"--masks {path}: holds {', '.join(map(repr, other))}; expected only "

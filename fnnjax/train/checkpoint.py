@@ -25,6 +25,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import re
 import shutil
 import sys
 import time
@@ -93,6 +94,42 @@ def _filter_closed_event_loop_reports() -> None:
     sys.unraisablehook = hook
 
 
+_TASK_REPORT = re.compile(r"coro=<(?P<name>\w+)\(\) (?:done|running), defined at (?P<file>[^>]*?):\d+>")
+
+
+class _AbandonedOrbaxReads(logging.Filter):
+    """Drops asyncio's reports of the read tasks an orbax restore leaves behind when it fails.
+
+    When one array of a damaged checkpoint cannot be read, orbax raises that error and abandons
+    the read tasks of the other arrays; each failed one is reported by asyncio when it is garbage
+    collected ("Task exception was never retrieved", ~7 lines and the full TensorStore spec each:
+    75-156 lines for one deleted manifest), at any later moment, e.g. in the middle of the resumed
+    training or at exit, long after :func:`_quiet_orbax_errors` has restored the log levels.
+    Only tasks of an orbax or tensorstore coroutine that reads (``*deserialize*``, ``*restore*``,
+    ``*read*``) are dropped; every other asyncio report is passed on.
+    """
+
+    _fnnjax = True
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        text = str(record.msg)
+        if not text.startswith(("Task exception was never retrieved", "Task was destroyed but it is pending")):
+            return True
+        match = _TASK_REPORT.search(record.getMessage())
+        if match is None:
+            return True
+        name, filename = match["name"].lower(), match["file"]
+        from_orbax = "orbax" in filename or "tensorstore" in filename
+        reads = any(word in name for word in ("deserialize", "restore", "read"))
+        return not (from_orbax and reads)
+
+
+def _filter_abandoned_orbax_reads() -> None:
+    asyncio_log = logging.getLogger("asyncio")
+    if not any(getattr(f, "_fnnjax", False) for f in asyncio_log.filters):
+        asyncio_log.addFilter(_AbandonedOrbaxReads())
+
+
 @contextlib.contextmanager
 def _quiet_orbax_errors():
     """Silences the tracebacks orbax, tensorstore and asyncio log for an unreadable checkpoint.
@@ -100,9 +137,11 @@ def _quiet_orbax_errors():
     A damaged data file makes them log 100+ lines to stderr although the error is also raised,
     and :meth:`Checkpoints.restore_latest` already reports it in one warning line. It also arms
     :func:`_filter_closed_event_loop_reports` (before the read: under load, a late report can
-    arrive while the failing read is still unwinding).
+    arrive while the failing read is still unwinding), and :class:`_AbandonedOrbaxReads` for the
+    asyncio reports of the failed read's other tasks, which arrive after it (when collected).
     """
     _filter_closed_event_loop_reports()
+    _filter_abandoned_orbax_reads()
     loggers = [logging.getLogger(name) for name in ("absl", "asyncio", "orbax", "jax")]
     levels = [logger.level for logger in loggers]
     for logger in loggers:

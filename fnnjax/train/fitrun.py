@@ -267,6 +267,9 @@ def train(r: FitRun, on_epoch_end: OnEpochEnd | None, on_steps: OnSteps | None) 
     start_step = int(r.state.step)
     first_epoch, offset = divmod(start_step, r.steps_per_epoch)
     total = r.steps_per_epoch * r.config.epochs
+    if start_step > total:
+        warnings.warn(_trained_beyond(r.folder.path, start_step, r.steps_per_epoch, r.config.epochs),
+                      stacklevel=3)  # fmt: skip
     try:
         with r.folder.progress(total, initial=start_step, enabled=r.config.progress) as bar:
             for epoch in range(first_epoch, r.config.epochs):
@@ -276,6 +279,24 @@ def train(r: FitRun, on_epoch_end: OnEpochEnd | None, on_steps: OnSteps | None) 
                 keep_epoch(r, record, on_epoch_end)
     finally:
         close(r)
+
+
+def epochs_text(count: int | float) -> str:
+    """``"1 epoch"``, ``"3 epochs"``."""
+    return f"{count:g} epoch" + ("" if count == 1 else "s")
+
+
+def _trained_beyond(out: Path, step: int, steps_per_epoch: int, epochs: int) -> str:
+    """The warning for a folder resumed at ``step``, past the ``epochs`` asked for (nothing left
+    to train: the results are those of the folder's newest checkpoint)."""
+    done = step // steps_per_epoch
+    partial = "" if step % steps_per_epoch == 0 else f" and {step % steps_per_epoch} steps"
+    return (
+        f"{out} already trained {epochs_text(done)}{partial} (more than --epochs {epochs}, "
+        f"epochs={epochs}): nothing trained; its final metrics are those of "
+        f"{f'step {step}' if partial else f'epoch {done}'}. Pass --epochs {done + bool(partial)} or more "
+        f"(epochs={done + bool(partial)}) to go on, or --no-resume (resume=False) to start afresh"
+    )
 
 
 def train_epoch(r: FitRun, epoch: int, offset: int, bar: Any, on_steps: OnSteps | None

@@ -272,6 +272,21 @@ def test_more_epochs_extend_a_constant_schedule_run_only(synthetic, tmp_path):
         fit(SMALL, synthetic, _config(epochs=2), out_dir=tmp_path / "cos")
 
 
+def test_fewer_epochs_than_the_folder_trained_warn_that_nothing_was_trained(synthetic, tmp_path):
+    """#26: --epochs 3 on a folder that trained 20 silently reported "after 20 epochs"."""
+    fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path)
+    with pytest.warns(UserWarning) as caught:
+        result = fit(SMALL, synthetic, _config(epochs=1, schedule="constant"), out_dir=tmp_path)
+    (warning,) = [str(w.message) for w in caught]
+    assert f"{tmp_path} already trained 2 epochs (more than --epochs 1, epochs=1)" in warning
+    assert "nothing trained; its final metrics are those of epoch 2" in warning
+    assert "--epochs 2 or more (epochs=2)" in warning and "--no-resume (resume=False)" in warning
+    assert "\n" not in warning and result.summary["epochs_done"] == 2
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # the same epochs again: a finished run, no warning
+        fit(SMALL, synthetic, _config(epochs=2, schedule="constant"), out_dir=tmp_path)
+
+
 def test_eight_devices_match_one_device(synthetic):
     assert jax.device_count() == 8, "tests/conftest.py asks for 8 simulated CPU devices"
     config = _config(epochs=2, num_devices=None)
