@@ -12,7 +12,8 @@ One module per subcommand (:mod:`~fnnjax.cli.train`, :mod:`~fnnjax.cli.inspect`,
 mistake (unknown name, impossible value, missing dataset, unwritable folder, a misspelt option, a
 folder holding another run) is printed as one ``fnnjax: error: ...`` line naming the flag, with
 exit status 2; ``--debug`` (before or after the command name) shows the traceback instead.
-Warnings are one ``fnnjax: warning:`` line. Nothing here imports JAX until a command runs.
+Warnings are one ``fnnjax: warning:`` line. The parsers read their defaults from the library's
+configs (``SearchConfig()``, ``NhnConfig.quick()``, ...), so the help is what the library does.
 """
 
 from fnnjax.cli.app import build_parser, main

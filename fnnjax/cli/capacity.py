@@ -116,13 +116,9 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
                         **{name: getattr(c, name) for name in CONTROLLER_FIELDS},
                         "max_shrink_loss": d.max_shrink_loss, "widen": d.widen},
                   out_required=True, quick=QUICK)  # fmt: skip
-    for action in cap._actions:  # the shared help, with what regression reads
-        if action.dest == "dataset":
-            action.help = ("classification: a dataset name (`fnnjax datasets` lists them); "
-                           "regression: sines (--complexity, --dim) or a generated task by "
-                           "name, e.g. sines1d-c3")  # fmt: skip
-        elif action.dest == "validation":
-            action.help += " (regression: of the task's 16384 generated training examples)"
+    cap.epilog += ("\nregression: --dataset is sines (with --complexity and --dim) or a generated "
+                   "task by name, e.g. sines1d-c3; --validation is a share of the task's 16384 "
+                   "generated training examples")  # fmt: skip
 
 
 def check_task_flags(args: argparse.Namespace) -> None:
