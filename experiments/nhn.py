@@ -18,7 +18,7 @@ CIFAR-10 needs tfds with a network; the paper-scale command (a GPU):
     python experiments/nhn.py --dataset cifar10 --arc runs/enas-c10/best_arc.txt --layers 12 \\
         --filters 36 --epochs 310 160 260 --lds-cycles 300 300 --limit-train 0
     python experiments/nhn.py            # the CPU size REPRODUCTION.md records
-    python experiments/nhn.py --quick    # seconds, for CI
+    python experiments/nhn.py --quick    # a few minutes on 2 cores, for CI
 
 Writes ``results.json`` and ``table1.md`` under ``--out``; the pipeline keeps its folder
 (``pipeline/``) and every comparison run its own (``runs/``), so an interrupted experiment resumes.

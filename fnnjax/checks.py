@@ -4,6 +4,10 @@ Each check raises :class:`~fnnjax.errors.ConfigError` (a ``ValueError``) in one 
 the argument (``name``: a field such as ``"epochs"`` or a flag such as ``"--epochs"``), what was
 expected and what was given: ``epochs: expected a positive int, got 0``. Booleans are never
 accepted as numbers. The ``*_arg`` functions are ``argparse`` types (the parser adds the flag).
+
+Architecture specs are checked by :mod:`fnnjax.arch.spec`'s own validation, which names a field
+by its path in the spec (``stages[1].blocks[3].filters: expected a positive int, got -2``) and
+refuses NumPy integers so that every spec writes as JSON; its choices use :func:`check_choice`.
 """
 
 from __future__ import annotations

@@ -12,7 +12,7 @@ from fnnjax.cli.common import Parser, debug_flag, flag_names, one_line_warning, 
 from fnnjax.errors import FnnjaxError
 
 EPILOG = """examples:
-  fnnjax train                                     dense baseline on digits (~30 s on a laptop CPU)
+  fnnjax train                                     dense baseline on digits (~20 s on 2 CPU cores)
   fnnjax train --model fnn-1024 --dataset fashion_mnist --epochs 100
   fnnjax enas --quick --out runs/enas              ENAS's search in about a minute
   fnnjax spec --model vgg19 --template uniform --width 0.25 --input-shape 8 8 1 --write vgg.json

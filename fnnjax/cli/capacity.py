@@ -209,7 +209,8 @@ def run(args: argparse.Namespace) -> int:
     counts = ", ".join(f"{ops.count(o)} {o}" for o in ("widen", "insert", "narrow", "remove")) or "none"
     metric = "accuracy" if args.task == "classification" else "loss"
     final = result["summary"].get(f"final_test_{metric}")
-    shown = "n/a (no test split)" if final is None else f"{final:.4g}"
+    shown = ("n/a (no test split)" if final is None
+             else f"{final:.2%}" if metric == "accuracy" else f"{final:.4g}")  # fmt: skip
     print(f"dynamic capacity on {data.name}: parameters {result['params_initial']} -> "
           f"{result['params_final']} ({len(ops)} changes: {counts}); final test {metric} "
           f"{shown}; see {args.out / 'capacity.png'}, {args.out / 'layers.md'}")  # fmt: skip

@@ -169,6 +169,8 @@ def render_mismatch(error: Any, parser: argparse.ArgumentParser | None) -> str:
         name = path.rsplit(".", 1)[-1]
         flag = FLAG_OF_FIELD.get(name, f"--{name.replace('_', '-')}")
         shown = flag if flag in options else path.removeprefix("config.")
+        if path.startswith("dataset.") and flag not in options:  # what the data flags decide
+            shown += " (set by --dataset, --limit-train and --validation)"
         hint = error.hints.get(path)
         lines.append(f"{shown}: saved {old!r}, now {new!r}" + (f" ({hint})" if hint else ""))
     more = f" (and {len(lines) - 8} more)" if len(lines) > 8 else ""

@@ -71,7 +71,7 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     env.add_argument("--devices", type=positive_int_arg, help="data-parallel devices; default all")
     add_run_flags(env, {**RUN_DEFAULTS, **_settings(ConstructionConfig())}, out_required=True,
                   quick="tiny sizes (400 digits, 6/2-1/2 with a 2-block cell, 2 iterations of 3 "
-                  "epochs, batch 40; ConstructionConfig.quick): a construction in seconds")  # fmt: skip
+                  "epochs, batch 40; ConstructionConfig.quick): a construction that grows, in about 20 s")  # fmt: skip
 
 
 def _int_list(text: str | None, flag: str) -> tuple[int, ...] | None:

@@ -12,7 +12,7 @@ from fnnjax.checks import positive_float_arg, positive_int_arg
 from fnnjax.cli.common import add_run_flags, epochs_text, parse_option, resolve
 
 EPILOG = """examples:
-  fnnjax train                                     dense baseline on digits (~30 s on a laptop CPU)
+  fnnjax train                                     dense baseline on digits (~20 s on 2 CPU cores)
   fnnjax train --model fnn-1024 --dataset fashion_mnist --epochs 100
   fnnjax train --model fnn -o num_hidden=2048 -o iterations=2 -o input_every_iteration=false
   fnnjax train --model dense --optimizer sgd --lr 0.1 --momentum 0.9 --nesterov --schedule cosine

@@ -264,8 +264,11 @@ def truncate_jsonl(path: str | Path, upto: int, key: str = "epoch") -> list[dict
     path = Path(path)
     if not path.exists():
         return []
-    kept = [r for r in read_jsonl(path) if r.get(key, 0) <= upto]
-    write_text(path, "".join(dumps(r) + "\n" for r in kept))
+    records = read_jsonl(path)
+    kept = [r for r in records if r.get(key, 0) <= upto]
+    lines = [ln for ln in path.read_text().splitlines() if ln.strip()]
+    if len(kept) < len(lines):  # something to drop (a later record or a line cut short)
+        write_text(path, "".join(dumps(r) + "\n" for r in kept))
     return kept
 
 

@@ -387,8 +387,9 @@ def test_a_dynamic_run_killed_after_changes_resumes_bitwise_in_its_latest_struct
     assert any(r["initial"] == 0 and r["final"] > 0 and "@" in r["layer"] for r in rows)  # inserted
     capsys.readouterr()
     assert _cli(tmp_path / "whole", "--shrink-below", "0.1") == 2  # another run in that folder
-    assert "holds a different dynamic-capacity run (controller.shrink_below: saved 0.0, " \
-           "now 0.1)" in capsys.readouterr().err
+    assert "holds a different dynamic-capacity run (--shrink-below: saved 0.0, now 0.1); to " \
+           "keep both, pass another --out; to start afresh here, pass --no-resume" in \
+           capsys.readouterr().err  # the setting named by its flag
 
 
 @pytest.mark.parametrize("argv,expected", [

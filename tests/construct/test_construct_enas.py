@@ -309,7 +309,7 @@ def test_a_killed_search_resumes_to_the_same_result_as_the_run_uninterrupted(tmp
     assert sum(t["count"] for t in top) == 10 and len({t["arc"] for t in top}) == len(top)
     assert [t["accuracy"] for t in top] == sorted((t["accuracy"] for t in top), reverse=True)
     assert (cut / "search.png").exists()
-    with pytest.raises(ValueError, match="validation_fraction > 0"):
+    with pytest.raises(ValueError, match="hold out at least 32"):
         enas.search(load_dataset("digits", limit_train=200), config)
     # A folder holding another search is refused; --no-resume moves its files aside.
     with pytest.raises(ValueError, match=r"holds a different search \(seed: saved 0, now 1\); "

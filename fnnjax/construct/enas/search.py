@@ -232,8 +232,9 @@ def _steps_per_epoch(data: Any, config: SearchConfig) -> int:
     """The child's steps per epoch, once ``data`` is known to suit a search."""
     if len(data.validation) < config.reward_batch:
         raise ValueError(f"data.validation: ENAS scores arcs on validation batches of "
-                         f"{config.reward_batch}; load the dataset with validation_fraction > 0 "
-                         f"(it has {len(data.validation)} examples)")  # fmt: skip
+                         f"{config.reward_batch}, but it has {len(data.validation)} examples; "
+                         f"hold out at least {config.reward_batch} (a larger --validation share, "
+                         "or load_dataset's validation_fraction)")  # fmt: skip
     steps = len(data.train) // config.batch_size
     if steps < 1:
         raise ValueError(f"data.train: {len(data.train)} examples is less than one batch of "

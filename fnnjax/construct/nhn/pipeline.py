@@ -160,7 +160,7 @@ class NhnConfig:
         return dataclasses.asdict(self)
 
     @classmethod
-    def quick(cls) -> NhnConfig:
+    def quick(cls, **changes: Any) -> NhnConfig:
         """Settings that show the method in about 75 s on 2 CPU cores (``fnnjax nhn
         --quick`` and the experiment's, on digits): 3 layers of 4 filters, 2 epochs per
         training, DNP of half the 3x3/5x5 kernels, LDS 2 + 1 cycles of 4 individuals, each scored
@@ -171,8 +171,9 @@ class NhnConfig:
         lds = LdsConfig(neurons=2, location=LocationConfig(population=4, keep=2, pairs=((0, 1),)),
                         direction=DirectionConfig(population=4), location_cycles=2,
                         direction_cycles=1, train_batches=2, batch_size=16, score_batch=144)  # fmt: skip
-        return cls(layers=3, filters=4, batch_size=32, base_epochs=2, prune_epochs=2,
-                   final_epochs=2, prune_ratio=0.5, lds=lds)  # fmt: skip
+        return cls(**{"layers": 3, "filters": 4, "batch_size": 32, "base_epochs": 2,
+                      "prune_epochs": 2, "final_epochs": 2, "prune_ratio": 0.5, "lds": lds,
+                      **changes})  # fmt: skip
 
 
 def nhn_score(error_percent: float, params_millions: float) -> float:
@@ -288,8 +289,9 @@ def run_nhn(
     from fnnjax.construct.enas import arc_from_string, arc_to_string, check_arc  # noqa: PLC0415
 
     if len(data.validation) == 0:
-        raise ValueError("data.validation: NHN's decisions (LDS) use a validation split; load the "
-                         "dataset with validation_fraction > 0")  # fmt: skip
+        raise ValueError("data.validation: NHN's decisions (LDS) use a validation split, and it is "
+                         "empty; hold out a share of the training split (--validation, or "
+                         "load_dataset's validation_fraction)")  # fmt: skip
     arc = arc_from_string(arc, config.layers) if isinstance(arc, str) else check_arc(arc, config.layers)
     meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
             "dataset": data.describe()}  # fmt: skip

@@ -285,8 +285,9 @@ def lds(
         RunMismatchError: ``out_dir`` holds another LDS search (a ``ValueError``).
     """
     if len(data.validation) == 0:
-        raise ValueError("data.validation: LDS scores on a validation split; load the dataset "
-                         "with validation_fraction > 0")  # fmt: skip
+        raise ValueError("data.validation: LDS scores on a validation split, and it is empty; hold "
+                         "out a share of the training split (--validation, or load_dataset's "
+                         "validation_fraction)")  # fmt: skip
     if num_devices is None:
         num_devices = jax.local_device_count()
         num_devices = num_devices if config.batch_size % num_devices == 0 else 1
@@ -315,7 +316,8 @@ def lds(
     finally:
         if ckpt is not None:
             ckpt.close()
-    return _export(folder, run, state, history)
+    finished = start >= config.cycles and folder.exists("genes.json")  # nothing new to write
+    return _export(folder, run, state, history, write=not finished)
 
 
 @dataclasses.dataclass
@@ -501,9 +503,10 @@ def _train_population(run: _Lds, state: dict[str, Any], arch: Any, cycle: int) -
     return losses
 
 
-def _export(folder: RunFolder, run: _Lds, state: dict[str, Any], history: list[dict[str, Any]]
-            ) -> dict[str, Any]:  # fmt: skip
-    """The search's result (:func:`lds`), written into its folder: the supernet's spec, the
+def _export(folder: RunFolder, run: _Lds, state: dict[str, Any], history: list[dict[str, Any]],
+            *, write: bool = True) -> dict[str, Any]:  # fmt: skip
+    """The search's result (:func:`lds`), written into its folder unless ``write`` is False (a
+    finished search, run again: its files are already the result): the supernet's spec, the
     chosen genes and their locations, the connection masks and the fitness curves."""
     from fnnjax.arch import to_json  # noqa: PLC0415
 
@@ -515,6 +518,10 @@ def _export(folder: RunFolder, run: _Lds, state: dict[str, Any], history: list[d
         directions = {e: np.ones((cin, config.neurons), np.float32)
                       for e, (_, cin) in run.chosen_edges(genes).items()}  # fmt: skip
     locations = gene_locations(genes, space)
+    if not write:
+        return {"genes": genes, "locations": locations, "directions": directions,
+                "supernet": run.supernet, "space": space,
+                "variables": state["child"].variables(), "history": history}  # fmt: skip
     folder.write_text("supernet_spec.json", to_json(run.supernet, indent=1))
     folder.write_json("genes.json", {"genes": genes.tolist(), "kernels": list(space.kernels),
                                      "low": list(space.low), "locations": locations})  # fmt: skip
