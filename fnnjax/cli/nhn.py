@@ -23,7 +23,7 @@ FIELDS = {"layers": "layers", "filters": "filters", "batch_size": "batch_size",
           "prune_ratio": "prune_ratio", "prune_scope": "prune_scope", "retrain": "retrain"}  # fmt: skip
 """Flag (dest) -> NhnConfig field, for the flags that set one directly."""
 
-QUICK = ("tiny sizes that show the method in about 75 s on 2 cores (digits, 3 layers of 4 filters, 2 "
+QUICK = ("tiny sizes that show the method in about 85 s on 2 cores (digits, 3 layers of 4 filters, 2 "
          "epochs per training, DNP of half the kernels, LDS 2 + 1 cycles of 4 individuals; "
          "NhnConfig.quick; with --search, ENAS's quick search: SearchConfig.quick)")  # fmt: skip
 

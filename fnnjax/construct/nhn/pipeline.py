@@ -161,7 +161,7 @@ class NhnConfig:
 
     @classmethod
     def quick(cls, **changes: Any) -> NhnConfig:
-        """Settings that show the method in about 75 s on 2 CPU cores (``fnnjax nhn
+        """Settings that show the method in about 85 s on 2 CPU cores (``fnnjax nhn
         --quick`` and the experiment's, on digits): 3 layers of 4 filters, 2 epochs per
         training, DNP of half the 3x3/5x5 kernels, LDS 2 + 1 cycles of 4 individuals, each scored
         on up to 144 validation images (all of digits' validation split: 40 tied the population's
