@@ -117,6 +117,16 @@ def resolve(args: argparse.Namespace, defaults: Mapping[str, Any],
     check_out(getattr(args, "out", None))
 
 
+def require_validation(args: argparse.Namespace, why: str) -> None:
+    """A command that decides on the validation split refuses ``--validation 0`` (``why``:
+    what it scores there)."""
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    if args.validation == 0:
+        raise ConfigError(f"--validation: {why} on the validation split; expected a share in "
+                          f"(0, 1), got {args.validation}")  # fmt: skip
+
+
 def config_from(base: Any, args: argparse.Namespace, fields: Mapping[str, str]) -> Any:
     """``base`` (a frozen config: the defaults or a preset) with the fields whose flags the user
     gave (``fields``: flag dest -> config field). A value the config refuses is reported under

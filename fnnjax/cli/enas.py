@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from fnnjax.checks import nonnegative_int_arg, positive_int_arg
-from fnnjax.cli.common import add_run_flags, config_from, resolve
+from fnnjax.cli.common import add_run_flags, config_from, require_validation, resolve
 
 RUN_DEFAULTS = {"dataset": "fashion_mnist", "validation": 0.1, "limit_train": None, "seed": 0}
 """The run flags' defaults that are not search settings (those come from SearchConfig)."""
@@ -107,13 +107,10 @@ def search_config(args: argparse.Namespace) -> Any:
 
 def run(args: argparse.Namespace) -> int:
     from fnnjax.construct import enas  # noqa: PLC0415
-    from fnnjax.errors import ConfigError  # noqa: PLC0415
     from fnnjax.train import load_dataset  # noqa: PLC0415
 
     resolve(args, RUN_DEFAULTS, QUICK_RUN)
-    if args.validation == 0:
-        raise ConfigError("--validation: ENAS scores arcs on the validation split; expected a "
-                          "share in (0, 1), got 0.0")  # fmt: skip
+    require_validation(args, "ENAS scores arcs")
     config = search_config(args)
     data = load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                         limit_train=args.limit_train)  # fmt: skip

@@ -10,7 +10,14 @@ from pathlib import Path
 from typing import Any
 
 from fnnjax.checks import positive_int_arg
-from fnnjax.cli.common import add_run_flags, config_from, flag_names, resolve, share_arg
+from fnnjax.cli.common import (
+    add_run_flags,
+    config_from,
+    flag_names,
+    require_validation,
+    resolve,
+    share_arg,
+)
 
 RUN_DEFAULTS = {"dataset": "fashion_mnist", "validation": 0.1, "limit_train": None, "seed": 0}
 """The run flags' defaults that are not pipeline settings (those come from NhnConfig)."""
@@ -240,13 +247,10 @@ def read_arc(path: Path, layers: int, skips: str | None) -> tuple[Any, str]:
 
 def run(args: argparse.Namespace) -> int:
     from fnnjax.construct import enas, nhn  # noqa: PLC0415
-    from fnnjax.errors import ConfigError  # noqa: PLC0415
     from fnnjax.train import load_dataset  # noqa: PLC0415
 
     resolve(args, RUN_DEFAULTS, QUICK_RUN)
-    if args.validation == 0:
-        raise ConfigError("--validation: NHN's LDS scores add-ons on the validation split; "
-                          "expected a share in (0, 1), got 0.0")  # fmt: skip
+    require_validation(args, "NHN's LDS scores add-ons")
     config = nhn_config(args)
     arc, skips = None, args.skips or "paper"
     if not args.search:  # checked before any data is loaded
