@@ -46,7 +46,7 @@ def test_enas_quick_with_explicit_flags_keeps_them(tmp_path, monkeypatch, capsys
     monkeypatch.setattr(enas, "search", no_search)
     assert main(["enas", "--quick", "--dataset", "nosuch", "--layers", "3", "--out",
                  str(tmp_path)]) == 2  # fmt: skip
-    assert "unknown dataset 'nosuch'" in capsys.readouterr().err  # not a digits run
+    assert "--dataset: unknown dataset 'nosuch'" in capsys.readouterr().err  # not a digits run
     assert main(["enas", "--quick", "--layers", "3", "--epochs", "2", "--out", str(tmp_path)]) == 130
     name, config = seen[-1]
     assert name == "digits" and (config.layers, config.epochs) == (3, 2)
@@ -201,3 +201,19 @@ def test_capacity_quick_with_explicit_flags(tmp_path, monkeypatch):
         command.run(_parse(command, ["capacity", "--task", "regression", "--quick", "--out",
                                      str(tmp_path / "file")]))  # fmt: skip
     assert str(caught.value).startswith("--out ") and "\n" not in str(caught.value)
+
+
+def test_library_messages_are_named_by_the_flag_that_sets_them():
+    from fnnjax.cli.common import flag_names
+
+    options = {"--dataset", "--batch-size", "--lr", "--out", "--no-resume"}
+    assert flag_names("batch_size 40 is larger than the training split (5 examples)", options) \
+        == "--batch-size: batch_size 40 is larger than the training split (5 examples)"
+    assert flag_names("unknown dataset 'x'; expected one of: digits", options).startswith(
+        "--dataset: unknown dataset 'x'")
+    assert flag_names("learning_rate: expected a positive number, got 0", options) == \
+        "--lr: expected a positive number, got 0"
+    assert flag_names("x: pass --no-resume (resume=False) or another --out (out_dir=...)") == \
+        "x: pass --no-resume or another --out"
+    assert flag_names("initial_variables: wrong shapes", options) == \
+        "initial_variables: wrong shapes"  # no such flag: left as it is

@@ -167,6 +167,11 @@ def flag_names(message: str, options: set[str] | None = None,
         flag = FLAG_OF_FIELD.get(head, flag) if flag not in options else flag
         if flag in options:
             message = f"{flag}: {rest}"
+    elif options is not None:  # "unknown dataset 'x'; ...", "batch_size 40 is larger than ..."
+        named = re.match(r"unknown (dataset|model|template) |([a-z]+_[a-z_]+) ", message)
+        flag = None if named is None else "--" + (named[1] or named[2]).replace("_", "-")
+        if flag in options:
+            message = f"{flag}: {message}"
     return re.sub(r" \((?:resume=False|out_dir=\.\.\.)\)", "", message)
 
 
