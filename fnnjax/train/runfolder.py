@@ -32,6 +32,7 @@ so a driver needs no ``if out is not None`` around them.
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import os
@@ -177,6 +178,7 @@ def check_same_run(
 # -- provenance ---------------------------------------------------------------------------------
 
 
+@functools.cache
 def _version(package: str) -> str | None:
     from importlib import metadata  # noqa: PLC0415
 
@@ -186,8 +188,10 @@ def _version(package: str) -> str | None:
         return None
 
 
+@functools.cache
 def _git_commit() -> str | None:
-    """The commit of the fnnjax checkout in use (None when installed from a wheel or no git)."""
+    """The commit of the fnnjax checkout in use (None when installed from a wheel or no git);
+    read once per process (a run's drivers start several nested runs)."""
     root = Path(__file__).resolve().parents[2]
     if not (root / ".git").exists():
         return None
