@@ -24,17 +24,11 @@ from typing import Any
 
 from fnnjax.checks import positive_int_arg
 
-RUN_FLAGS = ("dataset", "validation", "limit_train", "batch_size", "epochs", "seed", "out",
-             "no_resume")  # fmt: skip
-"""The flags every training subcommand declares through :func:`add_run_flags` (dest names)."""
-
 FLAG_OF_FIELD = {"learning_rate": "--lr", "grad_clip": "--clip", "min_learning_rate": "--min-lr",
                  "validation_fraction": "--validation", "num_devices": "--devices",
                  "child_clip": "--clip", "update_stats": "--bn-update", "mode": "--execution",
                  "random_search": "--random", "checkpoint_every_epochs": "--checkpoint-every",
-                 "weight_decay": "--weight-decay", "hutchinson_samples": "--samples",
-                 "prune_stem": "--keep-stem", "statistic": "--statistic",
-                 "limit_train": "--limit-train"}  # fmt: skip
+                 "hutchinson_samples": "--samples", "epochs_per_iteration": "--epochs"}  # fmt: skip
 """Library field names that a flag of another name sets (errors name the flag)."""
 
 

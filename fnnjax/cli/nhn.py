@@ -159,12 +159,10 @@ def nhn_config(args: argparse.Namespace) -> Any:
         if message.startswith("fresh='mutate': "):  # LocationConfig's spelling
             message = (f"--fresh mutate: {message.split(': ', 1)[1]} at --population "
                        f"{args.population or location.population}")  # fmt: skip
-        raise ConfigError(flag_names(message, {"location_cycles": "lds_cycles",
-                                               "direction_cycles": "lds_cycles"})) from None
-    try:
-        return config_from(base, args, FIELDS)
-    except ValueError as error:
-        raise ConfigError(str(error)) from None
+        raise ConfigError(flag_names(message, {"--lds-cycles", "--neurons", "--population"},
+                                     {"location_cycles": "lds_cycles",
+                                      "direction_cycles": "lds_cycles"})) from None  # fmt: skip
+    return config_from(base, args, FIELDS)
 
 
 def search_config(args: argparse.Namespace, config: Any, data: Any) -> Any:

@@ -64,8 +64,7 @@ from fnnjax.train.engine import (
     make_train_step,
 )
 from fnnjax.train.objectives import Objective
-from fnnjax.train.rundir import (  # noqa: F401 (_check_same_run: fit's identity check)
-    _check_same_run,
+from fnnjax.train.rundir import (
     _check_state_format,
     _identity,
     plot_history,

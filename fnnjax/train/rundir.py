@@ -19,9 +19,8 @@ from typing import Any
 from fnnjax.errors import CheckpointError
 from fnnjax.train import runfolder
 from fnnjax.train.checkpoint import Checkpoints
-from fnnjax.train.runfolder import append_jsonl, truncate_jsonl  # noqa: F401 (other drivers')
 
-__all__ = ["RUN_FILES", "append_jsonl", "plot_history", "truncate_jsonl"]
+__all__ = ["RUN_FILES", "plot_history"]
 
 # Config fields that may change between a run and its resumption without changing its trajectory.
 _RESUMABLE_FIELDS = frozenset(

@@ -15,7 +15,16 @@ import pytest
 
 from fnnjax.errors import CheckpointError, ConfigError, DataError, TrainingDivergedError
 from fnnjax.models import DenseBaseline
-from fnnjax.train import Checkpoints, TrainConfig, fit, load_dataset, loop, make_mesh, replicate
+from fnnjax.train import (
+    Checkpoints,
+    TrainConfig,
+    fit,
+    load_dataset,
+    loop,
+    make_mesh,
+    replicate,
+    rundir,
+)
 
 SMALL = DenseBaseline(num_classes=4, hidden=(32, 16), input_dropout=0.1)
 
@@ -213,9 +222,9 @@ def test_run_digest_changes_exactly_when_a_checkpoint_could_not_continue(synthet
     # The same run reading its files from elsewhere (another machine, tfds) is the same run.
     run = {"model": {"name": "dense"}, "dataset": synthetic.describe(), "config": _config().to_dict()}
     moved = {**run, "dataset": {**run["dataset"], "source": "/elsewhere"}}
-    loop._check_same_run(moved, run, "out")
+    rundir._check_same_run(moved, run, "out")
     with pytest.raises(CheckpointError, match="augmentation.padding: saved None, now 1"):
-        loop._check_same_run(run, {**run, "augmentation": {"padding": 1, "flip": False}}, "out")
+        rundir._check_same_run(run, {**run, "augmentation": {"padding": 1, "flip": False}}, "out")
 
 
 def test_best_validation_epoch_is_kept_and_curves_are_drawn(tmp_path):
