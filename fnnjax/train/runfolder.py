@@ -319,9 +319,11 @@ def _check_writable(out_dir: Path) -> None:
     if out_dir.exists() and not out_dir.is_dir():
         raise ConfigError(f"--out {out_dir}: expected a folder, but it is a file; name a folder "
                           "(it is created if missing)")  # fmt: skip
+    if not is_primary():  # it writes nothing here (its access is checked with the others')
+        return
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
-        probe = out_dir / f".fnnjax-write-test-{jax.process_index()}"
+        probe = out_dir / ".fnnjax-write-test"
         probe.write_text("ok")
         probe.unlink()
     except OSError as error:
@@ -352,11 +354,13 @@ def _check_shared_folder(out_dir: Path) -> None:
     if is_primary():
         marker.write_text(str(out_dir))
     sync_processes("fnnjax-shared-folder")
-    seen = np.asarray(multihost_utils.process_allgather(np.int32(marker.exists())))
+    visible = marker.exists() and os.access(out_dir, os.W_OK)  # each writes checkpoint shards
+    seen = np.asarray(multihost_utils.process_allgather(np.int32(visible)))
     if not seen.all():
         raise ConfigError(
-            f"processes {np.flatnonzero(seen == 0).tolist()} cannot see {marker}, which process 0 "
-            "wrote: --out must be a folder on a filesystem shared by all processes (NFS, GCS, ...)"
+            f"processes {np.flatnonzero(seen == 0).tolist()} cannot see or write {marker}, which "
+            "process 0 wrote: --out must be a folder on a filesystem shared by all processes "
+            "(NFS, GCS, ...) that each may write"
         )
 
 
