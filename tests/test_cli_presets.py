@@ -15,7 +15,8 @@ from fnnjax.cli import build_parser, common, main
 
 COMMANDS = ("train", "enas", "envelopenet", "nhn", "capacity")
 SHARED = ("--dataset", "--validation", "--limit-train", "--batch-size", "--epochs", "--seed",
-          "--out", "--no-resume")  # fmt: skip
+          "--out", "--no-resume", "--devices", "--distributed", "--coordinator",
+          "--num-processes", "--process-id")  # fmt: skip
 
 
 def _help_lines(command: str) -> dict[str, str]:
@@ -77,6 +78,19 @@ def test_an_out_that_is_a_file_is_one_line(command, tmp_path, capsys):
     assert main([command, *extra, "--out", str(blocker / "sub")]) == 2
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and f"--out {blocker / 'sub'}: {blocker} is a file" in err[0], err
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_cluster_flags_without_distributed_or_out_of_range_are_one_line(command, tmp_path, capsys):
+    extra = {"nhn": ["--arc", "0", "--layers", "1"], "capacity": ["--task", "regression"]}
+    base = [command, *extra.get(command, []), "--out", str(tmp_path / "run")]
+    assert main([*base, "--coordinator", "127.0.0.1:1234"]) == 2
+    assert main([*base, "--distributed", "--num-processes", "2", "--process-id", "2"]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 2, err
+    assert "--coordinator: it describes a multi-host run, which needs --distributed" in err[0]
+    assert "--process-id: expected 0 to 1 (--num-processes 2), got 2" in err[1]
+    assert not (tmp_path / "run").exists()  # refused before anything is written
 
 
 class _Stop(Exception):

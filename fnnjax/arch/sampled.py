@@ -421,10 +421,12 @@ class SampledNet:
         return x.reshape((x.shape[0], *self.spec.input_shape)) if x.ndim == 2 else x
 
     def _zero_grads(self, params: Any) -> Any:
-        """A cached tree of zeros shaped like ``params`` (never donated, shared by steps)."""
-        structure = jax.tree_util.tree_structure(params)
-        if self._zeros is None or self._zeros[0] != structure:
-            self._zeros = (structure, jax.tree_util.tree_map(jnp.zeros_like, params))
+        """A cached tree of zeros shaped and placed like ``params`` (never donated, shared by
+        steps; made again for parameters of another structure or on other devices)."""
+        leaves, structure = jax.tree_util.tree_flatten(params)
+        key = (structure, tuple(getattr(leaf, "sharding", None) for leaf in leaves))
+        if self._zeros is None or self._zeros[0] != key:
+            self._zeros = (key, jax.tree_util.tree_map(jnp.zeros_like, params))
         return self._zeros[1]
 
     def compiles(self) -> int:
