@@ -5,17 +5,21 @@ Two processes of two CPU devices each run ``fnnjax enas --quick`` and ``fnnjax e
 one-process reference joins ``jax.distributed`` too (``--num-processes 1``), so that both runs sum
 across devices with the same collectives (gloo's): XLA's in-process all-reduce adds the
 devices' parts in another order, and a search's discrete choices (an argmax flipped by the last
-bit of a BatchNorm mean) turn that rounding into another search. ENAS's search (its sampled
-path: one small program per op) then matches bit for bit. A fused training step (``fit``, under
-EnvelopeNets) compiles with another reduction order when its devices span two processes (XLA's
-choice; each layout is bitwise repeatable): its losses agree to ~1e-5 in the first epoch and
-drift apart by up to ~1e-3 over a few epochs of SGD, and the construction's decisions (which
-blocks are pruned, where cells go) are the same. Every file outside the
+bit of a BatchNorm mean) turn that rounding into another search. (A deviation from "1 process
+with 4 devices" taken literally, which would compare two reduction orders.) ENAS's search (its
+sampled path: one small program per op) then matches bit for bit. A fused training step
+(``fit``, under EnvelopeNets) still rounds differently when its devices span two processes (each
+layout is bitwise repeatable; the same collectives sum a plain array alike in both layouts, and
+XLA's single-threaded CPU mode changes nothing, so it is in how XLA compiles the step): its losses
+agree within 1e-5 relative after one epoch and drift apart over more epochs of SGD (6e-4 after
+two), so the construction trains one epoch per iteration here (each iteration trains afresh) and
+its decisions (which blocks are pruned, where cells go) must be the same. Every file outside the
 checkpoints must be written by process 0 alone: each process records the files it opened for
 writing (or renamed, removed, created) under ``--out`` with an audit hook.
 
 The searches are the quick presets with fewer epochs (explicit flags override ``--quick``) to
-keep the suite short; each run takes 20-40 s on two cores.
+keep the suite short; each run takes 20-40 s on two cores. The killed-and-resumed ENAS search
+stands in for an uninterrupted two-process one: it must end as the one-process search.
 """
 
 import json
@@ -59,7 +63,7 @@ sys.exit(main(sys.argv[3:]))
 """
 
 ENAS = ["enas", "--quick", "--epochs", "2"]
-ENVELOPENET = ["envelopenet", "--quick", "--epochs-per-iteration", "2"]
+ENVELOPENET = ["envelopenet", "--quick", "--epochs-per-iteration", "1"]
 
 
 def _free_port() -> int:
@@ -118,8 +122,9 @@ def _jsonl(path: Path) -> list[dict]:
     return [json.loads(line) for line in path.read_text().splitlines()]
 
 
-def _assert_same_numbers(a, b, atol=1e-5) -> None:
-    """Records ``a`` and ``b`` (lists of dicts) agree: floats within ``atol``, the rest equal."""
+def _assert_same_numbers(a, b, rtol=1e-5) -> None:
+    """Records ``a`` and ``b`` (lists of dicts) agree: floats within ``rtol``, the rest equal
+    (times and speeds aside)."""
     assert len(a) == len(b)
     for x, y in zip(a, b, strict=True):
         assert x.keys() == y.keys()
@@ -127,39 +132,33 @@ def _assert_same_numbers(a, b, atol=1e-5) -> None:
             if "second" in k or k == "time":  # wall-clock times and speeds differ, of course
                 continue
             if isinstance(x[k], float):
-                np.testing.assert_allclose(x[k], y[k], atol=atol, err_msg=k)
+                np.testing.assert_allclose(x[k], y[k], rtol=rtol, err_msg=k)
             else:
                 assert x[k] == y[k], k
 
 
-def test_enas_on_two_hosts_is_the_search_of_one_and_resumes_after_a_kill(tmp_path):
-    two, one, killed = tmp_path / "two", tmp_path / "one", tmp_path / "killed"
-    stdout = _run(ENAS, two, 2, 2, tmp_path / "audit-two")
-    assert "best arc" in stdout[0] and "best arc" not in stdout[1]  # one report
-    assert "4 devices in 2 processes" in stdout[0]
-    _assert_only_process_0_writes(tmp_path / "audit-two", 2, {
-        "search.jsonl", "arcs.jsonl", "best_arc.txt", "best_arc.json", "best_spec.json",
-        "search_spec.json", "top_arcs.json", "search.png", "run.json"})  # fmt: skip
+def test_enas_on_two_hosts_killed_and_resumed_is_the_search_of_one(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
     _run(ENAS, one, 1, 4, tmp_path / "audit-one")
-    for name in ("best_arc.txt", "top_arcs.json"):
-        assert (two / name).read_text() == (one / name).read_text(), name
-    _assert_same_numbers(_jsonl(two / "search.jsonl"), _jsonl(one / "search.jsonl"))
-    _assert_same_numbers(_jsonl(two / "arcs.jsonl"), _jsonl(one / "arcs.jsonl"))
-
     # killed (SIGKILL, both processes) once the first epoch's checkpoint exists, then rerun
-    procs = _start(ENAS, killed, 2, 2, tmp_path / "audit-killed")
+    procs = _start(ENAS, two, 2, 2, tmp_path / "audit-killed")
     deadline = time.monotonic() + 300
-    while not (killed / "checkpoints" / "0").is_dir() and time.monotonic() < deadline:
+    while not (two / "checkpoints" / "0").is_dir() and time.monotonic() < deadline:
         assert all(p.poll() is None for p in procs), "the search ended before it was killed"
         time.sleep(0.1)
     for proc in procs:
         proc.send_signal(signal.SIGKILL)
         proc.wait()
-    assert not (killed / "best_arc.txt").exists()
-    stdout = _run(ENAS, killed, 2, 2, tmp_path / "audit-resumed")
+    assert not (two / "best_arc.txt").exists()
+    stdout = _run(ENAS, two, 2, 2, tmp_path / "audit-two")
     assert "resuming the search after epoch 0" in stdout[0]
-    assert (killed / "best_arc.txt").read_text() == (two / "best_arc.txt").read_text()
-    _assert_same_numbers(_jsonl(killed / "search.jsonl"), _jsonl(two / "search.jsonl"))
+    assert "4 devices in 2 processes" in stdout[0]
+    assert "best arc" in stdout[0] and "best arc" not in stdout[1]  # one report
+    _assert_only_process_0_writes(tmp_path / "audit-two", 2, {
+        "search.jsonl", "arcs.jsonl", "best_arc.txt", "best_arc.json", "best_spec.json",
+        "search_spec.json", "top_arcs.json", "search.png", "run.json"})  # fmt: skip
+    for name in ("best_arc.txt", "best_arc.json", "top_arcs.json", "search.jsonl", "arcs.jsonl"):
+        assert (two / name).read_text() == (one / name).read_text(), name  # bit for bit
 
 
 def test_envelopenet_on_two_hosts_is_the_construction_of_one(tmp_path):
@@ -177,5 +176,4 @@ def test_envelopenet_on_two_hosts_is_the_construction_of_one(tmp_path):
     assert (two / "final_spec.json").read_text() == (one / "final_spec.json").read_text()
     for k in range(len(a)):  # (module docstring: the fused step rounds differently)
         metrics = f"iterations/{k}/metrics.jsonl"
-        _assert_same_numbers(_jsonl(two / metrics)[:1], _jsonl(one / metrics)[:1], atol=5e-5)
-        _assert_same_numbers(_jsonl(two / metrics), _jsonl(one / metrics), atol=2e-3)
+        _assert_same_numbers(_jsonl(two / metrics), _jsonl(one / metrics))

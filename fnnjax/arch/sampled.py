@@ -155,9 +155,8 @@ def sampled_support(spec: Spec) -> str | None:
 
 
 def _in_order(value: Any) -> Any:
-    """``value``, waited for under ``jax.distributed`` (module docstring: the pieces of a
-    multi-host step must run in the order they are issued, the same in every process; its
-    collectives, gloo on CPU, deadlock otherwise, even with one process)."""
+    """``value``, waited for under ``jax.distributed`` (module docstring; the IR does not import
+    the trainer, whose :func:`fnnjax.train.sharding.in_order` says the same)."""
     return jax.block_until_ready(value) if jax.distributed.is_initialized() else value
 
 
@@ -406,8 +405,8 @@ class SampledNet:
                 self._local(params, paths), self._local(stats, paths), extra,
                 *(values[i] for i in inputs)))  # fmt: skip
         head = {"head": ("head",)}
-        return self._infer_fn("head", (self.spec.head, self.spec.num_classes))(
-            self._local(params, head), self._local(stats, head), {}, values[out])
+        return _in_order(self._infer_fn("head", (self.spec.head, self.spec.num_classes))(
+            self._local(params, head), self._local(stats, head), {}, values[out]))
 
     def _check_input(self, variables: Mapping[str, Any], x: jax.Array) -> jax.Array:
         """``x`` as the supernet takes it (flat rows reshaped to the input shape); refuses

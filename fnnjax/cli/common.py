@@ -94,8 +94,8 @@ def add_run_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any], 
     hosts = parser.add_argument_group(
         "devices and hosts (README: searches on several hosts)")
     hosts.add_argument("--devices", type=positive_int_arg, metavar="N",
-                       help="data-parallel devices (default: all; in one process, the most that "
-                       "split the batch)")  # fmt: skip
+                       help="data-parallel devices (default: all of them; a search in one "
+                       "process takes the most that split its batch)")  # fmt: skip
     hosts.add_argument("--distributed", action="store_true",
                        help="join a multi-host run: call jax.distributed.initialize() first (on "
                        "TPU pods and SLURM it finds the cluster itself); every process runs the "
@@ -132,8 +132,15 @@ def start_distributed(args: argparse.Namespace) -> None:
         raise ConfigError(f"--process-id: expected 0 to {n - 1} (--num-processes {n}), got {i}")
     import jax  # noqa: PLC0415
 
-    jax.distributed.initialize(coordinator_address=cluster["coordinator"], num_processes=n,
-                               process_id=i)  # fmt: skip
+    try:
+        jax.distributed.initialize(coordinator_address=cluster["coordinator"], num_processes=n,
+                                   process_id=i)  # fmt: skip
+    except (ValueError, RuntimeError) as error:  # no cluster found, or none answered
+        where = cluster["coordinator"] or "the cluster (none given)"
+        reason = " ".join(str(error).split())[:200]
+        raise ConfigError(f"--coordinator: could not join {where} ({reason}); outside TPU pods "
+                          "and SLURM give --coordinator HOST:PORT --num-processes N "
+                          "--process-id I") from None  # fmt: skip
 
 
 def say(*args: Any, **kwargs: Any) -> None:

@@ -57,7 +57,8 @@ class TrainConfig:
         eval_batch_size: batch size for evaluation.
         checkpoint_every_epochs: save every this many epochs (the final epoch is always saved).
         keep_checkpoints: how many recent checkpoints to keep.
-        num_devices: devices for data parallelism (None: all local devices).
+        num_devices: devices for data parallelism (None: all of them; under
+            ``jax.distributed``, every process's).
         log_every_steps: progress-bar refresh interval (each refresh syncs with the device).
         progress: show a tqdm progress bar.
         tensorboard: also write TensorBoard event files (needs ``tensorboardX``).

@@ -28,6 +28,7 @@ __all__ = [
     "DATA_AXIS",
     "batch_sharding",
     "data_mesh",
+    "in_order",
     "is_primary",
     "make_mesh",
     "primary_only",
@@ -51,12 +52,12 @@ def make_mesh(num_devices: int | None = None, devices: Sequence[jax.Device] | No
         num_devices = len(devices)
     if jax.process_count() > 1 and num_devices != len(devices):
         raise ConfigError(
-            f"devices: a run over {jax.process_count()} processes uses all {len(devices)} devices "
+            f"--devices: a run over {jax.process_count()} processes uses all {len(devices)} devices "
             f"of the cluster; got {num_devices} (leave --devices unset)"
         )
     if not 1 <= num_devices <= len(devices):
         raise ConfigError(
-            f"devices must be between 1 and {len(devices)} (the devices JAX sees: "
+            f"--devices: expected 1 to {len(devices)} (the devices JAX sees: "
             f"{devices[0].platform} x{len(devices)}), got {num_devices}"
         )
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
@@ -77,6 +78,13 @@ def data_mesh(batch_sizes: Sequence[int], num_devices: int | None = None, *,
     """
     count = len(jax.devices())
     sizes = [int(b) for b in batch_sizes]
+    if num_devices is not None:
+        make_mesh(num_devices)  # checks the count itself first (one line naming --devices)
+        bad = [b for b in sizes if b % num_devices]
+        if bad:
+            raise ConfigError(f"--devices: {num_devices} devices do not split a batch of "
+                              f"{bad[0]} ({flag}); expected a count that divides it")  # fmt: skip
+        return make_mesh(num_devices)
     if num_devices is None:
         if jax.process_count() > 1:
             num_devices = count
@@ -89,6 +97,15 @@ def data_mesh(batch_sizes: Sequence[int], num_devices: int | None = None, *,
         raise ConfigError(f"{flag}: a batch of {bad[0]} does not split over {where}; expected a "
                           f"multiple of {num_devices}")  # fmt: skip
     return make_mesh(num_devices)
+
+
+def in_order(value: Any) -> Any:
+    """``value``, waited for under ``jax.distributed``. Host code that issues several small
+    programs with cross-device reductions (a sampled architecture's pieces, one accuracy per
+    arc) waits for each before the next: the runtime may run two independent programs at once,
+    and processes that reach their collectives (gloo on CPU) in different orders wait for each
+    other forever (seen: a 2-process ENAS search hung in its first step)."""
+    return jax.block_until_ready(value) if jax.distributed.is_initialized() else value
 
 
 def put_batch(x: Any, mesh: Mesh, axis: int = 0) -> Any:

@@ -34,7 +34,7 @@ from fnnjax.construct.enas.space import (
 )
 from fnnjax.train.config import cosine_restarts as train_cosine_restarts
 from fnnjax.train.runfolder import RunFolder
-from fnnjax.train.sharding import data_mesh, primary_only, put_batch, replicate
+from fnnjax.train.sharding import data_mesh, in_order, primary_only, put_batch, replicate
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -105,7 +105,7 @@ def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: An
         xb, yb = (x, y) if shared else (x[p], y[p])
         if mesh is not None:
             xb, yb = put_batch((xb, yb), mesh)
-        acc = _accuracy(net.apply(variables, host_selection(arc, layers), xb), yb)
+        acc = in_order(_accuracy(net.apply(variables, host_selection(arc, layers), xb), yb))
         scores[arc.tobytes()] = acc
         out.append(acc)
     return jnp.stack(out)
@@ -193,7 +193,10 @@ def search(
     ``batch_size``). Child training is data-parallel (each batch split over the devices,
     parameters replicated, BatchNorm over the whole batch), the reward and derivation batches
     are split likewise, and the controller runs replicated, so the same seed gives the same
-    search on any number of devices or hosts (to the rounding of cross-device sums). Under
+    search on any number of devices or hosts up to the rounding of cross-device sums (which a
+    search's discrete choices can amplify into other arcs: runs on one layout repeat bit for
+    bit, and two processes of two devices match one process of four that uses the same
+    collectives, ``tests/test_multihost_search.py``). Under
     ``jax.distributed`` every process calls :func:`search` with the same arguments; process 0
     alone writes ``out_dir`` (each writes its share of a checkpoint) and logs.
 
@@ -227,7 +230,8 @@ def search(
     ckpt = folder.checkpoints(max_to_keep=2)
     now = {"config": dataclasses.asdict(config), "seed": seed, "dataset": data.describe()}
     try:
-        state, start, history = _restore_search(folder, ckpt, state, now, execution, resume, log)
+        state, start, history = _restore_search(folder, ckpt, state, now, execution, resume, log,
+                                                mesh.size)  # fmt: skip
         arrays = (*replicate((data.train.x, data.train.y), mesh),
                   np.asarray(data.validation.x), np.asarray(data.validation.y))  # fmt: skip
         for epoch in range(start, config.epochs):
@@ -240,7 +244,8 @@ def search(
                 folder.append_jsonl("arcs.jsonl", line)
             folder.append_jsonl("search.jsonl", record)
             if ckpt is not None:
-                ckpt.save(epoch, state, {"epoch": epoch, **now, "execution": execution})
+                ckpt.save(epoch, state, {"epoch": epoch, **now, "execution": execution,
+                                         "devices": mesh.size})  # fmt: skip
     finally:
         if ckpt is not None:
             ckpt.close()
@@ -273,7 +278,7 @@ def _steps_per_epoch(data: Any, config: SearchConfig) -> int:
 
 
 def _restore_search(folder: RunFolder, ckpt: Any, state: dict[str, Any], now: dict[str, Any],
-                    execution: str, resume: bool, log: Any
+                    execution: str, resume: bool, log: Any, devices: int = 1
                     ) -> tuple[dict[str, Any], int, list[dict[str, Any]]]:  # fmt: skip
     """The search state, first epoch and history to go on from: the folder's latest checkpoint
     (if it holds this search, :func:`_refuse_another_search`) with the logs cut to it, or
@@ -292,6 +297,11 @@ def _restore_search(folder: RunFolder, ckpt: Any, state: dict[str, Any], now: di
         log(f"the search ran with execution {saved_execution!r} and resumes with {execution!r}: "
             "the same computation, rounded differently (it will not match an uninterrupted run "
             "bit for bit)")  # fmt: skip
+    saved_devices = meta.get("devices", 1)
+    if saved_devices != devices:
+        log(f"the search ran on {saved_devices} device(s) and resumes on {devices}: the same "
+            "computation, summed across devices in another order (it will not match an "
+            "uninterrupted run bit for bit)")  # fmt: skip
     history = folder.truncate_jsonl("search.jsonl", epoch)
     folder.truncate_jsonl("arcs.jsonl", epoch)
     log(f"resuming the search after epoch {epoch} from {folder.file('checkpoints')}")

@@ -385,8 +385,9 @@ def construct(
     of several layers in the first iteration), ``widths.png`` (blocks and channels per layer
     of the constructed network) and ``run.json`` (the folder's provenance). Seeds derive from
     ``seed`` and the iteration, so the same seed gives the same construction. ``num_devices``:
-    data-parallel devices (default: all local ones; the batch size must be a multiple of their
-    number).
+    data-parallel devices (default: all of them, of every process under ``jax.distributed``,
+    where every process calls this with the same arguments and process 0 alone writes
+    ``out_dir``; the batch size must be a multiple of their number).
 
     Returns:
         ``{"spec", "layers", "notation", "records", "final"}`` (``final``: the final training's
@@ -403,9 +404,10 @@ def construct(
     env = config.envelope
     now = {"config": config.to_dict(), "measured_at": config.measured_at, "seed": seed,
            "dataset": data.describe()}  # fmt: skip
+    log = primary_only(log)
     folder, config, records = _open_construction(out_dir, config, now, resume=resume, log=log)
     now["config"] = config.to_dict()
-    say = primary_only(log) or (lambda _: None)
+    say = log or (lambda _: None)
     _save(folder, now, config, records)  # at once: a resume checks it, even inside iteration 0
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])
