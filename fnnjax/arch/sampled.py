@@ -36,6 +36,12 @@ source with its gate. The head runs under the name ``head``, so its dropout draw
 random numbers as in the supernet; dropout elsewhere (a ``Dropout`` block) would draw others
 and is refused.
 
+Several processes (``jax.distributed``): the pieces run on the devices their inputs live on (a
+batch split over a mesh: BatchNorm and the parameter gradients reduce across it), and each
+piece is waited for before the next is issued (:func:`_in_order`): the runtime may otherwise run
+two independent pieces at once, and processes that reach their cross-host reductions in
+different orders wait for each other forever.
+
 Not supported (refused by :func:`sampled_support`, which names the reason): add-on edges, a
 block's own ``skips`` (``concat``/``add``), dropout outside the head, choice blocks in the stem and
 ``Choice.update_stats="all"``; and (refused when the variables carry them) the ``use_masks`` and
@@ -146,6 +152,13 @@ def sampled_support(spec: Spec) -> str | None:
                 return (f"{where} updates every candidate's BatchNorm statistics "
                         "(update_stats='all' needs every candidate computed)")  # fmt: skip
     return None
+
+
+def _in_order(value: Any) -> Any:
+    """``value``, waited for under ``jax.distributed`` (module docstring: the pieces of a
+    multi-host step must run in the order they are issued, the same in every process; its
+    collectives, gloo on CPU, deadlock otherwise, even with one process)."""
+    return jax.block_until_ready(value) if jax.distributed.is_initialized() else value
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:
@@ -342,17 +355,17 @@ class SampledNet:
         for kind, part, paths, inputs, live, extra, out in self._pieces(selection):
             from_data = all(i == "x" for i in inputs)
             fn = self._train_fn(kind, part, not from_data)
-            y_out, bs, vjp = fn(self._local(params, paths), self._local(stats, paths), extra,
-                                *(values[i] for i in inputs))  # fmt: skip
+            y_out, bs, vjp = _in_order(fn(self._local(params, paths), self._local(stats, paths),
+                                          extra, *(values[i] for i in inputs)))  # fmt: skip
             for local, path in paths.items():
                 if local in bs:
                     new_stats = _put(new_stats, path, bs[local])
             values[out] = y_out
             tape.append(_Entry(vjp, None if from_data else live, out, paths))
         head_paths = {"head": ("head",)}
-        metrics, bs, g_head, g_x = self._head_fn(objective)(
+        metrics, bs, g_head, g_x = _in_order(self._head_fn(objective)(
             self._local(params, head_paths), self._local(stats, head_paths), values[out], y,
-            drop_key)  # fmt: skip
+            drop_key))  # fmt: skip
         if "head" in bs:
             new_stats = _put(new_stats, ("head",), bs["head"])
         grads = self._zero_grads(params)
@@ -362,14 +375,14 @@ class SampledNet:
             g = cotangents.pop(entry.out, None)
             if g is None:
                 continue  # no selected reader: the piece's gradients are zero
-            g_params, *g_inputs = self._backward(entry.vjp, g)
+            g_params, *g_inputs = _in_order(self._backward(entry.vjp, g))
             for local, path in entry.paths.items():
                 if local in g_params:  # (a pooling op has no parameters)
                     grads = _put(grads, path, g_params[local])
             for i, gi in zip(entry.inputs or (), g_inputs, strict=False):
                 if i is None or i == "x":
                     continue
-                cotangents[i] = gi if i not in cotangents else cotangents[i] + gi
+                cotangents[i] = gi if i not in cotangents else _in_order(cotangents[i] + gi)
         return metrics, grads, new_stats
 
     def gradient(self, selection: Mapping[str, Any]) -> Callable[..., Any]:
@@ -389,9 +402,9 @@ class SampledNet:
         values: dict[Any, Any] = {"x": x}
         out = "x"
         for kind, part, paths, inputs, _, extra, out in self._pieces(selection):
-            values[out] = self._infer_fn(kind, part)(
+            values[out] = _in_order(self._infer_fn(kind, part)(
                 self._local(params, paths), self._local(stats, paths), extra,
-                *(values[i] for i in inputs))  # fmt: skip
+                *(values[i] for i in inputs)))  # fmt: skip
         head = {"head": ("head",)}
         return self._infer_fn("head", (self.spec.head, self.spec.num_classes))(
             self._local(params, head), self._local(stats, head), {}, values[out])

@@ -8,7 +8,14 @@ import sys
 import warnings
 from collections.abc import Sequence
 
-from fnnjax.cli.common import Parser, debug_flag, flag_names, one_line_warning, render_mismatch
+from fnnjax.cli.common import (
+    Parser,
+    debug_flag,
+    flag_names,
+    one_line_warning,
+    render_mismatch,
+    start_distributed,
+)
 from fnnjax.errors import FnnjaxError
 
 EPILOG = """examples:
@@ -105,6 +112,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     subparser = parser._subparsers._group_actions[0].choices.get(args.command)  # type: ignore[union-attr]
     shown, warnings.showwarning = warnings.showwarning, one_line_warning
     try:
+        start_distributed(args)
         return _handler(args.command)(args)
     except (FnnjaxError, ValueError, FileNotFoundError, PermissionError) as error:
         if args.debug:

@@ -9,7 +9,7 @@ import shlex
 from typing import Any
 
 from fnnjax.checks import positive_float_arg, positive_int_arg
-from fnnjax.cli.common import add_run_flags, config_from, given, resolve
+from fnnjax.cli.common import add_run_flags, config_from, given, resolve, say
 
 RUN_DEFAULTS = {"dataset": None, "validation": 0.1, "limit_train": None, "batch_size": 64,
                 "epochs": 100, "seed": 0, "complexity": 4, "dim": 1, "num_train": 4096,
@@ -202,7 +202,7 @@ def run(args: argparse.Namespace) -> int:
     config = dynamic_config(args)
     data, spec = _data_and_spec(args)
     train = TrainConfig(epochs=args.epochs, batch_size=args.batch_size, learning_rate=args.lr,
-                        seed=args.seed)  # fmt: skip
+                        seed=args.seed, num_devices=args.devices)  # fmt: skip
     result = cp.train_dynamic(spec, data, train, config, args.out, objective=args.task,
                               resume=not args.no_resume)  # fmt: skip
     ops = [c["op"] for c in result["changes"]]
@@ -211,10 +211,10 @@ def run(args: argparse.Namespace) -> int:
     final = result["summary"].get(f"final_test_{metric}")
     shown = ("n/a (no test split)" if final is None
              else f"{final:.2%}" if metric == "accuracy" else f"{final:.4g}")  # fmt: skip
-    print(f"dynamic capacity on {data.name}: parameters {result['params_initial']} -> "
+    say(f"dynamic capacity on {data.name}: parameters {result['params_initial']} -> "
           f"{result['params_final']} ({len(ops)} changes: {counts}); final test {metric} "
           f"{shown}; see {args.out / 'capacity.png'}, {args.out / 'layers.md'}")  # fmt: skip
-    print(f"the final network: {args.out / 'final_spec.json'}; to train it from scratch on the "
+    say(f"the final network: {args.out / 'final_spec.json'}; to train it from scratch on the "
           f"same data: {retrain_command(args)}")  # fmt: skip
     return 0
 

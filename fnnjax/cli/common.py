@@ -6,6 +6,10 @@ preset and explicit flags combine, and how library errors read on the command li
 the command's own (listed at the end of its ``--help``) and parse as None, so that a command can
 tell a flag the user gave from one left out.
 
+**Devices and hosts** (also in :func:`add_run_flags`): ``--devices`` and ``--distributed
+--coordinator --num-processes --process-id``; :func:`start_distributed` (called by the dispatch
+before a command runs) joins the cluster, and :func:`say` prints in process 0 only.
+
 **Presets** (:func:`resolve`): a value comes from the flag when it is given, else from the preset
 (``--quick``: the command's quick run, whose settings live on the library's configs, e.g.
 ``SearchConfig.quick()``), else from the command's default. Explicit flags always win.
@@ -22,7 +26,7 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-from fnnjax.checks import positive_int_arg
+from fnnjax.checks import nonnegative_int_arg, positive_int_arg
 
 FLAG_OF_FIELD = {"learning_rate": "--lr", "grad_clip": "--clip", "min_learning_rate": "--min-lr",
                  "validation_fraction": "--validation", "num_devices": "--devices",
@@ -87,8 +91,57 @@ def add_run_flags(parser: argparse.ArgumentParser, defaults: Mapping[str, Any], 
     if quick is not None:
         group.add_argument("--quick", action="store_true",
                            help=f"{quick}; flags given explicitly override it")
+    hosts = parser.add_argument_group(
+        "devices and hosts (README: searches on several hosts)")
+    hosts.add_argument("--devices", type=positive_int_arg, metavar="N",
+                       help="data-parallel devices (default: all; in one process, the most that "
+                       "split the batch)")  # fmt: skip
+    hosts.add_argument("--distributed", action="store_true",
+                       help="join a multi-host run: call jax.distributed.initialize() first (on "
+                       "TPU pods and SLURM it finds the cluster itself); every process runs the "
+                       "same command with the same --out, process 0 writes it")  # fmt: skip
+    hosts.add_argument("--coordinator", metavar="HOST:PORT",
+                       help="with --distributed: process 0's address")
+    hosts.add_argument("--num-processes", type=positive_int_arg, metavar="N",
+                       help="with --distributed: how many processes")
+    hosts.add_argument("--process-id", type=nonnegative_int_arg, metavar="I",
+                       help="with --distributed: this process's index, 0 to N-1")
     shown = ", ".join(f"--{k.replace('_', '-')} {_shown(v)}" for k, v in defaults.items())
     parser.epilog = (parser.epilog or "").rstrip() + f"\n\ndefaults: {shown}"
+
+
+def start_distributed(args: argparse.Namespace) -> None:
+    """``jax.distributed.initialize`` with the command's ``--coordinator --num-processes
+    --process-id`` when ``--distributed`` is given (before anything touches a device).
+
+    Raises:
+        ConfigError: one of those flags without ``--distributed``, or a process index not
+            below the process count.
+    """
+    from fnnjax.errors import ConfigError  # noqa: PLC0415
+
+    cluster = {f: getattr(args, f, None) for f in ("coordinator", "num_processes", "process_id")}
+    if not getattr(args, "distributed", False):
+        stray = [f"--{f.replace('_', '-')}" for f, v in cluster.items() if v is not None]
+        if stray:
+            raise ConfigError(f"{stray[0]}: it describes a multi-host run, which needs "
+                              "--distributed (or leave it out)")  # fmt: skip
+        return
+    n, i = cluster["num_processes"], cluster["process_id"]
+    if n is not None and i is not None and i >= n:
+        raise ConfigError(f"--process-id: expected 0 to {n - 1} (--num-processes {n}), got {i}")
+    import jax  # noqa: PLC0415
+
+    jax.distributed.initialize(coordinator_address=cluster["coordinator"], num_processes=n,
+                               process_id=i)  # fmt: skip
+
+
+def say(*args: Any, **kwargs: Any) -> None:
+    """``print`` in process 0 only (a multi-host run reports once)."""
+    from fnnjax.train.sharding import is_primary  # noqa: PLC0415
+
+    if is_primary():
+        print(*args, **kwargs)
 
 
 def _shown(value: Any) -> str:

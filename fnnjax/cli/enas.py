@@ -7,7 +7,7 @@ import dataclasses
 from typing import Any
 
 from fnnjax.checks import nonnegative_int_arg, positive_int_arg
-from fnnjax.cli.common import add_run_flags, config_from, require_validation, resolve
+from fnnjax.cli.common import add_run_flags, config_from, require_validation, resolve, say
 
 RUN_DEFAULTS = {"dataset": "fashion_mnist", "validation": 0.1, "limit_train": None, "seed": 0}
 """The run flags' defaults that are not search settings (those come from SearchConfig)."""
@@ -114,9 +114,10 @@ def run(args: argparse.Namespace) -> int:
     config = search_config(args)
     data = load_dataset(args.dataset, validation_fraction=args.validation, seed=args.seed,
                         limit_train=args.limit_train)  # fmt: skip
-    result = enas.search(data, config, args.out, seed=args.seed, resume=not args.no_resume)
+    result = enas.search(data, config, args.out, seed=args.seed, resume=not args.no_resume,
+                         num_devices=args.devices)  # fmt: skip
     what = "random search" if config.random_search else "ENAS"
-    print(f"{what} on {args.dataset}: best arc "
+    say(f"{what} on {args.dataset}: best arc "
           f"{enas.arc_to_string(result['best_arc'], config.layers)} (shared-weight validation "
           f"accuracy {result['best_accuracy']:.2%}); retrain it: fnnjax train --spec "
           f"{args.out / 'best_spec.json'} --dataset {args.dataset}")  # fmt: skip

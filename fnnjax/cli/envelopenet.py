@@ -6,7 +6,7 @@ import argparse
 from typing import Any
 
 from fnnjax.checks import nonnegative_int_arg, positive_float_arg, positive_int_arg
-from fnnjax.cli.common import add_run_flags, resolve
+from fnnjax.cli.common import add_run_flags, resolve, say
 
 RUN_DEFAULTS = {"dataset": "fashion_mnist", "validation": 0.0, "limit_train": None, "seed": 0}
 QUICK_RUN = {"dataset": "digits", "limit_train": 400}
@@ -68,7 +68,6 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
     env.add_argument("--no-augment", action="store_true", help="no random crops / flips")
     env.add_argument("--final-epochs", type=nonnegative_int_arg,
                      help="then train the constructed network this long")  # fmt: skip
-    env.add_argument("--devices", type=positive_int_arg, help="data-parallel devices; default all")
     add_run_flags(env, {**RUN_DEFAULTS, **_settings(ConstructionConfig())}, out_required=True,
                   quick="tiny sizes (400 digits, 6/2-1/2 with a 2-block cell, 2 iterations of 3 "
                   "epochs, batch 40; ConstructionConfig.quick): a construction that grows, in about 20 s")  # fmt: skip
@@ -126,14 +125,14 @@ def run(args: argparse.Namespace) -> int:
                           progress=True, num_devices=args.devices)  # fmt: skip
     first = result["records"][0]
     ratio = analytic_counts(result["spec"])["params"] / first["params"]
-    print(f"EnvelopeNet {first['notation']} -> {result['notation']} on {args.dataset} in "
+    say(f"EnvelopeNet {first['notation']} -> {result['notation']} on {args.dataset} in "
           f"{config.iterations} x {config.epochs_per_iteration} statistics epochs + "
           f"{config.final_epochs} final = {config.construction_epochs()} epochs "
           f"(parameters x{ratio:.2f}; blocks per layer "
           f"{' | '.join('-'.join(map(str, s)) for s in ev.block_counts(result['layers']))})")  # fmt: skip
     if result["final"] is not None:
-        print(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")
-    print(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {args.dataset} "
+        say(f"final network: test accuracy {result['final'].get('final_test_accuracy', 0):.2%}")
+    say(f"train it: fnnjax train --spec {args.out / 'final_spec.json'} --dataset {args.dataset} "
           f"--optimizer sgd --lr {config.learning_rate} --momentum 0 "
           f"--batch-size {config.batch_size} --augment --epochs 100")  # fmt: skip
     return 0

@@ -16,6 +16,7 @@ from fnnjax.cli.common import (
     flag_names,
     require_validation,
     resolve,
+    say,
     share_arg,
 )
 
@@ -258,16 +259,17 @@ def run(args: argparse.Namespace) -> int:
                         limit_train=args.limit_train)  # fmt: skip
     if args.search:
         found = enas.search(data, search_config(args, config, data), args.out / "enas",
-                            seed=args.seed, resume=not args.no_resume)  # fmt: skip
+                            seed=args.seed, resume=not args.no_resume,
+                            num_devices=args.devices)  # fmt: skip
         arc = found["best_arc"]
     out = nhn.run_nhn(data, arc, config, args.out, seed=args.seed, resume=not args.no_resume,
-                      progress=True)  # fmt: skip
+                      progress=True, num_devices=args.devices)  # fmt: skip
     final, abl = out["final"], out["ablation"]
     acc = final["test_accuracy"]
-    print(f"NHN on {args.dataset}: test accuracy {acc:.2%} with {final['params']:,} parameters "
+    say(f"NHN on {args.dataset}: test accuracy {acc:.2%} with {final['params']:,} parameters "
           f"(score {final['score']:.3f}); without the add-on neurons "
           f"{abl['test_accuracy_without_addons']:.2%}; results in {args.out / 'results.json'}")  # fmt: skip
-    print(f"retrain the found network: fnnjax train --spec {args.out / 'nhn_spec.json'} --masks "
+    say(f"retrain the found network: fnnjax train --spec {args.out / 'nhn_spec.json'} --masks "
           f"{args.out / 'nhn_masks.npz'} --dataset {args.dataset}")  # fmt: skip
     return 0
 

@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 from fnnjax.checks import positive_float_arg, positive_int_arg
-from fnnjax.cli.common import add_run_flags, epochs_text, parse_option, resolve
+from fnnjax.cli.common import add_run_flags, epochs_text, parse_option, resolve, say
 
 EPILOG = """examples:
   fnnjax train                                     dense baseline on digits (~20 s on 2 CPU cores)
@@ -85,14 +85,6 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
     run = train.add_argument_group("where and on what")
     run.add_argument("--checkpoint-every", type=positive_int_arg, default=1, metavar="EPOCHS")
-    run.add_argument("--devices", type=positive_int_arg, help="number of local devices (default all)")
-    run.add_argument("--distributed", action="store_true",
-                     help="call jax.distributed.initialize() first (multi-host runs; on TPU pods "
-                     "and SLURM it finds the cluster itself)")
-    run.add_argument("--coordinator", metavar="HOST:PORT",
-                     help="with --distributed: the coordinator (process 0) address")
-    run.add_argument("--num-processes", type=positive_int_arg, help="with --distributed")
-    run.add_argument("--process-id", type=int, help="with --distributed: this process's index")
     run.add_argument("--tensorboard", action="store_true", help="also write TensorBoard logs")
     run.add_argument("--quiet", action="store_true", help="no progress bar")
 
@@ -100,18 +92,12 @@ def add_parser(commands: Any, parents: list[argparse.ArgumentParser]) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    import jax  # noqa: PLC0415  (keep `fnnjax --help` fast)
     import numpy as np  # noqa: PLC0415
 
     from fnnjax import models, train  # noqa: PLC0415
     from fnnjax.errors import ConfigError  # noqa: PLC0415
 
     resolve(args, RUN_DEFAULTS)
-    if args.distributed:
-        jax.distributed.initialize(
-            coordinator_address=args.coordinator, num_processes=args.num_processes,
-            process_id=args.process_id,
-        )
     options = dict(args.option)
     if args.spec is None and args.model is None:
         args.model = "dense"
@@ -192,12 +178,11 @@ def run(args: argparse.Namespace) -> int:
                 f"{summary['best_epoch']} (checkpoint in {out}/best/)")  # fmt: skip
     final = (f"test accuracy {summary['final_test_accuracy']:.2%}" if objective == "classification"
              else f"test loss (MSE) {summary['final_test_loss']:.4g}")  # fmt: skip
-    if jax.process_index() == 0:
-        print(
-            f"{name} on {args.dataset}: {final} "
-            f"after {epochs_text(summary['epochs_done'])}, {summary['num_params']:,} parameters; "
-            f"{best}; results and curves.png in {out}/"
-        )
+    say(
+        f"{name} on {args.dataset}: {final} "
+        f"after {epochs_text(summary['epochs_done'])}, {summary['num_params']:,} parameters; "
+        f"{best}; results and curves.png in {out}/"
+    )
     return 0
 
 

@@ -27,8 +27,11 @@ from fnnjax.errors import ConfigError
 __all__ = [
     "DATA_AXIS",
     "batch_sharding",
+    "data_mesh",
     "is_primary",
     "make_mesh",
+    "primary_only",
+    "put_batch",
     "replicate",
     "replicated_sharding",
     "sync_processes",
@@ -59,9 +62,60 @@ def make_mesh(num_devices: int | None = None, devices: Sequence[jax.Device] | No
     return Mesh(np.asarray(devices[:num_devices]), (DATA_AXIS,))
 
 
+def data_mesh(batch_sizes: Sequence[int], num_devices: int | None = None, *,
+              flag: str = "--batch-size") -> Mesh:  # fmt: skip
+    """The mesh of a search or construction that splits batches of ``batch_sizes`` over devices.
+
+    ``num_devices`` None: all devices of all processes, or, in a single process whose device
+    count does not divide every batch, the most devices that do (the choice is a function of
+    the batch sizes and the device count alone, so a rerun makes it again). With several
+    processes every device takes part, so each batch must split over all of them.
+
+    Raises:
+        ConfigError: ``num_devices`` does not divide a batch size, or (several processes) the
+            cluster's device count does not (the message names ``flag``).
+    """
+    count = len(jax.devices())
+    sizes = [int(b) for b in batch_sizes]
+    if num_devices is None:
+        if jax.process_count() > 1:
+            num_devices = count
+        else:
+            num_devices = max(n for n in range(1, count + 1) if all(b % n == 0 for b in sizes))
+    bad = [b for b in sizes if b % num_devices]
+    if bad:
+        where = (f"the {count} devices of {jax.process_count()} processes"
+                 if jax.process_count() > 1 else f"{num_devices} devices")  # fmt: skip
+        raise ConfigError(f"{flag}: a batch of {bad[0]} does not split over {where}; expected a "
+                          f"multiple of {num_devices}")  # fmt: skip
+    return make_mesh(num_devices)
+
+
+def put_batch(x: Any, mesh: Mesh, axis: int = 0) -> Any:
+    """``x`` (a host array or a tree of them) on ``mesh``: axis ``axis`` split over the data axis
+    where the devices divide it, whole on every device otherwise (the same values either way)."""
+
+    def put(leaf: Any) -> jax.Array:
+        if np.ndim(leaf) > axis and np.shape(leaf)[axis] % mesh.size == 0:
+            spec = PartitionSpec(*([None] * axis), DATA_AXIS)
+        else:
+            spec = PartitionSpec()
+        return jax.device_put(leaf, NamedSharding(mesh, spec))
+
+    return jax.tree_util.tree_map(put, x)
+
+
 def is_primary() -> bool:
     """True in the process that owns shared files (process 0; always True with one process)."""
     return jax.process_index() == 0
+
+
+def primary_only(log: Any) -> Any:
+    """``log`` in process 0; a function that prints nothing in the other processes (so a
+    multi-host run reports once). None stays None."""
+    if log is None or is_primary():
+        return log
+    return lambda *args, **kwargs: None
 
 
 def sync_processes(name: str) -> None:

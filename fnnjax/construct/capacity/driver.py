@@ -72,6 +72,7 @@ from fnnjax.construct.capacity.probe import Probe as _Probe
 from fnnjax.construct.capacity.saliency import sum_per_block
 from fnnjax.train.jsonio import dumps
 from fnnjax.train.runfolder import RunFolder
+from fnnjax.train.sharding import primary_only
 
 __all__ = ["SALIENCIES", "DynamicConfig", "apply_changes", "apply_plan", "train_dynamic"]
 
@@ -491,7 +492,9 @@ def train_dynamic(
         resume: go on from ``out_dir``'s newest checkpoint (default); False moves an earlier
             run's files into ``out_dir/previous-<time>/`` first.
         log: called with one line per change (None: silent).
-        mesh: the device mesh (default: ``train_config.num_devices`` local devices).
+        mesh: the device mesh (default: ``train_config.num_devices`` devices, None: all of
+            them, of all processes under ``jax.distributed``, where every process calls this
+            with the same arguments and process 0 alone writes ``out_dir``).
 
     Returns:
         ``{"spec", "changes", "saliency", "history", "summary", "state", "params_initial",
@@ -523,7 +526,7 @@ def train_dynamic(
     consult = _Consultations(spec, config, train_config.epochs, folder,
                              _Probe(data, obj, config, train_config.seed), tx,
                              jax.random.fold_in(jax.random.key(train_config.seed), 0xCA9),
-                             log or (lambda _: None))  # fmt: skip
+                             primary_only(log) or (lambda _: None))  # fmt: skip
     initial_params = analytic_counts(spec)["params"]
     result = fit(build_model(spec), data, train_config, out_dir=folder.path,
                  description=describe_spec(spec), on_epoch_end=consult, objective=obj,

@@ -34,6 +34,7 @@ from fnnjax.construct.enas.space import (
 )
 from fnnjax.train.config import cosine_restarts as train_cosine_restarts
 from fnnjax.train.runfolder import RunFolder
+from fnnjax.train.sharding import data_mesh, primary_only, put_batch, replicate
 
 
 def cosine_restarts(step: jax.Array, steps_per_epoch: int, config: SearchConfig) -> jax.Array:
@@ -88,10 +89,11 @@ _accuracy = jax.jit(lambda logits, y: jnp.mean(jnp.argmax(logits, -1) == y))
 
 
 def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: Any,
-                       layers: int) -> jax.Array:  # fmt: skip
+                       layers: int, mesh: Any = None) -> jax.Array:  # fmt: skip
     """:func:`arc_accuracies` through the sampled execution path: each arc ``[P, size]`` scored on
     its own batch ``x [P, B, ...]`` (or every arc on one batch ``x [B, ...]``, when an arc
-    repeated is scored once) with only its own ops computed, in inference mode."""
+    repeated is scored once) with only its own ops computed, in inference mode. ``mesh``: each
+    batch is split over its devices (:func:`~fnnjax.train.sharding.put_batch`)."""
     arcs = np.asarray(arcs)
     shared = np.ndim(x) == len(net.spec.input_shape) + 1
     scores: dict[bytes, jax.Array] = {}
@@ -101,6 +103,8 @@ def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: An
             out.append(scores[arc.tobytes()])
             continue
         xb, yb = (x, y) if shared else (x[p], y[p])
+        if mesh is not None:
+            xb, yb = put_batch((xb, yb), mesh)
         acc = _accuracy(net.apply(variables, host_selection(arc, layers), xb), yb)
         scores[arc.tobytes()] = acc
         out.append(acc)
@@ -124,11 +128,13 @@ def _reinforce_update(controller: Controller, tx, config: SearchConfig):
 
 
 def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: SearchConfig,
-                        net: SampledNet | None = None):  # fmt: skip
+                        net: SampledNet | None = None, mesh: Any = None):  # fmt: skip
     """One controller step ``step(cparams, copt, baseline, variables, key, x, y)``: sample arcs,
     score them, REINFORCE, Adam. With the supernet, one jitted call; with the sampled path
     (``net``), the same keys split into a jitted sampling, the arcs scored one by one on the
-    host's composition of their own ops, and a jitted update."""
+    host's composition of their own ops, and a jitted update. ``mesh``: the reward batches
+    ``x [P, B, ...]`` are split over its devices along ``B`` (the controller, a few kilobytes,
+    runs replicated)."""
     update = _reinforce_update(controller, tx, config)
 
     def sample(cparams, key):
@@ -142,12 +148,15 @@ def _controller_step_fn(model: nn.Module, controller: Controller, tx, config: Se
             acc = arc_accuracies(model, variables, arcs, x, y, config.layers)
             return update(cparams, copt, baseline, arcs, acc)
 
-        return jax.jit(step)
+        jitted = jax.jit(step)
+        if mesh is None:
+            return jitted
+        return lambda *args: jitted(*args[:5], *put_batch(args[5:], mesh, axis=1))
     sample, update = jax.jit(sample), jax.jit(update)
 
     def composed(cparams, copt, baseline, variables, key, x, y):
         arcs = sample(cparams, key)
-        acc = sampled_accuracies(net, variables, arcs, x, y, config.layers)
+        acc = sampled_accuracies(net, variables, arcs, x, y, config.layers, mesh=mesh)
         return update(cparams, copt, baseline, arcs, acc)
 
     return composed
@@ -161,6 +170,7 @@ def search(
     seed: int = 0,
     resume: bool = True,
     log: Any = print,
+    num_devices: int | None = None,
 ) -> dict[str, Any]:
     """Runs ENAS's macro search on ``data`` (a :class:`fnnjax.train.Dataset` with a validation
     split; the test split is never read) and exports the result.
@@ -178,6 +188,15 @@ def search(
     ``fnnjax nhn --arc`` reads), ``best_spec.json`` (retraining form), ``search_spec.json``
     (search form) and ``top_arcs.json``.
 
+    Devices (:func:`~fnnjax.train.sharding.data_mesh`): ``num_devices`` (default: all devices of
+    all processes under ``jax.distributed``; in one process, the most that divide
+    ``batch_size``). Child training is data-parallel (each batch split over the devices,
+    parameters replicated, BatchNorm over the whole batch), the reward and derivation batches
+    are split likewise, and the controller runs replicated, so the same seed gives the same
+    search on any number of devices or hosts (to the rounding of cross-device sums). Under
+    ``jax.distributed`` every process calls :func:`search` with the same arguments; process 0
+    alone writes ``out_dir`` (each writes its share of a checkpoint) and logs.
+
     Returns:
         ``{"best_arc", "best_accuracy", "top", "history", "state", "execution"}``
         (``execution``: the path that ran, :func:`resolve_execution`).
@@ -187,26 +206,29 @@ def search(
         RunMismatchError: ``out_dir`` holds another search (a ``ValueError``).
     """
     steps = _steps_per_epoch(data, config)
+    log = primary_only(log)
+    mesh = data_mesh((config.batch_size,), num_devices)
     # Fields the compiled parts do not read are normalized, so that e.g. a random search after an
     # ENAS search (or a resumed one with more epochs) reuses the compiled steps.
     parts_key = dataclasses.replace(config, epochs=1, derive_arcs=1, derive_batches=1,
                                     random_search=False)  # fmt: skip
     parts = _search_parts(parts_key, tuple(data.input_shape), data.num_classes, steps,
-                          data.name if config.augment else None)  # fmt: skip
+                          data.name if config.augment else None, mesh)  # fmt: skip
     model, engine, controller, ctx, _, score, _, execution = parts
-    log(f"execution: {execution} (mode {config.mode!r} on {jax.default_backend()})")
+    log(f"execution: {execution} (mode {config.mode!r} on {jax.default_backend()}"
+        f"{_devices_text(mesh)})")
     k_controller, k_child, k_epochs, k_derive = jax.random.split(jax.random.key(seed), 4)
     cparams = init_controller(controller, k_controller)
     state = {"child": engine.init(k_child, data.input_shape),
-             "controller": cparams, "controller_opt": ctx.init(cparams),
-             "baseline": jnp.zeros((), jnp.float32)}  # fmt: skip
+             **replicate({"controller": cparams, "controller_opt": ctx.init(cparams),
+                          "baseline": jnp.zeros((), jnp.float32)}, mesh)}  # fmt: skip
     folder = RunFolder.open(out_dir, files=SEARCH_FILES, what="search", driver="enas",
                             resume=resume)  # fmt: skip
     ckpt = folder.checkpoints(max_to_keep=2)
     now = {"config": dataclasses.asdict(config), "seed": seed, "dataset": data.describe()}
     try:
         state, start, history = _restore_search(folder, ckpt, state, now, execution, resume, log)
-        arrays = (jax.device_put(data.train.x), jax.device_put(data.train.y),
+        arrays = (*replicate((data.train.x, data.train.y), mesh),
                   np.asarray(data.validation.x), np.asarray(data.validation.y))  # fmt: skip
         for epoch in range(start, config.epochs):
             key = jax.random.fold_in(k_epochs, epoch)
@@ -226,6 +248,14 @@ def search(
     _export_search(folder, top, history, data, config)
     return {"best_arc": np.asarray(top[0]["arc"]), "best_accuracy": top[0]["accuracy"],
             "top": top, "history": history, "state": state, "execution": execution}  # fmt: skip
+
+
+def _devices_text(mesh: Any) -> str:
+    """``", 4 devices in 2 processes"`` (nothing on one device)."""
+    if mesh.size == 1:
+        return ""
+    processes = jax.process_count()
+    return f", {mesh.size} devices" + (f" in {processes} processes" if processes > 1 else "")
 
 
 def _steps_per_epoch(data: Any, config: SearchConfig) -> int:
@@ -375,9 +405,10 @@ def child_augmentation(config: SearchConfig, dataset: str | None,
 
 @functools.lru_cache(maxsize=8)
 def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classes: int, steps: int,
-                  augment: str | None):  # fmt: skip
-    """The supernet, its engine, the controller, its optimizer and the jitted steps of a search,
-    built once per setting in a process (a resumed or repeated search compiles nothing new)."""
+                  augment: str | None, mesh: Any):  # fmt: skip
+    """The supernet, its engine, the controller, its optimizer and the jitted steps of a search
+    on ``mesh``, built once per setting in a process (a resumed or repeated search compiles
+    nothing new)."""
     from fnnjax.arch.build import build_model  # noqa: PLC0415
     from fnnjax.train import Engine  # noqa: PLC0415
 
@@ -389,17 +420,20 @@ def _search_parts(config: SearchConfig, input_shape: tuple[int, ...], num_classe
     model = build_model(space)
     net = SampledNet(space) if execution == "sampled" else None
     aug = child_augmentation(config, augment, input_shape)
-    engine = Engine(model, child_optimizer(config, steps), augment=aug)
+    engine = Engine(model, child_optimizer(config, steps), mesh, augment=aug)
     controller = Controller(config.layers, config.lstm_size, tanh_constant=config.tanh_constant,
                             skip_target=config.skip_target, temperature=config.temperature)  # fmt: skip
     ctx = controller_adam(config.controller_lr, form=config.controller_adam, b1=0.0, eps=1e-3)
     if net is None:
-        score = jax.jit(lambda v, a, x, y: arc_accuracies(
+        jitted = jax.jit(lambda v, a, x, y: arc_accuracies(
             model, v, a, jnp.broadcast_to(x, (a.shape[0], *x.shape)),
             jnp.broadcast_to(y, (a.shape[0], *y.shape)), config.layers))  # fmt: skip
+
+        def score(v, a, x, y):
+            return jitted(v, a, *put_batch((x, y), mesh))
     else:
-        score = functools.partial(sampled_accuracies, net, layers=config.layers)
-    step = _controller_step_fn(model, controller, ctx, config, net)
+        score = functools.partial(sampled_accuracies, net, layers=config.layers, mesh=mesh)
+    step = _controller_step_fn(model, controller, ctx, config, net, mesh)
     return model, engine, controller, ctx, step, score, net, execution
 
 

@@ -32,7 +32,7 @@ from fnnjax.construct.envelope.restructure import (
     restructure_layers,
 )
 from fnnjax.train.runfolder import RunFolder, write_json
-from fnnjax.train.sharding import is_primary
+from fnnjax.train.sharding import is_primary, primary_only
 
 __all__ = [
     "STATISTICS",
@@ -405,7 +405,7 @@ def construct(
            "dataset": data.describe()}  # fmt: skip
     folder, config, records = _open_construction(out_dir, config, now, resume=resume, log=log)
     now["config"] = config.to_dict()
-    say = log or (lambda _: None)
+    say = primary_only(log) or (lambda _: None)
     _save(folder, now, config, records)  # at once: a resume checks it, even inside iteration 0
 
     layers = initial_layers(config.stages, env) if not records else _next_layers(records[-1])

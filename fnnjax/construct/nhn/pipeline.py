@@ -73,6 +73,7 @@ import numpy as np
 
 from fnnjax.checks import check_choice, check_int, check_share
 from fnnjax.construct.nhn.search import LdsConfig
+from fnnjax.train.sharding import primary_only
 
 __all__ = ["NhnConfig", "addons_off", "effective_params", "nhn_score", "run_nhn", "stage_train_config",
            "with_addons"]
@@ -233,16 +234,17 @@ def with_addons(supernet: Any, space: Any, variables: Mapping[str, Any], genes: 
     return spec.replace(name="nhn"), {k: moved[k] for k in ("masks", "arch") if k in moved}
 
 
-def stage_train_config(config: NhnConfig, stage: str, seed: int, data: Any, progress: bool = False):
+def stage_train_config(config: NhnConfig, stage: str, seed: int, data: Any, progress: bool = False,
+                       num_devices: int | None = None):  # fmt: skip
     """The :class:`~fnnjax.train.TrainConfig` of a pipeline stage (``"base"``, ``"pruned"`` or
-    ``"final"``; module docstring)."""
+    ``"final"``; module docstring) on ``num_devices`` (None: all of them)."""
     from fnnjax.train import TrainConfig  # noqa: PLC0415
 
     cutout = config.cutout if config.cutout is not None else min(data.input_shape[:2]) // 2
     common = dict(batch_size=config.batch_size, optimizer="sgd", learning_rate=config.lr_max,
                   momentum=config.momentum, nesterov=True, min_learning_rate=config.lr_min,
                   augment=config.augment, seed=seed, progress=progress, cutout=cutout,
-                  grad_clip=config.clip or None)  # fmt: skip
+                  grad_clip=config.clip or None, num_devices=num_devices)  # fmt: skip
     if stage == "base":  # ENAS's schedule: cosine with warm restarts
         return TrainConfig(epochs=config.base_epochs, weight_decay=config.base_l2,
                            schedule="cosine_restarts", restart_epochs=10, restart_mult=2.0,
@@ -270,12 +272,17 @@ def run_nhn(
     resume: bool = True,
     progress: bool = False,
     log: Callable[[str], None] | None = print,
+    num_devices: int | None = None,
 ) -> dict[str, Any]:
     """Runs Algorithm 2 from the macro ``arc`` (an ENAS arc: integers, or its text form) and
     returns ``results.json``'s content plus the final ``spec`` and ``variables``, the
     ``base_spec``, the ``pruned_spec`` with its trained ``pruned_variables``, the LDS
     ``supernet`` and gene ``space``, the ``lds_variables`` and the final ``head`` (module
     docstring). Same seed, same result.
+
+    Devices: every training, the LDS search and the evaluations are data-parallel over
+    ``num_devices`` (default: all devices of all processes under ``jax.distributed``, where
+    every process calls this with the same arguments and process 0 alone writes ``out_dir``).
 
     A folder whose pipeline finished (``results.json`` of this run) is not run again: the call
     says so and returns the same, read back from the folder (the trainings' checkpoints and
@@ -296,7 +303,8 @@ def run_nhn(
     meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
             "dataset": data.describe()}  # fmt: skip
     run = _Pipeline(data, config, _open_pipeline(out_dir, meta, resume), resume, progress,
-                    log or (lambda _: None), {"arc": meta["arc"]})  # fmt: skip
+                    primary_only(log) or (lambda _: None), {"arc": meta["arc"]},
+                    num_devices)  # fmt: skip
     if run.folder.exists("results.json"):
         return _finished(run)
     base, base_vars = _base_stage(run, arc, seed * 10)
@@ -334,13 +342,15 @@ class _Pipeline:
     progress: bool
     say: Callable[[str], None]
     results: dict[str, Any]
+    num_devices: int | None = None
 
     def train(self, spec: Any, stage: str, initial: Any, stage_seed: int) -> Any:
         from fnnjax.arch import build_model, to_dict  # noqa: PLC0415
         from fnnjax.train import fit  # noqa: PLC0415
 
         self.say(f"== NHN {stage}: training (seed {stage_seed})")
-        config = stage_train_config(self.config, stage, stage_seed, self.data, self.progress)
+        config = stage_train_config(self.config, stage, stage_seed, self.data, self.progress,
+                                    self.num_devices)  # fmt: skip
         return fit(build_model(spec, use_masks=True), self.data, config,
                    out_dir=self.folder.sub(stage), resume=self.resume,
                    description={"nhn_stage": stage, "spec": to_dict(spec)},
@@ -428,7 +438,7 @@ def _lds_stage(run: _Pipeline, spec: Any, pruned_vars: dict[str, Any], stage_see
 
     config = run.config
     found = lds(run.data, spec, pruned_vars, config.lds, run.folder.sub("lds"), seed=stage_seed,
-                resume=run.resume, log=run.say)  # fmt: skip
+                resume=run.resume, log=run.say, num_devices=run.num_devices)  # fmt: skip
     head = _final_head(config)
     final, kept = with_addons(found["supernet"], found["space"], found["variables"],
                               found["genes"], found["directions"], head=head)  # fmt: skip
@@ -454,10 +464,11 @@ def _final_stage(run: _Pipeline, final: Any, kept: dict[str, Any], found: Mappin
 def _ablation(run: _Pipeline, final: Any, res: Any) -> None:
     """5. The final network with every add-on edge off; the scores; ``results.json``."""
     from fnnjax.arch import build_model  # noqa: PLC0415
-    from fnnjax.train import Engine  # noqa: PLC0415
+    from fnnjax.train import Engine, make_mesh, replicate  # noqa: PLC0415
 
-    engine = Engine(build_model(final, use_masks=True), _noop_tx())
-    state = jax.device_get(res.state)  # from the training's devices to this one engine's
+    engine = Engine(build_model(final, use_masks=True), _noop_tx(),
+                    make_mesh(run.num_devices))  # fmt: skip
+    state = replicate(jax.device_get(res.state), engine.mesh)  # onto this engine's devices
     if "arch" in state.collections:  # a network with no add-on edge and no skip has none
         state = state.replace(collections={**state.collections,
                                            "arch": addons_off(state.collections["arch"])})  # fmt: skip
@@ -495,7 +506,7 @@ def _finished(run: _Pipeline) -> dict[str, Any]:
              for name in ("base", "pruned", "nhn")}  # fmt: skip
     seed = folder.read_json("nhn.json")["seed"]
     found = lds(run.data, specs["pruned"], variables["pruned"], config.lds, folder.sub("lds"),
-                seed=seed * 10 + 2, log=None)  # fmt: skip
+                seed=seed * 10 + 2, log=None, num_devices=run.num_devices)  # fmt: skip
     head = _final_head(config)
     return {**folder.read_json("results.json"), "spec": specs["nhn"],
             "variables": variables["final"], "base_spec": specs["base"],

@@ -85,6 +85,7 @@ from fnnjax.construct.nhn.genes import (
     population_arch,
 )
 from fnnjax.train.runfolder import RunFolder
+from fnnjax.train.sharding import data_mesh, primary_only
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
@@ -275,8 +276,9 @@ def lds(
     "history"}``: the chosen gene code, its locations, ``{edge: [cin, neurons]}`` connection
     masks, the supernet spec and its trained variables (module docstring). The test split is
     never read. Same seed, same result. ``num_devices``: the training batches and the scored
-    population are split across this many local devices (default: all of them when they divide
-    ``batch_size``, else one). ``out_dir`` is a run folder
+    population are split across this many devices (default: all devices of all processes under
+    ``jax.distributed``; in one process, the most that divide ``batch_size``:
+    :func:`~fnnjax.train.sharding.data_mesh`). ``out_dir`` is a run folder
     (:class:`~fnnjax.train.runfolder.RunFolder`): a later call with the same settings, seed and
     data resumes after its last finished cycle.
 
@@ -288,14 +290,9 @@ def lds(
         raise ValueError("data.validation: LDS scores on a validation split, and it is empty; hold "
                          "out a share of the training split (--validation, or load_dataset's "
                          "validation_fraction)")  # fmt: skip
-    if num_devices is None:
-        num_devices = jax.local_device_count()
-        num_devices = num_devices if config.batch_size % num_devices == 0 else 1
-    elif config.batch_size % num_devices:
-        raise ValueError(f"num_devices: {num_devices} devices must divide the batch size "
-                         f"{config.batch_size}")  # fmt: skip
+    num_devices = data_mesh((config.batch_size,), num_devices, flag="batch_size").size
     run, state = _setup(data, spec, variables, config, seed, num_devices)
-    say = log or (lambda _: None)
+    say = primary_only(log) or (lambda _: None)
     folder = RunFolder.open(out_dir, files=LDS_FILES, what="LDS search", driver="lds",
                             resume=resume)  # fmt: skip
     ckpt = folder.checkpoints(max_to_keep=2)
