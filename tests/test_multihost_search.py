@@ -1,7 +1,8 @@
 """Searches that span hosts, rehearsed with local processes (``jax.distributed`` on 127.0.0.1).
 
-Two processes of two CPU devices each run ``fnnjax enas --quick`` and ``fnnjax envelopenet
---quick`` into one shared ``--out`` and must give what one process of four devices gives. The
+Two processes of two CPU devices each run ``fnnjax enas --quick``, ``fnnjax envelopenet
+--quick`` and ``fnnjax capacity --quick`` into one shared ``--out`` and must give what one
+process of four devices gives. The
 one-process reference joins ``jax.distributed`` too (``--num-processes 1``), so that both runs sum
 across devices with the same collectives (gloo's): XLA's in-process all-reduce adds the
 devices' parts in another order, and a search's discrete choices (an argmax flipped by the last
@@ -64,6 +65,7 @@ sys.exit(main(sys.argv[3:]))
 
 ENAS = ["enas", "--quick", "--epochs", "2"]
 ENVELOPENET = ["envelopenet", "--quick", "--epochs-per-iteration", "1"]
+CAPACITY = ["capacity", "--task", "classification", "--quick", "--epochs", "6"]
 
 
 def _free_port() -> int:
@@ -110,11 +112,14 @@ def _written(records: Path, process: int) -> list[str]:
     return json.loads((records / f"{process}.json").read_text())
 
 
-def _assert_only_process_0_writes(records: Path, processes: int, expected: set[str]) -> None:
+def _assert_only_process_0_writes(records: Path, processes: int, expected: set[str],
+                                  checkpoints: tuple[str, ...] = ("checkpoints",)) -> None:  # fmt: skip
+    """Process 0 wrote ``expected``; the others wrote only in the checkpoint folders (named in
+    ``checkpoints``: orbax's share of each process)."""
     primary = set(_written(records, 0))
     assert expected <= primary, expected - primary
     for i in range(1, processes):
-        outside = [p for p in _written(records, i) if "checkpoints" not in Path(p).parts]
+        outside = [p for p in _written(records, i) if not set(checkpoints) & set(Path(p).parts)]
         assert not outside, f"process {i} wrote {outside}"
 
 
@@ -177,3 +182,22 @@ def test_envelopenet_on_two_hosts_is_the_construction_of_one(tmp_path):
     for k in range(len(a)):  # (module docstring: the fused step rounds differently)
         metrics = f"iterations/{k}/metrics.jsonl"
         _assert_same_numbers(_jsonl(two / metrics), _jsonl(one / metrics))
+
+
+def test_capacity_on_two_hosts_makes_the_changes_of_one(tmp_path):
+    # Both processes consult the controller on values they compute alike (the epoch's loss, the
+    # probe batch's saliency) and change the network together; checkpoints/ and best/ save the
+    # same step, each with its own orbax barriers.
+    two, one = tmp_path / "two", tmp_path / "one"
+    stdout = _run(CAPACITY, two, 2, 2, tmp_path / "audit-two")
+    assert "dynamic capacity on digits" in stdout[0] and "dynamic capacity" not in stdout[1]
+    _assert_only_process_0_writes(tmp_path / "audit-two", 2, {
+        "capacity.jsonl", "saliency.jsonl", "capacity_config.json", "final_spec.json",
+        "metrics.jsonl", "summary.json", "layers.md", "run.json"}, ("checkpoints", "best"))  # fmt: skip
+    _run(CAPACITY, one, 1, 4, tmp_path / "audit-one")
+    changes = _jsonl(two / "capacity.jsonl")
+    assert changes, "no change to compare"
+    _assert_same_numbers(changes, _jsonl(one / "capacity.jsonl"))
+    _assert_same_numbers(_jsonl(two / "saliency.jsonl"), _jsonl(one / "saliency.jsonl"))
+    _assert_same_numbers(_jsonl(two / "metrics.jsonl"), _jsonl(one / "metrics.jsonl"))
+    assert (two / "final_spec.json").read_text() == (one / "final_spec.json").read_text()

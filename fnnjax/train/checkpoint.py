@@ -175,12 +175,19 @@ class Checkpoints:
             self._manager = self._make_manager(max_to_keep, asynchronous)
 
     def _make_manager(self, max_to_keep: int, asynchronous: bool) -> ocp.CheckpointManager:
+        # Under jax.distributed, orbax names its barriers after the step alone: two managers that
+        # save the same step at once (checkpoints/ and best/ of one epoch) would meet at one
+        # barrier twice and fail ("already ongoing"). A prefix from the folder keeps them apart
+        # (the same in every process, which share the folder's path).
+        prefix = "fnnjax-" + hashlib.sha256(str(self.directory).encode()).hexdigest()[:16]
         return ocp.CheckpointManager(
             self.directory,
             options=ocp.CheckpointManagerOptions(
                 max_to_keep=max_to_keep,
                 create=True,
                 enable_async_checkpointing=asynchronous,
+                multiprocessing_options=ocp.options.MultiprocessingOptions(
+                    barrier_sync_key_prefix=prefix),
             ),
             item_names=("state", "meta"),
         )

@@ -143,7 +143,7 @@ def _means(sums: Mapping[str, Any]) -> dict[str, Any]:
 
 def _accumulate(outputs: list[Any]) -> dict[str, Any]:
     totals: dict[str, Any] = {}
-    for out in jax.device_get(outputs):
+    for out in sharding.fetch(outputs):  # a population's sums may span several processes
         for name, value in out.items():
             totals[name] = totals.get(name, 0.0) + np.asarray(value, np.float64)
     return totals

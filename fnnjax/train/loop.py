@@ -215,7 +215,9 @@ def restore_run(
         out_dir: a folder written by :func:`fit`.
         rebuild: ``description -> model``, e.g. :func:`fnnjax.models.model_from_description`.
         best: restore ``best/`` (the best validation epoch) instead of the newest checkpoint.
-        mesh: devices to put the state on (default: one device).
+        mesh: devices to put the state on (default: one device; under ``jax.distributed``
+            with several processes, all devices of all of them, as an array must span every
+            process that restores it).
 
     Returns:
         ``(model, state, meta)``.
@@ -227,7 +229,7 @@ def restore_run(
     folder = out / ("best" if best else "checkpoints")
     if not folder.is_dir():
         raise CheckpointError(f"{folder} does not exist; expected a run folder written by fit")
-    mesh = mesh or sharding.make_mesh(1)
+    mesh = mesh or sharding.make_mesh(1 if jax.process_count() == 1 else None)
     checkpoints = Checkpoints(folder)
     models: dict[str, nn.Module] = {}
 

@@ -29,6 +29,7 @@ __all__ = [
     "batch_sharding",
     "data_mesh",
     "in_order",
+    "fetch",
     "is_primary",
     "make_mesh",
     "primary_only",
@@ -156,3 +157,23 @@ def batch_sharding(mesh: Mesh) -> NamedSharding:
 def replicate(tree: Any, mesh: Mesh) -> Any:
     """Places every array of ``tree`` on all devices of ``mesh``."""
     return jax.device_put(tree, replicated_sharding(mesh))
+
+
+def fetch(tree: Any) -> Any:
+    """The host value of ``tree`` (``jax.device_get``), also of arrays split over devices of other
+    processes: those are first gathered onto every device in one program (its all-gather is
+    waited for, as every collective under ``jax.distributed`` must run in issue order).
+    Every process calls it with the same tree."""
+    leaves, treedef = jax.tree_util.tree_flatten(tree)
+    spread = [i for i, leaf in enumerate(leaves)
+              if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable]  # fmt: skip
+    if spread:
+        shardings = [NamedSharding(leaves[i].sharding.mesh, PartitionSpec()) for i in spread]
+        gathered = jax.jit(_identity, out_shardings=shardings)([leaves[i] for i in spread])
+        for i, value in zip(spread, jax.block_until_ready(gathered), strict=True):
+            leaves[i] = value
+    return jax.device_get(jax.tree_util.tree_unflatten(treedef, leaves))
+
+
+def _identity(x: Any) -> Any:
+    return x

@@ -85,7 +85,7 @@ from fnnjax.construct.nhn.genes import (
     population_arch,
 )
 from fnnjax.train.runfolder import RunFolder
-from fnnjax.train.sharding import data_mesh, primary_only
+from fnnjax.train.sharding import data_mesh, fetch, primary_only
 
 __all__ = ["LdsConfig", "lds", "trainable_mask"]
 
@@ -308,7 +308,7 @@ def lds(
                 f"loss {record['train_loss']:.4f}")  # fmt: skip
             folder.append_jsonl("lds.jsonl", record)
             if ckpt is not None:
-                ckpt.save(cycle, state, {**now, "cycle": cycle, "phase": record["phase"],
+                ckpt.save(cycle, _saved(state, run), {**now, "cycle": cycle, "phase": record["phase"],
                                          "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
     finally:
         if ckpt is not None:
@@ -409,11 +409,12 @@ def _restore(folder: RunFolder, ckpt: Any, run: _Lds, state: dict[str, Any], now
 
     def template(meta: dict[str, Any]) -> dict[str, Any]:
         if meta.get("phase") != "direction":
-            return {"child": state["child"], "location": state["location"]}
+            return _saved({"child": state["child"], "location": state["location"]}, run)
         chosen = run.chosen_edges(np.asarray(meta["genes"], np.int32))
         eligible = eligible_channels(run.spec, run.variables, chosen)
         dstate = direction_init(run.k_dir, eligible, run.config.neurons, run.config.direction)
-        return {"child": state["child"], "location": state["location"], "direction": dstate}
+        return _saved({"child": state["child"], "location": state["location"],
+                       "direction": dstate}, run)  # fmt: skip
 
     def check(meta: dict[str, Any]) -> None:
         folder.check_same_run({k: meta.get(k) for k in now}, now,
@@ -425,11 +426,21 @@ def _restore(folder: RunFolder, ckpt: Any, run: _Lds, state: dict[str, Any], now
         folder.begin()
         return state, 0, []
     state, meta = restored
+    state = {k: v if k == "child" else jax.tree_util.tree_map(jnp.asarray, fetch(v))
+             for k, v in state.items()}  # the searches' states back on this process's device  # fmt: skip
     cycle = int(meta["cycle"])
     history = folder.truncate_jsonl("lds.jsonl", cycle, key="cycle")
     say(f"resuming LDS after cycle {cycle} from {folder.file('checkpoints')}")
     folder.begin(resumed_after_cycle=cycle)
     return state, cycle + 1, history
+
+
+def _saved(state: dict[str, Any], run: _Lds) -> dict[str, Any]:
+    """``state`` as checkpointed: the location and direction searches' states (kept on one
+    device of each process, where every process computes them alike) replicated over the
+    search's devices, which under ``jax.distributed`` span every process (orbax saves no
+    array local to a process)."""
+    return {k: v if k == "child" else jax.device_put(v, run.repl) for k, v in state.items()}
 
 
 def _cycle(run: _Lds, state: dict[str, Any], cycle: int, fixed: tuple | None
@@ -496,7 +507,8 @@ def _train_population(run: _Lds, state: dict[str, Any], arch: Any, cycle: int) -
         child = child.replace(collections={**child.collections, "arch": one})
         child, metrics = run.engine.train_steps(child, x_train, y_train, orders[k])
         losses.append(np.asarray(metrics["loss"]))
-    state["child"] = child.replace(collections={**child.collections, "arch": run.base_arch})
+    state["child"] = child.replace(collections={**child.collections,
+                                                "arch": jax.device_put(run.base_arch, repl)})  # fmt: skip
     return losses
 
 
