@@ -9,9 +9,10 @@ parallelism a search runs with on several devices or hosts. For each device coun
 ``--repeats`` timed ones; the median over the arcs of their median step gives steps per second.
 
 On a CPU the devices are simulated (``--devices 8`` asks XLA for 8 CPU devices before JAX starts),
-so they share the machine's cores: the table then shows the cost of splitting a step (the
-collectives, more and smaller programs), not a speed-up. On a machine with several GPUs the same
-command measures real scaling (``--devices`` is then the number of GPUs to use at most).
+so they share the machine's cores: the table then shows what splitting a step costs or gains
+(collectives, more and smaller programs, more of the cores kept busy), not a real scaling. On a
+machine with several GPUs the same command measures real scaling (``--devices`` is then the
+number of GPUs to use at most).
 
 Usage::
 
@@ -39,6 +40,8 @@ def _parse() -> argparse.Namespace:
     parser.add_argument("--repeats", type=int, default=3, help="timed steps per arc")
     parser.add_argument("--warmup", type=int, default=1, help="untimed steps per arc first")
     parser.add_argument("--devices", type=int, default=8, help="the largest device count")
+    parser.add_argument("--counts", type=int, nargs="+", default=(1, 2, 4, 8, 16),
+                        help="device counts to time (those up to --devices)")
     parser.add_argument("--quick", action="store_true", help="a small net, for a smoke test")
     parser.add_argument("--json", help="also write the numbers to this file")
     args = parser.parse_args()
@@ -92,7 +95,7 @@ def main() -> None:
     x = rng.standard_normal((n_train, args.size, args.size, args.channels)).astype(np.float32)
     y = rng.integers(0, 10, n_train).astype(np.int32)
     arcs = np.asarray(enas.random_arcs(jax.random.key(1), args.layers, args.arcs))
-    counts = [n for n in (1, 2, 4, 8, 16) if n <= min(args.devices, jax.device_count())]
+    counts = [n for n in args.counts if n <= min(args.devices, jax.device_count())]
     print(f"{machine()}; {args.layers} layers x {args.width}, {args.size}x{args.size}x"
           f"{args.channels}, batch {args.batch}, execution {execution}")  # fmt: skip
     rows = []
@@ -111,7 +114,7 @@ def main() -> None:
         median = statistics.median(times)  # of the arcs' medians
         rows.append({"devices": n, "median_step_s": median, "steps_per_s": 1.0 / median})
         print(f"{n} device(s): median step {median * 1e3:,.1f} ms, {1.0 / median:.3f} steps/s "
-              f"({rows[0]['median_step_s'] / median:.2f}x the 1-device rate)")  # fmt: skip
+              f"({rows[0]['median_step_s'] / median:.2f}x the first row's rate)")  # fmt: skip
     write_json(args.json, {"args": vars(args), "execution": execution, "rows": rows})
 
 

@@ -117,7 +117,7 @@ def test_fewer_epochs_than_the_folder_trained_is_one_warning_and_epochs_are_coun
         (["train", "--dataset", "sines3d-c2"], "unknown dataset 'sines3d-c2'; the generated regression"),
         (["train", "--optimizer", "rmsprop"], "optimizer: expected one of 'adam', 'adamw', 'sgd'"),
         (["train", "-o", "depth=3"], "model 'dense' does not accept option(s) depth"),
-        (["train", "--devices", "99"], "devices must be between 1 and 8"),
+        (["train", "--devices", "99"], "--devices: expected 1 to 8"),
     ],
 )
 def test_mistakes_are_one_line_errors(argv, expected, capsys, tmp_path):

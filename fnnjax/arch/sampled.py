@@ -40,7 +40,10 @@ Several processes (``jax.distributed``): the pieces run on the devices their inp
 batch split over a mesh: BatchNorm and the parameter gradients reduce across it), and each
 piece is waited for before the next is issued (:func:`_in_order`): the runtime may otherwise run
 two independent pieces at once, and processes that reach their cross-host reductions in
-different orders wait for each other forever.
+different orders wait for each other forever. Pieces split over several devices of one process
+are waited for too: XLA:CPU's in-process collectives deadlocked when two such pieces were in
+flight at once (8 simulated devices on 2 cores, the paper's size: 7 of 8 device threads waited
+at one all-reduce while the eighth's work queued behind the other piece's).
 
 Not supported (refused by :func:`sampled_support`, which names the reason): add-on edges, a
 block's own ``skips`` (``concat``/``add``), dropout outside the head, choice blocks in the stem and
@@ -155,9 +158,12 @@ def sampled_support(spec: Spec) -> str | None:
 
 
 def _in_order(value: Any) -> Any:
-    """``value``, waited for under ``jax.distributed`` (module docstring; the IR does not import
-    the trainer, whose :func:`fnnjax.train.sharding.in_order` says the same)."""
-    return jax.block_until_ready(value) if jax.distributed.is_initialized() else value
+    """``value``, waited for under ``jax.distributed`` or when it spans several devices (module
+    docstring; the IR does not import the trainer, whose :func:`fnnjax.train.sharding.in_order`
+    says the same)."""
+    leaf = next((x for x in jax.tree_util.tree_leaves(value) if isinstance(x, jax.Array)), None)
+    spread = leaf is not None and len(leaf.sharding.device_set) > 1
+    return jax.block_until_ready(value) if spread or jax.distributed.is_initialized() else value
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:

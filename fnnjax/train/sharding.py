@@ -105,8 +105,11 @@ def in_order(value: Any) -> Any:
     programs with cross-device reductions (a sampled architecture's pieces, one accuracy per
     arc) waits for each before the next: the runtime may run two independent programs at once,
     and processes that reach their collectives (gloo on CPU) in different orders wait for each
-    other forever (seen: a 2-process ENAS search hung in its first step)."""
-    return jax.block_until_ready(value) if jax.distributed.is_initialized() else value
+    other forever (seen: a 2-process ENAS search hung in its first step); so may XLA:CPU's
+    in-process collectives when the value spans several devices of one process."""
+    leaf = next((x for x in jax.tree_util.tree_leaves(value) if isinstance(x, jax.Array)), None)
+    spread = leaf is not None and len(leaf.sharding.device_set) > 1
+    return jax.block_until_ready(value) if spread or jax.distributed.is_initialized() else value
 
 
 def put_batch(x: Any, mesh: Mesh, axis: int = 0) -> Any:
