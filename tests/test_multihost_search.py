@@ -14,7 +14,9 @@ layout is bitwise repeatable; the same collectives sum a plain array alike in bo
 XLA's single-threaded CPU mode changes nothing, so it is in how XLA compiles the step): its losses
 agree within 1e-5 relative after one epoch and drift apart over more epochs of SGD (6e-4 after
 two), so the construction trains one epoch per iteration here (each iteration trains afresh) and
-its decisions (which blocks are pruned, where cells go) must be the same. Every file outside the
+its decisions (which blocks are pruned, where cells go) must be the same. (NHN is not compared:
+its pipeline of four trainings, DNP thresholds and LDS choices turns the same drift into another
+network; its base training's first epoch matches bit for bit.) Every file outside the
 checkpoints must be written by process 0 alone: each process records the files it opened for
 writing (or renamed, removed, created) under ``--out`` with an audit hook.
 
