@@ -10,8 +10,9 @@ bit of a BatchNorm mean) turn that rounding into another search. (A deviation fr
 with 4 devices" taken literally, which would compare two reduction orders.) ENAS's search (its
 sampled path: one small program per op) then matches bit for bit. A fused training step
 (``fit``, under EnvelopeNets) still rounds differently when its devices span two processes (each
-layout is bitwise repeatable; the same collectives sum a plain array alike in both layouts, and
-XLA's single-threaded CPU mode changes nothing, so it is in how XLA compiles the step): its losses
+layout is bitwise repeatable; its optimized HLO is the same in both, the same collectives sum a
+plain array alike in both, and XLA's single-threaded CPU mode changes nothing, so it is in how
+the step's 95 all-reduces run across processes, not yet pinned down): its losses
 agree within 1e-5 relative after one epoch and drift apart over more epochs of SGD (6e-4 after
 two), so the construction trains one epoch per iteration here (each iteration trains afresh) and
 its decisions (which blocks are pruned, where cells go) must be the same. (NHN is not compared:
