@@ -28,8 +28,8 @@ __all__ = [
     "DATA_AXIS",
     "batch_sharding",
     "data_mesh",
-    "in_order",
     "fetch",
+    "in_order",
     "is_primary",
     "make_mesh",
     "primary_only",
@@ -86,18 +86,13 @@ def data_mesh(batch_sizes: Sequence[int], num_devices: int | None = None, *,
             raise ConfigError(f"--devices: {num_devices} devices do not split a batch of "
                               f"{bad[0]} ({flag}); expected a count that divides it")  # fmt: skip
         return make_mesh(num_devices)
-    if num_devices is None:
-        if jax.process_count() > 1:
-            num_devices = count
-        else:
-            num_devices = max(n for n in range(1, count + 1) if all(b % n == 0 for b in sizes))
-    bad = [b for b in sizes if b % num_devices]
+    if jax.process_count() == 1:
+        return make_mesh(max(n for n in range(1, count + 1) if all(b % n == 0 for b in sizes)))
+    bad = [b for b in sizes if b % count]
     if bad:
-        where = (f"the {count} devices of {jax.process_count()} processes"
-                 if jax.process_count() > 1 else f"{num_devices} devices")  # fmt: skip
-        raise ConfigError(f"{flag}: a batch of {bad[0]} does not split over {where}; expected a "
-                          f"multiple of {num_devices}")  # fmt: skip
-    return make_mesh(num_devices)
+        raise ConfigError(f"{flag}: a batch of {bad[0]} does not split over the {count} devices "
+                          f"of {jax.process_count()} processes; expected a multiple of {count}")  # fmt: skip
+    return make_mesh(count)
 
 
 def in_order(value: Any) -> Any:

@@ -290,7 +290,7 @@ def lds(
         raise ValueError("data.validation: LDS scores on a validation split, and it is empty; hold "
                          "out a share of the training split (--validation, or load_dataset's "
                          "validation_fraction)")  # fmt: skip
-    num_devices = data_mesh((config.batch_size,), num_devices, flag="batch_size").size
+    num_devices = data_mesh((config.batch_size,), num_devices, flag="LDS's batch_size").size
     run, state = _setup(data, spec, variables, config, seed, num_devices)
     say = primary_only(log) or (lambda _: None)
     folder = RunFolder.open(out_dir, files=LDS_FILES, what="LDS search", driver="lds",
