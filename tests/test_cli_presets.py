@@ -231,3 +231,4 @@ def test_library_messages_are_named_by_the_flag_that_sets_them():
         "x: pass --no-resume or another --out"
     assert flag_names("initial_variables: wrong shapes", options) == \
         "initial_variables: wrong shapes"  # no such flag: left as it is
+

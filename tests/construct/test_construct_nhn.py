@@ -492,3 +492,21 @@ def test_fnnjax_nhn_takes_the_arc_itself_as_well_as_a_file(tmp_path):
     with pytest.raises(ConfigError, match=r"--arc: 0 0 0 is neither a file nor an arc of --layers 3"):
         read_arc(Path("0 0 0"), 3, None)
     assert read_arc(Path("[0, 0, 0, 2, 0, 0]"), 3, None)[0].tolist() == [0, 0, 0, 2, 0, 0]
+
+
+def test_nhn_refuses_a_device_count_that_does_not_split_lds_batch_before_training(tmp_path):
+    import dataclasses
+
+    from fnnjax.construct import nhn
+    from fnnjax.errors import ConfigError
+    from fnnjax.train import load_dataset
+
+    data = load_dataset("digits", validation_fraction=0.1, limit_train=200)
+    config = nhn.NhnConfig.quick()
+    config = dataclasses.replace(config, batch_size=32,
+                                 lds=dataclasses.replace(config.lds, batch_size=30))  # fmt: skip
+    with pytest.raises(ConfigError, match=r"--devices: 4 devices do not split a batch of 30 "
+                                          r"\(LDS's batch_size\)"):  # fmt: skip
+        nhn.run_nhn(data, "0 0 1", dataclasses.replace(config, layers=2), tmp_path / "run",
+                    num_devices=4, log=None)  # fmt: skip
+    assert not (tmp_path / "run").exists()  # refused before the first training

@@ -73,7 +73,7 @@ import numpy as np
 
 from fnnjax.checks import check_choice, check_int, check_share
 from fnnjax.construct.nhn.search import LdsConfig
-from fnnjax.train.sharding import primary_only
+from fnnjax.train.sharding import data_mesh, primary_only
 
 __all__ = ["NhnConfig", "addons_off", "effective_params", "nhn_score", "run_nhn", "stage_train_config",
            "with_addons"]
@@ -282,7 +282,9 @@ def run_nhn(
 
     Devices: every training, the LDS search and the evaluations are data-parallel over
     ``num_devices`` (default: all devices of all processes under ``jax.distributed``, where
-    every process calls this with the same arguments and process 0 alone writes ``out_dir``).
+    every process calls this with the same arguments and process 0 alone writes ``out_dir``); a
+    device count that does not split the trainings' or LDS's batch is refused before anything
+    runs.
 
     A folder whose pipeline finished (``results.json`` of this run) is not run again: the call
     says so and returns the same, read back from the folder (the trainings' checkpoints and
@@ -300,6 +302,9 @@ def run_nhn(
                          "empty; hold out a share of the training split (--validation, or "
                          "load_dataset's validation_fraction)")  # fmt: skip
     arc = arc_from_string(arc, config.layers) if isinstance(arc, str) else check_arc(arc, config.layers)
+    if num_devices is not None or jax.process_count() > 1:  # before any training, not at LDS
+        data_mesh((config.batch_size,), num_devices)
+        data_mesh((config.lds.batch_size,), num_devices, flag="LDS's batch_size")
     meta = {"arc": arc_to_string(arc, config.layers), "config": config.to_dict(), "seed": seed,
             "dataset": data.describe()}  # fmt: skip
     run = _Pipeline(data, config, _open_pipeline(out_dir, meta, resume), resume, progress,
