@@ -63,6 +63,7 @@ import numpy as np
 
 from fnnjax._checks import check_float_input
 from fnnjax._trees import at_path
+from fnnjax._trees import in_order as _in_order
 from fnnjax.arch.build import (
     FactorizedReduce,
     GatedSkips,
@@ -155,15 +156,6 @@ def sampled_support(spec: Spec) -> str | None:
                 return (f"{where} updates every candidate's BatchNorm statistics "
                         "(update_stats='all' needs every candidate computed)")  # fmt: skip
     return None
-
-
-def _in_order(value: Any) -> Any:
-    """``value``, waited for under ``jax.distributed`` or when it spans several devices (module
-    docstring; the IR does not import the trainer, whose :func:`fnnjax.train.sharding.in_order`
-    says the same)."""
-    leaf = next((x for x in jax.tree_util.tree_leaves(value) if isinstance(x, jax.Array)), None)
-    spread = leaf is not None and len(leaf.sharding.device_set) > 1
-    return jax.block_until_ready(value) if spread or jax.distributed.is_initialized() else value
 
 
 def _put(tree: dict[str, Any], path: tuple[str, ...], value: Any) -> dict[str, Any]:

@@ -22,6 +22,7 @@ import jax
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from fnnjax._trees import in_order
 from fnnjax.errors import ConfigError
 
 __all__ = [
@@ -95,18 +96,6 @@ def data_mesh(batch_sizes: Sequence[int], num_devices: int | None = None, *,
     return make_mesh(count)
 
 
-def in_order(value: Any) -> Any:
-    """``value``, waited for under ``jax.distributed``. Host code that issues several small
-    programs with cross-device reductions (a sampled architecture's pieces, one accuracy per
-    arc) waits for each before the next: the runtime may run two independent programs at once,
-    and processes that reach their collectives (gloo on CPU) in different orders wait for each
-    other forever (seen: a 2-process ENAS search hung in its first step); so may XLA:CPU's
-    in-process collectives when the value spans several devices of one process."""
-    leaf = next((x for x in jax.tree_util.tree_leaves(value) if isinstance(x, jax.Array)), None)
-    spread = leaf is not None and len(leaf.sharding.device_set) > 1
-    return jax.block_until_ready(value) if spread or jax.distributed.is_initialized() else value
-
-
 def put_batch(x: Any, mesh: Mesh, axis: int = 0) -> Any:
     """``x`` (a host array or a tree of them) on ``mesh``: axis ``axis`` split over the data axis
     where the devices divide it, whole on every device otherwise (the same values either way)."""
@@ -159,19 +148,15 @@ def replicate(tree: Any, mesh: Mesh) -> Any:
 
 def fetch(tree: Any) -> Any:
     """The host value of ``tree`` (``jax.device_get``), also of arrays split over devices of other
-    processes: those are first gathered onto every device in one program (its all-gather is
-    waited for, as every collective under ``jax.distributed`` must run in issue order).
-    Every process calls it with the same tree."""
-    leaves, treedef = jax.tree_util.tree_flatten(tree)
-    spread = [i for i, leaf in enumerate(leaves)
-              if isinstance(leaf, jax.Array) and not leaf.is_fully_addressable]  # fmt: skip
-    if spread:
-        shardings = [NamedSharding(leaves[i].sharding.mesh, PartitionSpec()) for i in spread]
-        gathered = jax.jit(_identity, out_shardings=shardings)([leaves[i] for i in spread])
-        for i, value in zip(spread, jax.block_until_ready(gathered), strict=True):
-            leaves[i] = value
-    return jax.device_get(jax.tree_util.tree_unflatten(treedef, leaves))
+    processes, which ``multihost_utils.process_allgather`` gathers first (one leaf at a time, in
+    the tree's order: the same in every process, each of which calls this with the same tree).
+    A replicated array is read from this process's copy (no collective)."""
+    from jax.experimental import multihost_utils  # noqa: PLC0415
 
+    def get(leaf: Any) -> Any:
+        if (isinstance(leaf, jax.Array) and not leaf.is_fully_addressable
+                and not leaf.is_fully_replicated):  # fmt: skip
+            return multihost_utils.process_allgather(leaf, tiled=True)
+        return leaf
 
-def _identity(x: Any) -> Any:
-    return x
+    return jax.device_get(jax.tree_util.tree_map(get, tree))

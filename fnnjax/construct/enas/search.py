@@ -96,6 +96,8 @@ def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: An
     batch is split over its devices (:func:`~fnnjax.train.sharding.put_batch`)."""
     arcs = np.asarray(arcs)
     shared = np.ndim(x) == len(net.spec.input_shape) + 1
+    if shared and mesh is not None:
+        x, y = put_batch((x, y), mesh)  # once for every arc
     scores: dict[bytes, jax.Array] = {}
     out = []
     for p, arc in enumerate(arcs):
@@ -103,7 +105,7 @@ def sampled_accuracies(net: SampledNet, variables: Any, arcs: Any, x: Any, y: An
             out.append(scores[arc.tobytes()])
             continue
         xb, yb = (x, y) if shared else (x[p], y[p])
-        if mesh is not None:
+        if mesh is not None and not shared:
             xb, yb = put_batch((xb, yb), mesh)
         acc = in_order(_accuracy(net.apply(variables, host_selection(arc, layers), xb), yb))
         scores[arc.tobytes()] = acc

@@ -473,7 +473,7 @@ def _ablation(run: _Pipeline, final: Any, res: Any) -> None:
 
     engine = Engine(build_model(final, use_masks=True), _noop_tx(),
                     make_mesh(run.num_devices))  # fmt: skip
-    state = replicate(jax.device_get(res.state), engine.mesh)  # onto this engine's devices
+    state = replicate(res.state, engine.mesh)  # the training's devices: nothing moves
     if "arch" in state.collections:  # a network with no add-on edge and no skip has none
         state = state.replace(collections={**state.collections,
                                            "arch": addons_off(state.collections["arch"])})  # fmt: skip

@@ -308,8 +308,9 @@ def lds(
                 f"loss {record['train_loss']:.4f}")  # fmt: skip
             folder.append_jsonl("lds.jsonl", record)
             if ckpt is not None:
-                ckpt.save(cycle, _saved(state, run), {**now, "cycle": cycle, "phase": record["phase"],
-                                         "genes": np.asarray(state["location"].best_genes).tolist()})  # fmt: skip
+                genes = np.asarray(state["location"].best_genes).tolist()
+                ckpt.save(cycle, _saved(state, run), {**now, "cycle": cycle,
+                                                      "phase": record["phase"], "genes": genes})  # fmt: skip
     finally:
         if ckpt is not None:
             ckpt.close()
